@@ -1,0 +1,114 @@
+"""The gate's decisions, as plain values the reports read.
+
+One :class:`CheckResult` per checked figure (an absolute threshold or a baseline
+comparison of one metric of one measurement); one :class:`TestVerdict` per perf
+test, appended to ``get_session(config).results`` when the test's call phase ends.
+
+Sign convention of ``change``: a signed fraction of the baseline where
+**positive means worse** whatever the metric's direction (``+0.50`` = 50 % slower
+for ``p95_ms``, 50 % fewer for ``qps``); ``raw_change`` is the plain
+``value / baseline - 1`` for readers that want the arithmetic change.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from ..measurement import Measurement
+
+Verdict = Literal["pass", "fail", "new", "warn"]
+Outcome = Literal["passed", "failed", "no-baseline", "updated", "error"]
+CheckKind = Literal["threshold", "baseline"]
+Direction = Literal["higher", "lower", "none"]
+
+
+@dataclass
+class CheckResult:
+    """One check of one metric of one measurement.
+
+    ``kind="threshold"``: ``limit`` is the absolute bound (``bound`` says ``min``
+    or ``max``). ``kind="baseline"``: ``baseline`` is the stored robust value
+    (median of its rounds, normalised to this machine when ``normalised``), and
+    ``tolerance``/``p_value``/``confirmed`` say how the decision was made.
+    ``verdict``: ``pass``; ``fail`` (fails the test); ``new`` (no baseline for
+    this metric yet); ``warn`` (looked worse but not significant / not
+    confirmed, or a cross-machine baseline: shown, does not fail).
+    """
+
+    measurement: str
+    metric: str
+    value: float
+    baseline: float | None
+    limit: float | None
+    change: float | None  # signed fraction, + = worse
+    tolerance: float | None
+    p_value: float | None
+    confirmed: bool
+    verdict: Verdict
+    message: str
+    kind: CheckKind
+    direction: Direction = "none"
+    bound: str | None = None  # "min" / "max" for thresholds
+    raw_change: float | None = None  # value / baseline - 1
+    normalised: bool = False  # baseline scaled by a calibration probe (other machine)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "measurement": self.measurement, "metric": self.metric, "value": self.value,
+            "baseline": self.baseline, "limit": self.limit, "change": self.change,
+            "raw_change": self.raw_change, "tolerance": self.tolerance,
+            "p_value": self.p_value, "confirmed": self.confirmed, "verdict": self.verdict,
+            "message": self.message, "kind": self.kind, "direction": self.direction,
+            "bound": self.bound, "normalised": self.normalised,
+        }
+
+
+@dataclass
+class TestVerdict:
+    """Everything the gate decided about one perf test.
+
+    ``outcome``: ``passed``; ``failed`` (a check failed); ``no-baseline`` (passed
+    its thresholds, nothing stored to compare with yet); ``updated`` (the run
+    wrote a new baseline, ``updated`` maps ``"<measurement>.<metric>"`` to
+    ``(old or None, new)``); ``error`` (the gate could not decide: malformed
+    baseline, threshold naming no measured metric...; ``notes`` say why).
+    """
+
+    __test__ = False  # not a pytest test class despite the name
+
+    nodeid: str
+    outcome: Outcome
+    checks: list[CheckResult] = field(default_factory=list)
+    measurements: list[Measurement] = field(default_factory=list)
+    baseline_path: str | None = None
+    notes: list[str] = field(default_factory=list)
+    updated: dict[str, tuple[float | None, float]] = field(default_factory=dict)
+    fingerprint: dict[str, Any] = field(default_factory=dict)
+    baseline_fingerprint: dict[str, Any] | None = None
+
+    @property
+    def failures(self) -> list[CheckResult]:
+        return [c for c in self.checks if c.verdict == "fail"]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "nodeid": self.nodeid, "outcome": self.outcome,
+            "checks": [c.to_dict() for c in self.checks],
+            "measurements": [measurement_to_dict(m) for m in self.measurements],
+            "baseline_path": self.baseline_path, "notes": list(self.notes),
+            "updated": {k: [old, new] for k, (old, new) in self.updated.items()},
+            "fingerprint": dict(self.fingerprint),
+            "baseline_fingerprint": self.baseline_fingerprint,
+        }
+
+
+def measurement_to_dict(m: Measurement) -> dict[str, Any]:
+    """A JSON-ready view of a measurement (``load`` via its own ``to_dict`` if any)."""
+    load = getattr(m.load, "to_dict", None)
+    return {
+        "name": m.name, "kind": m.kind, "metrics": dict(m.metrics),
+        "rounds": [dict(r) for r in m.rounds], "confirmations": m.confirmations,
+        "info": {k: v for k, v in m.info.items() if isinstance(v, (str, int, float, bool, type(None)))},
+        "load": load() if callable(load) else None,
+    }

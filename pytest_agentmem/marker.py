@@ -1,0 +1,92 @@
+"""The ``agentmem_perf`` marker: parsing and validation of its keywords."""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+MARKER = "agentmem_perf"
+MARKER_HELP = (
+    f"{MARKER}(min_qps=, max_p50_ms=, max_p95_ms=, max_p99_ms=, max_error_rate=, "
+    "min_recall=, tolerance=, baseline=True): a performance test, run only with "
+    "--agentmem-perf; keywords set absolute acceptance thresholds (min_<metric>/"
+    "max_<metric> for any measured metric) and per-test overrides of the regression tolerance"
+)
+
+_THRESHOLD = re.compile(r"^(min|max)_([a-z][a-z0-9_]*)$")
+_OTHER_KEYWORDS = {"tolerance", "baseline", "rounds"}
+
+
+@dataclass(frozen=True)
+class Threshold:
+    """An absolute acceptance bound: ``metric`` must be >= (min) or <= (max) ``limit``."""
+
+    metric: str
+    kind: str  # "min" or "max"
+    limit: float
+
+    @property
+    def keyword(self) -> str:
+        return f"{self.kind}_{self.metric}"
+
+
+@dataclass(frozen=True)
+class PerfMarker:
+    """The validated keywords of one test's ``agentmem_perf`` marker."""
+
+    thresholds: tuple[Threshold, ...] = ()
+    tolerance: float | None = None
+    baseline: bool = True
+    rounds: int | None = None
+    raw: dict[str, Any] = field(default_factory=dict)
+
+
+def parse_marker(mark: pytest.Mark, nodeid: str) -> PerfMarker:
+    """Validate ``mark``; raise :class:`pytest.UsageError` naming the test and the fix."""
+    where = f"{nodeid}: @pytest.mark.{MARKER}"
+    if mark.args:
+        raise pytest.UsageError(f"{where} takes keywords only, got positional {mark.args!r}; "
+                                "write e.g. agentmem_perf(max_p95_ms=50)")
+    thresholds: list[Threshold] = []
+    tolerance: float | None = None
+    baseline = True
+    rounds: int | None = None
+    for key, value in mark.kwargs.items():
+        match = _THRESHOLD.match(key)
+        if match:
+            thresholds.append(Threshold(match[2], match[1], _number(where, key, value)))
+        elif key == "tolerance":
+            tolerance = _number(where, key, value)
+            if tolerance < 0:
+                raise pytest.UsageError(f"{where}: tolerance must be >= 0 (a fraction: 0.15 = 15%), got {value!r}")
+        elif key == "baseline":
+            if not isinstance(value, bool):
+                raise pytest.UsageError(f"{where}: baseline must be True or False, got {value!r}")
+            baseline = value
+        elif key == "rounds":
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise pytest.UsageError(f"{where}: rounds must be a positive int, got {value!r}")
+            rounds = value
+        else:
+            known = "min_<metric>, max_<metric>, " + ", ".join(sorted(_OTHER_KEYWORDS))
+            raise pytest.UsageError(f"{where}: unknown keyword {key!r}; known keywords: {known} "
+                                    "(e.g. min_qps, max_p95_ms, max_error_rate, min_recall)")
+    return PerfMarker(tuple(thresholds), tolerance, baseline, rounds, dict(mark.kwargs))
+
+
+def _number(where: str, key: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
+        raise pytest.UsageError(f"{where}: {key} must be a number, got {value!r}")
+    return float(value)
+
+
+PERF_MARKER_KEY = pytest.StashKey[PerfMarker]()
+
+
+def perf_marker_of(item: pytest.Item) -> PerfMarker | None:
+    """The parsed marker of ``item`` (``None`` if it is not a perf test)."""
+    return item.stash.get(PERF_MARKER_KEY, None)

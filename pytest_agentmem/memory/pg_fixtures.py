@@ -1,0 +1,1 @@
+"""Placeholder: Postgres repository and graph store fixtures (issue 4)."""

@@ -1,0 +1,168 @@
+"""The pytest11 entry point: options, marker, run-wide hooks.
+
+Thin on purpose: fixtures and area-specific hooks live in sub-plugins that this
+module registers (services, load, memory, gate, report), each in its own package.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import os
+import signal
+from collections.abc import Generator
+from types import FrameType
+from typing import Any
+
+import pytest
+
+from . import hookspecs
+from .config import add_options, load_settings
+from .marker import MARKER, MARKER_HELP, PERF_MARKER_KEY, parse_marker
+from .services.manager import ServiceManager
+from .session import SESSION_KEY, AgentmemSession, get_session
+
+SKIP_REASON = "run with --agentmem-perf"
+
+#: Sub-plugins registered in pytest_configure; each owns its fixtures and hooks.
+SUBPLUGINS = (
+    "pytest_agentmem.services.fixtures",
+    "pytest_agentmem.load.fixtures",
+    "pytest_agentmem.memory.fixtures",
+    "pytest_agentmem.memory.pg_fixtures",
+    "pytest_agentmem.gate.plugin",
+    "pytest_agentmem.report.plugin",
+)
+
+#: Fixtures whose tests are run under pytest-asyncio without the user marking them.
+ASYNC_FIXTURES = frozenset({
+    "pg_pool", "redis_client", "perf", "memory_repo", "lancedb_store", "graph_store",
+    "memory_service", "embedder",
+})
+
+
+def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
+    pluginmanager.add_hookspecs(hookspecs)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    add_options(parser)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", MARKER_HELP)
+    settings = load_settings(config)
+    session = AgentmemSession(config=config, settings=settings,
+                              services=ServiceManager(settings, worker_id=_worker_id(config)))
+    config.stash[SESSION_KEY] = session
+    for name in SUBPLUGINS:
+        module = importlib.import_module(name)
+        if not config.pluginmanager.is_registered(module):
+            config.pluginmanager.register(module, name)
+    _install_sigterm_handler(session)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    session = config.stash.get(SESSION_KEY, None)
+    if session is None:
+        return
+    session.services.stop_all()
+    _restore_sigterm_handler(session)
+
+
+# --------------------------------------------------------------------------- marker
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    run_perf = get_session(config).settings.perf
+    skip = pytest.mark.skip(reason=SKIP_REASON)
+    for item in items:
+        mark = item.get_closest_marker(MARKER)
+        if mark is None:
+            continue
+        item.stash[PERF_MARKER_KEY] = parse_marker(mark, item.nodeid)
+        if not run_perf:
+            item.add_marker(skip)
+
+
+@pytest.hookimpl(hookwrapper=True, trylast=True)
+def pytest_pycollect_makeitem(collector: pytest.Collector, name: str, obj: object) -> Generator[None, Any, None]:
+    """Mark our async tests for pytest-asyncio, whatever its mode.
+
+    Runs innermost among the wrappers, so pytest-asyncio's own wrapper (which turns
+    marked coroutine functions into asyncio items) sees the marker we add.
+    """
+    outcome = yield
+    if not inspect.iscoroutinefunction(obj):
+        return
+    result = outcome.get_result()
+    nodes = result if isinstance(result, list) else [result] if result is not None else []
+    for node in nodes:
+        if not isinstance(node, pytest.Function) or node.get_closest_marker("asyncio"):
+            continue
+        if node.get_closest_marker(MARKER) or ASYNC_FIXTURES.intersection(node.fixturenames):
+            node.add_marker(pytest.mark.asyncio)
+
+
+# --------------------------------------------------------------------------- services
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    settings = get_session(config).settings
+    perf = "on" if settings.perf else "off (perf tests skipped; run with --agentmem-perf)"
+    return [f"agentmem: perf tests {perf}, services {settings.services}, "
+            f"baselines {settings.baselines_dir}"]
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Start the services the selected tests need, and say what was started."""
+    agentmem = get_session(session.config)
+    needed: set[str] = set()
+    for item in session.items:
+        if item.get_closest_marker("skip"):
+            continue
+        needed |= agentmem.services.needs_of(getattr(item, "fixturenames", ()))
+    if not needed or session.config.option.collectonly:
+        return
+    agentmem.services.prestart(needed)
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None and not _worker_id(session.config):
+        reporter.write_line(agentmem.services.describe())
+
+
+# --------------------------------------------------------------------------- signals
+
+
+def _worker_id(config: pytest.Config) -> str:
+    """The pytest-xdist worker id (``gw0``...), or ``""`` in the main process."""
+    workerinput = getattr(config, "workerinput", None)
+    return str(workerinput["workerid"]) if workerinput else os.environ.get("PYTEST_XDIST_WORKER", "")
+
+
+def _install_sigterm_handler(session: AgentmemSession) -> None:
+    """Turn SIGTERM into KeyboardInterrupt so pytest unwinds and our servers stop."""
+    try:
+        previous = signal.getsignal(signal.SIGTERM)
+    except ValueError:
+        return
+    if previous not in (signal.SIG_DFL, None):
+        return  # somebody else handles SIGTERM; leave it to them
+
+    def on_sigterm(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt(f"received signal {signum}")
+
+    try:
+        signal.signal(signal.SIGTERM, on_sigterm)
+    except ValueError:  # not the main thread
+        return
+    session.extras["previous_sigterm"] = previous
+
+
+def _restore_sigterm_handler(session: AgentmemSession) -> None:
+    previous = session.extras.pop("previous_sigterm", None)
+    if previous is not None:
+        try:
+            signal.signal(signal.SIGTERM, previous)
+        except ValueError:
+            pass

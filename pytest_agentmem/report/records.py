@@ -1,0 +1,195 @@
+"""Per-test report records: plain JSON-ready dicts built from the gate's verdicts.
+
+A record is the gate's ``TestVerdict.to_dict()`` plus what the reports need
+beyond it: pytest's own outcome, the test's duration, and for each load
+measurement a percentile curve read from its merged histogram. Records are what
+a pytest-xdist worker sends to the controller and what every report renders, so
+the JSON, markdown and HTML reports read one shape whether or not xdist ran.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import fields
+from typing import Any
+
+#: Percentiles of the latency curve, dense towards the tail (0 .. 99.99).
+CURVE_PERCENTILES: tuple[float, ...] = (
+    0.0, 10.0, 25.0, 50.0, 60.0, 70.0, 75.0, 80.0, 85.0, 90.0, 92.5, 95.0, 96.0, 97.0,
+    97.5, 98.0, 98.5, 99.0, 99.25, 99.5, 99.75, 99.9, 99.95, 99.99, 100.0,
+)
+
+#: Headline percentile metrics of a LoadResult, used when no histogram is at hand.
+PERCENTILE_METRICS: tuple[tuple[float, str], ...] = (
+    (50.0, "p50_ms"), (90.0, "p90_ms"), (95.0, "p95_ms"), (99.0, "p99_ms"), (99.9, "p999_ms"),
+)
+
+#: Order in which verdicts and outcomes are listed: the bad news first.
+VERDICT_RANK = {"fail": 0, "warn": 1, "new": 2, "pass": 3}
+OUTCOME_RANK = {"failed": 0, "error": 1, "no-baseline": 2, "updated": 3, "passed": 4,
+                "unchecked": 5, "skipped": 6}
+
+
+# --------------------------------------------------------------------------- JSON values
+
+
+def jsonable(value: Any) -> Any:
+    """``value`` with only JSON types: non-finite floats become ``None``, tuples lists."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if value is None or isinstance(value, (str, int, bool)):
+        return value
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [jsonable(v) for v in value]
+    to_dict = getattr(value, "to_dict", None)
+    if callable(to_dict):
+        return jsonable(to_dict())
+    item = getattr(value, "item", None)  # numpy scalars
+    if callable(item):
+        try:
+            return jsonable(item())
+        except (TypeError, ValueError):
+            pass
+    return str(value)
+
+
+# --------------------------------------------------------------------------- latency curve
+
+
+def percentile_curve(load: Any) -> list[list[float]]:
+    """``[[percentile, ms], ...]`` of a LoadResult: from its histogram, else its percentiles.
+
+    The histogram is read through the load engine's own accessor
+    (``value_at_percentile_ms``) when it has one, else directly from an
+    ``hdrh`` histogram whose unit the result names in ``histogram_unit_ms``
+    (milliseconds per histogram unit, default 0.001: microseconds).
+    """
+    if load is None:
+        return []
+    accessor = getattr(load, "value_at_percentile_ms", None)
+    histogram = getattr(load, "histogram", None)
+    curve: list[list[float]] = []
+    try:
+        if callable(accessor):
+            curve = [[p, float(accessor(p))] for p in CURVE_PERCENTILES]
+        elif histogram is not None and histogram.get_total_count() > 0:
+            unit = float(getattr(load, "histogram_unit_ms", 0.001))
+            curve = [[p, histogram.get_value_at_percentile(p) * unit] for p in CURVE_PERCENTILES]
+    except Exception:  # noqa: BLE001 - a report must not fail a run over a chart
+        curve = []
+    if curve and all(math.isfinite(v) for _, v in curve):
+        return curve
+    return curve_from_metrics(getattr(load, "to_dict", lambda: {})() if load is not None else {})
+
+
+def curve_from_metrics(metrics: dict[str, Any]) -> list[list[float]]:
+    """The few percentiles a result names (p50 .. p99.9), as a coarse curve."""
+    curve = [[p, float(metrics[key])] for p, key in PERCENTILE_METRICS
+             if isinstance(metrics.get(key), (int, float)) and math.isfinite(metrics[key])]
+    if curve and isinstance(metrics.get("max_ms"), (int, float)) and math.isfinite(metrics["max_ms"]):
+        curve.append([100.0, float(metrics["max_ms"])])
+    return curve
+
+
+# --------------------------------------------------------------------------- records
+
+
+def build_record(nodeid: str, verdict: Any, measurements: Sequence[Any], *,
+                 pytest_outcome: str, duration_s: float, message: str = "",
+                 worker: str = "") -> dict[str, Any]:
+    """One test's record: the verdict's dict plus pytest outcome, duration and curves."""
+    from ..gate.verdict import measurement_to_dict
+
+    if verdict is not None:
+        record = dict(verdict.to_dict())
+        live = list(getattr(verdict, "measurements", []) or measurements)
+    else:
+        live = list(measurements)
+        record = {"nodeid": nodeid, "outcome": _outcome_without_verdict(pytest_outcome, live),
+                  "checks": [], "measurements": [measurement_to_dict(m) for m in live],
+                  "baseline_path": None, "notes": [], "updated": {}, "fingerprint": {},
+                  "baseline_fingerprint": None}
+    for entry, measurement in zip(record.get("measurements", []), live):
+        load = getattr(measurement, "load", None)
+        if load is not None:
+            entry["percentiles"] = percentile_curve(load)
+    record.update(pytest_outcome=pytest_outcome, duration_s=duration_s, worker=worker)
+    if message:
+        record["message"] = message
+    return jsonable(record)
+
+
+def _outcome_without_verdict(pytest_outcome: str, measurements: Sequence[Any]) -> str:
+    if pytest_outcome == "skipped":
+        return "skipped"
+    if pytest_outcome in ("failed", "error"):
+        return "error"
+    return "unchecked" if measurements else "passed"
+
+
+def sort_records(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Failed tests first, then errors, new, updated, passed, skipped; stable otherwise."""
+    return sorted(records, key=lambda r: OUTCOME_RANK.get(str(r.get("outcome")), 9))
+
+
+def sort_checks(rows: Iterable[tuple[dict[str, Any], dict[str, Any]]]) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """``(record, check)`` pairs, failing checks first, then warnings, new, passes."""
+    return sorted(rows, key=lambda rc: (VERDICT_RANK.get(str(rc[1].get("verdict")), 9),
+                                        OUTCOME_RANK.get(str(rc[0].get("outcome")), 9)))
+
+
+def counts(records: Sequence[dict[str, Any]]) -> dict[str, int]:
+    """How many tests ended in each outcome (passed, failed, no-baseline ...)."""
+    found: dict[str, int] = {}
+    for record in records:
+        key = str(record.get("outcome"))
+        found[key] = found.get(key, 0) + 1
+    return found
+
+
+def headline(records: Sequence[dict[str, Any]]) -> str:
+    """``"5 perf tests: 3 passed, 1 regressed, 1 new"`` (other outcomes only when present)."""
+    c = counts(records)
+    ran = [r for r in records if r.get("outcome") != "skipped"]
+    parts = [f"{c.get('passed', 0) + c.get('updated', 0)} passed",
+             f"{c.get('failed', 0)} regressed", f"{c.get('no-baseline', 0)} new"]
+    if c.get("updated"):
+        parts.append(f"{c['updated']} baselines updated")
+    if c.get("error"):
+        parts.append(f"{c['error']} errors")
+    if c.get("unchecked"):
+        parts.append(f"{c['unchecked']} unchecked")
+    text = f"{len(ran)} perf test{'s' if len(ran) != 1 else ''}: " + ", ".join(parts)
+    if c.get("skipped"):
+        text += f" ({c['skipped']} skipped)"
+    return text
+
+
+# --------------------------------------------------------------------------- xdist
+
+
+def verdict_from_dict(data: dict[str, Any]) -> Any:
+    """Rebuild a gate ``TestVerdict`` from its ``to_dict()`` (on the xdist controller).
+
+    Measurements come back without their live ``load`` (the record keeps its dict).
+    """
+    from ..gate.verdict import CheckResult, TestVerdict
+    from ..measurement import Measurement
+
+    check_fields = {f.name for f in fields(CheckResult)}
+    checks = [CheckResult(**{k: v for k, v in c.items() if k in check_fields})
+              for c in data.get("checks", [])]
+    measurements = [Measurement(name=m.get("name", ""), metrics=dict(m.get("metrics", {})),
+                                rounds=list(m.get("rounds", [])), load=None,
+                                kind=m.get("kind", "load"),
+                                confirmations=int(m.get("confirmations", 0) or 0),
+                                info=dict(m.get("info", {})))
+                    for m in data.get("measurements", [])]
+    verdict_fields = {f.name for f in fields(TestVerdict)}
+    rest = {k: v for k, v in data.items()
+            if k in verdict_fields and k not in ("checks", "measurements", "updated")}
+    updated = {k: (v[0], v[1]) for k, v in (data.get("updated") or {}).items()}
+    return TestVerdict(checks=checks, measurements=measurements, updated=updated, **rest)

@@ -1,0 +1,59 @@
+"""The one shape of a service, whether we started it or it was already running."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+from ..redact import redact_url
+
+
+@dataclass
+class RunningService:
+    """A provisioned Postgres or Redis.
+
+    ``url`` is the connection URL (a DSN for Postgres); ``mode`` is ``local``,
+    ``docker`` or ``external``; ``version`` the server's own version string;
+    ``components`` other versions worth reporting (``pgvector``); ``pids`` the
+    server's top process ids when we run it (for CPU/RSS accounting);
+    ``stop`` releases it (a no-op for an external server).
+    """
+
+    name: str
+    url: str
+    mode: str
+    version: str
+    startup_s: float
+    components: dict[str, str] = field(default_factory=dict)
+    pids: tuple[int, ...] = ()
+    stop: Callable[[], None] = lambda: None
+    workdir: str | None = None
+
+    @property
+    def dsn(self) -> str:
+        """Alias of ``url`` (Postgres speaks of DSNs)."""
+        return self.url
+
+    @property
+    def safe_url(self) -> str:
+        """The URL with any password masked, for output."""
+        return redact_url(self.url)
+
+    def describe(self) -> str:
+        """``postgres 18.3 + pgvector 0.8.2 (local, 0.7 s)``."""
+        extras = "".join(f" + {k} {v}" for k, v in self.components.items())
+        return f"{self.name} {self.version}{extras} ({self.mode}, {self.startup_s:.1f} s)"
+
+    def process_ids(self) -> list[int]:
+        """Ids of the server's processes now (the top process and its children)."""
+        import psutil
+
+        found: list[int] = []
+        for pid in self.pids:
+            try:
+                proc = psutil.Process(pid)
+                found.append(pid)
+                found.extend(child.pid for child in proc.children(recursive=True))
+            except psutil.Error:
+                continue
+        return found

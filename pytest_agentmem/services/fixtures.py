@@ -1,0 +1,132 @@
+"""Service fixtures: the provisioned servers, an isolated database, pools and clients.
+
+Fixtures are built by factories (as pytest-postgresql does), so a conftest can
+make its own variants, e.g. a pool with a bigger ``max_size`` or a template
+database with a schema::
+
+    from pytest_agentmem.services.fixtures import pg_database_fixture, pg_pool_fixture
+
+    schema_db = pg_database_fixture(setup_sql=("CREATE EXTENSION vector", "CREATE TABLE t (...)"))
+    big_pool = pg_pool_fixture(database="schema_db", max_size=64)
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import pytest
+import pytest_asyncio
+
+from ..session import get_session
+from .base import RunningService
+from .janitor import with_database
+from .manager import ServiceManager
+
+DEFAULT_SETUP_SQL = ("CREATE EXTENSION IF NOT EXISTS vector",)
+
+
+@pytest.fixture(scope="session")
+def agentmem_services(pytestconfig: pytest.Config) -> ServiceManager:
+    """The run's services: ``.postgres`` and ``.redis`` start on first access."""
+    return get_session(pytestconfig).services
+
+
+@pytest.fixture(scope="session")
+def agentmem_postgres(agentmem_services: ServiceManager) -> RunningService:
+    """The running PostgreSQL with pgvector (``.dsn``, ``.version``, ``.mode``)."""
+    return agentmem_services.postgres
+
+
+@pytest.fixture(scope="session")
+def agentmem_redis(agentmem_services: ServiceManager) -> RunningService:
+    """The running Redis (``.url``, ``.version``, ``.mode``)."""
+    return agentmem_services.redis
+
+
+def pg_database_fixture(*, setup_sql: tuple[str, ...] = DEFAULT_SETUP_SQL,
+                        scope: str = "function") -> Callable[..., Any]:
+    """Make a fixture giving the DSN of a fresh database cloned from a template.
+
+    The template is built once per session from ``setup_sql``; each test gets
+    its own clone, dropped after the test.
+    """
+
+    @pytest.fixture(scope=scope)  # type: ignore[call-overload]
+    def database(agentmem_postgres: RunningService, agentmem_services: ServiceManager) -> Iterator[str]:
+        keeper = agentmem_services.janitor(setup_sql)
+        name = keeper.create_database()
+        try:
+            yield with_database(agentmem_postgres.dsn, name)
+        finally:
+            keeper.drop_database(name)
+
+    return database
+
+
+def pg_pool_fixture(*, database: str = "pg_database", min_size: int = 1, max_size: int = 16,
+                    command_timeout: float = 60.0) -> Callable[..., Any]:
+    """Make an async fixture giving an asyncpg pool with the pgvector codec registered.
+
+    numpy arrays bind directly to ``vector`` parameters. ``max_size`` 16 suits a
+    2-core machine: more Postgres backends than a few per core only add context
+    switches; raise it for load tests against bigger servers.
+    """
+
+    @pytest_asyncio.fixture
+    async def pool(request: pytest.FixtureRequest, agentmem_postgres: RunningService) -> AsyncIterator[Any]:
+        import asyncpg
+        from pgvector.asyncpg import register_vector
+
+        dsn: str = request.getfixturevalue(database)
+        created = await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size,
+                                            command_timeout=command_timeout, init=register_vector)
+        try:
+            yield created
+        finally:
+            await created.close()
+
+    return pool
+
+
+def redis_client_fixture(*, decode_responses: bool = False) -> Callable[..., Any]:
+    """Make an async fixture giving a ``redis.asyncio`` client on an emptied database."""
+
+    @pytest_asyncio.fixture
+    async def client(agentmem_redis: RunningService, pytestconfig: pytest.Config) -> AsyncIterator[Any]:
+        import redis.asyncio as aioredis
+
+        url = isolated_redis_url(agentmem_redis, get_session(pytestconfig).services.worker_id)
+        created = aioredis.Redis.from_url(url, decode_responses=decode_responses)
+        await created.flushdb()
+        try:
+            yield created
+        finally:
+            await created.aclose()
+
+    return client
+
+
+def isolated_redis_url(service: RunningService, worker_id: str) -> str:
+    """The database this process empties and uses.
+
+    Servers we start belong to this process alone: database 0. On an external
+    server each pytest-xdist worker takes the URL's database plus its index, so
+    workers never empty each other's data.
+    """
+    if service.mode != "external" or not worker_id:
+        return service.url
+    match = re.search(r"(\d+)$", worker_id)
+    offset = int(match.group(1)) if match else 0
+    parts = urlsplit(service.url)
+    base = int(parts.path.strip("/") or 0)
+    return urlunsplit((parts.scheme, parts.netloc, f"/{base + offset}", parts.query, parts.fragment))
+
+
+# --------------------------------------------------------------------------- defaults
+
+pg_database = pg_database_fixture()
+pg_pool = pg_pool_fixture()
+redis_client = redis_client_fixture()

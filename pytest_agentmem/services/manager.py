@@ -1,0 +1,171 @@
+"""Choose how each service is provisioned, start it on first use, stop it at the end."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable
+
+from ..config import Settings
+from ..errors import ServiceStartError
+from .base import RunningService
+from .janitor import PostgresJanitor
+
+SERVICES = ("postgres", "redis")
+
+#: The internal session fixtures through which every fixture reaches a service;
+#: a test whose fixture closure holds one of them needs that service.
+SERVICE_FIXTURES = {"postgres": "agentmem_postgres", "redis": "agentmem_redis"}
+
+
+class ServiceManager:
+    """Provisions Postgres and Redis lazily, once per process, and stops them.
+
+    Mode per service: ``external`` when its URL is given (or the mode says so),
+    ``docker`` when the mode says so or (``auto``) a Docker engine answers a
+    ping, else ``local`` (servers launched from the embedded binaries). A
+    failure to start is remembered and raised again for every test that needs
+    the service, instead of being retried for each.
+    """
+
+    def __init__(self, settings: Settings, *, worker_id: str = "") -> None:
+        self.settings = settings
+        self.worker_id = worker_id
+        self._running: dict[str, RunningService] = {}
+        self._failed: dict[str, ServiceStartError] = {}
+        self._lock = threading.RLock()
+        self._docker: bool | None = None
+        self._janitors: dict[tuple[str, ...], PostgresJanitor] = {}
+
+    # ------------------------------------------------------------------ queries
+
+    @staticmethod
+    def needs_of(fixturenames: Iterable[str]) -> set[str]:
+        """The services a test with these fixtures needs."""
+        names = set(fixturenames)
+        return {svc for svc, fixture in SERVICE_FIXTURES.items() if fixture in names}
+
+    @property
+    def running(self) -> dict[str, RunningService]:
+        """The services started (or attached) so far, by name."""
+        return dict(self._running)
+
+    def mode_for(self, name: str) -> str:
+        """The way ``name`` is (or would be) provisioned: local, docker or external."""
+        mode = self.settings.services
+        url = self._url_of(name)
+        if mode == "external" or (mode == "auto" and url):
+            return "external"
+        if mode == "docker":
+            return "docker"
+        if mode == "auto" and self._docker_answers():
+            return "docker"
+        return "local"
+
+    @property
+    def mode(self) -> str:
+        """How the services run: ``local``, or ``postgres=external, redis=local`` when mixed."""
+        modes = {name: self.mode_for(name) for name in SERVICES}
+        if len(set(modes.values())) == 1:
+            return next(iter(modes.values()))
+        return ", ".join(f"{name}={mode}" for name, mode in modes.items())
+
+    def describe(self) -> str:
+        """One line for the terminal: what runs, how, and how long it took to start."""
+        parts = [svc.describe() for svc in self._running.values()]
+        parts += [f"{name} FAILED to start ({self.mode_for(name)})" for name in self._failed]
+        return "agentmem: " + (", ".join(parts) if parts else "no services started")
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def get(self, name: str) -> RunningService:
+        """The running service ``name``, started now if needed."""
+        if name not in SERVICES:
+            raise ValueError(f"unknown service {name!r}; known: {', '.join(SERVICES)}")
+        with self._lock:
+            if name in self._running:
+                return self._running[name]
+            if name in self._failed:
+                raise self._failed[name]
+            try:
+                service = self._start(name)
+            except ServiceStartError as exc:
+                self._failed[name] = exc
+                raise
+            self._running[name] = service
+            return service
+
+    @property
+    def postgres(self) -> RunningService:
+        return self.get("postgres")
+
+    @property
+    def redis(self) -> RunningService:
+        return self.get("redis")
+
+    def prestart(self, names: Iterable[str]) -> None:
+        """Start ``names`` now; failures are kept and raised by the fixtures later."""
+        for name in sorted(names):
+            try:
+                self.get(name)
+            except ServiceStartError:
+                pass
+
+    def janitor(self, setup_sql: tuple[str, ...]) -> PostgresJanitor:
+        """The template-database keeper for ``setup_sql`` (built on first use)."""
+        with self._lock:
+            if setup_sql not in self._janitors:
+                self._janitors[setup_sql] = PostgresJanitor(
+                    self.postgres.dsn, setup_sql=setup_sql, tag=f"j{len(self._janitors)}")
+            return self._janitors[setup_sql]
+
+    def stop_all(self) -> None:
+        """Drop our databases, then stop every service we started; never raises."""
+        with self._lock:
+            for keeper in self._janitors.values():
+                keeper.close()
+            self._janitors.clear()
+            for name in list(self._running):
+                service = self._running.pop(name)
+                try:
+                    service.stop()
+                except Exception:  # noqa: BLE001 - teardown must reach every service
+                    pass
+
+    # ------------------------------------------------------------------ internals
+
+    def _url_of(self, name: str) -> str | None:
+        return self.settings.postgres_url if name == "postgres" else self.settings.redis_url
+
+    def _docker_answers(self) -> bool:
+        if self._docker is None:
+            from .containers import docker_engine_answers
+
+            self._docker = docker_engine_answers()
+        return self._docker
+
+    def _start(self, name: str) -> RunningService:
+        mode = self.mode_for(name)
+        timeout = float(self.settings.service_timeout)
+        if mode == "external":
+            from .external import attach_postgres, attach_redis
+
+            url = self._url_of(name)
+            if not url:
+                flag = f"--agentmem-{name}-url"
+                raise ServiceStartError(
+                    f"--agentmem-services=external but no URL for {name}",
+                    hint=f"pass {flag} URL (or set AGENTMEM_{name.upper()}_URL), "
+                         "or use --agentmem-services=auto",
+                )
+            attach = attach_postgres if name == "postgres" else attach_redis
+            return attach(url, timeout=timeout)
+        if mode == "docker":
+            from .containers import start_postgres_container, start_redis_container
+
+            start = start_postgres_container if name == "postgres" else start_redis_container
+            return start(timeout=timeout)
+        from .local_postgres import start_local_postgres
+        from .local_redis import start_local_redis
+
+        start = start_local_postgres if name == "postgres" else start_local_redis
+        return start(timeout=timeout)
