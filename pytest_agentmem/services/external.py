@@ -15,6 +15,7 @@ EXTERNAL_TIMEOUT_S = 10.0
 
 def attach_postgres(url: str, *, timeout: float = EXTERNAL_TIMEOUT_S) -> RunningService:
     """Check that ``url`` answers and offers pgvector; describe it."""
+    __tracebackhide__ = True
     import asyncpg
 
     started = time.perf_counter()
@@ -48,6 +49,7 @@ def attach_postgres(url: str, *, timeout: float = EXTERNAL_TIMEOUT_S) -> Running
 
 def attach_redis(url: str, *, timeout: float = EXTERNAL_TIMEOUT_S) -> RunningService:
     """Check that ``url`` answers PING; describe it."""
+    __tracebackhide__ = True
     import redis
 
     started = time.perf_counter()

@@ -20,6 +20,7 @@ from urllib.parse import urlsplit, urlunsplit
 import pytest
 import pytest_asyncio
 
+from ..errors import ServiceStartError
 from ..session import get_session
 from .base import RunningService
 from .janitor import with_database
@@ -37,13 +38,23 @@ def agentmem_services(pytestconfig: pytest.Config) -> ServiceManager:
 @pytest.fixture(scope="session")
 def agentmem_postgres(agentmem_services: ServiceManager) -> RunningService:
     """The running PostgreSQL with pgvector (``.dsn``, ``.version``, ``.mode``)."""
-    return agentmem_services.postgres
+    return _provisioned(agentmem_services, "postgres")
 
 
 @pytest.fixture(scope="session")
 def agentmem_redis(agentmem_services: ServiceManager) -> RunningService:
     """The running Redis (``.url``, ``.version``, ``.mode``)."""
-    return agentmem_services.redis
+    return _provisioned(agentmem_services, "redis")
+
+
+def _provisioned(services: ServiceManager, name: str) -> RunningService:
+    """The service, or a test error that shows the message and hint, not our internals
+
+    (a traceback would print the URL, password included, as a frame argument)."""
+    try:
+        return services.get(name)
+    except ServiceStartError as exc:
+        pytest.fail(f"{type(exc).__name__}: {exc}", pytrace=False)
 
 
 def pg_database_fixture(*, setup_sql: tuple[str, ...] = DEFAULT_SETUP_SQL,

@@ -79,6 +79,7 @@ class ServiceManager:
 
     def get(self, name: str) -> RunningService:
         """The running service ``name``, started now if needed."""
+        __tracebackhide__ = True
         if name not in SERVICES:
             raise ValueError(f"unknown service {name!r}; known: {', '.join(SERVICES)}")
         with self._lock:
@@ -144,6 +145,7 @@ class ServiceManager:
         return self._docker
 
     def _start(self, name: str) -> RunningService:
+        __tracebackhide__ = True
         mode = self.mode_for(name)
         timeout = float(self.settings.service_timeout)
         if mode == "external":

@@ -1,0 +1,15 @@
+"""Project-wide test configuration of pytest-agentmem's own test suite."""
+
+from __future__ import annotations
+
+import pytest
+
+
+@pytest.fixture
+def service_urls(agentmem_services) -> list[str]:  # type: ignore[no-untyped-def]
+    """Command-line options that point an inner pytester run at this run's servers.
+
+    Inner runs then reuse the servers instead of starting their own (external mode).
+    """
+    return [f"--agentmem-postgres-url={agentmem_services.postgres.dsn}",
+            f"--agentmem-redis-url={agentmem_services.redis.url}"]

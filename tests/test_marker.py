@@ -1,0 +1,69 @@
+"""The agentmem_perf marker: skipping, validation, async tests (pytester)."""
+
+from __future__ import annotations
+
+import pytest
+
+PERF_TESTS = """
+    import asyncio
+    import pytest
+
+    @pytest.mark.agentmem_perf
+    def test_sync():
+        pass
+
+    @pytest.mark.agentmem_perf(max_p95_ms=50, min_qps=10, tolerance=0.2)
+    async def test_async():
+        await asyncio.sleep(0)
+
+    def test_plain():
+        pass
+"""
+
+
+def test_perf_tests_are_skipped_without_the_flag(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(PERF_TESTS)
+    result = pytester.runpytest("-rs")
+    result.assert_outcomes(passed=1, skipped=2)
+    result.stdout.fnmatch_lines(["SKIPPED [[]1[]] *:4: run with --agentmem-perf",
+                                "SKIPPED [[]1[]] *:8: run with --agentmem-perf"])
+
+
+def test_perf_tests_run_with_the_flag_without_asyncio_configuration(pytester: pytest.Pytester) -> None:
+    # No asyncio_mode anywhere: the plugin marks its async tests for pytest-asyncio.
+    pytester.makepyfile(PERF_TESTS)
+    result = pytester.runpytest("--agentmem-perf", "-W", "error")
+    result.assert_outcomes(passed=3)
+
+
+def test_unknown_marker_keyword_is_a_usage_error(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile("""
+        import pytest
+        @pytest.mark.agentmem_perf(max_p95=5, toleranse=0.1)
+        def test_typo():
+            pass
+    """)
+    result = pytester.runpytest("--agentmem-perf")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*test_typo: @pytest.mark.agentmem_perf: unknown keyword 'toleranse'*"])
+
+
+@pytest.mark.parametrize("marker", ["agentmem_perf(10)", "agentmem_perf(max_p95_ms='fast')",
+                                    "agentmem_perf(tolerance=-1)", "agentmem_perf(baseline='yes')",
+                                    "agentmem_perf(rounds=0)"])
+def test_bad_marker_values_are_usage_errors(pytester: pytest.Pytester, marker: str) -> None:
+    pytester.makepyfile(f"""
+        import pytest
+        @pytest.mark.{marker}
+        def test_bad():
+            pass
+    """)
+    result = pytester.runpytest("--agentmem-perf")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert "test_bad: @pytest.mark.agentmem_perf" in result.stderr.str()
+
+
+def test_header_says_perf_is_off(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile("def test_x(): pass")
+    pytester.runpytest().stdout.fnmatch_lines(["agentmem: perf tests off (perf tests skipped; run with --agentmem-perf)*"])
+    pytester.runpytest("--agentmem-perf").stdout.fnmatch_lines(["agentmem: perf tests on, services auto*"])
