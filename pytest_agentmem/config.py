@@ -128,6 +128,10 @@ OPTIONS: tuple[Option, ...] = (
            "baseline, as a fraction or percentage (per test: agentmem_perf(tolerance=...))",
            default=0.15, ini="agentmem_tolerance", env="AGENTMEM_TOLERANCE",
            parse=parse_fraction, metavar="FRACTION"),
+    Option("rounds", "--agentmem-rounds", "measured rounds of every perf.run unless the test says "
+           "otherwise (agentmem_perf(rounds=...) or perf.run(rounds=...)); default 1, and a "
+           "suspected regression is re-measured anyway", ini="agentmem_rounds",
+           env="AGENTMEM_ROUNDS", parse=parse_positive_int, metavar="N"),
     # --- reports
     Option("report_path", "--agentmem-report", "write a JSON report of every measured result "
            "to PATH", ini="agentmem_report", metavar="PATH"),
@@ -164,6 +168,7 @@ class Settings:
     redis_url: str | None = None
     service_timeout: int = 60
     tolerance: float = 0.15
+    rounds: int | None = None
     report_path: Path | None = None
     html_path: Path | None = None
     extra: dict[str, Any] = field(default_factory=dict)

@@ -131,6 +131,29 @@ def pytest_collection_finish(session: pytest.Session) -> None:
         reporter.write_line(agentmem.services.describe())
 
 
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """On a pytest-xdist worker, hand the line about its services to the controller."""
+    workeroutput = getattr(session.config, "workeroutput", None)
+    agentmem = session.config.stash.get(SESSION_KEY, None)
+    if workeroutput is not None and agentmem is not None and agentmem.services.running:
+        workeroutput["agentmem_services"] = agentmem.services.describe()
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: Any) -> None:
+    """On the pytest-xdist controller, collect each worker's services line."""
+    line = getattr(node, "workeroutput", {}).get("agentmem_services")
+    if line:
+        workerid = getattr(getattr(node, "gateway", None), "id", "?")
+        get_session(node.config).extras.setdefault("worker_services", []).append(f"[{workerid}] {line}")
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    lines = get_session(config).extras.get("worker_services", [])
+    for line in sorted(lines):
+        terminalreporter.write_line(line)
+
+
 # --------------------------------------------------------------------------- signals
 
 

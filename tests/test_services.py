@@ -174,8 +174,9 @@ def test_xdist_workers_each_get_working_services(pytester: pytest.Pytester) -> N
     pytester.makepyfile(USES_SERVICES.replace("test_postgres", "test_postgres_a")
                         + USES_SERVICES.replace("test_postgres", "test_postgres_b").replace(
                             "test_redis", "test_redis_b").replace("import numpy as np", ""))
-    result = pytester.runpytest_subprocess("-n", "2", "--agentmem-services=local", "-p", "no:randomly")
+    result = pytester.runpytest_subprocess("-n", "2", "--agentmem-services=local")
     result.assert_outcomes(passed=4)
+    result.stdout.fnmatch_lines(["[[]gw?[]] agentmem: * (local, *", "[[]gw?[]] agentmem: * (local, *"])
 
 
 # ----------------------------------------------------------------------- units

@@ -112,3 +112,32 @@ def measurement_to_dict(m: Measurement) -> dict[str, Any]:
         "info": {k: v for k, v in m.info.items() if isinstance(v, (str, int, float, bool, type(None)))},
         "load": load() if callable(load) else None,
     }
+
+
+def check_from_dict(data: dict[str, Any]) -> CheckResult:
+    """Inverse of :meth:`CheckResult.to_dict`."""
+    names = CheckResult.__dataclass_fields__
+    return CheckResult(**{k: v for k, v in data.items() if k in names})
+
+
+def measurement_from_dict(data: dict[str, Any]) -> Measurement:
+    """Inverse of :func:`measurement_to_dict`; ``load`` stays the plain dict (or None)."""
+    return Measurement(name=data["name"], metrics=dict(data.get("metrics", {})),
+                       rounds=[dict(r) for r in data.get("rounds", [])], load=data.get("load"),
+                       kind=data.get("kind", "load"), confirmations=int(data.get("confirmations", 0)),
+                       info=dict(data.get("info", {})))
+
+
+def verdict_from_dict(data: dict[str, Any]) -> TestVerdict:
+    """Inverse of :meth:`TestVerdict.to_dict` (used on the xdist controller).
+
+    The measurements' ``load`` is then the ``LoadResult.to_dict()`` value, not the object.
+    """
+    return TestVerdict(
+        nodeid=data["nodeid"], outcome=data["outcome"],
+        checks=[check_from_dict(c) for c in data.get("checks", [])],
+        measurements=[measurement_from_dict(m) for m in data.get("measurements", [])],
+        baseline_path=data.get("baseline_path"), notes=list(data.get("notes", [])),
+        updated={k: (v[0], v[1]) for k, v in data.get("updated", {}).items()},
+        fingerprint=dict(data.get("fingerprint", {})),
+        baseline_fingerprint=data.get("baseline_fingerprint"))

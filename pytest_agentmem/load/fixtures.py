@@ -1,1 +1,187 @@
-"""Placeholder: filled in by its issue."""
+"""The ``perf`` fixture: the load runner bound to one test (a sub-plugin of pytest-agentmem).
+
+``result = await perf.run(op, concurrency=..., rate=..., duration=..., ...)``
+measures ``op`` (see :mod:`.runner` for closed and open loop) for ``rounds``
+rounds, lets the gate ask for confirmation rounds, and files one
+:class:`~pytest_agentmem.measurement.Measurement` (``kind="load"``) under the
+test; ``perf.record(name, **metrics)`` files other measured figures
+(``kind="record"``; calling it again with the same name adds a round).
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from typing import Any
+
+import pytest
+
+from ..errors import ConfigurationError
+from ..marker import perf_marker_of
+from ..measurement import Measurement, measurements_of
+from . import loops
+from .progress import Progress
+from .resources import service_pids_of
+from .result import LoadResult, is_number, merge_results
+from .runner import Op, run_load, validate
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Register the uvloop loop chooser when wanted (see :mod:`.loops`)."""
+    perf_run = bool(getattr(config.option, "agentmem_perf", False))
+    try:
+        from ..session import get_session
+
+        perf_run = get_session(config).settings.perf
+    except Exception:  # noqa: BLE001 - settings unavailable: fall back to the option
+        pass
+    name = "pytest_agentmem.load.loops"
+    if loops.wanted(config, perf_run) and not config.pluginmanager.has_plugin(name):
+        config.pluginmanager.register(loops.UvloopLoops(), name)
+
+
+class Perf:
+    """The load runner of one test. Use through the ``perf`` fixture."""
+
+    def __init__(self, item: pytest.Item) -> None:
+        self._item = item
+        self._names: set[str] = set()
+        self._records: dict[str, Measurement] = {}
+        self.results: list[LoadResult] = []
+
+    # ------------------------------------------------------------------ run
+
+    async def run(self, op: Op, *, concurrency: int | None = None, rate: float | None = None,
+                  duration: float | None = None, total: int | None = None, warmup: int = 0,
+                  timeout: float | None = None, name: str | None = None,
+                  rounds: int | None = None, processes: int | None = None) -> LoadResult:
+        """Measure ``op`` and file the measurement under this test; return the result.
+
+        ``concurrency``: virtual users in closed loop (default 1); in open loop
+        (``rate`` ops/s) the cap on operations in flight (default: no cap).
+        ``duration`` seconds and/or ``total`` operations end each round;
+        ``warmup`` operations run first (once) and are excluded; ``timeout``
+        seconds cancels an operation (a timeout and an error); ``rounds``
+        measured rounds (default: the marker's ``rounds``, else --agentmem-rounds, else 1), merged into
+        the returned result; ``processes`` spreads closed-loop users over worker
+        processes (``op`` must then be picklable).
+        """
+        rounds = self._rounds(rounds)
+        label = self._claim_name(name)
+        spec = validate(op, concurrency=concurrency, rate=rate, duration=duration, total=total,
+                        warmup=warmup, timeout=timeout, name=label, processes=processes)
+        results = [await self._one_round(op, spec, number, rounds) for number in range(rounds)]
+        merged = merge_results(results)
+        measurement = Measurement(name=label, metrics=merged.metrics(),
+                                  rounds=[r.metrics() for r in results], load=merged, kind="load")
+        extra = self._item.ihook.pytest_agentmem_confirm_rounds(item=self._item,
+                                                                measurement=measurement)
+        if extra:
+            if not isinstance(extra, int) or isinstance(extra, bool) or extra < 0:
+                raise ConfigurationError(
+                    f"pytest_agentmem_confirm_rounds returned {extra!r}; expected an int >= 0")
+            for _ in range(extra):
+                results.append(await self._one_round(op, spec, len(results), 2))
+            merged = merge_results(results)
+            measurement.rounds = [r.metrics() for r in results]
+            measurement.metrics = merged.metrics()
+            measurement.load = merged
+            measurement.confirmations = 1
+        measurements_of(self._item).append(measurement)
+        self._item.ihook.pytest_agentmem_measurement(item=self._item, measurement=measurement)
+        self.results.append(merged)
+        return merged
+
+    async def _one_round(self, op: Op, spec: Any, number: int, rounds: int) -> LoadResult:
+        """Round ``number`` (from 0); ``rounds`` > 1 shows the round in the progress line."""
+        if number:
+            spec = _without_warmup(spec)  # the system is warm after the first round
+        label = spec.name if rounds == 1 else f"{spec.name} (round {number + 1})"
+        progress = Progress(self._item.config, label)
+        try:
+            return await run_load(op, spec, on_tick=progress.update if progress.enabled else None,
+                                  service_pids=service_pids_of(self._item.config))
+        finally:
+            progress.close()
+
+    def _rounds(self, rounds: int | None) -> int:
+        if rounds is None:
+            marker = perf_marker_of(self._item)
+            rounds = marker.rounds if marker is not None and marker.rounds else None
+        if rounds is None:
+            from ..session import get_session
+
+            rounds = get_session(self._item.config).settings.rounds or 1
+        if not isinstance(rounds, int) or isinstance(rounds, bool) or rounds < 1:
+            raise ConfigurationError(f"perf.run: rounds must be an int >= 1, got {rounds!r}")
+        return rounds
+
+    def _claim_name(self, name: str | None) -> str:
+        if name is None:
+            base = self._item.name
+            label, n = base, 1
+            while label in self._names:
+                n += 1
+                label = f"{base}-{n}"
+        else:
+            if not isinstance(name, str) or not name:
+                raise ConfigurationError(f"perf.run: name must be a non-empty string, got {name!r}")
+            if name in self._names:
+                raise ConfigurationError(
+                    f"perf.run: name {name!r} is already used in this test; give each run its "
+                    "own name (repeat a measurement with rounds=N)")
+            label = name
+        self._names.add(label)
+        return label
+
+    # ------------------------------------------------------------------ record
+
+    def record(self, name: str, **metrics: float) -> Measurement:
+        """File measured figures (recall, items/s, hit rate...) under ``name``.
+
+        Values must be numbers (not NaN). Calling again with the same name adds a
+        round; the headline value of each metric is then the median of its rounds.
+        """
+        if not isinstance(name, str) or not name:
+            raise ConfigurationError(f"perf.record: name must be a non-empty string, got {name!r}")
+        if not metrics:
+            raise ConfigurationError(f"perf.record({name!r}): give at least one metric, "
+                                     "e.g. perf.record('search', recall=0.93)")
+        bad = {k: v for k, v in metrics.items() if not is_number(v)}
+        if bad:
+            raise ConfigurationError(
+                f"perf.record({name!r}): metrics must be numbers (int or float, not NaN or bool); "
+                f"got {', '.join(f'{k}={v!r}' for k, v in bad.items())}")
+        values = {k: float(v) for k, v in metrics.items()}
+        measurement = self._records.get(name)
+        if measurement is None:
+            if name in self._names:
+                raise ConfigurationError(f"perf.record: name {name!r} is already used by a "
+                                         "perf.run in this test; choose another name")
+            self._names.add(name)
+            measurement = Measurement(name=name, metrics=dict(values), rounds=[values], kind="record")
+            self._records[name] = measurement
+            measurements_of(self._item).append(measurement)
+            self._item.ihook.pytest_agentmem_measurement(item=self._item, measurement=measurement)
+            return measurement
+        measurement.rounds.append(values)
+        keys = {k for r in measurement.rounds for k in r}
+        measurement.metrics = {k: _median([r[k] for r in measurement.rounds if k in r]) for k in sorted(keys)}
+        return measurement
+
+
+def _median(values: list[float]) -> float:
+    finite = [v for v in values if not math.isnan(v)]
+    return float(statistics.median(finite)) if finite else math.nan
+
+
+def _without_warmup(spec: Any) -> Any:
+    from dataclasses import replace
+
+    return replace(spec, warmup=0)
+
+
+@pytest.fixture
+def perf(request: pytest.FixtureRequest) -> Perf:
+    """The load runner bound to this test: ``await perf.run(op, ...)``, ``perf.record(...)``."""
+    return Perf(request.node)

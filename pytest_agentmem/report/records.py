@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
-from dataclasses import fields
 from typing import Any
 
 #: Percentiles of the latency curve, dense towards the tail (0 .. 99.99).
@@ -116,7 +115,11 @@ def build_record(nodeid: str, verdict: Any, measurements: Sequence[Any], *,
         load = getattr(measurement, "load", None)
         if load is not None:
             entry["percentiles"] = percentile_curve(load)
-    record.update(pytest_outcome=pytest_outcome, duration_s=duration_s, worker=worker)
+    if pytest_outcome in ("failed", "error") and record.get("outcome") not in ("failed", "error"):
+        record["gate_outcome"] = record.get("outcome")
+        record["outcome"] = "error"  # the test itself failed, whatever the figures said
+    record.update(pytest_outcome=pytest_outcome, duration_s=duration_s, worker=worker,
+                  has_verdict=verdict is not None)
     if message:
         record["message"] = message
     return jsonable(record)
@@ -159,37 +162,10 @@ def headline(records: Sequence[dict[str, Any]]) -> str:
     if c.get("updated"):
         parts.append(f"{c['updated']} baselines updated")
     if c.get("error"):
-        parts.append(f"{c['error']} errors")
+        parts.append(f"{c['error']} error{'s' if c['error'] != 1 else ''}")
     if c.get("unchecked"):
         parts.append(f"{c['unchecked']} unchecked")
     text = f"{len(ran)} perf test{'s' if len(ran) != 1 else ''}: " + ", ".join(parts)
     if c.get("skipped"):
         text += f" ({c['skipped']} skipped)"
     return text
-
-
-# --------------------------------------------------------------------------- xdist
-
-
-def verdict_from_dict(data: dict[str, Any]) -> Any:
-    """Rebuild a gate ``TestVerdict`` from its ``to_dict()`` (on the xdist controller).
-
-    Measurements come back without their live ``load`` (the record keeps its dict).
-    """
-    from ..gate.verdict import CheckResult, TestVerdict
-    from ..measurement import Measurement
-
-    check_fields = {f.name for f in fields(CheckResult)}
-    checks = [CheckResult(**{k: v for k, v in c.items() if k in check_fields})
-              for c in data.get("checks", [])]
-    measurements = [Measurement(name=m.get("name", ""), metrics=dict(m.get("metrics", {})),
-                                rounds=list(m.get("rounds", [])), load=None,
-                                kind=m.get("kind", "load"),
-                                confirmations=int(m.get("confirmations", 0) or 0),
-                                info=dict(m.get("info", {})))
-                    for m in data.get("measurements", [])]
-    verdict_fields = {f.name for f in fields(TestVerdict)}
-    rest = {k: v for k, v in data.items()
-            if k in verdict_fields and k not in ("checks", "measurements", "updated")}
-    updated = {k: (v[0], v[1]) for k, v in (data.get("updated") or {}).items()}
-    return TestVerdict(checks=checks, measurements=measurements, updated=updated, **rest)

@@ -81,7 +81,7 @@ def fmt_number(value: float | None) -> str:
     if size >= 100:
         return f"{value:.0f}"
     if size >= 10:
-        return f"{value:.1f}"
+        return f"{value:.1f}".removesuffix(".0")
     if size >= 1 or size == 0:
         return f"{value:.2f}".rstrip("0").rstrip(".") if size else "0"
     return f"{value:.2g}"
@@ -114,7 +114,7 @@ class _Frame:
 
 
 def _open(width: int, height: int, title: str) -> list[str]:
-    return [f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" '
+    return [f'<svg viewBox="0 0 {width} {height}" '
             f'width="100%" role="img" aria-label="{escape(title)}" style="{FONT};max-width:{width}px">',
             f"<title>{escape(title)}</title>"]
 
@@ -283,6 +283,7 @@ class BarPair:
     baseline: float | None = None
     color: str = BLUE
     note: str = ""  # e.g. "+12% better"
+    note_color: str | None = None  # default: ``color``
 
 
 def paired_bars(title: str, rows: Sequence[BarPair], *, width: int = 560) -> str:
@@ -309,7 +310,8 @@ def paired_bars(title: str, rows: Sequence[BarPair], *, width: int = 560) -> str
         out.append(_text(x0 + max(cw, 1) + 5, y + 29, fmt_number(row.current), size=11, color=INK,
                          weight="600"))
         if row.note:
-            out.append(_text(width - 6, y + 23, row.note, anchor="end", color=row.color, weight="600"))
+            out.append(_text(width - 6, y + 23, row.note, anchor="end", color=row.note_color or row.color,
+                             weight="600"))
     out.append("</svg>")
     return "".join(out)
 
@@ -341,12 +343,17 @@ def hbar_chart(title: str, items: Sequence[tuple[str, float]], *, color: str = R
 
 
 def nines(percentile: float) -> float:
-    """The x position of a percentile on a 'number of nines' axis (p90=1, p99=2 ...)."""
-    return -math.log10(max(1e-6, 1 - min(percentile, 99.9999) / 100))
+    """The x position of a percentile on a 'number of nines' axis (p90=1, p99=2 ...).
+
+    The maximum (p100) sits half a step right of p99.99.
+    """
+    if percentile >= 100:
+        return 4.5
+    return -math.log10(max(1e-4, 1 - percentile / 100))
 
 
 NINES_TICKS = [(nines(p), label) for p, label in
-               ((0, "p0"), (50, "p50"), (90, "p90"), (99, "p99"), (99.9, "p99.9"), (99.99, "p99.99"))]
+               ((50, "p50"), (90, "p90"), (99, "p99"), (99.9, "p99.9"), (99.99, "p99.99"), (100, "max"))]
 
 
 def percentile_chart(title: str, series: Sequence[Series], *, width: int = 560,

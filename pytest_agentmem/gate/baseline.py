@@ -1,0 +1,188 @@
+"""Stored baselines: one versioned, key-sorted JSON file per test, written atomically.
+
+A baseline is an immutable value (:class:`Baseline`); :func:`load_baseline`
+validates a file and raises :class:`~pytest_agentmem.errors.BaselineError` naming
+the file and the fix when it is malformed or of a newer schema version (the file
+is never touched); :func:`write_baseline` writes a temporary file in the same
+folder and ``os.replace``-s it, so a reader (or another xdist worker) sees the
+old file or the new one, never half of one.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import math
+import os
+import re
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import BaselineError
+from ..measurement import Measurement
+
+SCHEMA = "pytest-agentmem-baseline"
+VERSION = 1
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def baseline_path(directory: Path, nodeid: str) -> Path:
+    """``<dir>/<safe node id>-<10 hex of sha256(node id)>.json``."""
+    safe = _UNSAFE.sub("_", nodeid.replace("::", "__")).strip("._")[:100] or "test"
+    digest = hashlib.sha256(nodeid.encode()).hexdigest()[:10]
+    return Path(directory) / f"{safe}-{digest}.json"
+
+
+@dataclass(frozen=True)
+class StoredMeasurement:
+    """One measurement as stored: headline metrics and the per-round samples."""
+
+    kind: str
+    metrics: dict[str, float]
+    rounds: tuple[dict[str, float], ...] = ()
+
+    def samples(self, metric: str) -> list[float]:
+        values = [r[metric] for r in self.rounds if metric in r]
+        if values:
+            return values
+        return [self.metrics[metric]] if metric in self.metrics else []
+
+
+@dataclass(frozen=True)
+class Baseline:
+    """The stored reference figures of one test."""
+
+    nodeid: str
+    measurements: dict[str, StoredMeasurement]
+    fingerprint: dict[str, Any] = field(default_factory=dict)
+    calibration: dict[str, Any] | None = None
+    created: str = ""
+    version: int = VERSION
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "schema": SCHEMA, "version": self.version, "nodeid": self.nodeid,
+            "created": self.created, "fingerprint": self.fingerprint,
+            "calibration": self.calibration,
+            "measurements": {
+                name: {"kind": m.kind, "metrics": dict(m.metrics), "rounds": [dict(r) for r in m.rounds]}
+                for name, m in self.measurements.items()
+            },
+        }
+
+
+def _finite(values: dict[str, Any]) -> dict[str, float]:
+    return {k: float(v) for k, v in values.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)}
+
+
+def baseline_from(nodeid: str, measurements: list[Measurement], fingerprint: dict[str, Any],
+                  calibration: dict[str, Any] | None) -> Baseline:
+    """The baseline this run's ``measurements`` make (non-finite values dropped)."""
+    stored = {
+        m.name: StoredMeasurement(m.kind, _finite(m.metrics), tuple(_finite(r) for r in m.rounds))
+        for m in measurements
+    }
+    created = _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
+    return Baseline(nodeid, stored, fingerprint, calibration, created)
+
+
+def _fix_hint(path: Path) -> str:
+    return (f"fix: restore it from version control, or delete {path} and run "
+            "with --update-baselines to record a new one")
+
+
+def load_baseline(path: Path) -> Baseline | None:
+    """The baseline stored at ``path``; ``None`` if there is none.
+
+    Raises :class:`BaselineError` (the file left untouched) when it cannot be read,
+    is not valid JSON of our schema, or was written by a newer schema version.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BaselineError(f"baseline file {path} cannot be read: {exc}; {_fix_hint(path)}") from exc
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise BaselineError(f"baseline file {path} is not valid JSON ({exc}); {_fix_hint(path)}") from exc
+    return _parse(path, data)
+
+
+def _parse(path: Path, data: Any) -> Baseline:
+    def bad(why: str) -> BaselineError:
+        return BaselineError(f"baseline file {path} is malformed: {why}; {_fix_hint(path)}")
+
+    if not isinstance(data, dict) or data.get("schema") != SCHEMA:
+        raise bad(f'expected a JSON object with "schema": "{SCHEMA}"')
+    version = data.get("version")
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise bad(f"version must be a positive integer, got {version!r}")
+    if version > VERSION:
+        raise BaselineError(
+            f"baseline file {path} has schema version {version}, newer than this pytest-agentmem "
+            f"reads (up to {VERSION}); fix: upgrade pytest-agentmem, or delete the file and run "
+            "with --update-baselines to record it again with this version")
+    raw = data.get("measurements")
+    if not isinstance(raw, dict):
+        raise bad('"measurements" must be an object of measurement name -> figures')
+    measurements: dict[str, StoredMeasurement] = {}
+    for name, entry in raw.items():
+        if not isinstance(entry, dict) or not isinstance(entry.get("metrics"), dict):
+            raise bad(f'measurement {name!r} must be an object with a "metrics" object')
+        metrics = entry["metrics"]
+        rounds = entry.get("rounds", [])
+        if not isinstance(rounds, list) or not all(isinstance(r, dict) for r in rounds):
+            raise bad(f'measurement {name!r}: "rounds" must be a list of objects')
+        for where in [metrics, *rounds]:
+            for key, value in where.items():
+                if isinstance(value, bool) or not isinstance(value, (int, float)):
+                    raise bad(f"measurement {name!r}: metric {key!r} must be a number, got {value!r}")
+        measurements[name] = StoredMeasurement(str(entry.get("kind", "load")), _finite(metrics),
+                                               tuple(_finite(r) for r in rounds))
+    fingerprint = data.get("fingerprint") or {}
+    calibration = data.get("calibration")
+    if not isinstance(fingerprint, dict) or not (calibration is None or isinstance(calibration, dict)):
+        raise bad('"fingerprint" and "calibration" must be objects')
+    return Baseline(str(data.get("nodeid", "")), measurements, fingerprint, calibration,
+                    str(data.get("created", "")), version)
+
+
+def check_writable(path: Path) -> None:
+    """Refuse to replace a file that exists but is not a valid baseline of ours.
+
+    Raises :class:`BaselineError`: --update-baselines never overwrites a malformed or
+    newer-version file silently; the user deletes or fixes it first.
+    """
+    try:
+        load_baseline(path)
+    except BaselineError as exc:
+        raise BaselineError(f"{exc} (--update-baselines does not overwrite it)") from exc
+
+
+def write_baseline(path: Path, baseline: Baseline) -> None:
+    """Write ``baseline`` to ``path`` atomically (temp file in the same folder + os.replace)."""
+    path = Path(path)
+    text = json.dumps(baseline.to_json(), sort_keys=True, indent=2, allow_nan=False) + "\n"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                fh.write(text)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
+    except OSError as exc:
+        raise BaselineError(f"cannot write baseline file {path}: {exc}") from exc

@@ -1,0 +1,262 @@
+"""The gate: a list of check functions, each turning measurements into CheckResults.
+
+:func:`run_checks` calls every function of :data:`CHECKS` on a
+:class:`GateContext` and returns their results; the failing ones' messages fail
+the test (pytest-benchmark's session does the same with its messages).
+
+Decision for one metric against its baseline (see README_SECTION.md):
+``change`` = how much worse the median of the current rounds is than the median
+of the baseline's rounds; it fails when ``change > tolerance`` AND the one-sided
+Mann-Whitney test says the rounds are worse with ``p <= alpha`` (skipped when
+either side has fewer than 3 rounds). When the load runner re-measured a
+suspected regression (:func:`screen`), the decision is made on the fresh
+confirmation rounds alone, so a transient burst of noise that triggered the
+re-measurement cannot by itself fail the test.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from ..errors import ConfigurationError
+from ..marker import Threshold
+from ..measurement import Measurement
+from .baseline import Baseline
+from .directions import compared, direction_of, is_time_like
+from .stats import centre, p_worse, worse_change
+from .verdict import CheckResult, Direction
+
+#: Significance level of the final decision (one-sided).
+ALPHA = 0.05
+#: Looser level of the screen that asks for confirmation rounds (a superset of failures).
+SCREEN_ALPHA = 0.20
+
+
+@dataclass
+class GateContext:
+    """What the checks of one test need."""
+
+    nodeid: str
+    measurements: Sequence[Measurement]
+    thresholds: Sequence[Threshold] = ()
+    tolerance: float = 0.15
+    baseline: Baseline | None = None
+    compare: bool = True  # marker baseline=False: thresholds only
+    speed: float | None = None  # this machine / baseline machine (cross-machine only)
+    extra_tolerance: float = 0.0  # widening for a normalised (cross-machine) comparison
+    update: bool = False  # --update-baselines: regressions are reported, not failed
+    initial_rounds: dict[str, int] = field(default_factory=dict)  # before confirmation
+    alpha: float = ALPHA
+
+
+# --------------------------------------------------------------------------- formatting
+
+
+def fmt(value: float | None) -> str:
+    """A figure with about three significant digits, without exponents for usual sizes."""
+    if value is None:
+        return "-"
+    if math.isinf(value) or math.isnan(value):
+        return str(value)
+    if abs(value) >= 1000:
+        return f"{value:.0f}"
+    return f"{value:.3g}"
+
+
+def pct(fraction: float | None, signed: bool = True) -> str:
+    if fraction is None or math.isnan(fraction):
+        return "-"
+    if math.isinf(fraction):
+        return "+inf%" if fraction > 0 else "-inf%"
+    text = f"{fraction * 100:+.0f}%" if signed else f"{fraction * 100:.0f}%"
+    return text if abs(fraction) >= 0.005 or not signed else f"{fraction * 100:+.1f}%"
+
+
+def label(m: Measurement | str, metric: str) -> str:
+    name = m if isinstance(m, str) else m.name
+    return f"{name}.{metric}"
+
+
+# --------------------------------------------------------------------------- thresholds
+
+
+def decision_samples(ctx: GateContext, m: Measurement, metric: str) -> tuple[list[float], bool]:
+    """The rounds a decision uses: the confirmation rounds if ``m`` was re-measured, else all."""
+    samples = m.samples(metric)
+    initial = ctx.initial_rounds.get(m.name)
+    if initial is not None and 0 < initial < len(samples):
+        return samples[initial:], True
+    return samples, False
+
+
+def measured_metrics(measurements: Sequence[Measurement]) -> list[str]:
+    return sorted({k for m in measurements for k in m.metrics})
+
+
+def check_thresholds(ctx: GateContext) -> list[CheckResult]:
+    """Absolute bounds (min_/max_<metric>) on every measurement that has the metric."""
+    results: list[CheckResult] = []
+    for threshold in ctx.thresholds:
+        owners = [m for m in ctx.measurements if threshold.metric in m.metrics]
+        if not owners:
+            measured = ", ".join(measured_metrics(ctx.measurements)) or "none"
+            raise ConfigurationError(
+                f"threshold {threshold.keyword}={fmt(threshold.limit)} names metric "
+                f"{threshold.metric!r}, which the test did not measure; measured metrics: {measured}")
+        for m in owners:
+            samples, rechecked = decision_samples(ctx, m, threshold.metric)
+            value = centre(samples)
+            ok = value >= threshold.limit if threshold.kind == "min" else value <= threshold.limit
+            op = "<" if threshold.kind == "min" else ">"
+            message = (f"{label(m, threshold.metric)} {fmt(value)} "
+                       f"{'ok' if ok else op} {threshold.keyword} {fmt(threshold.limit)}"
+                       + (", confirmed on re-run" if rechecked and not ok else ""))
+            change = (value - threshold.limit) / abs(threshold.limit) if threshold.limit else None
+            if change is not None and threshold.kind == "min":
+                change = -change
+            results.append(CheckResult(
+                measurement=m.name, metric=threshold.metric, value=value, baseline=None,
+                limit=threshold.limit, change=change, tolerance=None, p_value=None,
+                confirmed=rechecked and not ok, verdict="pass" if ok else "fail", message=message,
+                kind="threshold", direction="higher" if threshold.kind == "min" else "lower",
+                bound=threshold.kind, raw_change=None))
+    return results
+
+
+# --------------------------------------------------------------------------- baseline
+
+
+@dataclass
+class Comparison:
+    """The statistics of one metric against its baseline."""
+
+    value: float
+    baseline: float
+    change: float  # + = worse
+    raw_change: float
+    p_value: float | None
+    direction: Direction
+    normalised: bool
+
+
+def compare_samples(metric: str, current: Sequence[float], stored: Sequence[float],
+                    speed: float | None = None) -> Comparison:
+    """Compare current rounds with the baseline's (scaled by ``speed`` for time-like metrics)."""
+    direction = direction_of(metric)
+    base = list(stored)
+    normalised = False
+    if speed and is_time_like(metric):
+        factor = speed if direction == "higher" else 1 / speed
+        base = [b * factor for b in base]
+        normalised = True
+    value, reference = centre(current), centre(base)
+    raw = value / reference - 1 if reference else (0.0 if value == reference else math.inf)
+    return Comparison(value, reference, worse_change(value, reference, direction, metric), raw,
+                      p_worse(current, base, direction), direction, normalised)
+
+
+def _tolerance(ctx: GateContext, normalised: bool) -> float:
+    return ctx.tolerance + (ctx.extra_tolerance if normalised else 0.0)
+
+
+def regressed(c: Comparison, tolerance: float, alpha: float) -> bool:
+    return c.change > tolerance and (c.p_value is None or c.p_value <= alpha)
+
+
+def _describe(name: str, c: Comparison, tolerance: float, tail: str) -> str:
+    op = ">" if c.value > c.baseline else "<" if c.value < c.baseline else "="
+    p = f", p={c.p_value:.3g}" if c.p_value is not None else ""
+    norm = " (normalised to this machine)" if c.normalised else ""
+    return (f"{name} {fmt(c.value)} {op} baseline {fmt(c.baseline)}{norm} "
+            f"({pct(c.raw_change)}, tolerance {pct(tolerance, signed=False)}{p}{tail})")
+
+
+def check_baseline(ctx: GateContext) -> list[CheckResult]:
+    """Every compared metric of every measurement against the stored baseline."""
+    if not ctx.compare:
+        return []
+    results: list[CheckResult] = []
+    for m in ctx.measurements:
+        stored = ctx.baseline.measurements.get(m.name) if ctx.baseline else None
+        for metric in sorted(m.metrics):
+            if not compared(metric, m.kind):
+                continue
+            samples = m.samples(metric)
+            base_samples = stored.samples(metric) if stored else []
+            if not base_samples:
+                value = centre(samples)
+                results.append(CheckResult(
+                    measurement=m.name, metric=metric, value=value, baseline=None, limit=None,
+                    change=None, tolerance=ctx.tolerance, p_value=None, confirmed=False,
+                    verdict="new", message=f"{label(m, metric)} {fmt(value)}: no baseline yet",
+                    kind="baseline", direction=direction_of(metric)))
+                continue
+            results.append(_decide(ctx, m, metric, samples, base_samples))
+    return results
+
+
+def _decide(ctx: GateContext, m: Measurement, metric: str, samples: list[float],
+            base_samples: list[float]) -> CheckResult:
+    initial = ctx.initial_rounds.get(m.name)
+    rechecked = initial is not None and 0 < initial < len(samples)
+    first = compare_samples(metric, samples[:initial] if rechecked else samples, base_samples, ctx.speed)
+    final = compare_samples(metric, samples[initial:], base_samples, ctx.speed) if rechecked else first
+    tolerance = _tolerance(ctx, final.normalised)
+    name = label(m, metric)
+    if regressed(final, tolerance, ctx.alpha):
+        tail = ", confirmed on re-run" if rechecked else ""
+        if ctx.update:
+            verdict, tail = "warn", tail + "; accepted by --update-baselines"
+        else:
+            verdict = "fail"
+    elif rechecked and regressed(first, tolerance, SCREEN_ALPHA):
+        verdict = "warn"
+        tail = f"; first rounds {pct(first.raw_change)}, not confirmed on re-run"
+    elif final.change > tolerance:
+        verdict, tail = "warn", ", worse but not significant"
+    else:
+        verdict, tail = "pass", ""
+    return CheckResult(
+        measurement=m.name, metric=metric, value=final.value, baseline=final.baseline, limit=None,
+        change=final.change, tolerance=tolerance, p_value=final.p_value,
+        confirmed=rechecked and verdict in ("fail", "warn") and regressed(final, tolerance, ctx.alpha),
+        verdict=verdict, message=_describe(name, final, tolerance, tail), kind="baseline",
+        direction=final.direction, raw_change=final.raw_change, normalised=final.normalised)
+
+
+# --------------------------------------------------------------------------- screen
+
+
+def screen(ctx: GateContext, m: Measurement) -> list[str]:
+    """Metrics of ``m`` that look regressed or breach a threshold (asks for re-measurement)."""
+    suspects: list[str] = []
+    for threshold in ctx.thresholds:
+        if threshold.metric in m.metrics:
+            value = centre(m.samples(threshold.metric))
+            if (value < threshold.limit) if threshold.kind == "min" else (value > threshold.limit):
+                suspects.append(threshold.metric)
+    stored = ctx.baseline.measurements.get(m.name) if ctx.baseline and ctx.compare else None
+    if stored is not None:
+        for metric in sorted(m.metrics):
+            base_samples = stored.samples(metric)
+            if compared(metric, m.kind) and base_samples:
+                c = compare_samples(metric, m.samples(metric), base_samples, ctx.speed)
+                if regressed(c, _tolerance(ctx, c.normalised), SCREEN_ALPHA):
+                    suspects.append(metric)
+    return suspects
+
+
+CheckFunction = Callable[[GateContext], list[CheckResult]]
+
+#: The gate, in order. Append a function to add a check.
+CHECKS: list[CheckFunction] = [check_thresholds, check_baseline]
+
+
+def run_checks(ctx: GateContext, checks: Sequence[CheckFunction] = CHECKS) -> list[CheckResult]:
+    """All check results (raises ConfigurationError for a threshold naming no measured metric)."""
+    results: list[CheckResult] = []
+    for check in checks:
+        results.extend(check(ctx))
+    return results

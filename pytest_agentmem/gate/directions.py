@@ -1,0 +1,67 @@
+"""Which way is better for a metric, and which metrics the baseline gate compares.
+
+Names decide: ``qps``, ``ops_per_s``, ``*_per_s``, ``recall*``, ``precision*``,
+``hit_rate``, ``throughput*``, ``ops`` (benchmark ops/s) are higher-is-better;
+``*_ms``, ``*_s``, ``*_us``, ``error_rate``, ``timeout_rate``, ``*_bytes``,
+``*_mb`` are lower-is-better. Counts and settings (``errors``, ``concurrency``,
+``rate``, ``duration_s``...) and single-extreme figures (``max_ms``, ``min_ms``,
+``p999_ms``), too noisy for a median-of-rounds comparison, are not compared
+against the baseline (they still can carry an absolute threshold).
+"""
+
+from __future__ import annotations
+
+from .verdict import Direction
+
+#: Measured, but not compared with the baseline (settings, counts, extremes).
+NOT_COMPARED = frozenset({
+    "ops", "errors", "timeouts", "concurrency", "rate", "duration_s", "rounds",
+    "max_ms", "min_ms", "p999_ms", "stddev_ms", "iterations", "target_rate",
+})
+
+_HIGHER_EXACT = frozenset({"qps", "throughput", "hit_rate", "ops_per_s", "speedup",
+                           "token_savings", "savings"})
+_HIGHER_PREFIX = ("recall", "precision", "ndcg", "mrr", "hit_rate", "throughput", "accuracy",
+                  "f1", "map_at", "coverage")
+_HIGHER_SUFFIX = ("_per_s", "_per_sec", "_qps", "_ops", "_hit_rate", "_savings", "_recall",
+                  "_throughput", "_speedup")
+_LOWER_SUFFIX = ("_ms", "_s", "_us", "_ns", "_error_rate", "_bytes", "_mb", "_kb", "_miss_rate")
+_LOWER_EXACT = frozenset({"error_rate", "timeout_rate", "miss_rate", "latency", "cpu_s"})
+
+#: Bounded rates: a change is measured against at least this floor, so that
+#: 0 -> 0.001 errors is not an "infinite" regression.
+RATE_FLOOR = 0.01
+
+
+def direction_of(metric: str) -> Direction:
+    """``higher``, ``lower`` or ``none`` (unknown: never compared)."""
+    name = metric.lower()
+    if name in _HIGHER_EXACT or name.startswith(_HIGHER_PREFIX) or name.endswith(_HIGHER_SUFFIX):
+        return "higher"
+    if name in _LOWER_EXACT or name.endswith(_LOWER_SUFFIX):
+        return "lower"
+    if name == "ops":  # pytest-benchmark's ops/s
+        return "higher"
+    return "none"
+
+
+def compared(metric: str, kind: str = "load") -> bool:
+    """Whether ``metric`` is compared with its baseline."""
+    if kind == "benchmark" and metric == "ops":
+        return True
+    return metric not in NOT_COMPARED and direction_of(metric) != "none"
+
+
+def is_rate(metric: str) -> bool:
+    """A bounded fraction (error rate, recall, hit rate): change floored by RATE_FLOOR."""
+    name = metric.lower()
+    return name.endswith("rate") or name.startswith(("recall", "precision", "accuracy"))
+
+
+def is_time_like(metric: str) -> bool:
+    """Scales with machine speed (latency or throughput), so a calibration can normalise it."""
+    name = metric.lower()
+    if is_rate(name) and not name.endswith(("per_s", "qps")):
+        return False
+    return name in ("qps", "ops", "throughput", "ops_per_s") or name.endswith(
+        ("_ms", "_s", "_us", "_ns", "_per_s", "_per_sec", "_qps", "_throughput"))

@@ -1,0 +1,211 @@
+"""``LoadResult``: what one load run (or several merged rounds) measured.
+
+Conventions, the same everywhere in the engine:
+
+- ``ops`` counts the measured operations that finished, successfully or not;
+  ``errors`` those that raised or timed out (``timeouts`` is the part of
+  ``errors`` cancelled by the run's ``timeout``); ``error_rate = errors / ops``.
+- ``qps`` is *successful* operations per second of the measured phase
+  (``duration_s``: from the first measured start to the last measured finish),
+  so a system that fails fast does not look fast.
+- Latency figures (``mean_ms`` .. ``max_ms``) come from the HDR histogram of the
+  successful operations. In open loop each latency runs from the operation's
+  intended start on the schedule, not from when it was actually launched.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from hdrh.histogram import HdrHistogram
+
+from . import histogram as hdr
+
+#: The headline metrics a load result hands to the gate.
+GATED_METRICS = ("qps", "mean_ms", "p50_ms", "p90_ms", "p95_ms", "p99_ms", "p999_ms",
+                 "max_ms", "error_rate")
+
+#: How many sample messages are kept per exception type.
+MAX_ERROR_SAMPLES = 3
+
+
+@dataclass
+class LoadResult:
+    """The figures of a load run. See the module docstring for the conventions."""
+
+    name: str
+    ops: int
+    errors: int
+    timeouts: int
+    duration_s: float
+    concurrency: int | None
+    rate: float | None
+    histogram: HdrHistogram = field(repr=False)
+    warmup_ops: int = 0
+    qps: float = 0.0
+    error_rate: float = 0.0
+    mean_ms: float = 0.0
+    p50_ms: float = 0.0
+    p90_ms: float = 0.0
+    p95_ms: float = 0.0
+    p99_ms: float = 0.0
+    p999_ms: float = 0.0
+    max_ms: float = 0.0
+    mode: str = "closed"  # "closed" or "open"
+    processes: int = 1
+    missed_schedule: dict[str, float] = field(default_factory=dict)
+    timeline: list[dict[str, float]] = field(default_factory=list, repr=False)
+    errors_by_type: dict[str, dict[str, Any]] = field(default_factory=dict)
+    resources: dict[str, float] = field(default_factory=dict)
+    rounds: list[dict[str, float]] = field(default_factory=list, repr=False)
+    loop: str = ""  # the event loop class the run used
+
+    @classmethod
+    def build(cls, *, histogram: HdrHistogram, ops: int, errors: int, duration_s: float,
+              **fields: Any) -> LoadResult:
+        """A result whose derived figures (qps, error rate, latencies) are computed."""
+        result = cls(histogram=histogram, ops=ops, errors=errors, duration_s=duration_s, **fields)
+        result._derive()
+        return result
+
+    def _derive(self) -> None:
+        good = self.ops - self.errors
+        self.qps = good / self.duration_s if self.duration_s > 0 else 0.0
+        self.error_rate = self.errors / self.ops if self.ops else 0.0
+        for key, value in hdr.summary_ms(self.histogram).items():
+            setattr(self, key, value)
+
+    #: Milliseconds per histogram unit (the histogram counts microseconds).
+    histogram_unit_ms = 0.001
+
+    def value_at_percentile_ms(self, percentile: float) -> float:
+        """The latency at ``percentile`` (0..100) of the merged histogram, in ms."""
+        counts = hdr.counts_view(self.histogram).astype("int64")
+        return hdr.percentile_us(counts, percentile) / 1000.0
+
+    @property
+    def successes(self) -> int:
+        return self.ops - self.errors
+
+    def metrics(self) -> dict[str, float]:
+        """The headline gated metrics (qps, latencies in ms, error_rate)."""
+        return {key: float(getattr(self, key)) for key in GATED_METRICS}
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-able dict; the histogram as its standard base64 encoding."""
+        return {
+            "name": self.name, "mode": self.mode, "ops": self.ops, "errors": self.errors,
+            "timeouts": self.timeouts, "warmup_ops": self.warmup_ops,
+            "duration_s": self.duration_s, "concurrency": self.concurrency, "rate": self.rate,
+            "processes": self.processes, "loop": self.loop,
+            **self.metrics(),
+            "missed_schedule": dict(self.missed_schedule),
+            "timeline": [dict(entry) for entry in self.timeline],
+            "errors_by_type": {k: {"count": v["count"], "samples": list(v["samples"])}
+                               for k, v in self.errors_by_type.items()},
+            "resources": dict(self.resources),
+            "rounds": [dict(r) for r in self.rounds],
+            "histogram": hdr.encode(self.histogram),
+        }
+
+    def describe(self) -> str:
+        """One line for humans: ``name: 1234 ops, 411.3 ops/s, p50 ... errors``."""
+        mode = (f"open loop {self.rate:g}/s" if self.mode == "open"
+                else f"closed loop x{self.concurrency}")
+        text = (f"{self.name}: {mode}, {self.ops} ops in {self.duration_s:.2f} s, "
+                f"{self.qps:.1f} ops/s, p50 {self.p50_ms:.2f} ms, p95 {self.p95_ms:.2f} ms, "
+                f"p99 {self.p99_ms:.2f} ms, max {self.max_ms:.2f} ms, errors {self.errors}")
+        if self.timeouts:
+            text += f" ({self.timeouts} timeouts)"
+        if self.missed_schedule.get("count"):
+            text += f", missed schedule {int(self.missed_schedule['count'])}"
+        return text
+
+
+# --------------------------------------------------------------------------- merging
+
+
+def merge_errors(parts: Iterable[dict[str, dict[str, Any]]]) -> dict[str, dict[str, Any]]:
+    """Sum the counts of each exception type, keeping a few distinct samples."""
+    out: dict[str, dict[str, Any]] = {}
+    for part in parts:
+        for kind, info in part.items():
+            slot = out.setdefault(kind, {"count": 0, "samples": []})
+            slot["count"] += int(info["count"])
+            for sample in info["samples"]:
+                if len(slot["samples"]) < MAX_ERROR_SAMPLES and sample not in slot["samples"]:
+                    slot["samples"].append(sample)
+    return out
+
+
+def merge_resources(parts: Sequence[dict[str, float]], wall_s: float) -> dict[str, float]:
+    """CPU seconds add up; peak RSS is the highest peak; CPU % is over ``wall_s``."""
+    out: dict[str, float] = {}
+    for part in parts:
+        for key, value in part.items():
+            if key.endswith("_cpu_s"):
+                out[key] = out.get(key, 0.0) + value
+            elif key.endswith("_max"):
+                out[key] = max(out.get(key, 0.0), value)
+    if "process_cpu_s" in out and wall_s > 0:
+        out["process_cpu_pct"] = 100.0 * out["process_cpu_s"] / wall_s
+    if "services_cpu_s" in out and wall_s > 0:
+        out["services_cpu_pct"] = 100.0 * out["services_cpu_s"] / wall_s
+    return out
+
+
+def merge_results(results: Sequence[LoadResult], *, name: str | None = None) -> LoadResult:
+    """One result over several rounds: exact histogram sum, summed counts and time.
+
+    ``qps`` of the merge is total successful ops over total measured time; the
+    timeline is the rounds' timelines one after the other (each entry keeps its
+    ``round``); ``rounds`` lists each round's headline metrics.
+    """
+    if not results:
+        raise ValueError("merge_results needs at least one result")
+    first = results[0]
+    duration = sum(r.duration_s for r in results)
+    timeline: list[dict[str, float]] = []
+    offset = 0.0
+    for number, result in enumerate(results):
+        for entry in result.timeline:
+            timeline.append({**entry, "t": round(entry["t"] + offset, 3), "round": number})
+        offset += result.duration_s
+    missed = _merge_missed([r.missed_schedule for r in results])
+    merged = LoadResult.build(
+        histogram=hdr.merge(r.histogram for r in results),
+        ops=sum(r.ops for r in results), errors=sum(r.errors for r in results),
+        duration_s=duration, name=name or first.name,
+        timeouts=sum(r.timeouts for r in results), concurrency=first.concurrency,
+        rate=first.rate, warmup_ops=sum(r.warmup_ops for r in results), mode=first.mode,
+        processes=first.processes, missed_schedule=missed, timeline=timeline,
+        errors_by_type=merge_errors(r.errors_by_type for r in results),
+        resources=merge_resources([r.resources for r in results], duration),
+        loop=first.loop,
+    )
+    merged.rounds = [r.metrics() for r in results]
+    return merged
+
+
+def _merge_missed(parts: Sequence[dict[str, float]]) -> dict[str, float]:
+    parts = [p for p in parts if p]
+    if not parts:
+        return {}
+    count = sum(p.get("count", 0) for p in parts)
+    lag_total = sum(p.get("mean_lag_ms", 0.0) * p.get("count", 0) for p in parts)
+    return {
+        "count": count,
+        "max_lag_ms": max(p.get("max_lag_ms", 0.0) for p in parts),
+        "mean_lag_ms": lag_total / count if count else 0.0,
+        "capped": sum(p.get("capped", 0) for p in parts),
+        "threshold_ms": max(p.get("threshold_ms", 0.0) for p in parts),
+    }
+
+
+def is_number(value: Any) -> bool:
+    """A real, finite-or-infinite number (bool and NaN excluded)."""
+    return (isinstance(value, (int, float)) and not isinstance(value, bool)
+            and not math.isnan(value))

@@ -1,0 +1,507 @@
+"""The load runner: closed loop (virtual users) and open loop (fixed arrival rate).
+
+``op`` is an async callable taking the operation's index (0, 1, 2, ...; warm-up
+operations take the first indices). Nothing here sleeps in place of work: the
+runner only starts operations, times them and counts what happened.
+
+Closed loop (``rate=None``): ``concurrency`` virtual users, each a task running
+operations back to back; latency is from the call to the return of ``op``.
+
+Open loop (``rate=R``): operation ``k`` is due at ``start + k / R`` whatever
+happened before, launched as its own task, and its latency is measured from
+that *intended* start (as wrk2 does), so a stall of the system - or of the
+event loop - shows in the tail instead of being hidden by the runner waiting
+(coordinated omission). ``concurrency`` caps the operations in flight; an
+operation held back by the cap still counts its latency from its intended
+start. A launch later than ``missed_schedule["threshold_ms"]`` is counted in
+``missed_schedule``: the runner (or whatever blocked the event loop) could not
+keep up with the schedule; ``capped`` counts the launches the cap delayed.
+
+Both: the first ``warmup`` operations are run in a phase of their own and
+excluded; the measured phase ends after ``duration`` seconds (no new operation
+starts; those in flight finish and count) or after ``total`` operations. An
+operation running longer than ``timeout`` is cancelled and counted as a timeout
+and an error; an exception is counted by type with a few sample messages and
+never stops the run. Latencies are recorded as raw nanoseconds on the hot path
+and folded into the HDR histogram once a second (see :mod:`.histogram`).
+
+``processes=N`` (closed loop only) spreads the users over N worker processes
+started with ``spawn``; their histograms are merged exactly. ``op`` must then be
+picklable - a module-level async function or a ``functools.partial`` of one,
+importable by a fresh interpreter - and must open its own connections inside
+the worker (fixtures of the test process do not cross process boundaries).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import math
+import pickle
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+
+from ..errors import ConfigurationError
+from . import histogram as hdr
+from .resources import ResourceSampler
+from .result import MAX_ERROR_SAMPLES, LoadResult, is_number, merge_errors, merge_resources
+
+Op = Callable[[int], Awaitable[Any]]
+#: Called about once a second: (elapsed_s, ops_per_s, p95_ms, errors, ops).
+TickCallback = Callable[[float, float, float, int, int], None]
+
+_clock = time.perf_counter_ns
+_YIELD_EVERY = 256  # a user yields to the loop after this many ops that never suspended
+_LAUNCH_BATCH = 512  # open loop: launches between two yields when behind schedule
+_SAMPLE_CHARS = 300
+
+
+@dataclass(frozen=True)
+class LoadSpec:
+    """The validated parameters of one run."""
+
+    concurrency: int | None = 1
+    rate: float | None = None
+    duration: float | None = None
+    total: int | None = None
+    warmup: int = 0
+    timeout: float | None = None
+    name: str = "load"
+    processes: int | None = None
+    tick_s: float = 1.0
+
+    @property
+    def mode(self) -> str:
+        return "closed" if self.rate is None else "open"
+
+
+def validate(op: Any, *, concurrency: int | None = None, rate: float | None = None,
+             duration: float | None = None, total: int | None = None, warmup: int = 0,
+             timeout: float | None = None, name: str = "load",
+             processes: int | None = None) -> LoadSpec:
+    """Check the arguments of a run; raise :class:`ConfigurationError` saying what to fix."""
+    if not callable(op):
+        raise ConfigurationError(f"perf.run: op must be an async callable taking the op index, got {op!r}")
+    if concurrency is not None and (not _is_int(concurrency) or concurrency < 1):
+        raise ConfigurationError(f"perf.run: concurrency must be an int >= 1, got {concurrency!r}")
+    if rate is not None and (not is_number(rate) or not 0 < rate < math.inf):
+        raise ConfigurationError(f"perf.run: rate must be a number of ops per second > 0, got {rate!r}")
+    if duration is not None and (not is_number(duration) or not 0 < duration < math.inf):
+        raise ConfigurationError(f"perf.run: duration must be a number of seconds > 0, got {duration!r}")
+    if total is not None and (not _is_int(total) or total < 1):
+        raise ConfigurationError(f"perf.run: total must be an int >= 1, got {total!r}")
+    if duration is None and total is None:
+        raise ConfigurationError("perf.run: give duration= (seconds) or total= (operations), or both")
+    if not _is_int(warmup) or warmup < 0:
+        raise ConfigurationError(f"perf.run: warmup must be an int >= 0 (operations), got {warmup!r}")
+    if timeout is not None and (not is_number(timeout) or not 0 < timeout < math.inf):
+        raise ConfigurationError(f"perf.run: timeout must be a number of seconds > 0, got {timeout!r}")
+    if not isinstance(name, str) or not name:
+        raise ConfigurationError(f"perf.run: name must be a non-empty string, got {name!r}")
+    if processes is not None:
+        if not _is_int(processes) or processes < 1:
+            raise ConfigurationError(f"perf.run: processes must be an int >= 1, got {processes!r}")
+        if rate is not None and processes > 1:
+            raise ConfigurationError("perf.run: processes= spreads closed-loop users; "
+                                     "it cannot be combined with rate= (open loop)")
+        if processes > (concurrency or 1):
+            raise ConfigurationError(f"perf.run: processes={processes} needs at least as many users "
+                                     f"(concurrency={concurrency or 1})")
+        if processes > 1:
+            _check_picklable(op)
+    if rate is None:
+        concurrency = concurrency or 1
+    return LoadSpec(concurrency=concurrency, rate=None if rate is None else float(rate),
+                    duration=None if duration is None else float(duration), total=total,
+                    warmup=warmup, timeout=None if timeout is None else float(timeout),
+                    name=name, processes=processes)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_picklable(op: Any) -> None:
+    try:
+        pickle.dumps(op)
+    except Exception as exc:  # noqa: BLE001 - any pickling failure means the same thing
+        raise ConfigurationError(
+            f"perf.run(processes=N): op {op!r} cannot be sent to worker processes ({exc}); "
+            "use a module-level async function (or functools.partial of one) that opens "
+            "its own connections inside the worker") from None
+
+
+# --------------------------------------------------------------------------- one phase
+
+
+class _Phase:
+    """The counters of one phase (warm-up or measured), shared by the runner's tasks."""
+
+    __slots__ = ("latencies", "errors", "timeouts", "by_type", "next_index", "limit",
+                 "stopping", "hist", "intervals", "_last_errors", "start_ns", "_last_tick_ns",
+                 "missed", "missed_lag_ns", "missed_max_ns", "capped")
+
+    def __init__(self, first_index: int, limit: int) -> None:
+        self.latencies: list[int] = []
+        self.errors = 0
+        self.timeouts = 0
+        self.by_type: dict[str, dict[str, Any]] = {}
+        self.next_index = itertools.count(first_index).__next__
+        self.limit = limit
+        self.stopping = False
+        self.hist = hdr.new_histogram()
+        self.intervals: list[tuple[float, float, int, int, np.ndarray, np.ndarray]] = []
+        self._last_errors = 0
+        self.start_ns = 0
+        self._last_tick_ns = 0
+        self.missed = 0
+        self.missed_lag_ns = 0
+        self.missed_max_ns = 0
+        self.capped = 0
+
+    def fail(self, exc: BaseException, *, timed_out: bool = False) -> None:
+        self.errors += 1
+        if timed_out:
+            self.timeouts += 1
+            kind, message = "Timeout", "cancelled after the run's timeout"
+        else:
+            cls = type(exc)
+            kind = cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
+            message = str(exc)[:_SAMPLE_CHARS] or repr(exc)[:_SAMPLE_CHARS]
+        slot = self.by_type.get(kind)
+        if slot is None:
+            slot = self.by_type[kind] = {"count": 0, "samples": []}
+        slot["count"] += 1
+        if len(slot["samples"]) < MAX_ERROR_SAMPLES and message not in slot["samples"]:
+            slot["samples"].append(message)
+
+    def begin(self) -> None:
+        self.start_ns = self._last_tick_ns = _clock()
+
+    def flush(self) -> tuple[float, int, float, int]:
+        """Fold the latencies since the last flush into the histogram; close an interval.
+
+        Returns (interval_s, ops, p95_ms, errors) of the interval.
+        """
+        chunk = self.latencies[:]
+        del self.latencies[:]  # same list object: the users' bound append stays valid
+        errors = self.errors - self._last_errors
+        self._last_errors = self.errors
+        now = _clock()
+        idx, cnt = hdr.sparse_counts(chunk)
+        hdr.add_sparse(self.hist, idx, cnt)
+        t = (now - self.start_ns) / 1e9
+        dt = (now - self._last_tick_ns) / 1e9
+        self._last_tick_ns = now
+        self.intervals.append((t, dt, len(chunk) + errors, errors, idx, cnt))
+        return dt, len(chunk) + errors, _p95_ms(cnt, idx), errors
+
+    @property
+    def ops(self) -> int:
+        return int(self.hist.get_total_count()) + len(self.latencies) + self.errors
+
+    def missed_schedule(self, threshold_ns: float) -> dict[str, float]:
+        return {
+            "count": self.missed,
+            "max_lag_ms": self.missed_max_ns / 1e6,
+            "mean_lag_ms": self.missed_lag_ns / self.missed / 1e6 if self.missed else 0.0,
+            "capped": self.capped,
+            "threshold_ms": threshold_ns / 1e6,
+        }
+
+
+def _p95_ms(cnt: np.ndarray, idx: np.ndarray) -> float:
+    if len(cnt) == 0:
+        return 0.0
+    total = int(cnt.sum())
+    target = max(int(95.0 * total / 100 + 0.5), 1)
+    position = int(np.searchsorted(np.cumsum(cnt), target))
+    return float(hdr._index_values()[0][int(idx[position])]) / 1000.0
+
+
+def timeline_of(intervals: list[tuple[float, float, int, int, np.ndarray, np.ndarray]]) -> list[dict[str, float]]:
+    """The per-second timeline entries of a phase's intervals."""
+    return [{"t": round(t, 3), "dt": round(dt, 3), "ops": ops, "errors": errors,
+             "p95_ms": _p95_ms(cnt, idx)}
+            for t, dt, ops, errors, idx, cnt in intervals if dt > 0]
+
+
+def _task_cancelling() -> bool:
+    task = asyncio.current_task()
+    cancelling = getattr(task, "cancelling", None)
+    return True if cancelling is None else bool(cancelling())
+
+
+# --------------------------------------------------------------------------- closed loop
+
+
+async def _user(phase: _Phase, op: Op, timeout: float | None) -> None:
+    """One virtual user: operations back to back until the phase ends."""
+    append = phase.latencies.append
+    next_index = phase.next_index
+    limit = phase.limit
+    clock = _clock
+    done = 0
+    while not phase.stopping:
+        index = next_index()
+        if index >= limit:
+            phase.stopping = True
+            return
+        if timeout is None:
+            t0 = clock()
+            try:
+                await op(index)
+            except Exception as exc:  # noqa: BLE001 - an op's failure is a measurement
+                phase.fail(exc)
+            except asyncio.CancelledError as exc:
+                if _task_cancelling():
+                    raise
+                phase.fail(exc)
+            else:
+                append(clock() - t0)
+        else:
+            await _timed_op(phase, op, index, timeout, clock(), append)
+        done += 1
+        if not done % _YIELD_EVERY:
+            await asyncio.sleep(0)  # an op that never suspends must not starve the loop
+
+
+async def _timed_op(phase: _Phase, op: Op, index: int, timeout: float, t0: int,
+                    append: Callable[[int], None]) -> None:
+    """Run ``op(index)`` under ``timeout``; record its latency from ``t0`` or its failure."""
+    if sys.version_info >= (3, 11):
+        cm = asyncio.timeout(timeout)
+        try:
+            async with cm:
+                await op(index)
+        except TimeoutError as exc:
+            phase.fail(exc, timed_out=cm.expired())
+            return
+        except Exception as exc:  # noqa: BLE001
+            phase.fail(exc)
+            return
+        except asyncio.CancelledError as exc:
+            if _task_cancelling():
+                raise
+            phase.fail(exc)
+            return
+    else:  # pragma: no cover - Python 3.10
+        try:
+            await asyncio.wait_for(op(index), timeout)
+        except asyncio.TimeoutError as exc:
+            phase.fail(exc, timed_out=True)
+            return
+        except Exception as exc:  # noqa: BLE001
+            phase.fail(exc)
+            return
+    append(_clock() - t0)
+
+
+async def _closed_phase(phase: _Phase, op: Op, spec: LoadSpec, *, measured: bool,
+                        on_tick: TickCallback | None, sampler: ResourceSampler | None) -> float:
+    """Run the users until the phase ends; return the phase's wall time in seconds."""
+    loop = asyncio.get_running_loop()
+    users = [loop.create_task(_user(phase, op, spec.timeout)) for _ in range(spec.concurrency or 1)]
+    return await _supervise(phase, users, spec, measured=measured, on_tick=on_tick, sampler=sampler)
+
+
+async def _supervise(phase: _Phase, workers: list[asyncio.Task[Any]], spec: LoadSpec, *,
+                     measured: bool, on_tick: TickCallback | None,
+                     sampler: ResourceSampler | None) -> float:
+    """Start the clock, end the phase on time, tick once a second, wait for the workers."""
+    loop = asyncio.get_running_loop()
+    phase.begin()
+    deadline = None
+    if measured and spec.duration is not None:
+        deadline = loop.call_later(spec.duration, setattr, phase, "stopping", True)
+    ticker = loop.create_task(_tick(phase, spec.tick_s, on_tick, sampler)) if measured else None
+    try:
+        await asyncio.gather(*workers)
+    finally:
+        for task in workers:
+            task.cancel()
+        if deadline is not None:
+            deadline.cancel()
+        if ticker is not None:
+            ticker.cancel()
+            try:
+                await ticker
+            except asyncio.CancelledError:
+                pass
+    elapsed = (_clock() - phase.start_ns) / 1e9
+    phase.flush()
+    return elapsed
+
+
+async def _tick(phase: _Phase, tick_s: float, on_tick: TickCallback | None,
+                sampler: ResourceSampler | None) -> None:
+    next_at = phase.start_ns + tick_s * 1e9
+    while True:
+        await asyncio.sleep(max(0.0, (next_at - _clock()) / 1e9))
+        next_at += tick_s * 1e9
+        dt, ops, p95, _ = phase.flush()
+        if sampler is not None:
+            sampler.sample()
+        if on_tick is not None:
+            try:
+                on_tick((_clock() - phase.start_ns) / 1e9, ops / dt if dt > 0 else 0.0, p95,
+                        phase.errors, phase.ops)
+            except Exception:  # noqa: BLE001 - a display problem must not stop a run
+                on_tick = None
+
+
+# --------------------------------------------------------------------------- open loop
+
+
+async def _open_phase(phase: _Phase, op: Op, spec: LoadSpec, first_index: int, *, measured: bool,
+                      on_tick: TickCallback | None, sampler: ResourceSampler | None) -> tuple[float, float]:
+    """Launch ops on the schedule; return (wall time, missed-schedule threshold in ns)."""
+    assert spec.rate is not None
+    period_ns = 1e9 / spec.rate
+    threshold_ns = max(1e6, 2 * period_ns)
+    scheduler = asyncio.get_running_loop().create_task(
+        _schedule(phase, op, spec, first_index, period_ns, threshold_ns,
+                  spec.duration if measured else None))
+    elapsed = await _supervise(phase, [scheduler], spec, measured=measured, on_tick=on_tick,
+                               sampler=sampler)
+    return elapsed, threshold_ns
+
+
+async def _schedule(phase: _Phase, op: Op, spec: LoadSpec, first_index: int, period_ns: float,
+                    threshold_ns: float, duration: float | None) -> None:
+    loop = asyncio.get_running_loop()
+    append = phase.latencies.append
+    timeout = spec.timeout
+    cap = spec.concurrency
+    clock = _clock
+    inflight = 0
+    tasks: set[asyncio.Task[Any]] = set()
+    slot: asyncio.Future[None] | None = None
+
+    async def one(index: int, intended: int) -> None:
+        nonlocal inflight, slot
+        try:
+            if timeout is None:
+                try:
+                    await op(index)
+                except Exception as exc:  # noqa: BLE001
+                    phase.fail(exc)
+                except asyncio.CancelledError as exc:
+                    if _task_cancelling():
+                        raise
+                    phase.fail(exc)
+                else:
+                    append(clock() - intended)
+            else:
+                await _timed_op(phase, op, index, timeout, intended, append)
+        finally:
+            inflight -= 1
+            if slot is not None and not slot.done():
+                slot.set_result(None)
+
+    start = phase.start_ns or clock()
+    end_ns = start + duration * 1e9 if duration is not None else math.inf
+    launched = 0
+    try:
+        while True:
+            capped_batch = False
+            batch = 0
+            while True:
+                index = first_index + launched
+                if index >= phase.limit or phase.stopping:
+                    return
+                intended = start + int(launched * period_ns)
+                if intended >= end_ns:
+                    return
+                now = clock()
+                if intended > now or batch >= _LAUNCH_BATCH:
+                    break
+                lag = now - intended
+                if lag > threshold_ns and not capped_batch:
+                    phase.missed += 1
+                    phase.missed_lag_ns += lag
+                    phase.missed_max_ns = max(phase.missed_max_ns, lag)
+                if cap is not None and inflight >= cap:
+                    phase.capped += 1
+                    capped_batch = True
+                    while inflight >= cap:
+                        slot = loop.create_future()
+                        await slot
+                    slot = None
+                inflight += 1
+                task = loop.create_task(one(index, intended))
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
+                launched += 1
+                batch += 1
+            await asyncio.sleep(max(0.0, (intended - clock()) / 1e9))
+    finally:
+        if tasks:
+            try:
+                await asyncio.gather(*list(tasks))
+            finally:
+                for task in list(tasks):
+                    task.cancel()
+
+
+# --------------------------------------------------------------------------- entry points
+
+
+async def run_load(op: Op, spec: LoadSpec, *, on_tick: TickCallback | None = None,
+                   service_pids: Callable[[], Any] | None = None) -> LoadResult:
+    """Run ``op`` as ``spec`` says and return what was measured."""
+    if spec.processes and spec.processes > 1:
+        from .workers import run_processes
+
+        return await run_processes(op, spec, service_pids=service_pids)
+    hdr.prepare()
+    sampler = ResourceSampler(service_pids)
+    if spec.warmup:
+        warm = _Phase(0, spec.warmup)
+        await _run_phase(warm, op, replace(spec, duration=None), 0, measured=False,
+                         on_tick=None, sampler=None)
+    limit = spec.warmup + spec.total if spec.total is not None else sys.maxsize
+    phase = _Phase(spec.warmup, limit)
+    sampler.start()
+    elapsed, threshold_ns = await _run_phase(phase, op, spec, spec.warmup, measured=True,
+                                             on_tick=on_tick, sampler=sampler)
+    resources = sampler.stop()
+    return _result_of(phase, spec, elapsed, threshold_ns, resources)
+
+
+async def _run_phase(phase: _Phase, op: Op, spec: LoadSpec, first_index: int, *, measured: bool,
+                     on_tick: TickCallback | None,
+                     sampler: ResourceSampler | None) -> tuple[float, float]:
+    if spec.rate is None:
+        elapsed = await _closed_phase(phase, op, spec, measured=measured, on_tick=on_tick,
+                                      sampler=sampler)
+        return elapsed, 0.0
+    return await _open_phase(phase, op, spec, first_index, measured=measured, on_tick=on_tick,
+                             sampler=sampler)
+
+
+def _result_of(phase: _Phase, spec: LoadSpec, elapsed: float, threshold_ns: float,
+               resources: dict[str, float]) -> LoadResult:
+    return LoadResult.build(
+        histogram=phase.hist, ops=phase.ops, errors=phase.errors, duration_s=elapsed,
+        name=spec.name, timeouts=phase.timeouts, concurrency=spec.concurrency, rate=spec.rate,
+        warmup_ops=spec.warmup, mode=spec.mode, processes=1,
+        missed_schedule=phase.missed_schedule(threshold_ns) if spec.rate is not None else {},
+        timeline=timeline_of(phase.intervals), errors_by_type=phase.by_type,
+        resources=resources, loop=loop_name(),
+    )
+
+
+def loop_name() -> str:
+    """``module.Class`` of the running event loop (``uvloop.Loop`` or asyncio's)."""
+    loop = asyncio.get_running_loop()
+    return f"{type(loop).__module__}.{type(loop).__qualname__}"
+
+
+__all__ = ["LoadSpec", "Op", "TickCallback", "merge_errors", "merge_resources", "run_load",
+           "timeline_of", "validate", "loop_name"]

@@ -1,0 +1,516 @@
+"""The Postgres/pgvector memory repository (asyncpg).
+
+Schema (``await repo.setup()``): a table of memories with ``vector(dim)``, an HNSW
+index (cosine), ``jsonb`` metadata with a GIN index for filters and btree indexes
+on the scoping columns, plus ``<table>_history`` holding every ADD/UPDATE/DELETE
+with old and new content, written in the same statement or transaction as the
+change.
+
+Filtered search is exact in what it returns: pgvector's HNSW scan applies a
+``WHERE`` after the index scan, so a selective filter plainly returns too few
+rows. Search therefore takes one of two paths:
+
+* small filtered set (at most ``exact_threshold`` rows): an exact scan of just
+  those rows (btree/GIN lookup, distance computed for each, sorted). One round
+  trip, which also tells how many rows matched (capped at the threshold + 1);
+* larger set: the HNSW index with ``hnsw.iterative_scan = relaxed_order`` set for
+  that transaction, the rows re-sorted by distance; if the index still returns
+  fewer than ``limit`` rows, the exact path over the whole filtered set.
+
+Filters whose set proved large are remembered (bounded) so later searches go
+straight to the index; that memory can only cost speed, never correctness.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import re
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..errors import AgentmemError
+from .model import (
+    HistoryEvent,
+    InvalidMemoryError,
+    Memory,
+    MemoryNotFoundError,
+    check_content,
+    check_limit,
+    check_metadata,
+    check_vector,
+)
+from .pg_filters import Where, add_metadata_filters, add_scope, check_scope
+
+_IDENT = re.compile(r"^[a-z_][a-z0-9_]{0,40}$")
+MAX_ID_CHARS = 255
+#: pgvector's upper bound for ``hnsw.ef_search``.
+MAX_EF_SEARCH = 1000
+_BIG_FILTER_MEMORY = 4096
+
+
+@dataclass(frozen=True)
+class PoolSettings:
+    """asyncpg pool defaults sized for the machine, not for a big server.
+
+    The old plan asked for min 10 / max 100 connections. Each Postgres connection
+    is a process and a query runs on one core: on a 2-core machine more than a
+    few busy backends only add context switches and memory, while asyncio
+    callers queue cheaply for a connection. ``max_size`` = 4 per core (8 here)
+    keeps both cores busy while some connections wait on the network; ``min_size``
+    = 1 per core avoids connecting on the first requests. Acquire timeout 5 s
+    and 10 min idle lifetime as the old plan said: long enough for bursts,
+    short enough to release idle servers.
+    """
+
+    min_size: int = max(1, os.cpu_count() or 1)
+    max_size: int = 4 * max(1, os.cpu_count() or 1)
+    acquire_timeout: float = 5.0
+    command_timeout: float = 60.0
+    max_inactive_connection_lifetime: float = 600.0
+
+
+async def create_memory_pool(dsn: str, settings: PoolSettings = PoolSettings(), *,
+                             create_extension: bool = True) -> Any:
+    """An asyncpg pool with the pgvector codec registered, sized by ``settings``.
+
+    The codec needs the ``vector`` type, so the extension is created first
+    (``create_extension=False`` if the role may not and it exists already).
+    """
+    import asyncpg
+    from pgvector.asyncpg import register_vector
+
+    if create_extension:
+        conn = await asyncpg.connect(dsn)
+        try:
+            await conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
+        finally:
+            await conn.close()
+    return await asyncpg.create_pool(
+        dsn, min_size=settings.min_size, max_size=settings.max_size,
+        command_timeout=settings.command_timeout, init=register_vector,
+        max_inactive_connection_lifetime=settings.max_inactive_connection_lifetime)
+
+
+def check_memory_id(memory_id: Any) -> str:
+    if not isinstance(memory_id, str) or not memory_id or len(memory_id) > MAX_ID_CHARS \
+            or "\x00" in memory_id:
+        raise InvalidMemoryError(f"memory id must be a non-empty str of at most {MAX_ID_CHARS} "
+                                 f"characters without NUL, got {memory_id!r:.80}")
+    return memory_id
+
+
+class PostgresMemoryRepository:
+    """Memories in Postgres with pgvector; implements :class:`MemoryRepository`.
+
+    ``pool`` is an asyncpg pool whose connections have the pgvector codec
+    registered (:func:`create_memory_pool`, or the ``pg_pool`` fixture).
+    ``ef_search`` is used for unfiltered searches (None: the server's, 40, which
+    saves two round trips but gave recall@10 0.95 against 0.97 at 100 on 100k
+    clustered 384-dim vectors), ``filtered_ef_search`` for the iterative filtered
+    scan. ``exact_threshold``: filtered sets up to this many rows are searched
+    exactly; ``overfetch``: the iterative scan fetches ``limit * overfetch`` rows
+    before re-sorting (relaxed order), which lifted recall@10 at 1% selectivity
+    from 0.97 to 0.995.
+    """
+
+    def __init__(self, pool: Any, *, dim: int, table: str = "memories",
+                 ef_search: int | None = 100, filtered_ef_search: int = 100,
+                 exact_threshold: int = 2000, max_scan_tuples: int = 50_000,
+                 overfetch: float = 2.0,
+                 hnsw_m: int = 16, hnsw_ef_construction: int = 64,
+                 acquire_timeout: float | None = PoolSettings.acquire_timeout) -> None:
+        if not isinstance(dim, int) or not 1 <= dim <= 16_000:
+            raise ValueError(f"dim must be an int in 1..16000 (pgvector's limit), got {dim!r}")
+        if not _IDENT.match(table):
+            raise ValueError(f"table must match {_IDENT.pattern}, got {table!r}")
+        for name, value, low, high in (("ef_search", ef_search or 40, 1, MAX_EF_SEARCH),
+                                       ("filtered_ef_search", filtered_ef_search, 1, MAX_EF_SEARCH),
+                                       ("exact_threshold", exact_threshold, 0, 10**8),
+                                       ("max_scan_tuples", max_scan_tuples, 1, 2**31 - 1),
+                                       ("hnsw_m", hnsw_m, 2, 100),
+                                       ("hnsw_ef_construction", hnsw_ef_construction, 4, 1000)):
+            if not isinstance(value, int) or not low <= value <= high:
+                raise ValueError(f"{name} must be an int in {low}..{high}, got {value!r}")
+        self.pool = pool
+        self.dim = dim
+        self.table = table
+        self.history_table = f"{table}_history"
+        self.ef_search = ef_search
+        self.filtered_ef_search = filtered_ef_search
+        self.exact_threshold = exact_threshold
+        self.max_scan_tuples = max_scan_tuples
+        if not 1.0 <= overfetch <= 10.0:
+            raise ValueError(f"overfetch must be in 1..10, got {overfetch!r}")
+        self.overfetch = overfetch
+        self.hnsw_m = hnsw_m
+        self.hnsw_ef_construction = hnsw_ef_construction
+        self.acquire_timeout = acquire_timeout
+        self._big_filters: OrderedDict[tuple[Any, ...], None] = OrderedDict()
+        #: How searches were served: "exact", "index", "index_fallback" -> count.
+        self.search_paths: dict[str, int] = {"exact": 0, "index": 0, "index_fallback": 0}
+
+    # ------------------------------------------------------------------ schema
+
+    async def setup(self, *, vector_index: bool = True) -> None:
+        """Create the tables and indexes (idempotent).
+
+        ``vector_index=False`` leaves out the HNSW index, for bulk loads: load
+        with :meth:`add_batch`, then :meth:`create_vector_index` (much faster
+        than maintaining the graph row by row).
+        """
+        t, h = self.table, self.history_table
+        statements = [
+            "CREATE EXTENSION IF NOT EXISTS vector",
+            f"""CREATE TABLE IF NOT EXISTS {t} (
+                id text PRIMARY KEY,
+                content text NOT NULL,
+                user_id text, agent_id text, run_id text,
+                metadata jsonb NOT NULL DEFAULT '{{}}'::jsonb,
+                embedding vector({self.dim}) NOT NULL,
+                created_at timestamptz NOT NULL DEFAULT now(),
+                updated_at timestamptz)""",
+            f"""CREATE TABLE IF NOT EXISTS {h} (
+                seq bigserial PRIMARY KEY,
+                memory_id text NOT NULL,
+                event text NOT NULL CHECK (event IN ('ADD', 'UPDATE', 'DELETE')),
+                old_content text, new_content text,
+                created_at timestamptz NOT NULL DEFAULT now())""",
+            f"CREATE INDEX IF NOT EXISTS {t}_user_idx ON {t} (user_id)",
+            f"CREATE INDEX IF NOT EXISTS {t}_agent_idx ON {t} (agent_id)",
+            f"CREATE INDEX IF NOT EXISTS {t}_run_idx ON {t} (run_id)",
+            f"CREATE INDEX IF NOT EXISTS {t}_metadata_idx ON {t} USING gin (metadata jsonb_path_ops)",
+            f"CREATE INDEX IF NOT EXISTS {h}_memory_idx ON {h} (memory_id, seq)",
+        ]
+        async with self._acquire() as conn:
+            async with conn.transaction():
+                await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", t)
+                for statement in statements:
+                    await conn.execute(statement)
+                declared = await conn.fetchval(
+                    "SELECT format_type(atttypid, atttypmod) FROM pg_attribute "
+                    "WHERE attrelid = $1::regclass AND attname = 'embedding'", t)
+        if declared != f"vector({self.dim})":
+            raise AgentmemError(f"table {t!r} exists with embedding {declared}, but this repository "
+                                f"has dim={self.dim}: use another table or drop it")
+        if vector_index:
+            await self.create_vector_index()
+
+    async def create_vector_index(self, *, maintenance_work_mem: str = "1GB",
+                                  parallel_workers: int | None = None) -> None:
+        """Build the HNSW index (cosine) if missing; parallel on multi-core machines."""
+        workers = max(0, (os.cpu_count() or 1) - 1) if parallel_workers is None else parallel_workers
+        if not re.fullmatch(r"\d+[kMG]B", maintenance_work_mem):
+            raise ValueError(f"maintenance_work_mem like '1GB', got {maintenance_work_mem!r}")
+        async with self._acquire() as conn:
+            async with conn.transaction():
+                await conn.execute(f"SET LOCAL maintenance_work_mem = '{maintenance_work_mem}'")
+                await conn.execute(f"SET LOCAL max_parallel_maintenance_workers = {int(workers)}")
+                await conn.execute(
+                    f"CREATE INDEX IF NOT EXISTS {self.table}_embedding_idx ON {self.table} "
+                    f"USING hnsw (embedding vector_cosine_ops) "
+                    f"WITH (m = {self.hnsw_m}, ef_construction = {self.hnsw_ef_construction})")
+            await conn.execute(f"ANALYZE {self.table}")
+
+    # ------------------------------------------------------------------ writes
+
+    async def add(self, memory: Memory) -> str:
+        record = self._record(memory)
+        sql = (f"WITH ins AS (INSERT INTO {self.table} "
+               "(id, content, user_id, agent_id, run_id, metadata, embedding, created_at) "
+               "VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7, $8) RETURNING id, content, created_at) "
+               f"INSERT INTO {self.history_table} (memory_id, event, old_content, new_content, created_at) "
+               "SELECT id, 'ADD', NULL, content, created_at FROM ins")
+        import asyncpg
+
+        async with self._acquire() as conn:
+            try:
+                await conn.execute(sql, *record)
+            except asyncpg.UniqueViolationError:
+                raise InvalidMemoryError(f"a memory with id {memory.id!r} already exists") from None
+        return memory.id
+
+    async def add_batch(self, memories: Sequence[Memory]) -> list[str]:
+        """Insert many memories with COPY, all or nothing; returns their ids."""
+        memories = list(memories)
+        if not memories:
+            return []
+        records = self._records(memories)
+        ids = [r[0] for r in records]
+        if len(set(ids)) != len(ids):
+            raise InvalidMemoryError("add_batch: the batch holds the same id twice")
+        history = [(r[0], "ADD", None, r[1], r[7]) for r in records]
+        import asyncpg
+
+        async with self._acquire() as conn:
+            try:
+                async with conn.transaction():
+                    await conn.copy_records_to_table(
+                        self.table, records=records,
+                        columns=("id", "content", "user_id", "agent_id", "run_id", "metadata",
+                                 "embedding", "created_at"))
+                    await conn.copy_records_to_table(
+                        self.history_table, records=history,
+                        columns=("memory_id", "event", "old_content", "new_content", "created_at"))
+            except asyncpg.UniqueViolationError as exc:
+                raise InvalidMemoryError(f"add_batch: an id already exists ({exc.detail}); "
+                                         "nothing was stored") from None
+        return ids
+
+    async def update(self, memory_id: str, *, content: str | None = None,
+                     embedding: np.ndarray | None = None,
+                     metadata: dict[str, Any] | None = None) -> Memory:
+        """Change content, embedding and/or metadata (metadata is replaced, not merged).
+
+        The caller keeps content and embedding consistent: the repository stores
+        vectors, it does not embed.
+        """
+        check_memory_id(memory_id)
+        if content is None and embedding is None and metadata is None:
+            raise InvalidMemoryError("update: give content, embedding or metadata")
+        new_content = None if content is None else check_content(content)
+        vector = None if embedding is None else check_vector(embedding, self.dim)
+        meta = None if metadata is None else _dumps(check_metadata(metadata))
+        t, h = self.table, self.history_table
+        sql = (f"WITH old AS (SELECT id, content FROM {t} WHERE id = $1 FOR UPDATE), "
+               f"upd AS (UPDATE {t} SET content = coalesce($2, {t}.content), "
+               f"embedding = coalesce($3, {t}.embedding), "
+               f"metadata = coalesce($4::jsonb, {t}.metadata), updated_at = now() "
+               f"FROM old WHERE {t}.id = old.id RETURNING {t}.*), "
+               f"hist AS (INSERT INTO {h} (memory_id, event, old_content, new_content, created_at) "
+               "SELECT upd.id, 'UPDATE', old.content, upd.content, upd.updated_at "
+               "FROM upd JOIN old ON old.id = upd.id) "
+               f"SELECT {_COLUMNS}, embedding FROM upd")
+        async with self._acquire() as conn:
+            row = await conn.fetchrow(sql, memory_id, new_content, vector, meta)
+        if row is None:
+            raise MemoryNotFoundError(memory_id)
+        return _memory(row)
+
+    async def delete(self, memory_id: str) -> None:
+        check_memory_id(memory_id)
+        sql = (f"WITH d AS (DELETE FROM {self.table} WHERE id = $1 RETURNING id, content) "
+               f"INSERT INTO {self.history_table} (memory_id, event, old_content, new_content) "
+               "SELECT id, 'DELETE', content, NULL FROM d RETURNING memory_id")
+        async with self._acquire() as conn:
+            if await conn.fetchval(sql, memory_id) is None:
+                raise MemoryNotFoundError(memory_id)
+
+    async def delete_all(self, *, user_id: str | None = None, agent_id: str | None = None,
+                         run_id: str | None = None) -> int:
+        """Delete every memory of a scope (at least one of the ids); returns how many."""
+        where = Where(first=1)
+        add_scope(where, user_id=user_id, agent_id=agent_id, run_id=run_id)
+        if where.empty:
+            raise InvalidMemoryError("delete_all needs user_id, agent_id or run_id; "
+                                     "refusing to delete every memory")
+        sql = (f"WITH d AS (DELETE FROM {self.table} WHERE {where.sql()} RETURNING id, content), "
+               f"h AS (INSERT INTO {self.history_table} (memory_id, event, old_content, new_content) "
+               "SELECT id, 'DELETE', content, NULL FROM d) SELECT count(*) FROM d")
+        async with self._acquire() as conn:
+            return int(await conn.fetchval(sql, *where.params))
+
+    # ------------------------------------------------------------------ reads
+
+    async def get(self, memory_id: str) -> Memory:
+        check_memory_id(memory_id)
+        async with self._acquire() as conn:
+            row = await conn.fetchrow(f"SELECT {_COLUMNS}, embedding FROM {self.table} WHERE id = $1",
+                                      memory_id)
+        if row is None:
+            raise MemoryNotFoundError(memory_id)
+        return _memory(row)
+
+    async def history(self, memory_id: str) -> list[HistoryEvent]:
+        """The ADD/UPDATE/DELETE events of a memory, oldest first (kept after delete)."""
+        check_memory_id(memory_id)
+        async with self._acquire() as conn:
+            rows = await conn.fetch(
+                f"SELECT memory_id, event, old_content, new_content, created_at "
+                f"FROM {self.history_table} WHERE memory_id = $1 ORDER BY seq", memory_id)
+        if not rows:
+            raise MemoryNotFoundError(memory_id)
+        return [HistoryEvent(**dict(r)) for r in rows]
+
+    async def count(self, *, user_id: str | None = None, agent_id: str | None = None,
+                    run_id: str | None = None, filters: dict[str, Any] | None = None) -> int:
+        """How many memories match (exact count)."""
+        where = Where(first=1)
+        add_scope(where, user_id=user_id, agent_id=agent_id, run_id=run_id)
+        add_metadata_filters(where, filters)
+        async with self._acquire() as conn:
+            return int(await conn.fetchval(f"SELECT count(*) FROM {self.table} WHERE {where.sql()}",
+                                           *where.params))
+
+    async def search(self, vector: np.ndarray, *, user_id: str | None = None,
+                     agent_id: str | None = None, run_id: str | None = None,
+                     filters: dict[str, Any] | None = None, limit: int = 10,
+                     exact: bool = False) -> list[Memory]:
+        """The ``limit`` memories nearest to ``vector`` (cosine), best first.
+
+        ``score`` is the cosine similarity. Results never include the embedding
+        (use :meth:`get`). ``exact=True`` scans every matching row (ground truth).
+        """
+        query = check_vector(vector, self.dim, what="query vector")
+        limit = check_limit(limit)
+        where = Where(first=3)  # $1 query vector, $2 limit
+        add_scope(where, user_id=user_id, agent_id=agent_id, run_id=run_id)
+        add_metadata_filters(where, filters)
+        async with self._acquire() as conn:
+            if exact:
+                rows, _ = await self._exact(conn, query, limit, where, cap=None)
+            elif where.empty:
+                rows = await self._unfiltered(conn, query, limit)
+            else:
+                rows = await self._filtered(conn, query, limit, where)
+        return [_memory(r, score=1.0 - float(r["distance"])) for r in rows]
+
+    # ------------------------------------------------------------------ search paths
+
+    async def _unfiltered(self, conn: Any, query: np.ndarray, limit: int) -> list[Any]:
+        ef = max(self.ef_search or 40, limit)
+        if ef > MAX_EF_SEARCH:
+            rows, _ = await self._exact(conn, query, limit, Where(first=3), cap=None)
+            return rows
+        sql = (f"SELECT {_COLUMNS}, embedding <=> $1 AS distance FROM {self.table} "
+               "ORDER BY embedding <=> $1 LIMIT $2")
+        if self.ef_search is None and limit <= 40:
+            rows = await conn.fetch(sql, query, limit)
+        else:
+            rows = await self._in_transaction(conn, f"SET LOCAL hnsw.ef_search = {int(ef)}", sql,
+                                              query, limit)
+        if len(rows) < limit:  # fewer rows than asked: a tiny table, or an index gap
+            rows, _ = await self._exact(conn, query, limit, Where(first=3), cap=None)
+        return rows
+
+    async def _filtered(self, conn: Any, query: np.ndarray, limit: int, where: Where) -> list[Any]:
+        cap = max(self.exact_threshold, limit)
+        key = where.key()
+        if key not in self._big_filters:
+            rows, matched = await self._exact(conn, query, limit, where, cap=cap)
+            if matched <= cap:
+                self.search_paths["exact"] += 1
+                return rows
+            self._remember_big(key)
+        ef = max(self.filtered_ef_search, min(limit, MAX_EF_SEARCH))
+        settings = (f"SET LOCAL hnsw.iterative_scan = relaxed_order; "
+                    f"SET LOCAL hnsw.ef_search = {int(ef)}; "
+                    f"SET LOCAL hnsw.max_scan_tuples = {int(self.max_scan_tuples)}")
+        sql = (f"WITH r AS MATERIALIZED (SELECT {_COLUMNS}, embedding <=> $1 AS distance "
+               f"FROM {self.table} WHERE {where.sql()} ORDER BY embedding <=> $1 LIMIT $2) "
+               "SELECT * FROM r ORDER BY distance + 0")  # + 0: PG 17+ would trust r's order
+        fetch = min(10_000, math.ceil(limit * self.overfetch))
+        rows = await self._in_transaction(conn, settings, sql, query, fetch, *where.params)
+        if len(rows) >= limit:
+            rows = rows[:limit]
+            self.search_paths["index"] += 1
+            return rows
+        # The index ran out of tuples to scan before finding ``limit`` matches.
+        self.search_paths["index_fallback"] += 1
+        rows, _ = await self._exact(conn, query, limit, where, cap=None)
+        return rows
+
+    async def _exact(self, conn: Any, query: np.ndarray, limit: int, where: Where,
+                     cap: int | None) -> tuple[list[Any], int]:
+        """Exact top-``limit`` over the filtered rows, scanning at most ``cap`` + 1 of them.
+
+        Returns the rows and how many matched (``cap + 1`` means "more than cap":
+        the rows are then not the answer). The LIMIT inside the subquery also
+        keeps the planner from ordering through the HNSW index.
+        """
+        n = where.first + len(where.params)
+        sql = (f"SELECT {_COLUMNS}, s.embedding <=> $1 AS distance, count(*) OVER () AS matched "
+               f"FROM (SELECT * FROM {self.table} WHERE {where.sql()} LIMIT ${n}) s "
+               "ORDER BY distance LIMIT $2")
+        rows = await conn.fetch(sql, query, limit, *where.params, None if cap is None else cap + 1)
+        return rows, (int(rows[0]["matched"]) if rows else 0)
+
+    async def _in_transaction(self, conn: Any, settings: str, sql: str, *args: Any) -> list[Any]:
+        """Run ``sql`` in a read-only transaction after ``SET LOCAL`` ``settings``.
+
+        BEGIN and the settings go in one round trip (simple query protocol); the
+        values in ``settings`` are ints formatted by this class, never user input.
+        """
+        await conn.execute(f"BEGIN READ ONLY; {settings}")
+        try:
+            rows = await conn.fetch(sql, *args)
+        except BaseException:
+            with contextlib.suppress(Exception):  # else the pool's reset rolls back
+                await conn.execute("ROLLBACK")
+            raise
+        await conn.execute("COMMIT")
+        return list(rows)
+
+    def _remember_big(self, key: tuple[Any, ...]) -> None:
+        self._big_filters[key] = None
+        if len(self._big_filters) > _BIG_FILTER_MEMORY:
+            self._big_filters.popitem(last=False)
+
+    # ------------------------------------------------------------------ helpers
+
+    def _acquire(self) -> Any:
+        return self.pool.acquire(timeout=self.acquire_timeout)
+
+    def _record(self, memory: Memory) -> tuple[Any, ...]:
+        if not isinstance(memory, Memory):
+            raise InvalidMemoryError(f"expected a Memory, got {type(memory).__name__}")
+        return (check_memory_id(memory.id), check_content(memory.content),
+                check_scope(memory.user_id, "user_id"), check_scope(memory.agent_id, "agent_id"),
+                check_scope(memory.run_id, "run_id"), _dumps(check_metadata(memory.metadata)),
+                check_vector(memory.embedding, self.dim), memory.created_at)
+
+    def _records(self, memories: list[Memory]) -> list[tuple[Any, ...]]:
+        """Check a batch; the vectors are checked together (one numpy pass)."""
+        for index, memory in enumerate(memories):
+            if not isinstance(memory, Memory):
+                raise InvalidMemoryError(f"add_batch[{index}]: expected a Memory, "
+                                         f"got {type(memory).__name__}")
+            if memory.embedding is None:
+                raise InvalidMemoryError(f"add_batch[{index}]: embedding is missing")
+        try:
+            matrix = np.stack([np.asarray(m.embedding, dtype=np.float32) for m in memories])
+        except (TypeError, ValueError) as exc:
+            raise InvalidMemoryError(f"add_batch: embeddings are not all numeric vectors "
+                                     f"of {self.dim} dims: {exc}") from None
+        if matrix.ndim != 2 or matrix.shape[1] != self.dim:
+            raise InvalidMemoryError(f"add_batch: embeddings have shape {matrix.shape[1:]}, "
+                                     f"expected ({self.dim},)")
+        bad = ~np.isfinite(matrix).all(axis=1) | ~(np.einsum("ij,ij->i", matrix, matrix) > 0)
+        if bad.any():
+            index = int(np.flatnonzero(bad)[0])
+            check_vector(matrix[index], self.dim, what=f"add_batch[{index}] embedding")
+        records = []
+        for index, memory in enumerate(memories):
+            try:
+                records.append((
+                    check_memory_id(memory.id), check_content(memory.content),
+                    check_scope(memory.user_id, "user_id"), check_scope(memory.agent_id, "agent_id"),
+                    check_scope(memory.run_id, "run_id"),
+                    _dumps(check_metadata(memory.metadata)),
+                    matrix[index], memory.created_at))
+            except InvalidMemoryError as exc:
+                raise InvalidMemoryError(f"add_batch[{index}]: {exc}") from None
+        return records
+
+
+_COLUMNS = "id, content, user_id, agent_id, run_id, metadata, created_at, updated_at"
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, allow_nan=False)
+
+
+def _memory(row: Any, score: float | None = None) -> Memory:
+    embedding = row.get("embedding") if hasattr(row, "get") else None
+    if embedding is not None and not isinstance(embedding, np.ndarray):
+        embedding = embedding.to_numpy()
+    return Memory(content=row["content"], user_id=row["user_id"], agent_id=row["agent_id"],
+                  run_id=row["run_id"], metadata=json.loads(row["metadata"]), embedding=embedding,
+                  id=row["id"], created_at=row["created_at"], updated_at=row["updated_at"],
+                  score=score)

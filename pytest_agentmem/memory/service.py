@@ -1,0 +1,141 @@
+"""``MemoryService``: the Mem0-style path on text (``add(infer=False)`` / ``search``).
+
+add: check -> embed (cached) -> repository (which records history) -> invalidate
+the result cache. search: embed the query (cached) -> result cache -> repository.
+The service works with any :class:`~pytest_agentmem.memory.model.MemoryRepository`
+and any :class:`~pytest_agentmem.memory.embedder.Embedder`-like object
+(``embed``, ``embed_one``, ``dim``, ``model_id`` or ``model_name``).
+
+Result-cache invalidation covers writes made through this service (and through
+other services sharing a :class:`~pytest_agentmem.memory.cache.RedisResultCache`);
+writes made straight to the repository bypass it, as in any cache-aside design.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from ..errors import ConfigurationError
+from .cache import SearchResultCache, result_key, scopes_of, write_scopes
+from .model import (HistoryEvent, InvalidMemoryError, Memory, MemoryRepository, check_content,
+                    check_limit, check_metadata)
+
+
+class MemoryService:
+    """Embedder + repository + optional result cache: the full add/search path."""
+
+    def __init__(self, repository: MemoryRepository, embedder: Any, *,
+                 result_cache: SearchResultCache | None = None) -> None:
+        repo_dim = getattr(repository, "dim", None)
+        if repo_dim is not None and repo_dim != embedder.dim:
+            raise ConfigurationError(f"the repository holds {repo_dim}-dim vectors but the embedder "
+                                     f"{getattr(embedder, 'model_name', embedder)!r} makes {embedder.dim}-dim ones")
+        self.repository = repository
+        self.embedder = embedder
+        self.result_cache = result_cache
+        self._model = str(getattr(embedder, "model_id", None) or getattr(embedder, "model_name", "model"))
+
+    # -- writes
+
+    async def add(self, text: str, *, user_id: str | None = None, agent_id: str | None = None,
+                  run_id: str | None = None, metadata: dict[str, Any] | None = None) -> Memory:
+        """Store ``text`` as one memory (no LLM extraction: Mem0's ``infer=False``)."""
+        return (await self.add_batch([text], user_id=user_id, agent_id=agent_id, run_id=run_id,
+                                     metadata=[metadata] if metadata is not None else None))[0]
+
+    async def add_batch(self, texts: Sequence[str], *, user_id: str | None = None,
+                        agent_id: str | None = None, run_id: str | None = None,
+                        metadata: dict[str, Any] | Sequence[dict[str, Any] | None] | None = None) -> list[Memory]:
+        """Store several texts of one scope; ``metadata`` is one dict for all or one per text."""
+        if isinstance(texts, str) or not isinstance(texts, Sequence):
+            raise InvalidMemoryError(f"texts must be a list of str, got {type(texts).__name__}")
+        for index, text in enumerate(texts):
+            try:
+                check_content(text)
+            except InvalidMemoryError as exc:
+                raise InvalidMemoryError(f"text {index}: {exc}") from None
+        metas = self._metadata_list(metadata, len(texts))
+        if not texts:
+            return []
+        vectors = await self.embedder.embed(list(texts))
+        memories = [Memory(content=text, user_id=user_id, agent_id=agent_id, run_id=run_id,
+                           metadata=meta, embedding=vector)
+                    for text, meta, vector in zip(texts, metas, vectors)]
+        try:
+            await self.repository.add_batch(memories)
+        finally:
+            await self._invalidate(memories)
+        return memories
+
+    @staticmethod
+    def _metadata_list(metadata: Any, n: int) -> list[dict[str, Any]]:
+        if metadata is None or isinstance(metadata, dict):
+            return [dict(check_metadata(metadata)) for _ in range(n)]
+        if not isinstance(metadata, Sequence) or len(metadata) != n:
+            raise InvalidMemoryError("metadata must be one dict, or a list with one dict (or None) per text")
+        return [dict(check_metadata(m)) for m in metadata]
+
+    async def update(self, memory_id: str, text: str) -> Memory:
+        """Replace a memory's text (re-embedded); history records the old and new text."""
+        check_content(text)
+        old = await self.repository.get(memory_id)
+        vector = await self.embedder.embed_one(text)
+        try:
+            return await self.repository.update(memory_id, content=text, embedding=vector)
+        finally:
+            await self._invalidate([old])
+
+    async def delete(self, memory_id: str) -> None:
+        old = await self.repository.get(memory_id)
+        try:
+            await self.repository.delete(memory_id)
+        finally:
+            await self._invalidate([old])
+
+    async def delete_all(self, *, user_id: str | None = None, agent_id: str | None = None,
+                         run_id: str | None = None) -> int:
+        try:
+            return await self.repository.delete_all(user_id=user_id, agent_id=agent_id, run_id=run_id)
+        finally:
+            await self._invalidate([Memory(content="-", user_id=user_id, agent_id=agent_id, run_id=run_id)])
+
+    async def _invalidate(self, memories: list[Memory]) -> None:
+        if self.result_cache is not None:
+            await self.result_cache.invalidate(write_scopes(memories))
+
+    # -- reads
+
+    async def get(self, memory_id: str) -> Memory:
+        return await self.repository.get(memory_id)
+
+    async def history(self, memory_id: str) -> list[HistoryEvent]:
+        return await self.repository.history(memory_id)
+
+    async def search(self, query: str, *, user_id: str | None = None, agent_id: str | None = None,
+                     run_id: str | None = None, filters: dict[str, Any] | None = None,
+                     limit: int = 10) -> list[Memory]:
+        """The ``limit`` memories most similar to ``query`` in these scopes, best first."""
+        check_content(query)
+        check_limit(limit)
+        if filters is not None and not isinstance(filters, dict):
+            raise InvalidMemoryError(f"filters must be a dict, got {type(filters).__name__}")
+        vector = await self.embedder.embed_one(query)
+        if self.result_cache is None:
+            return await self._search(vector, user_id, agent_id, run_id, filters, limit)
+        scopes = scopes_of(user_id=user_id, agent_id=agent_id, run_id=run_id)
+        key = result_key(self._model, query, user_id=user_id, agent_id=agent_id, run_id=run_id,
+                         filters=filters, limit=limit)
+        cached, token = await self.result_cache.lookup(key, scopes)
+        if cached is not None:
+            return cached
+        results = await self._search(vector, user_id, agent_id, run_id, filters, limit)
+        await self.result_cache.store(key, scopes, token, results)
+        return results
+
+    async def _search(self, vector: np.ndarray, user_id: str | None, agent_id: str | None,
+                      run_id: str | None, filters: dict[str, Any] | None, limit: int) -> list[Memory]:
+        return await self.repository.search(vector, user_id=user_id, agent_id=agent_id, run_id=run_id,
+                                            filters=filters, limit=limit)

@@ -1,0 +1,132 @@
+"""The standard agent-memory workloads, as tests you import into your own suite.
+
+::
+
+    # tests/perf/test_memory_scenarios.py
+    from pytest_agentmem.scenarios.standard import *  # noqa: F401,F403
+
+They run against whatever the ``memory_service`` fixture gives: the shipped
+Postgres/pgvector service by default, your own system if your conftest
+overrides ``memory_service`` (or ``memory_repo``) with an implementation of the
+same verbs. Sizes scale with ``$AGENTMEM_SCENARIO_SCALE`` (default 1.0).
+Every scenario also checks correctness (no errors, the right memories found,
+no stale content after a write), so a fast but wrong system fails.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import pytest
+
+from ..datasets.corpus import memory_corpus
+
+__all__ = [
+    "test_agentmem_scenario_add",
+    "test_agentmem_scenario_add_batch",
+    "test_agentmem_scenario_search",
+    "test_agentmem_scenario_update_delete",
+]
+
+
+def _scaled(n: int) -> int:
+    try:
+        scale = float(os.environ.get("AGENTMEM_SCENARIO_SCALE", "1"))
+    except ValueError:
+        raise pytest.UsageError("AGENTMEM_SCENARIO_SCALE must be a number, e.g. 0.5 or 4") from None
+    return max(1, int(n * scale))
+
+
+async def _preload(service: Any, n: int) -> Any:
+    corpus = memory_corpus(n, users=10)
+    ids: list[str] = []
+    for user in sorted(set(corpus.user_ids)):
+        texts = [t for t, u in zip(corpus.texts, corpus.user_ids) if u == user]
+        stored = await service.add_batch(texts, user_id=user)
+        ids.extend(m.id for m in stored)
+    return corpus
+
+
+@pytest.mark.agentmem_perf(max_error_rate=0.0)
+async def test_agentmem_scenario_add(memory_service: Any, perf: Any) -> None:
+    """Single adds (embed + store + history) from 8 concurrent agents."""
+    corpus = memory_corpus(_scaled(400), users=8)
+
+    async def add(i: int) -> None:
+        await memory_service.add(corpus.texts[i % len(corpus.texts)], user_id=corpus.user_ids[i % len(corpus.texts)])
+
+    result = await perf.run(add, concurrency=8, total=len(corpus.texts), warmup=16, name="add")
+    assert result.errors == 0, result.errors_by_type
+
+
+@pytest.mark.agentmem_perf(max_error_rate=0.0)
+async def test_agentmem_scenario_add_batch(memory_service: Any, perf: Any) -> None:
+    """Batches of 32 memories: throughput in items per second."""
+    batch = 32
+    corpus = memory_corpus(_scaled(1024), users=4)
+    batches = [corpus.texts[i:i + batch] for i in range(0, len(corpus.texts), batch)]
+
+    async def add_batch(i: int) -> None:
+        await memory_service.add_batch(batches[i % len(batches)], user_id=f"batch-{i % 4}")
+
+    result = await perf.run(add_batch, concurrency=2, total=len(batches), name="add_batch")
+    assert result.errors == 0, result.errors_by_type
+    perf.record("add_batch_items", items_per_s=result.qps * batch)
+
+
+@pytest.mark.agentmem_perf(max_error_rate=0.0, min_recall=0.8)
+async def test_agentmem_scenario_search(memory_service: Any, perf: Any) -> None:
+    """Searches of one user's memories by 16 concurrent agents, with retrieval quality."""
+    corpus = await _preload(memory_service, _scaled(2000))
+    questions = corpus.questions
+    hits = 0
+    for question in questions[:200]:
+        found = await memory_service.search(question.text, user_id=question.user_id, limit=5)
+        assert all(m.user_id == question.user_id for m in found), "a search returned another user's memory"
+        hits += any(m.content == corpus.texts[question.expected] for m in found)
+    perf.record("search_quality", recall=hits / min(200, len(questions)))
+
+    async def search(i: int) -> None:
+        question = questions[(i * 7919) % len(questions)]
+        await memory_service.search(question.text, user_id=question.user_id, limit=10)
+
+    result = await perf.run(search, concurrency=16, duration=_scaled(5), warmup=50, name="search")
+    assert result.errors == 0, result.errors_by_type
+
+
+def _version(text: str) -> int:
+    tail = text.rsplit(" [v", 1)
+    return int(tail[1].rstrip("]")) if len(tail) == 2 and tail[1].rstrip("]").isdigit() else -1
+
+
+@pytest.mark.agentmem_perf(max_error_rate=0.0)
+async def test_agentmem_scenario_update_delete(memory_service: Any, perf: Any) -> None:
+    """Update-then-search and delete-then-search: never a stale answer."""
+    corpus = await _preload(memory_service, _scaled(200))
+    stored = await memory_service.search(corpus.questions[0].text, user_id=corpus.user_ids[0], limit=50)
+    targets = [m for m in stored if m.user_id == corpus.user_ids[0]]
+    assert targets, "the preloaded memories are not found"
+
+    async def update(i: int) -> None:
+        memory = targets[i % len(targets)]
+        text = f"{memory.content.split(' [v')[0]} [v{i}]"
+        await memory_service.update(memory.id, text)
+        found = await memory_service.search(text, user_id=memory.user_id, limit=3)
+        mine = [m for m in found if m.id == memory.id]
+        # Another agent may have updated it since (a later version): only older is stale.
+        if not mine or _version(mine[0].content) < i:
+            raise AssertionError(f"search after update returned stale or no content for {memory.id}")
+
+    result = await perf.run(update, concurrency=4, total=_scaled(200), name="update_then_search")
+    assert result.errors == 0, result.errors_by_type
+
+    async def delete(i: int) -> None:
+        memory = targets[i]
+        await memory_service.delete(memory.id)
+        found = await memory_service.search(memory.content, user_id=memory.user_id, limit=10)
+        if any(m.id == memory.id for m in found):
+            raise AssertionError(f"search after delete returned deleted memory {memory.id}")
+
+    result = await perf.run(delete, concurrency=1, total=min(len(targets), 20), name="delete_then_search")
+    assert result.errors == 0, result.errors_by_type

@@ -1,0 +1,146 @@
+"""The real embedding model: semantics, batching, truncation, bad input, caches."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import pytest
+
+from pytest_agentmem.memory.cache import DiskVectorCache, LRUVectorCache
+from pytest_agentmem.memory.embedder import Embedder, EmbedderUnavailableError, load_model
+from pytest_agentmem.memory.model import MAX_CONTENT_CHARS, InvalidMemoryError
+from pytest_agentmem.session import get_session
+
+
+def cos(a: np.ndarray, b: np.ndarray) -> float:
+    return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
+
+
+async def test_similar_sentences_are_closer_than_unrelated(embedder: Embedder) -> None:
+    dogs, puppies, stocks = await embedder.embed(
+        ["I love dogs", "Puppies are my favourite", "The quarterly tax report is due on Friday"])
+    assert cos(dogs, puppies) > 0.45
+    assert cos(dogs, puppies) > cos(dogs, stocks) + 0.3
+
+
+async def test_shape_dtype_and_unit_norm(embedder: Embedder) -> None:
+    vectors = await embedder.embed(["one", "two words", "three words here"])
+    assert vectors.shape == (3, embedder.dim) and vectors.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    assert embedder.dim == 384 and "MiniLM" in embedder.model_id
+    single = await embedder.embed_one("one")
+    assert single.shape == (embedder.dim,)
+    assert (await embedder.embed([])).shape == (0, embedder.dim)
+
+
+async def test_batch_equals_single_embeddings(embedder: Embedder) -> None:
+    model = embedder.uncached()
+    texts = [f"Memory number {i}: the user mentioned topic {i % 7} at lunch" for i in range(12)]
+    batch = await model.embed(texts)
+    singles = np.stack([await model.embed_one(t) for t in texts])
+    # int8 activations are quantised per batch, so padding may move the last digits
+    np.testing.assert_allclose(np.sum(batch * singles, axis=1), 1.0, atol=2e-3)
+    assert model.stats.computed == 24 and model.stats.hits == 0
+
+
+async def test_concurrent_calls_are_coalesced_into_batches(embedder: Embedder) -> None:
+    model = embedder.uncached()
+    texts = [f"concurrent question {i} about the weekend plans" for i in range(48)]
+    before = model.model_batches
+    results = await asyncio.gather(*(model.embed_one(t) for t in texts))
+    batches = model.model_batches - before
+    assert batches < len(texts) / 4, f"{batches} model batches for {len(texts)} concurrent calls"
+    direct = await model.embed(texts)
+    np.testing.assert_allclose(np.sum(np.stack(results) * direct, axis=1), 1.0, atol=2e-3)
+
+
+async def test_identical_concurrent_texts_are_embedded_once(embedder: Embedder) -> None:
+    model = embedder.uncached()
+    results = await asyncio.gather(*(model.embed_one("the very same text") for _ in range(10)))
+    assert model._runner.batched_texts >= 1
+    for vector in results[1:]:
+        np.testing.assert_array_equal(vector, results[0])
+
+
+async def test_event_loop_keeps_running_while_the_model_works(embedder: Embedder) -> None:
+    model = embedder.uncached()
+    ticks = 0
+    done = False
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while not done:
+            ticks += 1
+            await asyncio.sleep(0.001)
+
+    task = asyncio.create_task(ticker())
+    await model.embed([f"a longer sentence number {i} to keep the model busy for a while" for i in range(64)])
+    done = True
+    await task
+    assert ticks >= 5, "the event loop was blocked while embedding"
+
+
+async def test_long_text_is_truncated_to_the_token_limit(embedder: Embedder) -> None:
+    assert embedder.max_tokens == 256
+    long_text = " ".join(f"word{i}" for i in range(2000))
+    a, b = await embedder.embed([long_text, long_text + " and a completely different ending about volcanoes"])
+    assert cos(a, b) > 0.999  # only the first 256 tokens count
+
+
+@pytest.mark.parametrize("bad, match", [
+    ("", "empty"), ("   \n", "empty"), ("x" * (MAX_CONTENT_CHARS + 1), "limit"), ("a\x00b", "NUL"),
+    (None, "must be a str"), (42, "must be a str"),
+])
+async def test_bad_texts_are_rejected(embedder: Embedder, bad: object, match: str) -> None:
+    before = embedder.stats.computed
+    with pytest.raises(InvalidMemoryError, match=match):
+        await embedder.embed(["fine", bad])  # type: ignore[list-item]
+    assert embedder.stats.computed == before  # nothing half-done
+
+
+async def test_a_str_instead_of_a_list_is_rejected(embedder: Embedder) -> None:
+    with pytest.raises(InvalidMemoryError, match="list of str"):
+        await embedder.embed("not a list")  # type: ignore[arg-type]
+
+
+async def test_l1_cache_hits_and_stats(embedder: Embedder) -> None:
+    model = Embedder(embedder._runner.loaded, l1=LRUVectorCache(100), _runner=embedder._runner)
+    first = await model.embed(["cached text one", "cached text two"])
+    again = await model.embed(["cached text two", "cached text one", "cached text three"])
+    np.testing.assert_array_equal(again[0], first[1])
+    stats = model.stats
+    assert (stats.calls, stats.texts, stats.l1_hits, stats.computed) == (2, 5, 2, 3)
+    assert stats.hit_rate == pytest.approx(2 / 5)
+    assert stats.as_dict()["hits"] == 2
+
+
+async def test_disk_cache_survives_a_new_embedder(embedder: Embedder, tmp_path) -> None:
+    path = tmp_path / "emb.sqlite3"
+    first = Embedder(embedder._runner.loaded, disk=DiskVectorCache(path), _runner=embedder._runner)
+    vectors = await first.embed(["persisted one", "persisted two"])
+    first.disk.close()  # flushes the queued writes
+    second = Embedder(embedder._runner.loaded, disk=DiskVectorCache(path), _runner=embedder._runner)
+    again = await second.embed(["persisted two", "persisted one"])
+    second.disk.close()
+    assert second.stats.disk_hits == 2 and second.stats.computed == 0
+    np.testing.assert_array_equal(again, vectors[::-1])
+
+
+async def test_redis_l2_cache_is_shared(embedder: Embedder, redis_client) -> None:
+    writer = embedder.uncached().with_redis(redis_client)
+    vectors = await writer.embed(["shared through redis", "another shared text"])
+    reader = embedder.uncached().with_redis(redis_client)
+    again = await reader.embed(["another shared text", "shared through redis"])
+    assert reader.stats.l2_hits == 2 and reader.stats.computed == 0
+    np.testing.assert_array_equal(again, vectors[::-1])
+
+
+def test_model_name_is_in_the_session_extras(embedder: Embedder, pytestconfig: pytest.Config) -> None:
+    assert get_session(pytestconfig).extras["embedding_model"] == embedder.model_id
+
+
+def test_an_unknown_model_fails_clearly(tmp_path) -> None:
+    with pytest.raises(EmbedderUnavailableError, match="could not load the fastembed model") as info:
+        load_model("nobody/no-such-embedding-model", cache_dir=tmp_path)
+    assert "AGENTMEM_EMBEDDING_MODEL" in str(info.value)

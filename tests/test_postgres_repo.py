@@ -1,0 +1,229 @@
+"""PostgresMemoryRepository on a real Postgres: CRUD, history, batches, bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pytest_agentmem.memory.model import (
+    MAX_CONTENT_CHARS,
+    InvalidMemoryError,
+    Memory,
+    MemoryNotFoundError,
+    MemoryRepository,
+)
+from pytest_agentmem.memory.pg_fixtures import memory_repo_fixture
+from pytest_agentmem.memory.postgres import PostgresMemoryRepository
+
+DIM = 8
+repo8 = memory_repo_fixture(dim=DIM)
+
+
+def vec(seed: int) -> np.ndarray:
+    v = np.random.default_rng(seed).standard_normal(DIM).astype(np.float32)
+    return v / np.linalg.norm(v)
+
+
+def mem(content: str = "I love dogs", seed: int = 0, **kw: object) -> Memory:
+    return Memory(content=content, embedding=vec(seed), **kw)  # type: ignore[arg-type]
+
+
+async def rows(repo: PostgresMemoryRepository, table: str | None = None) -> int:
+    async with repo.pool.acquire() as conn:
+        return int(await conn.fetchval(f"SELECT count(*) FROM {table or repo.table}"))
+
+
+async def test_default_fixture_is_a_repository(memory_repo: PostgresMemoryRepository) -> None:
+    assert isinstance(memory_repo, MemoryRepository)
+    assert memory_repo.dim == 384
+    async with memory_repo.pool.acquire() as conn:
+        indexes = {r[0] for r in await conn.fetch(
+            "SELECT indexdef FROM pg_indexes WHERE tablename = 'memories'")}
+    joined = " ".join(indexes)
+    assert "hnsw (embedding vector_cosine_ops)" in joined
+    assert "gin (metadata jsonb_path_ops)" in joined
+    assert "btree (user_id)" in joined
+
+
+async def test_crud_and_history_round_trip(repo8: PostgresMemoryRepository) -> None:
+    m = mem(user_id="alice", agent_id="bot", run_id="r1", metadata={"topic": "pets", "n": 1})
+    assert await repo8.add(m) == m.id
+    got = await repo8.get(m.id)
+    assert (got.content, got.user_id, got.agent_id, got.run_id) == ("I love dogs", "alice", "bot", "r1")
+    assert got.metadata == {"topic": "pets", "n": 1}
+    np.testing.assert_allclose(got.embedding, m.embedding, rtol=1e-6)
+    assert got.updated_at is None
+
+    updated = await repo8.update(m.id, content="I love cats", embedding=vec(1), metadata={"topic": "cats"})
+    assert updated.content == "I love cats" and updated.metadata == {"topic": "cats"}
+    assert updated.updated_at is not None
+    np.testing.assert_allclose((await repo8.get(m.id)).embedding, vec(1), rtol=1e-6)
+    await repo8.update(m.id, metadata={"topic": "cats", "x": [1, 2]})  # content kept
+    assert (await repo8.get(m.id)).content == "I love cats"
+
+    await repo8.delete(m.id)
+    with pytest.raises(MemoryNotFoundError):
+        await repo8.get(m.id)
+    events = await repo8.history(m.id)
+    assert [(e.event, e.old_content, e.new_content) for e in events] == [
+        ("ADD", None, "I love dogs"),
+        ("UPDATE", "I love dogs", "I love cats"),
+        ("UPDATE", "I love cats", "I love cats"),
+        ("DELETE", "I love cats", None),
+    ]
+    assert all(e.memory_id == m.id for e in events)
+
+
+async def test_unknown_ids_raise_key_errors(repo8: PostgresMemoryRepository) -> None:
+    for call in (repo8.get("nope"), repo8.update("nope", content="x"), repo8.delete("nope"),
+                 repo8.history("nope")):
+        with pytest.raises(KeyError, match="no memory with id 'nope'"):
+            await call
+    assert await rows(repo8, repo8.history_table) == 0
+
+
+async def test_delete_all_by_scope(repo8: PostgresMemoryRepository) -> None:
+    await repo8.add_batch([mem(f"a{i}", i, user_id="a", run_id=f"r{i % 2}") for i in range(6)]
+                          + [mem(f"b{i}", i, user_id="b") for i in range(3)])
+    assert await repo8.delete_all(user_id="a", run_id="r0") == 3
+    assert await repo8.count(user_id="a") == 3
+    assert await repo8.delete_all(user_id="a") == 3
+    assert await repo8.count() == 3
+    with pytest.raises(InvalidMemoryError, match="refusing to delete every memory"):
+        await repo8.delete_all()
+    deletes = await repo8.history(await _any_id_deleted(repo8))
+    assert deletes[-1].event == "DELETE"
+
+
+async def _any_id_deleted(repo: PostgresMemoryRepository) -> str:
+    async with repo.pool.acquire() as conn:
+        return str(await conn.fetchval(f"SELECT memory_id FROM {repo.history_table} "
+                                       "WHERE event = 'DELETE' LIMIT 1"))
+
+
+async def test_add_batch_copies_rows_and_history(repo8: PostgresMemoryRepository) -> None:
+    batch = [mem(f"text {i}", i, user_id=f"u{i % 3}", metadata={"i": i}) for i in range(500)]
+    ids = await repo8.add_batch(batch)
+    assert ids == [m.id for m in batch]
+    assert await rows(repo8) == 500 and await rows(repo8, repo8.history_table) == 500
+    sample = await repo8.get(batch[123].id)
+    assert (sample.content, sample.user_id, sample.metadata) == ("text 123", "u0", {"i": 123})
+    np.testing.assert_allclose(sample.embedding, batch[123].embedding, rtol=1e-6)
+    assert [e.event for e in await repo8.history(batch[7].id)] == ["ADD"]
+    assert await repo8.add_batch([]) == []
+
+
+async def test_add_batch_is_all_or_nothing(repo8: PostgresMemoryRepository) -> None:
+    existing = mem("first", 1)
+    await repo8.add(existing)
+    clash = [mem(f"n{i}", i) for i in range(10)] + [Memory(content="dup", embedding=vec(3), id=existing.id)]
+    with pytest.raises(InvalidMemoryError, match="already exists.*nothing was stored"):
+        await repo8.add_batch(clash)
+    twice = [mem("a", 1, id="same"), mem("b", 2, id="same")]
+    with pytest.raises(InvalidMemoryError, match="same id twice"):
+        await repo8.add_batch(twice)
+    bad_row = [mem(f"n{i}", i) for i in range(10)] + [mem("", 4)]
+    with pytest.raises(InvalidMemoryError, match=r"add_batch\[10\]: content is empty"):
+        await repo8.add_batch(bad_row)
+    nan_row = [mem(f"n{i}", i) for i in range(5)] + [Memory(content="x", embedding=np.full(DIM, np.nan))]
+    with pytest.raises(InvalidMemoryError, match=r"add_batch\[5\] embedding holds NaN"):
+        await repo8.add_batch(nan_row)
+    assert await rows(repo8) == 1 and await rows(repo8, repo8.history_table) == 1
+
+
+async def test_duplicate_add_is_rejected(repo8: PostgresMemoryRepository) -> None:
+    m = mem()
+    await repo8.add(m)
+    with pytest.raises(InvalidMemoryError, match="already exists"):
+        await repo8.add(Memory(content="other", embedding=vec(2), id=m.id))
+    assert (await repo8.get(m.id)).content == "I love dogs"
+    assert len(await repo8.history(m.id)) == 1
+
+
+BAD_VECTORS = [
+    (np.ones(DIM + 1, np.float32), "shape"),
+    (np.ones(3, np.float32), "shape"),
+    (np.array([np.nan] * DIM, np.float32), "NaN or infinite"),
+    (np.array([np.inf] + [0.0] * (DIM - 1), np.float32), "NaN or infinite"),
+    (np.zeros(DIM, np.float32), "all zeros"),
+    (["a"] * DIM, "not numeric"),
+    (None, "missing"),
+]
+
+
+@pytest.mark.parametrize(("vector", "message"), BAD_VECTORS)
+async def test_bad_vectors_are_rejected_everywhere(repo8: PostgresMemoryRepository, vector: object,
+                                                   message: str) -> None:
+    good = mem()
+    await repo8.add(good)
+    with pytest.raises(InvalidMemoryError, match=message):
+        await repo8.add(Memory(content="x", embedding=vector))  # type: ignore[arg-type]
+    if vector is not None:
+        with pytest.raises(InvalidMemoryError, match=message):
+            await repo8.search(vector)  # type: ignore[arg-type]
+        with pytest.raises(InvalidMemoryError, match=message):
+            await repo8.update(good.id, embedding=vector)  # type: ignore[arg-type]
+    assert await rows(repo8) == 1 and len(await repo8.history(good.id)) == 1
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    ("", "empty"), ("   \n", "empty"), (None, "must be a str"), (42, "must be a str"),
+    ("a\x00b", "NUL"), ("x" * (MAX_CONTENT_CHARS + 1), "more than the limit"),
+])
+async def test_bad_content_is_rejected(repo8: PostgresMemoryRepository, content: object, message: str) -> None:
+    good = mem()
+    await repo8.add(good)
+    with pytest.raises(InvalidMemoryError, match=message):
+        await repo8.add(Memory(content=content, embedding=vec(1)))  # type: ignore[arg-type]
+    if content is not None:
+        with pytest.raises(InvalidMemoryError, match=message):
+            await repo8.update(good.id, content=content)  # type: ignore[arg-type]
+    assert await rows(repo8) == 1 and (await repo8.get(good.id)).content == "I love dogs"
+
+
+async def test_long_content_within_the_limit_round_trips(repo8: PostgresMemoryRepository) -> None:
+    text = "word " * (MAX_CONTENT_CHARS // 5)
+    m = mem(text)
+    await repo8.add(m)
+    assert (await repo8.get(m.id)).content == text
+
+
+@pytest.mark.parametrize("metadata", [{"x": float("nan")}, {1: "a"}, {"x": object()}, ["a"]])
+async def test_bad_metadata_is_rejected(repo8: PostgresMemoryRepository, metadata: object) -> None:
+    with pytest.raises(InvalidMemoryError):
+        await repo8.add(mem(metadata=metadata))
+    assert await rows(repo8) == 0
+
+
+@pytest.mark.parametrize("bad_id", ["", None, 5, "x" * 300, "a\x00"])
+async def test_bad_ids_are_rejected(repo8: PostgresMemoryRepository, bad_id: object) -> None:
+    with pytest.raises(InvalidMemoryError, match="memory id"):
+        await repo8.get(bad_id)  # type: ignore[arg-type]
+    with pytest.raises(InvalidMemoryError):
+        await repo8.add(Memory(content="x", embedding=vec(0), id=bad_id))  # type: ignore[arg-type]
+    with pytest.raises(InvalidMemoryError, match="user_id"):
+        await repo8.add(Memory(content="x", embedding=vec(0), user_id=bad_id or 7))  # type: ignore[arg-type]
+
+
+async def test_update_needs_something_to_change(repo8: PostgresMemoryRepository) -> None:
+    m = mem()
+    await repo8.add(m)
+    with pytest.raises(InvalidMemoryError, match="give content, embedding or metadata"):
+        await repo8.update(m.id)
+
+
+async def test_setup_is_idempotent_and_checks_the_dimension(repo8: PostgresMemoryRepository) -> None:
+    await repo8.add(mem())
+    await repo8.setup()
+    assert await rows(repo8) == 1
+    other = PostgresMemoryRepository(repo8.pool, dim=DIM + 1)
+    with pytest.raises(Exception, match=r"exists with embedding vector\(8\)"):
+        await other.setup()
+
+
+def test_constructor_rejects_unsafe_table_names() -> None:
+    for table in ("memories; DROP TABLE x", "Memories", "a-b", ""):
+        with pytest.raises(ValueError, match="table must match"):
+            PostgresMemoryRepository(object(), dim=8, table=table)
+    with pytest.raises(ValueError, match="dim"):
+        PostgresMemoryRepository(object(), dim=0)

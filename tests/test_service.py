@@ -1,0 +1,145 @@
+"""MemoryService: the Mem0-style add/search path on the real model, LanceDB and Postgres."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from pytest_agentmem.memory.cache import ResultCache
+from pytest_agentmem.memory.fixtures import memory_service_fixture
+from pytest_agentmem.memory.model import InvalidMemoryError, MemoryNotFoundError
+from pytest_agentmem.memory.service import MemoryService
+
+lance_service = memory_service_fixture(repository="lancedb_store")
+lance_redis_service = memory_service_fixture(repository="lancedb_store", result_cache="redis")
+pytestmark = pytest.mark.asyncio
+
+ALICE = ["I love dogs and take my puppy to the park", "I work as an accountant in Berlin",
+         "My favourite food is sushi", "I am learning to play the piano", "The meeting moved to Thursday"]
+BOB = ["I have three cats and a parrot", "My dog is called Rex and he loves walks"]
+
+
+@pytest.fixture(params=["lance_service", "memory_service", "lance_redis_service"])
+def service(request: pytest.FixtureRequest) -> MemoryService:
+    """The service on LanceDB, on Postgres (the default fixture), and with the Redis result cache."""
+    return request.getfixturevalue(request.param)
+
+
+async def test_pets_question_finds_the_dog_memory_of_the_right_user(service: MemoryService) -> None:
+    await service.add_batch(ALICE, user_id="alice")
+    await service.add_batch(BOB, user_id="bob")
+    results = await service.search("What pets does she like?", user_id="alice", limit=5)
+    assert results[0].content == ALICE[0]
+    assert all(r.user_id == "alice" for r in results)
+    assert results[0].score > results[1].score
+    bob = await service.search("What pets does he have?", user_id="bob", limit=5)
+    assert {r.content for r in bob} == set(BOB)
+
+
+async def test_crud_and_history_through_the_service(service: MemoryService) -> None:
+    memory = await service.add("I drink coffee every morning", user_id="u", metadata={"topic": "drinks"})
+    assert memory.embedding is not None and memory.embedding.shape == (service.embedder.dim,)
+    assert (await service.get(memory.id)).content == "I drink coffee every morning"
+    updated = await service.update(memory.id, "I switched to green tea")
+    assert updated.content == "I switched to green tea"
+    await service.delete(memory.id)
+    with pytest.raises(MemoryNotFoundError):
+        await service.get(memory.id)
+    events = await service.history(memory.id)
+    assert [(e.event, e.old_content, e.new_content) for e in events] == [
+        ("ADD", None, "I drink coffee every morning"),
+        ("UPDATE", "I drink coffee every morning", "I switched to green tea"),
+        ("DELETE", "I switched to green tea", None)]
+
+
+async def test_no_search_returns_old_content_after_update_or_delete(service: MemoryService) -> None:
+    memory = await service.add("My cat is called Whiskers", user_id="u")
+    await service.add("I enjoy hiking in the Alps", user_id="u")
+    question = "What is the name of my cat?"
+    assert (await service.search(question, user_id="u"))[0].content == "My cat is called Whiskers"
+    assert (await service.search(question, user_id="u"))[0].content == "My cat is called Whiskers"
+    assert service.result_cache is not None and service.result_cache.hits >= 1  # type: ignore[attr-defined]
+
+    await service.update(memory.id, "My cat is called Tiger")
+    for query in (question, "What is the name of my cat?"):
+        contents = [m.content for m in await service.search(query, user_id="u")]
+        assert "My cat is called Whiskers" not in contents and "My cat is called Tiger" in contents
+    unscoped = [m.content for m in await service.search(question)]
+    assert "My cat is called Whiskers" not in unscoped
+
+    await service.delete(memory.id)
+    assert all(m.id != memory.id for m in await service.search(question, user_id="u"))
+    assert all(m.id != memory.id for m in await service.search(question))
+
+
+async def test_searches_racing_with_updates_never_see_content_older_than_the_last_update(
+        lance_service: MemoryService) -> None:
+    memory = await lance_service.add("version 0 of the note", user_id="u")
+    question = "which version is the note?"
+    stop = asyncio.Event()
+
+    async def searcher() -> None:
+        while not stop.is_set():
+            await lance_service.search(question, user_id="u", limit=3)
+            await asyncio.sleep(0)  # a fully cached search never suspends
+
+    readers = [asyncio.create_task(searcher()) for _ in range(4)]
+    try:
+        for version in range(1, 6):
+            await lance_service.update(memory.id, f"version {version} of the note")
+            contents = [m.content for m in await lance_service.search(question, user_id="u", limit=3)]
+            assert contents == [f"version {version} of the note"], contents
+    finally:
+        stop.set()
+        await asyncio.gather(*readers)
+
+
+async def test_bad_input_stores_nothing(lance_service: MemoryService) -> None:
+    repo = lance_service.repository
+    for texts, match in ((["fine", ""], "empty"), (["fine", "x" * 256_001], "limit"),
+                         (["fine", None], "must be a str"), ("just a string", "list of str")):
+        with pytest.raises(InvalidMemoryError, match=match):
+            await lance_service.add_batch(texts, user_id="u")  # type: ignore[arg-type]
+    with pytest.raises(InvalidMemoryError, match="JSON cannot hold"):
+        await lance_service.add_batch(["a", "b"], metadata=[{"x": 1}, {"x": float("nan")}])
+    with pytest.raises(InvalidMemoryError, match="one dict"):
+        await lance_service.add_batch(["a", "b"], metadata=[{"x": 1}])
+    assert await repo.count() == 0  # type: ignore[attr-defined]
+    with pytest.raises(InvalidMemoryError, match="empty"):
+        await lance_service.search("   ")
+    with pytest.raises(InvalidMemoryError, match="filter key"):
+        await lance_service.search("anything", filters={"x'; DROP TABLE memories; --": 1})
+    with pytest.raises(InvalidMemoryError, match="limit"):
+        await lance_service.search("anything", limit=0)
+    with pytest.raises(KeyError, match="no memory with id"):
+        await lance_service.update("missing-id", "new text")
+    with pytest.raises(KeyError, match="no memory with id"):
+        await lance_service.delete("missing-id")
+
+
+async def test_add_batch_with_metadata_and_filters(lance_service: MemoryService) -> None:
+    memories = await lance_service.add_batch(
+        ["I love dogs", "Dogs are loyal animals", "Stocks went up today"], user_id="u",
+        metadata=[{"topic": "pets"}, {"topic": "facts"}, None])
+    assert [m.metadata for m in memories] == [{"topic": "pets"}, {"topic": "facts"}, {}]
+    results = await lance_service.search("dogs", user_id="u", filters={"topic": "facts"})
+    assert [r.content for r in results] == ["Dogs are loyal animals"]
+
+
+async def test_embeddings_of_repeated_questions_come_from_the_cache(lance_service: MemoryService) -> None:
+    await lance_service.add("I love dogs", user_id="u")
+    model = lance_service.embedder
+    before = model.stats.computed
+    for _ in range(3):
+        await lance_service.search("a question asked three times?", user_id="u")
+    assert model.stats.computed - before <= 1
+
+
+async def test_dimension_mismatch_is_refused(lancedb_store, embedder) -> None:
+    from pytest_agentmem.errors import ConfigurationError
+    from pytest_agentmem.memory.lance import LanceDBMemoryStore
+
+    other = await LanceDBMemoryStore.open(lancedb_store.uri + "-other", dim=16)
+    with pytest.raises(ConfigurationError, match="16-dim"):
+        MemoryService(other, embedder, result_cache=ResultCache())
