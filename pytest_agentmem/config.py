@@ -132,6 +132,11 @@ OPTIONS: tuple[Option, ...] = (
            "otherwise (agentmem_perf(rounds=...) or perf.run(rounds=...)); default 1, and a "
            "suspected regression is re-measured anyway", ini="agentmem_rounds",
            env="AGENTMEM_ROUNDS", parse=parse_positive_int, metavar="N"),
+    # --- components
+    Option("embedding_model", "--agentmem-embedding-model", "fastembed model of the embedder "
+           "fixture (default: the offline all-MiniLM-L6-v2 int8 model; other models need a "
+           "reachable model hub)", ini="agentmem_embedding_model", env="AGENTMEM_EMBEDDING_MODEL",
+           metavar="NAME"),
     # --- reports
     Option("report_path", "--agentmem-report", "write a JSON report of every measured result "
            "to PATH", ini="agentmem_report", metavar="PATH"),
@@ -169,6 +174,7 @@ class Settings:
     service_timeout: int = 60
     tolerance: float = 0.15
     rounds: int | None = None
+    embedding_model: str | None = None
     report_path: Path | None = None
     html_path: Path | None = None
     extra: dict[str, Any] = field(default_factory=dict)

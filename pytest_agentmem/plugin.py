@@ -100,8 +100,20 @@ def pytest_pycollect_makeitem(collector: pytest.Collector, name: str, obj: objec
     for node in nodes:
         if not isinstance(node, pytest.Function) or node.get_closest_marker("asyncio"):
             continue
-        if node.get_closest_marker(MARKER) or ASYNC_FIXTURES.intersection(node.fixturenames):
+        if node.get_closest_marker(MARKER) or _uses_our_fixtures(node):
             node.add_marker(pytest.mark.asyncio)
+
+
+def _uses_our_fixtures(node: pytest.Function) -> bool:
+    """True if the test's fixture closure holds a fixture of ours, or one made by our factories."""
+    if ASYNC_FIXTURES.intersection(node.fixturenames):
+        return True
+    info = getattr(node, "_fixtureinfo", None)
+    for defs in getattr(info, "name2fixturedefs", {}).values():
+        func = getattr(defs[-1], "func", None) if defs else None
+        if str(getattr(func, "__module__", "")).startswith("pytest_agentmem."):
+            return True
+    return False
 
 
 # --------------------------------------------------------------------------- services

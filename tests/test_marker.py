@@ -67,3 +67,16 @@ def test_header_says_perf_is_off(pytester: pytest.Pytester) -> None:
     pytester.makepyfile("def test_x(): pass")
     pytester.runpytest().stdout.fnmatch_lines(["agentmem: perf tests off (perf tests skipped; run with --agentmem-perf)*"])
     pytester.runpytest("--agentmem-perf").stdout.fnmatch_lines(["agentmem: perf tests on, services auto*"])
+
+
+def test_async_tests_using_factory_made_fixtures_run_without_asyncio_marks(pytester: pytest.Pytester) -> None:
+    pytester.makeconftest("""
+        from pytest_agentmem.services.fixtures import redis_client_fixture
+        text_redis = redis_client_fixture(decode_responses=True)
+    """)
+    pytester.makepyfile("""
+        async def test_uses_a_factory_made_fixture(text_redis):
+            await text_redis.set("k", "v")
+            assert await text_redis.get("k") == "v"
+    """)
+    pytester.runpytest("--agentmem-services=local").assert_outcomes(passed=1)

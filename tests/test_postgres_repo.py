@@ -131,6 +131,17 @@ async def test_add_batch_is_all_or_nothing(repo8: PostgresMemoryRepository) -> N
     assert await rows(repo8) == 1 and await rows(repo8, repo8.history_table) == 1
 
 
+async def test_a_bad_row_late_in_a_streamed_batch_aborts_the_copy(repo8: PostgresMemoryRepository) -> None:
+    """Rows are checked while COPY streams: one failing after many were sent stores nothing."""
+    batch = [mem(f"row {i} " + "x" * 500, i) for i in range(6000)]
+    batch[5900] = Memory(content="ok", embedding=vec(1), metadata={"bad": [float("inf")]})
+    with pytest.raises(InvalidMemoryError, match=r"add_batch\[5900\]: metadata"):
+        await repo8.add_batch(batch)
+    assert await rows(repo8) == 0 and await rows(repo8, repo8.history_table) == 0
+    batch[5900] = mem("fine", 1)
+    assert len(await repo8.add_batch(batch)) == 6000
+
+
 async def test_duplicate_add_is_rejected(repo8: PostgresMemoryRepository) -> None:
     m = mem()
     await repo8.add(m)

@@ -18,10 +18,10 @@ def clustered_vectors(n: int, dim: int, *, clusters: int = 100, spread: float = 
     centres = rng.standard_normal((clusters, dim)).astype(np.float32)
     centres /= np.linalg.norm(centres, axis=1, keepdims=True)
     labels = rng.integers(0, clusters, size=n)
-    noise = rng.standard_normal((n, dim)).astype(np.float32) * (spread / np.sqrt(dim))
+    noise = rng.standard_normal((n, dim)).astype(np.float32) * np.float32(spread / np.sqrt(dim))
     points = centres[labels] + noise
     points /= np.linalg.norm(points, axis=1, keepdims=True)
-    return points
+    return points.astype(np.float32, copy=False)
 
 
 def query_vectors(base: np.ndarray, n: int, *, jitter: float = 0.2, seed: int = 1) -> np.ndarray:
@@ -29,7 +29,7 @@ def query_vectors(base: np.ndarray, n: int, *, jitter: float = 0.2, seed: int = 
     rng = np.random.default_rng(seed)
     picks = base[rng.integers(0, len(base), size=n)]
     dim = base.shape[1]
-    queries = picks + rng.standard_normal(picks.shape).astype(np.float32) * (jitter / np.sqrt(dim))
+    queries = picks + rng.standard_normal(picks.shape).astype(np.float32) * np.float32(jitter / np.sqrt(dim))
     return (queries / np.linalg.norm(queries, axis=1, keepdims=True)).astype(np.float32)
 
 

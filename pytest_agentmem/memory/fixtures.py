@@ -46,7 +46,8 @@ def embedder_fixture(*, model_name: str | None = None, scope: str = "session", d
     @pytest.fixture(scope=scope)  # type: ignore[call-overload]
     def embedder(pytestconfig: pytest.Config) -> Iterator[Embedder]:
         try:
-            loaded = Embedder.load(model_name, cache_dir=_cache_dir(pytestconfig), disk_cache=disk_cache,
+            name = model_name or get_session(pytestconfig).settings.embedding_model
+            loaded = Embedder.load(name, cache_dir=_cache_dir(pytestconfig), disk_cache=disk_cache,
                                    max_batch=max_batch, batch_window=batch_window)
         except EmbedderMissingError as exc:
             pytest.skip(f"no embedding model: {exc}")

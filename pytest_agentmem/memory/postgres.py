@@ -46,10 +46,10 @@ from .model import (
     check_metadata,
     check_vector,
 )
+from .pg_batch import check_matrix, check_memory_id, dumps, iter_records
 from .pg_filters import Where, add_metadata_filters, add_scope, check_scope
 
 _IDENT = re.compile(r"^[a-z_][a-z0-9_]{0,40}$")
-MAX_ID_CHARS = 255
 #: pgvector's upper bound for ``hnsw.ef_search``.
 MAX_EF_SEARCH = 1000
 _BIG_FILTER_MEMORY = 4096
@@ -96,14 +96,6 @@ async def create_memory_pool(dsn: str, settings: PoolSettings = PoolSettings(), 
         dsn, min_size=settings.min_size, max_size=settings.max_size,
         command_timeout=settings.command_timeout, init=register_vector,
         max_inactive_connection_lifetime=settings.max_inactive_connection_lifetime)
-
-
-def check_memory_id(memory_id: Any) -> str:
-    if not isinstance(memory_id, str) or not memory_id or len(memory_id) > MAX_ID_CHARS \
-            or "\x00" in memory_id:
-        raise InvalidMemoryError(f"memory id must be a non-empty str of at most {MAX_ID_CHARS} "
-                                 f"characters without NUL, got {memory_id!r:.80}")
-    return memory_id
 
 
 class PostgresMemoryRepository:
@@ -176,17 +168,18 @@ class PostgresMemoryRepository:
                 embedding vector({self.dim}) NOT NULL,
                 created_at timestamptz NOT NULL DEFAULT now(),
                 updated_at timestamptz)""",
+            # One index only (the key): history is read per memory, in seq order.
             f"""CREATE TABLE IF NOT EXISTS {h} (
-                seq bigserial PRIMARY KEY,
+                seq bigint GENERATED ALWAYS AS IDENTITY,  -- no CACHE: events number in order across sessions
                 memory_id text NOT NULL,
                 event text NOT NULL CHECK (event IN ('ADD', 'UPDATE', 'DELETE')),
                 old_content text, new_content text,
-                created_at timestamptz NOT NULL DEFAULT now())""",
+                created_at timestamptz NOT NULL DEFAULT now(),
+                PRIMARY KEY (memory_id, seq))""",
             f"CREATE INDEX IF NOT EXISTS {t}_user_idx ON {t} (user_id)",
             f"CREATE INDEX IF NOT EXISTS {t}_agent_idx ON {t} (agent_id)",
             f"CREATE INDEX IF NOT EXISTS {t}_run_idx ON {t} (run_id)",
             f"CREATE INDEX IF NOT EXISTS {t}_metadata_idx ON {t} USING gin (metadata jsonb_path_ops)",
-            f"CREATE INDEX IF NOT EXISTS {h}_memory_idx ON {h} (memory_id, seq)",
         ]
         async with self._acquire() as conn:
             async with conn.transaction():
@@ -237,22 +230,30 @@ class PostgresMemoryRepository:
         return memory.id
 
     async def add_batch(self, memories: Sequence[Memory]) -> list[str]:
-        """Insert many memories with COPY, all or nothing; returns their ids."""
+        """Insert many memories with COPY, all or nothing; returns their ids.
+
+        Vectors are checked in one numpy pass up front; the other fields row by
+        row while COPY streams (a bad row aborts the COPY and the transaction).
+        The ADD events follow in a second COPY in the same transaction.
+        """
         memories = list(memories)
         if not memories:
             return []
-        records = self._records(memories)
-        ids = [r[0] for r in records]
+        matrix = check_matrix(memories, self.dim)
+        ids = [m.id for m in memories]
+        for index, memory_id in enumerate(ids):
+            if type(memory_id) is not str:
+                raise InvalidMemoryError(f"add_batch[{index}]: memory id must be a str, got {memory_id!r:.80}")
         if len(set(ids)) != len(ids):
             raise InvalidMemoryError("add_batch: the batch holds the same id twice")
-        history = [(r[0], "ADD", None, r[1], r[7]) for r in records]
+        history: list[tuple[Any, ...]] = []
         import asyncpg
 
         async with self._acquire() as conn:
             try:
                 async with conn.transaction():
                     await conn.copy_records_to_table(
-                        self.table, records=records,
+                        self.table, records=iter_records(memories, self.dim, matrix, history),
                         columns=("id", "content", "user_id", "agent_id", "run_id", "metadata",
                                  "embedding", "created_at"))
                     await conn.copy_records_to_table(
@@ -465,45 +466,11 @@ class PostgresMemoryRepository:
                 check_scope(memory.run_id, "run_id"), _dumps(check_metadata(memory.metadata)),
                 check_vector(memory.embedding, self.dim), memory.created_at)
 
-    def _records(self, memories: list[Memory]) -> list[tuple[Any, ...]]:
-        """Check a batch; the vectors are checked together (one numpy pass)."""
-        for index, memory in enumerate(memories):
-            if not isinstance(memory, Memory):
-                raise InvalidMemoryError(f"add_batch[{index}]: expected a Memory, "
-                                         f"got {type(memory).__name__}")
-            if memory.embedding is None:
-                raise InvalidMemoryError(f"add_batch[{index}]: embedding is missing")
-        try:
-            matrix = np.stack([np.asarray(m.embedding, dtype=np.float32) for m in memories])
-        except (TypeError, ValueError) as exc:
-            raise InvalidMemoryError(f"add_batch: embeddings are not all numeric vectors "
-                                     f"of {self.dim} dims: {exc}") from None
-        if matrix.ndim != 2 or matrix.shape[1] != self.dim:
-            raise InvalidMemoryError(f"add_batch: embeddings have shape {matrix.shape[1:]}, "
-                                     f"expected ({self.dim},)")
-        bad = ~np.isfinite(matrix).all(axis=1) | ~(np.einsum("ij,ij->i", matrix, matrix) > 0)
-        if bad.any():
-            index = int(np.flatnonzero(bad)[0])
-            check_vector(matrix[index], self.dim, what=f"add_batch[{index}] embedding")
-        records = []
-        for index, memory in enumerate(memories):
-            try:
-                records.append((
-                    check_memory_id(memory.id), check_content(memory.content),
-                    check_scope(memory.user_id, "user_id"), check_scope(memory.agent_id, "agent_id"),
-                    check_scope(memory.run_id, "run_id"),
-                    _dumps(check_metadata(memory.metadata)),
-                    matrix[index], memory.created_at))
-            except InvalidMemoryError as exc:
-                raise InvalidMemoryError(f"add_batch[{index}]: {exc}") from None
-        return records
-
 
 _COLUMNS = "id, content, user_id, agent_id, run_id, metadata, created_at, updated_at"
 
 
-def _dumps(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, allow_nan=False)
+_dumps = dumps
 
 
 def _memory(row: Any, score: float | None = None) -> Memory:

@@ -71,7 +71,8 @@ async def test_lance_search_over_100k_memories(perf, perf_store: LanceDBMemorySt
     for concurrency in (1, 16, 64):
         result = await perf.run(search, concurrency=concurrency, duration=3.0, warmup=50, rounds=ROUNDS,
                                 name=f"search-c{concurrency}")
-        lines.append(f"c{concurrency}: {result.qps:,.0f} QPS p50 {result.p50_ms:.1f} p95 {result.p95_ms:.1f} ms")
+        lines.append(f"c{concurrency}: {result.qps:,.0f} QPS p50 {result.p50_ms:.1f} p95 {result.p95_ms:.1f} ms "
+                     f"(process CPU {result.resources.get('process_cpu_pct')} %)")
         result = await perf.run(search_user, concurrency=concurrency, duration=3.0, warmup=50,
                                 rounds=ROUNDS, name=f"search-user-c{concurrency}")
         lines.append(f"per-user c{concurrency}: {result.qps:,.0f} QPS p50 {result.p50_ms:.1f} "
