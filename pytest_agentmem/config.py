@@ -9,9 +9,10 @@ resolves the values into a frozen :class:`Settings`.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 

@@ -6,8 +6,17 @@ import numpy as np
 import pytest
 
 from pytest_agentmem.errors import ConfigurationError
-from pytest_agentmem.memory.cache import (GLOBAL_SCOPE, DiskVectorCache, LRUVectorCache, RedisResultCache,
-                                          RedisVectorCache, ResultCache, result_key, scopes_of, write_scopes)
+from pytest_agentmem.memory.cache import (
+    GLOBAL_SCOPE,
+    DiskVectorCache,
+    LRUVectorCache,
+    RedisResultCache,
+    RedisVectorCache,
+    ResultCache,
+    result_key,
+    scopes_of,
+    write_scopes,
+)
 from pytest_agentmem.memory.model import Memory
 
 pytestmark = pytest.mark.asyncio

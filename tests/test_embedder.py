@@ -8,7 +8,11 @@ import numpy as np
 import pytest
 
 from pytest_agentmem.memory.cache import DiskVectorCache, LRUVectorCache
-from pytest_agentmem.memory.embedder import Embedder, EmbedderUnavailableError, load_model
+from pytest_agentmem.memory.embedder import (
+    Embedder,
+    EmbedderUnavailableError,
+    load_model,
+)
 from pytest_agentmem.memory.model import MAX_CONTENT_CHARS, InvalidMemoryError
 from pytest_agentmem.session import get_session
 

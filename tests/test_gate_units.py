@@ -8,11 +8,25 @@ from pathlib import Path
 import pytest
 
 from pytest_agentmem.errors import BaselineError
-from pytest_agentmem.gate.baseline import (SCHEMA, VERSION, Baseline, StoredMeasurement, baseline_from,
-                                           baseline_path, load_baseline, write_baseline)
+from pytest_agentmem.gate.baseline import (
+    SCHEMA,
+    VERSION,
+    Baseline,
+    StoredMeasurement,
+    baseline_from,
+    baseline_path,
+    load_baseline,
+    write_baseline,
+)
 from pytest_agentmem.gate.benchmark import _blocks
 from pytest_agentmem.gate.calibration import speed_ratio
-from pytest_agentmem.gate.checks import GateContext, compare_samples, fmt, run_checks, screen
+from pytest_agentmem.gate.checks import (
+    GateContext,
+    compare_samples,
+    fmt,
+    run_checks,
+    screen,
+)
 from pytest_agentmem.gate.directions import compared, direction_of
 from pytest_agentmem.gate.stats import _rank_sum_p, p_worse, worse_change
 from pytest_agentmem.gate.verdict import TestVerdict, verdict_from_dict

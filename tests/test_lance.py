@@ -8,8 +8,12 @@ import pytest
 from pytest_agentmem.memory.embedder import Embedder
 from pytest_agentmem.memory.fixtures import lancedb_store_fixture
 from pytest_agentmem.memory.lance import LanceDBMemoryStore, build_where
-from pytest_agentmem.memory.model import (InvalidMemoryError, Memory, MemoryNotFoundError,
-                                          MemoryRepository)
+from pytest_agentmem.memory.model import (
+    InvalidMemoryError,
+    Memory,
+    MemoryNotFoundError,
+    MemoryRepository,
+)
 
 DIM = 8
 small_store = lancedb_store_fixture(dim=DIM)

@@ -11,7 +11,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pytest_agentmem.datasets.clustered import clustered_vectors, exact_top_k, query_vectors, recall_at_k
+from pytest_agentmem.datasets.clustered import (
+    clustered_vectors,
+    exact_top_k,
+    query_vectors,
+    recall_at_k,
+)
 from pytest_agentmem.memory.fixtures import lancedb_store_fixture
 from pytest_agentmem.memory.lance import LanceDBMemoryStore
 from pytest_agentmem.memory.model import Memory

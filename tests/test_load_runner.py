@@ -15,6 +15,7 @@ from pytest_agentmem.errors import ConfigurationError
 from pytest_agentmem.load.resources import service_pids_of
 from pytest_agentmem.load.runner import LoadSpec, run_load, validate
 
+
 async def sleep_10ms(index: int) -> None:
     """Module level, so worker processes (processes=N) can import it."""
     await asyncio.sleep(0.010)

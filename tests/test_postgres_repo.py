@@ -7,6 +7,7 @@ import pytest
 
 from pytest_agentmem.memory.model import (
     MAX_CONTENT_CHARS,
+    HistoryEvent,
     InvalidMemoryError,
     Memory,
     MemoryNotFoundError,
@@ -95,6 +96,112 @@ async def test_delete_all_by_scope(repo8: PostgresMemoryRepository) -> None:
     assert deletes[-1].event == "DELETE"
 
 
+def summary(events: list[HistoryEvent]) -> list[tuple[str, str | None, str | None]]:
+    return [(e.event, e.old_content, e.new_content) for e in events]
+
+
+async def test_history_of_a_batch_added_memory_updated_twice_then_deleted(
+        repo8: PostgresMemoryRepository) -> None:
+    batch = [mem(f"v0 of {i}", i, user_id="u") for i in range(20)]
+    await repo8.add_batch(batch)
+    target = batch[7]
+    created = (await repo8.get(target.id)).created_at
+    assert created == target.created_at
+    first = await repo8.update(target.id, content="v1", embedding=vec(100))
+    second = await repo8.update(target.id, content="v2")
+    assert (await repo8.history(target.id))[1:] == [
+        HistoryEvent(target.id, "UPDATE", "v0 of 7", "v1", first.updated_at),
+        HistoryEvent(target.id, "UPDATE", "v1", "v2", second.updated_at)]
+    await repo8.delete(target.id)
+    events = await repo8.history(target.id)
+    assert summary(events) == [("ADD", None, "v0 of 7"), ("UPDATE", "v0 of 7", "v1"),
+                               ("UPDATE", "v1", "v2"), ("DELETE", "v2", None)]
+    assert all(e.memory_id == target.id for e in events)
+    assert events[0].created_at == created
+    assert [e.created_at for e in events[1:3]] == [first.updated_at, second.updated_at]
+    times = [e.created_at for e in events]
+    assert times == sorted(times) and first.updated_at < second.updated_at <= times[3]
+    assert summary(await repo8.history(batch[8].id)) == [("ADD", None, "v0 of 8")]  # neighbours untouched
+
+
+async def test_history_of_add_then_delete(repo8: PostgresMemoryRepository) -> None:
+    m = mem("short-lived")
+    await repo8.add(m)
+    assert await repo8.history(m.id) == [HistoryEvent(m.id, "ADD", None, "short-lived", m.created_at)]
+    await repo8.delete(m.id)
+    events = await repo8.history(m.id)
+    assert summary(events) == [("ADD", None, "short-lived"), ("DELETE", "short-lived", None)]
+    assert events[0].created_at == m.created_at <= events[1].created_at
+
+
+async def test_history_of_delete_all(repo8: PostgresMemoryRepository) -> None:
+    doomed = [mem(f"a{i}", i, user_id="a") for i in range(4)]
+    kept = mem("b0", 9, user_id="b")
+    await repo8.add_batch([*doomed, kept])
+    changed = await repo8.update(doomed[1].id, content="a1 edited")
+    assert await repo8.delete_all(user_id="a") == 4
+    for m in doomed:
+        events = await repo8.history(m.id)
+        if m is doomed[1]:
+            assert summary(events) == [("ADD", None, "a1"), ("UPDATE", "a1", "a1 edited"),
+                                       ("DELETE", "a1 edited", None)]
+            assert events[1].created_at == changed.updated_at
+        else:
+            assert summary(events) == [("ADD", None, m.content), ("DELETE", m.content, None)]
+        assert events[0].created_at == m.created_at
+        times = [e.created_at for e in events]
+        assert times == sorted(times)
+    assert await repo8.history(kept.id) == [HistoryEvent(kept.id, "ADD", None, "b0", kept.created_at)]
+
+
+async def test_history_of_an_id_added_again_after_delete(repo8: PostgresMemoryRepository) -> None:
+    """Each DELETE closes one life of the id; every life starts with its own ADD."""
+    first = mem("first life", 1, id="reused")
+    await repo8.add(first)
+    await repo8.update("reused", content="first life, edited")
+    await repo8.delete("reused")
+    again = mem("second life", 2, id="reused")
+    await repo8.add_batch([again])
+    await repo8.update("reused", content="second life, edited")
+    events = await repo8.history("reused")
+    assert summary(events) == [
+        ("ADD", None, "first life"), ("UPDATE", "first life", "first life, edited"),
+        ("DELETE", "first life, edited", None),
+        ("ADD", None, "second life"), ("UPDATE", "second life", "second life, edited")]
+    assert events[0].created_at == first.created_at and events[3].created_at == again.created_at
+    await repo8.delete("reused")
+    assert summary(await repo8.history("reused"))[3:] == [
+        ("ADD", None, "second life"), ("UPDATE", "second life", "second life, edited"),
+        ("DELETE", "second life, edited", None)]
+
+
+async def test_history_reads_explicit_add_rows_of_an_older_table(repo8: PostgresMemoryRepository) -> None:
+    """A history table from before ADD became implicit: setup() adds the new column,
+    its explicit ADD rows are read as they are (not doubled), new memories get derived ADDs."""
+    h = repo8.history_table
+    async with repo8.pool.acquire() as conn:
+        await conn.execute(f"DROP TABLE {h}")
+        await conn.execute(f"""CREATE TABLE {h} (
+            seq bigint GENERATED ALWAYS AS IDENTITY, memory_id text NOT NULL,
+            event text NOT NULL CHECK (event IN ('ADD', 'UPDATE', 'DELETE')),
+            old_content text, new_content text, created_at timestamptz NOT NULL DEFAULT now(),
+            PRIMARY KEY (memory_id, seq))""")
+    await repo8.setup()
+    old, new = mem("old", 1), mem("new", 2)
+    await repo8.add(old)
+    async with repo8.pool.acquire() as conn:  # as the former add() wrote it
+        await conn.execute(f"INSERT INTO {h} (memory_id, event, new_content, created_at) "
+                           "VALUES ($1, 'ADD', 'old', $2)", old.id, old.created_at)
+    await repo8.add(new)
+    for m in (old, new):
+        await repo8.update(m.id, content=f"{m.content} edited")
+        await repo8.delete(m.id)
+        events = await repo8.history(m.id)
+        assert summary(events) == [("ADD", None, m.content), ("UPDATE", m.content, f"{m.content} edited"),
+                                   ("DELETE", f"{m.content} edited", None)]
+        assert events[0].created_at == m.created_at
+
+
 async def _any_id_deleted(repo: PostgresMemoryRepository) -> str:
     async with repo.pool.acquire() as conn:
         return str(await conn.fetchval(f"SELECT memory_id FROM {repo.history_table} "
@@ -105,7 +212,8 @@ async def test_add_batch_copies_rows_and_history(repo8: PostgresMemoryRepository
     batch = [mem(f"text {i}", i, user_id=f"u{i % 3}", metadata={"i": i}) for i in range(500)]
     ids = await repo8.add_batch(batch)
     assert ids == [m.id for m in batch]
-    assert await rows(repo8) == 500 and await rows(repo8, repo8.history_table) == 500
+    # ADD events are implicit: only the memory rows are written.
+    assert await rows(repo8) == 500 and await rows(repo8, repo8.history_table) == 0
     sample = await repo8.get(batch[123].id)
     assert (sample.content, sample.user_id, sample.metadata) == ("text 123", "u0", {"i": 123})
     np.testing.assert_allclose(sample.embedding, batch[123].embedding, rtol=1e-6)
@@ -128,7 +236,11 @@ async def test_add_batch_is_all_or_nothing(repo8: PostgresMemoryRepository) -> N
     nan_row = [mem(f"n{i}", i) for i in range(5)] + [Memory(content="x", embedding=np.full(DIM, np.nan))]
     with pytest.raises(InvalidMemoryError, match=r"add_batch\[5\] embedding holds NaN"):
         await repo8.add_batch(nan_row)
-    assert await rows(repo8) == 1 and await rows(repo8, repo8.history_table) == 1
+    assert await rows(repo8) == 1 and await rows(repo8, repo8.history_table) == 0
+    assert [e.event for e in await repo8.history(existing.id)] == ["ADD"]
+    for memory_id in (clash[0].id, "same", bad_row[0].id):
+        with pytest.raises(MemoryNotFoundError):
+            await repo8.history(memory_id)
 
 
 async def test_a_bad_row_late_in_a_streamed_batch_aborts_the_copy(repo8: PostgresMemoryRepository) -> None:

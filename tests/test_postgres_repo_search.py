@@ -11,7 +11,12 @@ import pytest
 import pytest_asyncio
 from pgvector.asyncpg import register_vector
 
-from pytest_agentmem.datasets.clustered import clustered_vectors, exact_top_k, query_vectors, recall_at_k
+from pytest_agentmem.datasets.clustered import (
+    clustered_vectors,
+    exact_top_k,
+    query_vectors,
+    recall_at_k,
+)
 from pytest_agentmem.memory.model import InvalidMemoryError, Memory
 from pytest_agentmem.memory.pg_fixtures import memory_repo_fixture
 from pytest_agentmem.memory.postgres import PostgresMemoryRepository

@@ -20,7 +20,12 @@ from pytest_agentmem.report import svg
 from pytest_agentmem.report.html import render_html
 from pytest_agentmem.report.json_report import build_document
 from pytest_agentmem.report.markdown import cell, change_text, render_markdown
-from pytest_agentmem.report.records import build_record, headline, jsonable, percentile_curve
+from pytest_agentmem.report.records import (
+    build_record,
+    headline,
+    jsonable,
+    percentile_curve,
+)
 
 
 def _load(ms: list[float]) -> LoadResult:

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 from pytest_agentmem.redact import redact_text, redact_url
+from pytest_agentmem.services.base import RunningService
 from pytest_agentmem.services.containers import docker_engine_answers
 from pytest_agentmem.services.fixtures import isolated_redis_url
-from pytest_agentmem.services.base import RunningService
 
 USES_SERVICES = """
     import numpy as np

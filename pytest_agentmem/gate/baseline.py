@@ -14,13 +14,12 @@ import datetime as _dt
 import hashlib
 import json
 import math
-import os
 import re
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .._files import write_text_atomic
 from ..errors import BaselineError
 from ..measurement import Measurement
 
@@ -172,17 +171,6 @@ def write_baseline(path: Path, baseline: Baseline) -> None:
     path = Path(path)
     text = json.dumps(baseline.to_json(), sort_keys=True, indent=2, allow_nan=False) + "\n"
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                fh.write(text)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        write_text_atomic(path, text)
     except OSError as exc:
         raise BaselineError(f"cannot write baseline file {path}: {exc}") from exc

@@ -26,7 +26,7 @@ from ..measurement import Measurement
 from .baseline import Baseline
 from .directions import compared, direction_of, is_time_like
 from .stats import centre, p_worse, worse_change
-from .verdict import CheckResult, Direction
+from .verdict import CheckResult, Direction, Verdict
 
 #: Significance level of the final decision (one-sided).
 ALPHA = 0.05
@@ -205,6 +205,7 @@ def _decide(ctx: GateContext, m: Measurement, metric: str, samples: list[float],
     final = compare_samples(metric, samples[initial:], base_samples, ctx.speed) if rechecked else first
     tolerance = _tolerance(ctx, final.normalised)
     name = label(m, metric)
+    verdict: Verdict
     if regressed(final, tolerance, ctx.alpha):
         tail = ", confirmed on re-run" if rechecked else ""
         if ctx.update:

@@ -25,7 +25,14 @@ from ..errors import BaselineError, ConfigurationError, PerformanceRegression
 from ..marker import PerfMarker, perf_marker_of
 from ..measurement import Measurement, measurements_of
 from ..session import get_session
-from .baseline import Baseline, baseline_from, baseline_path, check_writable, load_baseline, write_baseline
+from .baseline import (
+    Baseline,
+    baseline_from,
+    baseline_path,
+    check_writable,
+    load_baseline,
+    write_baseline,
+)
 from .benchmark import benchmark_measurement
 from .calibration import measure_probe, speed_ratio
 from .checks import GateContext, run_checks, screen

@@ -49,7 +49,13 @@ import numpy as np
 from ..errors import ConfigurationError
 from . import histogram as hdr
 from .resources import ResourceSampler
-from .result import MAX_ERROR_SAMPLES, LoadResult, is_number, merge_errors, merge_resources
+from .result import (
+    MAX_ERROR_SAMPLES,
+    LoadResult,
+    is_number,
+    merge_errors,
+    merge_resources,
+)
 
 Op = Callable[[int], Awaitable[Any]]
 #: Called about once a second: (elapsed_s, ops_per_s, p95_ms, errors, ops).

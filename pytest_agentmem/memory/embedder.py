@@ -306,7 +306,7 @@ class Embedder:
     @classmethod
     def load(cls, model_name: str | None = None, *, cache_dir: str | Path | None = None,
              l1_size: int = 10_000, disk_cache: bool = True, redis: Any = None,
-             threads: int | None = None, max_batch: int = 32, batch_window: float = 0.0) -> "Embedder":
+             threads: int | None = None, max_batch: int = 32, batch_window: float = 0.0) -> Embedder:
         """Load the model and set up the caches (``redis``: a ``redis.asyncio`` client for L2)."""
         cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
         loaded = load_model(model_name, cache_dir=cache, threads=threads)
@@ -315,13 +315,13 @@ class Embedder:
                    disk=DiskVectorCache(cache / "embeddings.sqlite3") if disk_cache else None,
                    max_batch=max_batch, batch_window=batch_window)
 
-    def with_redis(self, client: Any, **kwargs: Any) -> "Embedder":
+    def with_redis(self, client: Any, **kwargs: Any) -> Embedder:
         """The same model, L1 and disk cache, with ``client`` as the L2 (own stats)."""
         return Embedder(self._runner.loaded, l1=self.l1, l2=RedisVectorCache(client, **kwargs),
                         disk=self.disk, max_batch=self._runner.max_batch,
                         batch_window=self.batch_window, _runner=self._runner)
 
-    def uncached(self) -> "Embedder":
+    def uncached(self) -> Embedder:
         """The same model without any cache (every text goes to the model; own stats)."""
         return Embedder(self._runner.loaded, max_batch=self._runner.max_batch,
                         batch_window=self.batch_window, _runner=self._runner)

@@ -40,8 +40,16 @@ from typing import Any
 import numpy as np
 
 from ..errors import AgentmemError
-from .model import (HistoryEvent, InvalidMemoryError, Memory, MemoryNotFoundError, check_content,
-                    check_limit, check_metadata, check_vector)
+from .model import (
+    HistoryEvent,
+    InvalidMemoryError,
+    Memory,
+    MemoryNotFoundError,
+    check_content,
+    check_limit,
+    check_metadata,
+    check_vector,
+)
 
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
 SCOPE_COLUMNS = ("user_id", "agent_id", "run_id")
@@ -256,7 +264,7 @@ class LanceDBMemoryStore:
         self.indexed_searches = 0
 
     @classmethod
-    async def open(cls, uri: str | Path, *, dim: int, table: str = "memories", **options: Any) -> "LanceDBMemoryStore":
+    async def open(cls, uri: str | Path, *, dim: int, table: str = "memories", **options: Any) -> LanceDBMemoryStore:
         """Open (or create) the store's tables under ``uri`` (a directory)."""
         if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
             raise InvalidMemoryError(f"dim must be a positive int, got {dim!r}")
@@ -314,7 +322,7 @@ class LanceDBMemoryStore:
 
     def _to_arrow(self, memories: list[Memory]) -> Any:
         _, pa = _import_lancedb()
-        vectors = np.stack([m.embedding for m in memories]).astype(np.float32, copy=False)
+        vectors = np.stack([np.asarray(m.embedding) for m in memories]).astype(np.float32, copy=False)
         return pa.table({
             "id": [m.id for m in memories],
             "content": [m.content for m in memories],

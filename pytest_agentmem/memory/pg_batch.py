@@ -119,18 +119,18 @@ def check_matrix(memories: list[Memory], dim: int) -> np.ndarray:
 
 
 def batch_records(memories: list[Memory], dim: int) -> list[tuple[Any, ...]]:
-    """COPY records for a batch, all checked before anything is sent."""
+    """COPY records for a batch, all checked before anything is sent (the very
+    records ``add_batch`` streams: benchmarks use them for a bare COPY)."""
     return list(iter_records(memories, dim, check_matrix(memories, dim)))
 
 
-def iter_records(memories: list[Memory], dim: int, matrix: np.ndarray,
-                 history: list[tuple[Any, ...]] | None = None) -> Iterator[tuple[Any, ...]]:
+def iter_records(memories: list[Memory], dim: int, matrix: np.ndarray) -> Iterator[tuple[Any, ...]]:
     """COPY records (id, content, user_id, agent_id, run_id, metadata, embedding,
     created_at), checking each row as it goes (``matrix`` from :func:`check_matrix`).
 
     A generator, so that COPY can stream rows to the server while later rows
     are still being checked; a bad row raises InvalidMemoryError, which aborts
-    the COPY. ``history`` receives an ADD event per row.
+    the COPY. Only memory rows: their ADD history events are implicit.
     """
     vectors = encode_vectors(matrix)
     for index, m in enumerate(memories):
@@ -153,8 +153,6 @@ def iter_records(memories: list[Memory], dim: int, matrix: np.ndarray,
                 meta_json = _ENCODE(check_metadata(meta))
         except InvalidMemoryError as exc:
             raise InvalidMemoryError(f"add_batch[{index}]: {exc}") from None
-        if history is not None:
-            history.append((mid, "ADD", None, content, m.created_at))
         yield (mid, content, user, agent, run, meta_json, vectors[index], m.created_at)
 
 

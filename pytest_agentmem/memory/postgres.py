@@ -2,9 +2,17 @@
 
 Schema (``await repo.setup()``): a table of memories with ``vector(dim)``, an HNSW
 index (cosine), ``jsonb`` metadata with a GIN index for filters and btree indexes
-on the scoping columns, plus ``<table>_history`` holding every ADD/UPDATE/DELETE
-with old and new content, written in the same statement or transaction as the
-change.
+on the scoping columns, plus ``<table>_history`` holding every UPDATE and DELETE
+with old and new content, written in the same statement as the change.
+
+ADD events are implicit: ``add``/``add_batch`` write only the memory rows (an ADD
+row per memory cost ``add_batch`` about a quarter of its speed), and
+:meth:`~PostgresMemoryRepository.history` derives the ADD event from them. Its
+``created_at`` is the memory's ``created_at`` (which a DELETE event keeps in
+``memory_created_at``, as the row is gone), its ``new_content`` the original
+content: the ``old_content`` of the first UPDATE event, else of the DELETE event,
+else the current content. History therefore reads exactly as if the ADD had been
+written, including for an id re-added after a delete (ADD, DELETE, ADD...).
 
 Filtered search is exact in what it returns: pgvector's HNSW scan applies a
 ``WHERE`` after the index scan, so a selective filter plainly returns too few
@@ -168,13 +176,17 @@ class PostgresMemoryRepository:
                 embedding vector({self.dim}) NOT NULL,
                 created_at timestamptz NOT NULL DEFAULT now(),
                 updated_at timestamptz)""",
+            # UPDATE and DELETE events only (ADD is derived, see the module doc).
             # One index only (the key): history is read per memory, in seq order.
             f"""CREATE TABLE IF NOT EXISTS {h} (
                 seq bigint GENERATED ALWAYS AS IDENTITY,  -- no CACHE: events number in order across sessions
                 memory_id text NOT NULL,
-                event text NOT NULL CHECK (event IN ('ADD', 'UPDATE', 'DELETE')),
+                event text NOT NULL CHECK (event IN ('UPDATE', 'DELETE')),
                 old_content text, new_content text,
                 created_at timestamptz NOT NULL DEFAULT now(),
+                -- a DELETE's memory's created_at: the time of its implicit ADD event
+                memory_created_at timestamptz,
+                CHECK (event <> 'DELETE' OR memory_created_at IS NOT NULL),
                 PRIMARY KEY (memory_id, seq))""",
             f"CREATE INDEX IF NOT EXISTS {t}_user_idx ON {t} (user_id)",
             f"CREATE INDEX IF NOT EXISTS {t}_agent_idx ON {t} (agent_id)",
@@ -186,6 +198,12 @@ class PostgresMemoryRepository:
                 await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", t)
                 for statement in statements:
                     await conn.execute(statement)
+                if not await conn.fetchval(
+                        "SELECT count(*) FROM pg_attribute WHERE attrelid = $1::regclass "
+                        "AND attname = 'memory_created_at' AND NOT attisdropped", h):
+                    # A table made before ADD became implicit: it holds explicit ADD
+                    # rows, which history() reads as they are.
+                    await conn.execute(f"ALTER TABLE {h} ADD COLUMN memory_created_at timestamptz")
                 declared = await conn.fetchval(
                     "SELECT format_type(atttypid, atttypmod) FROM pg_attribute "
                     "WHERE attrelid = $1::regclass AND attname = 'embedding'", t)
@@ -214,12 +232,11 @@ class PostgresMemoryRepository:
     # ------------------------------------------------------------------ writes
 
     async def add(self, memory: Memory) -> str:
+        """Insert one memory; its ADD event is implicit (see :meth:`history`)."""
         record = self._record(memory)
-        sql = (f"WITH ins AS (INSERT INTO {self.table} "
+        sql = (f"INSERT INTO {self.table} "
                "(id, content, user_id, agent_id, run_id, metadata, embedding, created_at) "
-               "VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7, $8) RETURNING id, content, created_at) "
-               f"INSERT INTO {self.history_table} (memory_id, event, old_content, new_content, created_at) "
-               "SELECT id, 'ADD', NULL, content, created_at FROM ins")
+               "VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7, $8)")
         import asyncpg
 
         async with self._acquire() as conn:
@@ -233,8 +250,9 @@ class PostgresMemoryRepository:
         """Insert many memories with COPY, all or nothing; returns their ids.
 
         Vectors are checked in one numpy pass up front; the other fields row by
-        row while COPY streams (a bad row aborts the COPY and the transaction).
-        The ADD events follow in a second COPY in the same transaction.
+        row while COPY streams. It is a single COPY statement, hence atomic
+        without an explicit transaction: a bad row aborts it and nothing is
+        stored. Only the memory rows are written; their ADD events are implicit.
         """
         memories = list(memories)
         if not memories:
@@ -246,19 +264,13 @@ class PostgresMemoryRepository:
                 raise InvalidMemoryError(f"add_batch[{index}]: memory id must be a str, got {memory_id!r:.80}")
         if len(set(ids)) != len(ids):
             raise InvalidMemoryError("add_batch: the batch holds the same id twice")
-        history: list[tuple[Any, ...]] = []
         import asyncpg
 
         async with self._acquire() as conn:
             try:
-                async with conn.transaction():
-                    await conn.copy_records_to_table(
-                        self.table, records=iter_records(memories, self.dim, matrix, history),
-                        columns=("id", "content", "user_id", "agent_id", "run_id", "metadata",
-                                 "embedding", "created_at"))
-                    await conn.copy_records_to_table(
-                        self.history_table, records=history,
-                        columns=("memory_id", "event", "old_content", "new_content", "created_at"))
+                await conn.copy_records_to_table(
+                    self.table, records=iter_records(memories, self.dim, matrix),
+                    columns=COPY_COLUMNS)
             except asyncpg.UniqueViolationError as exc:
                 raise InvalidMemoryError(f"add_batch: an id already exists ({exc.detail}); "
                                          "nothing was stored") from None
@@ -296,24 +308,30 @@ class PostgresMemoryRepository:
 
     async def delete(self, memory_id: str) -> None:
         check_memory_id(memory_id)
-        sql = (f"WITH d AS (DELETE FROM {self.table} WHERE id = $1 RETURNING id, content) "
-               f"INSERT INTO {self.history_table} (memory_id, event, old_content, new_content) "
-               "SELECT id, 'DELETE', content, NULL FROM d RETURNING memory_id")
+        sql = (f"WITH d AS (DELETE FROM {self.table} WHERE id = $1 RETURNING id, content, created_at) "
+               f"INSERT INTO {self.history_table} "
+               "(memory_id, event, old_content, new_content, memory_created_at) "
+               "SELECT id, 'DELETE', content, NULL, created_at FROM d RETURNING memory_id")
         async with self._acquire() as conn:
             if await conn.fetchval(sql, memory_id) is None:
                 raise MemoryNotFoundError(memory_id)
 
     async def delete_all(self, *, user_id: str | None = None, agent_id: str | None = None,
                          run_id: str | None = None) -> int:
-        """Delete every memory of a scope (at least one of the ids); returns how many."""
+        """Delete every memory of a scope (at least one of the ids); returns how many.
+
+        Each deleted memory gets its DELETE event in the same statement.
+        """
         where = Where(first=1)
         add_scope(where, user_id=user_id, agent_id=agent_id, run_id=run_id)
         if where.empty:
             raise InvalidMemoryError("delete_all needs user_id, agent_id or run_id; "
                                      "refusing to delete every memory")
-        sql = (f"WITH d AS (DELETE FROM {self.table} WHERE {where.sql()} RETURNING id, content), "
-               f"h AS (INSERT INTO {self.history_table} (memory_id, event, old_content, new_content) "
-               "SELECT id, 'DELETE', content, NULL FROM d) SELECT count(*) FROM d")
+        sql = (f"WITH d AS (DELETE FROM {self.table} WHERE {where.sql()} "
+               "RETURNING id, content, created_at), "
+               f"h AS (INSERT INTO {self.history_table} "
+               "(memory_id, event, old_content, new_content, memory_created_at) "
+               "SELECT id, 'DELETE', content, NULL, created_at FROM d) SELECT count(*) FROM d")
         async with self._acquire() as conn:
             return int(await conn.fetchval(sql, *where.params))
 
@@ -329,15 +347,23 @@ class PostgresMemoryRepository:
         return _memory(row)
 
     async def history(self, memory_id: str) -> list[HistoryEvent]:
-        """The ADD/UPDATE/DELETE events of a memory, oldest first (kept after delete)."""
+        """The ADD/UPDATE/DELETE events of a memory, oldest first (kept after delete).
+
+        The stored UPDATE/DELETE events and the memory's row (if it exists) are
+        read in one statement, so from one snapshot; the ADD events are derived
+        from them (module doc).
+        """
         check_memory_id(memory_id)
+        sql = ("SELECT event, old_content, new_content, created_at, memory_created_at FROM ("
+               "SELECT seq, event, old_content, new_content, created_at, memory_created_at "
+               f"FROM {self.history_table} WHERE memory_id = $1 "
+               "UNION ALL SELECT NULL, 'CURRENT', NULL, content, NULL, created_at "
+               f"FROM {self.table} WHERE id = $1) e ORDER BY seq NULLS LAST")
         async with self._acquire() as conn:
-            rows = await conn.fetch(
-                f"SELECT memory_id, event, old_content, new_content, created_at "
-                f"FROM {self.history_table} WHERE memory_id = $1 ORDER BY seq", memory_id)
+            rows = await conn.fetch(sql, memory_id)
         if not rows:
             raise MemoryNotFoundError(memory_id)
-        return [HistoryEvent(**dict(r)) for r in rows]
+        return with_add_events(memory_id, rows)
 
     async def count(self, *, user_id: str | None = None, agent_id: str | None = None,
                     run_id: str | None = None, filters: dict[str, Any] | None = None) -> int:
@@ -468,6 +494,41 @@ class PostgresMemoryRepository:
 
 
 _COLUMNS = "id, content, user_id, agent_id, run_id, metadata, created_at, updated_at"
+#: The columns ``add_batch`` copies, in the order of :func:`.pg_batch.iter_records`.
+COPY_COLUMNS = ("id", "content", "user_id", "agent_id", "run_id", "metadata", "embedding", "created_at")
+
+
+def with_add_events(memory_id: str, rows: Sequence[Any]) -> list[HistoryEvent]:
+    """The full history from the stored events (in seq order) and, last, the memory's
+    row as a ``CURRENT`` pseudo-event (``new_content`` its content,
+    ``memory_created_at`` its created_at) if it exists.
+
+    Each DELETE (and the CURRENT row) closes one life of the id; a life's ADD is
+    put before its events, with the life's original content: the ``old_content``
+    of its first event (an UPDATE, else the DELETE), else the current content.
+    A life that starts with an explicit ADD row (a table from before ADD became
+    implicit) is returned as stored.
+    """
+    events: list[HistoryEvent] = []
+    life: list[Any] = []
+
+    def close(created_at: Any, current_content: str | None) -> None:
+        if created_at is not None and not (life and life[0]["event"] == "ADD"):
+            original = life[0]["old_content"] if life else current_content
+            events.append(HistoryEvent(memory_id, "ADD", None, original, created_at))
+        events.extend(HistoryEvent(memory_id, r["event"], r["old_content"], r["new_content"],
+                                   r["created_at"]) for r in life)
+        life.clear()
+
+    for row in rows:
+        if row["event"] == "CURRENT":
+            close(row["memory_created_at"], row["new_content"])
+            continue
+        life.append(row)
+        if row["event"] == "DELETE":
+            close(row["memory_created_at"], None)
+    close(None, None)  # events of no row and no DELETE: none in one snapshot; kept as stored
+    return events
 
 
 _dumps = dumps

@@ -20,8 +20,15 @@ import numpy as np
 
 from ..errors import ConfigurationError
 from .cache import SearchResultCache, result_key, scopes_of, write_scopes
-from .model import (HistoryEvent, InvalidMemoryError, Memory, MemoryRepository, check_content,
-                    check_limit, check_metadata)
+from .model import (
+    HistoryEvent,
+    InvalidMemoryError,
+    Memory,
+    MemoryRepository,
+    check_content,
+    check_limit,
+    check_metadata,
+)
 
 
 class MemoryService:

@@ -14,15 +14,14 @@ Service URLs appear only with passwords masked (``RunningService.safe_url``).
 from __future__ import annotations
 
 import json
-import os
 import platform
 import sys
-import tempfile
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from .._files import write_text_atomic
 from .records import counts, headline, jsonable, sort_records
 
 SCHEMA = "pytest-agentmem-report"
@@ -60,7 +59,7 @@ def run_info(*, started: float | None, finished: float, settings: Any,
         plugin_version = version("pytest-agentmem")
     except Exception:  # noqa: BLE001 - not installed as a distribution
         plugin_version = None
-    fingerprint = next((r["fingerprint"] for r in records if r.get("fingerprint")), {})
+    fingerprint: dict[str, Any] = next((r["fingerprint"] for r in records if r.get("fingerprint")), {})
     return {
         "started_at": iso(started), "finished_at": iso(finished),
         "duration_s": round(finished - started, 3) if started else None,
@@ -94,22 +93,7 @@ def build_document(records: Sequence[dict[str, Any]], run: dict[str, Any]) -> di
     })
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` via a temporary file in the same folder and a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+write_atomic = write_text_atomic
 
 
 def write_json_report(path: Path, document: dict[str, Any]) -> None:

@@ -64,7 +64,7 @@ def change_text(check: dict[str, Any]) -> str:
         return "unchanged" if not value else f"from 0 ({'worse' if (signed or 0) > 0 else 'better'})"
     if raw is None and signed is None:
         return "–"
-    shown = raw if raw is not None else signed
+    shown = float(raw if raw is not None else signed or 0.0)
     text = f"{shown * 100:+.1f}%"
     if signed is not None and abs(signed) >= 0.0005:
         text += " worse" if signed > 0 else " better"
@@ -77,7 +77,7 @@ def table_rows(records: Sequence[dict[str, Any]]) -> list[list[str]]:
     """The table body: one row per check, bad news first; tests without checks too."""
     pairs = [(r, c) for r in records for c in r.get("checks", [])]
     rows = [[cell(short_test(r["nodeid"])), cell(metric_label(c, r)), cell(fmt_number(c.get("value"))),
-             cell(reference(c)), cell(change_text(c)), VERDICT_LABEL.get(c.get("verdict"), cell(c.get("verdict")))]
+             cell(reference(c)), cell(change_text(c)), VERDICT_LABEL.get(str(c.get("verdict")), cell(c.get("verdict")))]
             for r, c in sort_checks(pairs)]
     for record in records:
         for key, (old, new) in (record.get("updated") or {}).items():
@@ -87,7 +87,7 @@ def table_rows(records: Sequence[dict[str, Any]]) -> list[list[str]]:
     for record in records:
         if record.get("checks") or record.get("outcome") in ("skipped", "passed"):
             continue
-        label = OUTCOME_LABEL.get(record.get("outcome"), cell(record.get("outcome")))
+        label = OUTCOME_LABEL.get(str(record.get("outcome")), cell(record.get("outcome")))
         why = record.get("message") or "; ".join(record.get("notes", [])) or "no verdict"
         rows.insert(0, [cell(short_test(record["nodeid"])), "–", "–", "–", cell(why), label])
     return rows

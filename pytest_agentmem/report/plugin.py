@@ -21,17 +21,22 @@ import os
 import time
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from ..marker import perf_marker_of
-from ..measurement import MEASUREMENTS_KEY
-from ..session import get_session
-from .json_report import build_document, run_info, service_info, write_atomic, write_json_report
-from .markdown import append_step_summary, render_markdown
 from ..gate.verdict import verdict_from_dict
+from ..marker import perf_marker_of
+from ..measurement import measurements_of
+from ..session import get_session
+from .json_report import (
+    build_document,
+    run_info,
+    service_info,
+    write_atomic,
+    write_json_report,
+)
+from .markdown import append_step_summary, render_markdown
 from .records import build_record
 
 EXTRAS_KEY = "pytest_agentmem.report"
@@ -142,7 +147,7 @@ def _file_record(item: pytest.Item, verdict: Any, phases: dict[str, Any]) -> Non
     failing = next((r for r in (setup, body, teardown) if r is not None and (r.failed or r.skipped)), None)
     message = _first_line(failing) if failing is not None else ""
     duration = sum(r.duration for r in (setup, body, teardown) if r is not None)
-    record = build_record(item.nodeid, verdict, item.stash.get(MEASUREMENTS_KEY, []),
+    record = build_record(item.nodeid, verdict, measurements_of(item),
                           pytest_outcome=outcome, duration_s=round(duration, 4), message=message,
                           worker=_worker_id(item.config))
     report_state(item.config).records[item.nodeid] = record
@@ -211,14 +216,15 @@ def write_reports(config: pytest.Config) -> None:
         run = run_info(started=state.started, finished=time.time(), settings=settings,
                        services=services, workers=state.workers, records=records)
         document = build_document(records, run)
-        if settings.report_path is not None:
-            _attempt(state, "JSON report", "written to", settings.report_path,
-                     lambda: write_json_report(Path(settings.report_path), document))
-        if settings.html_path is not None:
+        json_path, html_path = settings.report_path, settings.html_path
+        if json_path is not None:
+            _attempt(state, "JSON report", "written to", json_path,
+                     lambda: write_json_report(json_path, document))
+        if html_path is not None:
             from .html import render_html
 
-            _attempt(state, "HTML report", "written to", settings.html_path,
-                     lambda: write_atomic(Path(settings.html_path), render_html(document)))
+            _attempt(state, "HTML report", "written to", html_path,
+                     lambda: write_atomic(html_path, render_html(document)))
     target = os.environ.get("GITHUB_STEP_SUMMARY")
     if target and any(r.get("outcome") != "skipped" for r in records):
         _attempt(state, "markdown summary", "appended to", target,

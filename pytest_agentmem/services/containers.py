@@ -23,7 +23,7 @@ def docker_engine_answers(timeout: float = 0.5) -> bool:
     try:
         if parts.scheme == "unix":
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            address: object = parts.path
+            address: str | tuple[str, int] = parts.path
         elif parts.scheme in ("tcp", "http"):
             sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
             address = (parts.hostname or "127.0.0.1", parts.port or 2375)

@@ -23,8 +23,14 @@ from pathlib import Path
 
 from ..errors import ServiceStartError
 from .base import RunningService
-from .procs import (ManagedProcess, free_port, make_workdir, running_as_root,
-                    sweep_stale_workdirs, unprivileged_user)
+from .procs import (
+    ManagedProcess,
+    free_port,
+    make_workdir,
+    running_as_root,
+    sweep_stale_workdirs,
+    unprivileged_user,
+)
 from .readiness import wait_until_ready
 
 #: Settings for a test server: durability off, small and fast.
@@ -61,9 +67,9 @@ def find_postgres_bindir() -> Path:
     on_path = shutil.which("pg_config")
     if on_path:
         try:
-            bindir = subprocess.run([on_path, "--bindir"], capture_output=True, text=True,
-                                    timeout=10).stdout.strip()
-            candidates.append(Path(bindir))
+            reported = subprocess.run([on_path, "--bindir"], capture_output=True, text=True,
+                                      timeout=10).stdout.strip()
+            candidates.append(Path(reported))
         except (OSError, subprocess.SubprocessError):
             pass
     for bindir in candidates:
@@ -177,7 +183,7 @@ def _clone_pristine_cluster(bindir: Path, datadir: Path, account: pwd.struct_pas
                                 hint=f"remove {pristine} and run again")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _pg_version(bindir: Path) -> str:
     out = subprocess.run([str(bindir / "postgres"), "--version"], capture_output=True,
                          text=True, timeout=10).stdout

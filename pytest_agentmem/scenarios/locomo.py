@@ -1,0 +1,62 @@
+"""LoCoMo evidence recall: the public long-term conversational memory benchmark.
+
+::
+
+    from pytest_agentmem.scenarios.locomo import *  # noqa: F401,F403
+
+Every turn of each conversation is stored as a memory of that conversation
+(``user_id`` = the conversation id, ``metadata["dia_id"]`` = the turn id); each
+question of categories 1-4 is searched in its conversation under load, and the
+fraction of its evidence turns among the top k is LoCoMo's retrieval metric
+(reference on the same data, a plain TF-IDF retriever over raw turns: recall@5
+0.413, recall@10 0.496, recall@25 0.597). The data file is read from
+``$AGENTMEM_LOCOMO`` or ``../shared/data/locomo10.json`` next to the rootdir; the
+test skips when it is missing. ``$AGENTMEM_LOCOMO_CONVERSATIONS`` limits how many
+of the 10 conversations are used (default: all).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import pytest
+
+from ..datasets.locomo import LocomoMissing, load_locomo
+
+__all__ = ["test_agentmem_scenario_locomo_recall"]
+
+KS = (5, 10, 25)
+
+
+@pytest.mark.agentmem_perf(max_error_rate=0.0, min_recall_at_10=0.45)
+async def test_agentmem_scenario_locomo_recall(memory_service: Any, perf: Any,
+                                               pytestconfig: pytest.Config) -> None:
+    """Store LoCoMo's turns, search its questions under load, score evidence recall@k."""
+    try:
+        data = load_locomo(rootdir=pytestconfig.rootpath, categories=(1, 2, 3, 4))
+    except LocomoMissing as exc:
+        pytest.skip(str(exc))
+    limit = int(os.environ.get("AGENTMEM_LOCOMO_CONVERSATIONS", "0") or 0)
+    conversations = data.conversations[:limit] if limit > 0 else data.conversations
+    for conversation in conversations:
+        turns = data.turns_of(conversation)
+        await memory_service.add_batch([f"{t.speaker}: {t.text}" for t in turns], user_id=conversation,
+                                       metadata=[{"dia_id": t.dia_id, "speaker": t.speaker} for t in turns])
+    questions = [q for q in data.questions if q.conversation_id in set(conversations)]
+    found: dict[int, list[str]] = {}
+
+    async def ask(i: int) -> None:
+        question = questions[i]
+        memories = await memory_service.search(question.question, user_id=question.conversation_id,
+                                               limit=max(KS))
+        found[i] = [str(m.metadata.get("dia_id")) for m in memories]
+
+    result = await perf.run(ask, concurrency=8, total=len(questions), name="locomo_search")
+    assert result.errors == 0, result.errors_by_type
+    recalls = {}
+    for k in KS:
+        scores = [sum(e in set(found[i][:k]) for e in q.evidence) / len(q.evidence)
+                  for i, q in enumerate(questions)]
+        recalls[f"recall_at_{k}"] = sum(scores) / len(scores)
+    perf.record("locomo", **recalls)
