@@ -13,6 +13,14 @@ from pytest_agentmem.memory.model import (
     MemoryNotFoundError,
     MemoryRepository,
 )
+from pytest_agentmem.memory.pg_batch import (
+    _checked_rows,
+    _metadata_json,
+    batch_records,
+    check_matrix,
+    encode_vectors,
+    iter_records,
+)
 from pytest_agentmem.memory.pg_fixtures import memory_repo_fixture
 from pytest_agentmem.memory.postgres import PostgresMemoryRepository
 
@@ -350,3 +358,40 @@ def test_constructor_rejects_unsafe_table_names() -> None:
             PostgresMemoryRepository(object(), dim=8, table=table)
     with pytest.raises(ValueError, match="dim"):
         PostgresMemoryRepository(object(), dim=0)
+
+
+def _wire(records: list[tuple[object, ...]]) -> list[tuple[object, ...]]:
+    return [(*r[:6], r[6].to_binary(), r[7]) for r in records]  # type: ignore[attr-defined]
+
+
+def test_batch_records_fast_path_equals_row_by_row_checks() -> None:
+    """The column-screened fast path of add_batch's records gives exactly what the
+    row-by-row checks give, for every shape of valid row; and a bad row in a later
+    chunk is named by its index in the whole batch."""
+    batch = [Memory(content=f"naïve text {i} \u00e9\U0001f600", embedding=vec(i), id=f"id-{i}",
+                    user_id=[None, "u", "\u00fc"][i % 3], agent_id="a" if i % 2 else None,
+                    run_id=None if i % 5 else "r",
+                    metadata=[{}, {"n": i, "f": 0.5, "b": True, "s": "}, {", "z": None},
+                              {"nested": {"x": [1, {"y": "z"}]}}, None][i % 4])
+             for i in range(40)]
+    fast = list(iter_records(batch, DIM, chunk_rows=8))
+    slow = list(_checked_rows(batch, encode_vectors(check_matrix(batch, DIM)), 0))
+    assert _wire(fast) == _wire(slow)
+    assert fast[1][5] == '{"n": 1, "f": 0.5, "b": true, "s": "}, {", "z": null}'
+    assert [r[5] for r in fast[2:4]] == ['{"nested": {"x": [1, {"y": "z"}]}}', "{}"]
+    assert _wire(batch_records(batch, DIM)) == _wire(fast)
+    flat = [Memory(content=f"t{i}", embedding=vec(i), metadata=[{}, {"n": i, "f": -1e-7, "u": "\u00e9\"\\"},
+                                                                 {"b": False, "z": None}][i % 3])
+            for i in range(24)]
+    flat[20].metadata = {"s": "a}, {b"}  # one chunk cut apart wrongly: it goes dict by dict
+    assert _metadata_json([m.metadata for m in flat[:8]]) is not None
+    assert _wire(list(iter_records(flat, DIM, chunk_rows=8))) == _wire(
+        list(_checked_rows(flat, encode_vectors(check_matrix(flat, DIM)), 0)))
+    assert _metadata_json([{"n": 1}, {"x": float("inf")}]) is None
+    assert _metadata_json([{"n": 1}, {2: "a"}]) is None
+    for field, value, message in (("user_id", "", "user_id"), ("content", " ", "content is empty"),
+                                  ("metadata", {"x": float("nan")}, "metadata"), ("id", "a\x00", "memory id")):
+        bad = list(batch)
+        bad[19] = Memory(**{**vars(batch[19]), field: value})
+        with pytest.raises(InvalidMemoryError, match=rf"add_batch\[19\]: .*{message}"):
+            list(iter_records(bad, DIM, chunk_rows=8))

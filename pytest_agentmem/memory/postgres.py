@@ -54,7 +54,7 @@ from .model import (
     check_metadata,
     check_vector,
 )
-from .pg_batch import check_matrix, check_memory_id, dumps, iter_records
+from .pg_batch import check_memories, check_memory_id, dumps, iter_records
 from .pg_filters import Where, add_metadata_filters, add_scope, check_scope
 
 _IDENT = re.compile(r"^[a-z_][a-z0-9_]{0,40}$")
@@ -249,19 +249,20 @@ class PostgresMemoryRepository:
     async def add_batch(self, memories: Sequence[Memory]) -> list[str]:
         """Insert many memories with COPY, all or nothing; returns their ids.
 
-        Vectors are checked in one numpy pass up front; the other fields row by
-        row while COPY streams. It is a single COPY statement, hence atomic
-        without an explicit transaction: a bad row aborts it and nothing is
-        stored. Only the memory rows are written; their ADD events are implicit.
+        Rows are checked and encoded in chunks while COPY streams the previous
+        ones (:func:`.pg_batch.iter_records`). It is a single COPY statement,
+        hence atomic without an explicit transaction: a bad row aborts it and
+        nothing is stored. Only the memory rows are written; their ADD events are
+        implicit.
         """
         memories = list(memories)
         if not memories:
             return []
-        matrix = check_matrix(memories, self.dim)
+        check_memories(memories)
         ids = [m.id for m in memories]
-        for index, memory_id in enumerate(ids):
-            if type(memory_id) is not str:
-                raise InvalidMemoryError(f"add_batch[{index}]: memory id must be a str, got {memory_id!r:.80}")
+        if not set(map(type, ids)) <= {str}:
+            index, memory_id = next((i, x) for i, x in enumerate(ids) if type(x) is not str)
+            raise InvalidMemoryError(f"add_batch[{index}]: memory id must be a str, got {memory_id!r:.80}")
         if len(set(ids)) != len(ids):
             raise InvalidMemoryError("add_batch: the batch holds the same id twice")
         import asyncpg
@@ -269,7 +270,7 @@ class PostgresMemoryRepository:
         async with self._acquire() as conn:
             try:
                 await conn.copy_records_to_table(
-                    self.table, records=iter_records(memories, self.dim, matrix),
+                    self.table, records=iter_records(memories, self.dim),
                     columns=COPY_COLUMNS)
             except asyncpg.UniqueViolationError as exc:
                 raise InvalidMemoryError(f"add_batch: an id already exists ({exc.detail}); "
