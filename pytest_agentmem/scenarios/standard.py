@@ -105,6 +105,12 @@ async def test_agentmem_scenario_search(memory_service: Any, perf: Any) -> None:
     assert result.errors == 0, result.errors_by_type
 
 
+def _version(text: str) -> int:
+    """The ``N`` of a text ending in `` [vN]`` (-1 for an original text)."""
+    tail = text.rsplit(" [v", 1)
+    return int(tail[1].rstrip("]")) if len(tail) == 2 and tail[1].rstrip("]").isdigit() else -1
+
+
 @pytest.mark.agentmem_perf(max_error_rate=0.0)
 async def test_agentmem_scenario_update_delete(memory_service: Any, perf: Any) -> None:
     """Update-then-search and delete-then-search: never a stale answer."""
