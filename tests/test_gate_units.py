@@ -144,3 +144,14 @@ def test_verdict_dict_roundtrip() -> None:
     verdict = TestVerdict("t", "failed", checks, [m], "b.json", ["n"], {"m.qps": (None, 60.0)})
     again = verdict_from_dict(json.loads(json.dumps(verdict.to_dict())))
     assert again.to_dict() == verdict.to_dict()
+
+
+def test_latency_changes_below_the_jitter_floor_are_never_a_regression() -> None:
+    from pytest_agentmem.gate.checks import compare_samples, regressed
+
+    tiny = compare_samples("p95_ms", [0.091, 0.092, 0.090], [0.070, 0.071, 0.069, 0.070, 0.072])
+    assert tiny.change > 0.15 and not regressed(tiny, 0.15, 0.05)  # +30%, but 21 us
+    real = compare_samples("p95_ms", [9.1, 9.2, 9.0], [7.0, 7.1, 6.9, 7.0, 7.2])
+    assert regressed(real, 0.15, 0.05)
+    micro = compare_samples("median_ms", [0.04, 0.041, 0.039], [0.01, 0.011, 0.01], kind="benchmark")
+    assert regressed(micro, 0.15, 0.05)  # a microbenchmark's medians average many calls: no floor

@@ -24,7 +24,7 @@ from ..errors import ConfigurationError
 from ..marker import Threshold
 from ..measurement import Measurement
 from .baseline import Baseline
-from .directions import compared, direction_of, is_time_like
+from .directions import compared, direction_of, is_time_like, latency_floor
 from .stats import centre, p_worse, worse_change
 from .verdict import CheckResult, Direction, Verdict
 
@@ -139,11 +139,16 @@ class Comparison:
     p_value: float | None
     direction: Direction
     normalised: bool
+    floor: float = 0.0  # smallest absolute change that can count (latency jitter)
 
 
 def compare_samples(metric: str, current: Sequence[float], stored: Sequence[float],
-                    speed: float | None = None) -> Comparison:
-    """Compare current rounds with the baseline's (scaled by ``speed`` for time-like metrics)."""
+                    speed: float | None = None, kind: str = "load") -> Comparison:
+    """Compare current rounds with the baseline's (scaled by ``speed`` for time-like metrics).
+
+    Latencies of single operations (``kind="load"``) carry a jitter floor; the
+    per-round medians of a microbenchmark (``"benchmark"``) average many calls and do not.
+    """
     direction = direction_of(metric)
     base = list(stored)
     normalised = False
@@ -154,7 +159,8 @@ def compare_samples(metric: str, current: Sequence[float], stored: Sequence[floa
     value, reference = centre(current), centre(base)
     raw = value / reference - 1 if reference else (0.0 if value == reference else math.inf)
     return Comparison(value, reference, worse_change(value, reference, direction, metric), raw,
-                      p_worse(current, base, direction), direction, normalised)
+                      p_worse(current, base, direction), direction, normalised,
+                      latency_floor(metric) if kind == "load" else 0.0)
 
 
 def _tolerance(ctx: GateContext, normalised: bool) -> float:
@@ -162,7 +168,9 @@ def _tolerance(ctx: GateContext, normalised: bool) -> float:
 
 
 def regressed(c: Comparison, tolerance: float, alpha: float) -> bool:
-    return c.change > tolerance and (c.p_value is None or c.p_value <= alpha)
+    """Worse beyond the tolerance, significantly, and by more than the jitter floor."""
+    return (c.change > tolerance and (c.p_value is None or c.p_value <= alpha)
+            and abs(c.value - c.baseline) > c.floor)
 
 
 def _describe(name: str, c: Comparison, tolerance: float, tail: str) -> str:
@@ -201,8 +209,9 @@ def _decide(ctx: GateContext, m: Measurement, metric: str, samples: list[float],
             base_samples: list[float]) -> CheckResult:
     initial = ctx.initial_rounds.get(m.name)
     rechecked = initial is not None and 0 < initial < len(samples)
-    first = compare_samples(metric, samples[:initial] if rechecked else samples, base_samples, ctx.speed)
-    final = compare_samples(metric, samples[initial:], base_samples, ctx.speed) if rechecked else first
+    first = compare_samples(metric, samples[:initial] if rechecked else samples, base_samples, ctx.speed,
+                            m.kind)
+    final = compare_samples(metric, samples[initial:], base_samples, ctx.speed, m.kind) if rechecked else first
     tolerance = _tolerance(ctx, final.normalised)
     name = label(m, metric)
     verdict: Verdict
@@ -243,7 +252,7 @@ def screen(ctx: GateContext, m: Measurement) -> list[str]:
         for metric in sorted(m.metrics):
             base_samples = stored.samples(metric)
             if compared(metric, m.kind) and base_samples:
-                c = compare_samples(metric, m.samples(metric), base_samples, ctx.speed)
+                c = compare_samples(metric, m.samples(metric), base_samples, ctx.speed, m.kind)
                 if regressed(c, _tolerance(ctx, c.normalised), SCREEN_ALPHA):
                     suspects.append(metric)
     return suspects

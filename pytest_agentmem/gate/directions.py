@@ -32,6 +32,20 @@ _LOWER_EXACT = frozenset({"error_rate", "timeout_rate", "miss_rate", "latency", 
 #: 0 -> 0.001 errors is not an "infinite" regression.
 RATE_FLOOR = 0.01
 
+#: Smallest latency change that can count as a regression, per unit. Below it,
+#: differences are timer, scheduler and event-loop jitter on a shared machine
+#: (one asyncio loop iteration costs ~10-20 us): a 70 us p95 that became 91 us
+#: is +30% and "significant" across rounds, and still means nothing.
+LATENCY_FLOOR = {"_ms": 0.05, "_us": 50.0, "_ns": 50_000.0, "_s": 0.00005}
+
+
+def latency_floor(metric: str) -> float:
+    """The smallest change of ``metric`` that can be a regression (0 for non-latency metrics)."""
+    for suffix, floor in LATENCY_FLOOR.items():
+        if metric.endswith(suffix):
+            return floor
+    return 0.0
+
 
 def direction_of(metric: str) -> Direction:
     """``higher``, ``lower`` or ``none`` (unknown: never compared)."""

@@ -321,6 +321,16 @@ class Embedder:
                         disk=self.disk, max_batch=self._runner.max_batch,
                         batch_window=self.batch_window, _runner=self._runner)
 
+    def per_test(self, l1_size: int = 10_000) -> Embedder:
+        """The same model with a fresh in-process cache only (no L2, no disk; own stats).
+
+        What a system under test should measure with: its own cache warms within
+        the test, and nothing embedded by an earlier test or run makes it look faster.
+        """
+        return Embedder(self._runner.loaded, l1=LRUVectorCache(l1_size) if l1_size else None,
+                        max_batch=self._runner.max_batch, batch_window=self.batch_window,
+                        _runner=self._runner)
+
     def uncached(self) -> Embedder:
         """The same model without any cache (every text goes to the model; own stats)."""
         return Embedder(self._runner.loaded, max_batch=self._runner.max_batch,

@@ -87,12 +87,20 @@ def lancedb_store_fixture(*, dim: int | None = None, **options: Any) -> Callable
 
 
 def memory_service_fixture(*, repository: str = "memory_repo", embedder: str = "embedder",
-                           result_cache: str | None = "memory", cache_ttl: float = 60.0) -> Callable[..., Any]:
+                           result_cache: str | None = "memory", cache_ttl: float = 60.0,
+                           embedding_cache: str = "test") -> Callable[..., Any]:
     """Make a fixture giving a :class:`MemoryService`.
 
     ``repository``/``embedder`` name the fixtures to use; ``result_cache`` is
     ``"memory"`` (in process), ``"redis"`` (on the ``redis_client`` fixture) or ``None``.
+    ``embedding_cache``: ``"test"`` (default) gives the service a fresh in-process
+    embedding cache per test, so what it measures never rides on texts embedded by
+    an earlier test or run (the session embedder's disk cache is for loading data
+    sets, not for the system under test); ``"session"`` uses the session embedder
+    with all its caches.
     """
+    if embedding_cache not in ("test", "session"):
+        raise ValueError(f"embedding_cache must be 'test' or 'session', got {embedding_cache!r}")
     if result_cache not in ("memory", "redis", None):
         raise ValueError(f"result_cache must be 'memory', 'redis' or None, got {result_cache!r}")
 
@@ -106,7 +114,10 @@ def memory_service_fixture(*, repository: str = "memory_repo", embedder: str = "
             cache = ResultCache(ttl=cache_ttl)
         elif result_cache == "redis":
             cache = RedisResultCache(fixtures["redis_client"], ttl=int(cache_ttl))
-        yield MemoryService(fixtures[repository], fixtures[embedder], result_cache=cache)
+        model = fixtures[embedder]
+        if embedding_cache == "test" and hasattr(model, "per_test"):
+            model = model.per_test()
+        yield MemoryService(fixtures[repository], model, result_cache=cache)
 
     # Declare the named fixtures as parameters, so pytest (and the service
     # provisioning, which looks at a test's fixture closure) sees the dependency.
