@@ -53,9 +53,14 @@ async def _preload(service: Any, n: int) -> Any:
 async def test_agentmem_scenario_add(memory_service: Any, perf: Any) -> None:
     """Single adds (embed + store + history) from 8 concurrent agents."""
     corpus = memory_corpus(_scaled(400), users=8)
+    # Numbered by a counter that runs across rounds, so every text is new: the add
+    # path embeds each one, in every round (no cache hit).
+    numbers = itertools.count()
 
     async def add(i: int) -> None:
-        await memory_service.add(corpus.texts[i % len(corpus.texts)], user_id=corpus.user_ids[i % len(corpus.texts)])
+        n = next(numbers)
+        k = n % len(corpus.texts)
+        await memory_service.add(f"{corpus.texts[k]} (memory {n})", user_id=corpus.user_ids[k])
 
     result = await perf.run(add, concurrency=8, total=len(corpus.texts), warmup=16, name="add")
     assert result.errors == 0, result.errors_by_type
@@ -67,9 +72,12 @@ async def test_agentmem_scenario_add_batch(memory_service: Any, perf: Any) -> No
     batch = 32
     corpus = memory_corpus(_scaled(1024), users=4)
     batches = [corpus.texts[i:i + batch] for i in range(0, len(corpus.texts), batch)]
+    numbers = itertools.count()  # all texts new, in every round: see the add scenario
 
     async def add_batch(i: int) -> None:
-        await memory_service.add_batch(batches[i % len(batches)], user_id=f"batch-{i % 4}")
+        n = next(numbers)
+        texts = [f"{text} (memory {n}.{j})" for j, text in enumerate(batches[n % len(batches)])]
+        await memory_service.add_batch(texts, user_id=f"batch-{n % 4}")
 
     result = await perf.run(add_batch, concurrency=2, total=len(batches), name="add_batch")
     assert result.errors == 0, result.errors_by_type
@@ -88,10 +96,13 @@ async def test_agentmem_scenario_search(memory_service: Any, perf: Any) -> None:
         hits += any(m.content == corpus.texts[question.expected] for m in found)
     perf.record("search_quality", recall=hits / min(200, len(questions)))
 
+    asked = itertools.count()
+
     async def search(i: int) -> None:
-        # A new wording every time: the real path (embed the question, query the store).
-        question = questions[(i * 7919) % len(questions)]
-        await memory_service.search(f"{question.text} (agent {i})", user_id=question.user_id, limit=10)
+        # A new wording every time, in every round: the real path (embed, query the store).
+        n = next(asked)
+        question = questions[(n * 7919) % len(questions)]
+        await memory_service.search(f"{question.text} (agent {n})", user_id=question.user_id, limit=10)
 
     result = await perf.run(search, concurrency=16, duration=_scaled(5), warmup=50, name="search")
     assert result.errors == 0, result.errors_by_type
@@ -136,9 +147,12 @@ async def test_agentmem_scenario_update_delete(memory_service: Any, perf: Any) -
     result = await perf.run(update, concurrency=4, total=_scaled(200), name="update_then_search")
     assert result.errors == 0, result.errors_by_type
 
+    notes = itertools.count()  # new texts in every round
+
     async def forget(i: int) -> None:
         # Remember a fact, forget it, and check that no search brings it back.
-        memory = await memory_service.add(f"Temporary note {i}: {corpus.texts[i % len(corpus.texts)]}",
+        n = next(notes)
+        memory = await memory_service.add(f"Temporary note {n}: {corpus.texts[n % len(corpus.texts)]}",
                                           user_id="forgetful")
         await memory_service.delete(memory.id)
         found = await memory_service.search(memory.content, user_id="forgetful", limit=10)
