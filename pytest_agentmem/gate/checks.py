@@ -215,7 +215,13 @@ def _decide(ctx: GateContext, m: Measurement, metric: str, samples: list[float],
     tolerance = _tolerance(ctx, final.normalised)
     name = label(m, metric)
     verdict: Verdict
-    if regressed(final, tolerance, ctx.alpha):
+    if final.p_value is None and is_time_like(metric) and regressed(final, tolerance, ctx.alpha):
+        # One timing against one timing: a busy neighbour alone can do that, and
+        # there are no rounds to test or re-measure. Said, not failed.
+        verdict = "warn"
+        tail = (", too few rounds to tell from noise (record it once per round, e.g. call "
+                "perf.record in a loop, to gate it)")
+    elif regressed(final, tolerance, ctx.alpha):
         tail = ", confirmed on re-run" if rechecked else ""
         if ctx.update:
             verdict, tail = "warn", tail + "; accepted by --update-baselines"

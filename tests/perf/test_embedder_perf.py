@@ -26,7 +26,8 @@ def fresh_text() -> str:
     return f"Note {n}: the user said they would visit their sister in city {n % 97} next month"
 
 
-@pytest.mark.agentmem_perf
+# The model uses both cores: any neighbour moves it, so a wider tolerance than the default.
+@pytest.mark.agentmem_perf(tolerance=0.3)
 async def test_embedder_batch_single_and_micro_batched(perf, embedder: Embedder) -> None:
     model = embedder.uncached()
     await model.embed([fresh_text() for _ in range(32)])  # warm the session

@@ -55,7 +55,8 @@ async def test_graph_two_hop_csr(perf: Any, graph_store: GraphStore) -> None:
           f"p95 {r16.p95_ms:.2f} ms; mean 2-hop size {sum(sizes) / len(sizes):.0f}")
 
 
-@pytest.mark.agentmem_perf
+# Sub-millisecond SQL through a fresh database: run-to-run state (plans, caches) moves it.
+@pytest.mark.agentmem_perf(tolerance=0.3)
 async def test_graph_two_hop_sql(perf: Any, graph_store: GraphStore) -> None:
     starts = await load(graph_store)
 

@@ -1,0 +1,61 @@
+"""pytest-agentmem: performance regression gating for agent-memory systems on real components.
+
+The public API. Light names are imported here; the components that pull in
+heavier libraries (asyncpg, LanceDB, fastembed, hdrhistogram) load on first use.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from .errors import (
+    AgentmemError,
+    BaselineError,
+    ConfigurationError,
+    PerformanceRegression,
+    ServiceStartError,
+    ServiceUnavailableError,
+)
+from .measurement import Measurement
+from .memory.model import (
+    HistoryEvent,
+    InvalidMemoryError,
+    Memory,
+    MemoryNotFoundError,
+    MemoryRepository,
+)
+
+if TYPE_CHECKING:
+    from .load.result import LoadResult
+    from .memory.embedder import Embedder
+    from .memory.graph import GraphStore, Relation
+    from .memory.lance import LanceDBMemoryStore
+    from .memory.postgres import PostgresMemoryRepository
+    from .memory.service import MemoryService
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "LoadResult": "pytest_agentmem.load.result",
+    "Embedder": "pytest_agentmem.memory.embedder",
+    "GraphStore": "pytest_agentmem.memory.graph",
+    "Relation": "pytest_agentmem.memory.graph",
+    "LanceDBMemoryStore": "pytest_agentmem.memory.lance",
+    "PostgresMemoryRepository": "pytest_agentmem.memory.postgres",
+    "MemoryService": "pytest_agentmem.memory.service",
+}
+
+__all__ = [
+    "AgentmemError", "BaselineError", "ConfigurationError", "PerformanceRegression",
+    "ServiceStartError", "ServiceUnavailableError", "Measurement", "HistoryEvent",
+    "InvalidMemoryError", "Memory", "MemoryNotFoundError", "MemoryRepository",
+    "LoadResult", "Embedder", "GraphStore", "Relation", "LanceDBMemoryStore",
+    "PostgresMemoryRepository", "MemoryService",
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'pytest_agentmem' has no attribute {name!r}")
