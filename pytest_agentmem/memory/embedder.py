@@ -37,7 +37,7 @@ import numpy as np
 
 from ..errors import AgentmemError
 from .cache import DiskVectorCache, LRUVectorCache, RedisVectorCache, text_digest
-from .model import InvalidMemoryError, check_content
+from .model import check_texts
 
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 MODEL_ENV = "AGENTMEM_EMBEDDING_MODEL"
@@ -371,13 +371,7 @@ class Embedder:
 
     async def embed(self, texts: Sequence[str]) -> np.ndarray:
         """Embeddings of ``texts``, shape ``(len(texts), dim)``, float32, unit norm."""
-        if isinstance(texts, str) or not isinstance(texts, Sequence):
-            raise InvalidMemoryError(f"texts must be a list of str, got {type(texts).__name__}")
-        for index, text in enumerate(texts):
-            try:
-                check_content(text)
-            except InvalidMemoryError as exc:
-                raise InvalidMemoryError(f"text {index}: {exc}") from None
+        check_texts(texts)
         self.stats.calls += 1
         self.stats.texts += len(texts)
         out = np.empty((len(texts), self.dim), dtype=np.float32)

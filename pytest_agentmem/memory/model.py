@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Protocol, runtime_checkable
@@ -132,6 +133,18 @@ def check_content(content: Any) -> str:
     if "\x00" in content:
         raise InvalidMemoryError("content contains a NUL character")
     return content
+
+
+def check_texts(texts: Any) -> Sequence[str]:
+    """Return ``texts`` if it is a list of valid contents; the error names the bad one."""
+    if isinstance(texts, str) or not isinstance(texts, Sequence):
+        raise InvalidMemoryError(f"texts must be a list of str, got {type(texts).__name__}")
+    for index, text in enumerate(texts):
+        try:
+            check_content(text)
+        except InvalidMemoryError as exc:
+            raise InvalidMemoryError(f"text {index}: {exc}") from None
+    return texts
 
 
 def check_limit(limit: Any) -> int:

@@ -28,6 +28,7 @@ from .model import (
     check_content,
     check_limit,
     check_metadata,
+    check_texts,
 )
 
 
@@ -57,13 +58,7 @@ class MemoryService:
                         agent_id: str | None = None, run_id: str | None = None,
                         metadata: dict[str, Any] | Sequence[dict[str, Any] | None] | None = None) -> list[Memory]:
         """Store several texts of one scope; ``metadata`` is one dict for all or one per text."""
-        if isinstance(texts, str) or not isinstance(texts, Sequence):
-            raise InvalidMemoryError(f"texts must be a list of str, got {type(texts).__name__}")
-        for index, text in enumerate(texts):
-            try:
-                check_content(text)
-            except InvalidMemoryError as exc:
-                raise InvalidMemoryError(f"text {index}: {exc}") from None
+        check_texts(texts)
         metas = self._metadata_list(metadata, len(texts))
         if not texts:
             return []
