@@ -1,24 +1,85 @@
-"""Postgres and Redis in containers via Testcontainers, when a Docker engine answers."""
+"""Postgres and Redis in containers via Testcontainers, when a Docker engine answers.
+
+Images: ``$AGENTMEM_POSTGRES_IMAGE`` (default ``pgvector/pgvector:pg17``) and
+``$AGENTMEM_REDIS_IMAGE`` (default ``redis:7-alpine``), read when a container
+starts. Where no registry is reachable, build local ones with
+``python -m pytest_agentmem.services.images ensure`` (see ``images.py``).
+
+The Postgres container gets a random password per run; with a local engine both
+containers publish their port on 127.0.0.1 only and we connect there (with a
+remote engine, or ``TC_HOST`` set, Testcontainers' own host and port are used).
+
+Cleanup without Ryuk (its image cannot be pulled everywhere, so it is disabled
+unless ``TESTCONTAINERS_RYUK_DISABLED`` says otherwise): every container carries
+the labels of its run (:data:`LABEL_RUN`, the owner's pid and host), and
+
+1. the run removes its containers when it ends: normally, on failure, on Ctrl-C
+   and on SIGTERM (the plugin turns it into KeyboardInterrupt), and at exit;
+2. a reaper process (``python -m pytest_agentmem.services.reaper``) waits on a
+   pipe from pytest and removes the run's containers when the pipe closes, which
+   also happens when pytest is killed outright (SIGKILL);
+3. the next run sweeps labelled containers whose owner process is gone.
+"""
 
 from __future__ import annotations
 
+import atexit
 import os
+import secrets
 import socket
+import subprocess
+import sys
+import threading
 import time
+import uuid
+from collections.abc import Callable
+from typing import Any
 from urllib.parse import urlsplit
 
-from ..errors import ServiceStartError
+from ..errors import ServiceStartError, ServiceUnavailableError
 from .base import RunningService
+from .readiness import wait_until_ready
 
-POSTGRES_IMAGE = os.environ.get("AGENTMEM_POSTGRES_IMAGE", "pgvector/pgvector:pg17")
-REDIS_IMAGE = os.environ.get("AGENTMEM_REDIS_IMAGE", "redis:7-alpine")
+DEFAULT_POSTGRES_IMAGE = "pgvector/pgvector:pg17"
+DEFAULT_REDIS_IMAGE = "redis:7-alpine"
 HINT = ('install the extra: pip install "pytest-agentmem[containers]", and make sure a Docker '
         "engine runs; or use --agentmem-services=local")
+HINT_IMAGE = ("no registry reachable? build local images with `python -m pytest_agentmem.services.images "
+              "ensure` and set AGENTMEM_POSTGRES_IMAGE / AGENTMEM_REDIS_IMAGE as it prints; "
+              "or use --agentmem-services=local")
+
+LABEL_RUN = "org.pytest-agentmem.run"
+LABEL_PID = "org.pytest-agentmem.pid"
+LABEL_PID_STARTED = "org.pytest-agentmem.pid-started"
+LABEL_HOST = "org.pytest-agentmem.host"
+
+#: Server settings for a test Postgres (as the local mode's): durability off, fast.
+POSTGRES_SETTINGS = {
+    "fsync": "off",
+    "synchronous_commit": "off",
+    "full_page_writes": "off",
+    "max_connections": "200",
+    "shared_buffers": "256MB",
+    "maintenance_work_mem": "256MB",
+    "work_mem": "16MB",
+    "max_wal_size": "2GB",
+    "jit": "off",
+}
+REDIS_ARGS = ["--save", "", "--appendonly", "no", "--protected-mode", "no", "--bind", "0.0.0.0",
+              "--databases", "64"]
 
 
-def docker_engine_answers(timeout: float = 0.5) -> bool:
-    """Ping the Docker engine (``GET /_ping``) without any client library; ~2 ms."""
-    host = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+def postgres_image() -> str:
+    return os.environ.get("AGENTMEM_POSTGRES_IMAGE") or DEFAULT_POSTGRES_IMAGE
+
+
+def redis_image() -> str:
+    return os.environ.get("AGENTMEM_REDIS_IMAGE") or DEFAULT_REDIS_IMAGE
+
+
+def docker_engine_answers(timeout: float = 0.5, host: str | None = None) -> bool:
+    """Ping the Docker engine at ``host`` (default ``$DOCKER_HOST``) with ``GET /_ping``; ~2 ms."""
+    host = host or os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
     parts = urlsplit(host)
     try:
         if parts.scheme == "unix":
@@ -47,53 +108,269 @@ def _require_testcontainers() -> None:
         import testcontainers  # noqa: F401
     except ImportError:
         raise ServiceStartError("Testcontainers is not installed", hint=HINT) from None
+    _disable_ryuk()
 
 
-def start_postgres_container(*, timeout: float = 60.0) -> RunningService:
-    """A pgvector/pgvector container; stopped and removed at the end of the run."""
-    _require_testcontainers()
-    from testcontainers.postgres import PostgresContainer
+def _disable_ryuk() -> None:
+    """No Ryuk unless the user asked for it: we clean up ourselves (see the module doc)."""
+    if "TESTCONTAINERS_RYUK_DISABLED" in os.environ:
+        return
+    try:
+        from testcontainers.core.config import testcontainers_config
 
-    started = time.perf_counter()
-    container = PostgresContainer(POSTGRES_IMAGE, username="postgres", password="agentmem",
-                                  dbname="postgres", driver=None)
+        testcontainers_config.ryuk_disabled = True
+    except (ImportError, AttributeError):  # older 4.x read the variable when starting
+        os.environ["TESTCONTAINERS_RYUK_DISABLED"] = "true"
+
+
+# --------------------------------------------------------------------------- the run's containers
+
+
+class _Run:
+    """This process's containers: labels, the reaper, the sweep of dead runs."""
+
+    def __init__(self) -> None:
+        self.id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self.containers: dict[str, Any] = {}
+        self.reaper: subprocess.Popen[bytes] | None = None
+        self.swept = False
+        self.lock = threading.Lock()
+
+    def labels(self) -> dict[str, str]:
+        return {LABEL_RUN: self.id, LABEL_PID: str(os.getpid()),
+                LABEL_PID_STARTED: _process_started(os.getpid()), LABEL_HOST: socket.gethostname()}
+
+    def prepare(self, client: Any) -> None:
+        """Once per process: sweep dead runs' containers, start the reaper."""
+        with self.lock:
+            if not self.swept:
+                self.swept = True
+                sweep_dead_runs(client)
+            if self.reaper is None or self.reaper.poll() is not None:
+                self.reaper = subprocess.Popen(
+                    [sys.executable, "-m", "pytest_agentmem.services.reaper", self.id],
+                    stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                    start_new_session=True, close_fds=True)
+
+    def remove(self, container: Any) -> None:
+        """Remove a container (and its volumes) now; never raises."""
+        key = str(id(container))
+        self.containers.pop(key, None)
+        try:
+            container.stop()  # Testcontainers: remove(force=True, v=True)
+        except Exception:  # noqa: BLE001 - already gone, or the engine went away
+            pass
+
+    def close(self) -> None:
+        """At exit: remove what is left, then let the reaper go (it finds nothing and ends)."""
+        for container in list(self.containers.values()):
+            self.remove(container)
+        reaper, self.reaper = self.reaper, None
+        if reaper is not None and reaper.stdin is not None:
+            try:
+                reaper.stdin.close()
+                reaper.wait(15)
+            except Exception:  # noqa: BLE001 - best effort at interpreter exit
+                pass
+
+
+_RUN = _Run()
+atexit.register(_RUN.close)
+
+
+def run_id() -> str:
+    """The label value that marks this process's containers (:data:`LABEL_RUN`)."""
+    return _RUN.id
+
+
+def _process_started(pid: int) -> str:
+    import psutil
+
+    try:
+        return f"{psutil.Process(pid).create_time():.2f}"
+    except psutil.Error:
+        return ""
+
+
+def _owner_alive(labels: dict[str, str]) -> bool:
+    try:
+        pid = int(labels.get(LABEL_PID, ""))
+    except ValueError:
+        return False
+    started = _process_started(pid)
+    return bool(started) and started == labels.get(LABEL_PID_STARTED, started)
+
+
+def sweep_dead_runs(client: Any) -> int:
+    """Remove our labelled containers whose run (on this host) has no live process; return how many."""
+    removed = 0
+    try:
+        found = client.containers.list(all=True, filters={"label": LABEL_RUN})
+    except Exception:  # noqa: BLE001
+        return 0
+    for container in found:
+        labels = container.labels or {}
+        if labels.get(LABEL_HOST) != socket.gethostname() or _owner_alive(labels):
+            continue
+        try:
+            container.remove(force=True, v=True)
+            removed += 1
+        except Exception:  # noqa: BLE001 - removed meanwhile by its own reaper
+            pass
+    return removed
+
+
+# --------------------------------------------------------------------------- starting
+
+
+def _engine_is_local(client: Any) -> bool:
+    """True when the engine runs on this host, in our network namespace: publish on loopback."""
+    if os.environ.get("TC_HOST") or os.environ.get("TESTCONTAINERS_HOST_OVERRIDE"):
+        return False
+    parts = urlsplit(os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock"))
+    if parts.scheme not in ("unix", "") and parts.hostname not in ("localhost", "127.0.0.1", "::1"):
+        return False
+    try:
+        return str(client.info().get("Name", "")) == socket.gethostname()
+    except Exception:  # noqa: BLE001
+        return False
+
+
+def _hint_broken(image: str) -> str:
+    return (f"the image {image} did not run the server (see its log above): check "
+            "AGENTMEM_POSTGRES_IMAGE / AGENTMEM_REDIS_IMAGE, rebuild the local images with "
+            "`python -m pytest_agentmem.services.images build`, or use --agentmem-services=local")
+
+
+def _image_present(client: Any, image: str) -> bool:
+    try:
+        client.images.get(image)
+    except Exception:  # noqa: BLE001 - ImageNotFound, or the engine went away
+        return False
+    return True
+
+
+def _log_tail(container: Any, lines: int = 30) -> str:
+    try:
+        return str(container.get_wrapped_container().logs(tail=lines).decode(errors="replace"))
+    except Exception:  # noqa: BLE001
+        return ""
+
+
+def _running(container: Any) -> bool:
+    try:
+        wrapped = container.get_wrapped_container()
+        wrapped.reload()
+        return wrapped.status in ("created", "running")
+    except Exception:  # noqa: BLE001
+        return False
+
+
+class _Started:
+    """A started container: how to reach its port, and its main process if we can see it."""
+
+    def __init__(self, container: Any, host: str, port: int, pid: int | None) -> None:
+        self.container, self.host, self.port, self.pid = container, host, port, pid
+
+
+def _start(image: str, port: int, *, command: list[str], env: dict[str, str]) -> _Started:
+    """Start ``image`` labelled with this run, publishing ``port``."""
+    from testcontainers.core.container import DockerContainer
+
+    container = DockerContainer(image, command=command, env=env)
+    client = container.get_docker_client().client
+    _RUN.prepare(client)
+    local = _engine_is_local(client)
+    container.with_kwargs(labels=_RUN.labels(), shm_size="256m")
+    # Loopback only with a local engine; else the engine's default (Testcontainers connects to its host).
+    container.ports[f"{port}/tcp"] = ("127.0.0.1",) if local else None  # type: ignore[assignment]
+    key = str(id(container))
+    _RUN.containers[key] = container
     try:
         container.start()
     except Exception as exc:  # noqa: BLE001 - the docker SDK raises many kinds
-        raise ServiceStartError(f"could not start container {POSTGRES_IMAGE}: {exc}", hint=HINT) from None
-    url = container.get_connection_url()
+        tail = _log_tail(container)
+        _RUN.remove(container)
+        hint = HINT if _image_present(client, image) else HINT_IMAGE
+        raise ServiceStartError(f"could not start container {image}: {exc}", hint=hint, log_tail=tail) from None
+    try:
+        wrapped = container.get_wrapped_container()
+        wrapped.reload()
+        if wrapped.status != "running":
+            tail = _log_tail(container)
+            code = wrapped.attrs["State"].get("ExitCode")
+            _RUN.remove(container)
+            raise ServiceStartError(f"container {image} did not become ready: it exited (code {code})",
+                                    hint=_hint_broken(image), log_tail=tail)
+        if local:
+            binding = wrapped.attrs["NetworkSettings"]["Ports"][f"{port}/tcp"][0]
+            host, host_port = "127.0.0.1", int(binding["HostPort"])
+        else:
+            host, host_port = container.get_container_host_ip(), int(container.get_exposed_port(port))
+        pid = int(wrapped.attrs["State"].get("Pid") or 0) if local else 0
+    except ServiceStartError:
+        raise
+    except Exception as exc:  # noqa: BLE001
+        tail = _log_tail(container)
+        _RUN.remove(container)
+        raise ServiceStartError(f"container {image} started but its port {port} is not published: {exc}",
+                                hint=HINT, log_tail=tail) from None
+    return _Started(container, host, host_port, pid if pid and _visible(pid) else None)
+
+
+def _visible(pid: int) -> bool:
+    """The container's process is in our pid namespace (so the CPU sampler can read it)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _ready(started: _Started, image: str, attach: Callable[[], RunningService], timeout: float,
+           began: float) -> RunningService:
+    """Wait for the server in ``started`` to answer; describe it, or remove it and say why."""
+    try:
+        attached = wait_until_ready(attach, timeout=timeout, transient=(ServiceUnavailableError,),
+                                    still_alive=lambda: _running(started.container),
+                                    interval=0.1, max_interval=0.5)
+    except (TimeoutError, ChildProcessError) as exc:
+        tail = _log_tail(started.container)
+        _RUN.remove(started.container)
+        cause = exc.__cause__ or exc
+        raise ServiceStartError(f"container {image} did not become ready: {cause}",
+                                hint=_hint_broken(image), log_tail=tail) from None
+    attached.mode = "docker"
+    attached.stop = lambda: _RUN.remove(started.container)
+    attached.pids = (started.pid,) if started.pid else ()
+    attached.startup_s = time.perf_counter() - began
+    return attached
+
+
+def start_postgres_container(*, timeout: float = 60.0) -> RunningService:
+    """A Postgres+pgvector container; removed at the end of the run."""
+    _require_testcontainers()
     from .external import attach_postgres
 
-    try:
-        attached = attach_postgres(url, timeout=timeout)
-    except ServiceStartError:
-        container.stop()
-        raise
-    attached.mode, attached.stop = "docker", container.stop
-    attached.startup_s = time.perf_counter() - started
-    return attached
+    image = postgres_image()
+    began = time.perf_counter()
+    password = secrets.token_hex(12)
+    command = ["postgres"] + [arg for key, value in POSTGRES_SETTINGS.items() for arg in ("-c", f"{key}={value}")]
+    started = _start(image, 5432, command=command,
+                     env={"POSTGRES_USER": "postgres", "POSTGRES_PASSWORD": password, "POSTGRES_DB": "postgres"})
+    url = f"postgresql://postgres:{password}@{started.host}:{started.port}/postgres"
+    return _ready(started, image, lambda: attach_postgres(url, timeout=5.0), timeout, began)
 
 
 def start_redis_container(*, timeout: float = 60.0) -> RunningService:
-    """A redis container; stopped and removed at the end of the run."""
+    """A Redis container; removed at the end of the run."""
     _require_testcontainers()
-    from testcontainers.redis import RedisContainer
-
-    started = time.perf_counter()
-    container = RedisContainer(REDIS_IMAGE)
-    try:
-        container.start()
-    except Exception as exc:  # noqa: BLE001
-        raise ServiceStartError(f"could not start container {REDIS_IMAGE}: {exc}", hint=HINT) from None
-    host = container.get_container_host_ip()
-    port = container.get_exposed_port(6379)
     from .external import attach_redis
 
-    try:
-        attached = attach_redis(f"redis://{host}:{port}/0", timeout=timeout)
-    except ServiceStartError:
-        container.stop()
-        raise
-    attached.mode, attached.stop = "docker", container.stop
-    attached.startup_s = time.perf_counter() - started
-    return attached
+    image = redis_image()
+    began = time.perf_counter()
+    started = _start(image, 6379, command=["redis-server", *REDIS_ARGS], env={})
+    url = f"redis://{started.host}:{started.port}/0"
+    return _ready(started, image, lambda: attach_redis(url, timeout=2.0), timeout, began)

