@@ -52,6 +52,8 @@ LABEL_RUN = "org.pytest-agentmem.run"
 LABEL_PID = "org.pytest-agentmem.pid"
 LABEL_PID_STARTED = "org.pytest-agentmem.pid-started"
 LABEL_HOST = "org.pytest-agentmem.host"
+#: What pytest writes to the reaper's pipe when it removed every container itself.
+REAPER_ALL_CLEAN = b"clean\n"
 
 #: Server settings for a test Postgres (as the local mode's): durability off, fast.
 POSTGRES_SETTINGS = {
@@ -134,6 +136,7 @@ class _Run:
         self.containers: dict[str, Any] = {}
         self.reaper: subprocess.Popen[bytes] | None = None
         self.swept = False
+        self.failed_removals = 0
         self.lock = threading.Lock()
 
     def labels(self) -> dict[str, str]:
@@ -158,16 +161,23 @@ class _Run:
         self.containers.pop(key, None)
         try:
             container.stop()  # Testcontainers: remove(force=True, v=True)
-        except Exception:  # noqa: BLE001 - already gone, or the engine went away
-            pass
+        except Exception as exc:  # noqa: BLE001 - already gone, or the engine went away
+            if "404" not in str(exc) and "No such container" not in str(exc):
+                self.failed_removals += 1
 
     def close(self) -> None:
-        """At exit: remove what is left, then let the reaper go (it finds nothing and ends)."""
+        """At exit: remove what is left, then let the reaper go.
+
+        When every removal succeeded the reaper is told so (``clean``) and ends at
+        once; otherwise it looks for the run's containers itself.
+        """
         for container in list(self.containers.values()):
             self.remove(container)
         reaper, self.reaper = self.reaper, None
         if reaper is not None and reaper.stdin is not None:
             try:
+                if not self.failed_removals:
+                    reaper.stdin.write(REAPER_ALL_CLEAN)
                 reaper.stdin.close()
                 reaper.wait(15)
             except Exception:  # noqa: BLE001 - best effort at interpreter exit

@@ -3,7 +3,8 @@
 Started by :mod:`.containers` with a pipe on its stdin whose other end only the
 pytest process holds. It reads until end of file, which comes when pytest closes
 the pipe at exit or dies in any way, SIGKILL included, then removes every
-container labelled with the run id. It runs in its own session, so a terminal's
+container labelled with the run id, unless pytest wrote ``clean`` first (it
+removed them all itself). It runs in its own session, so a terminal's
 Ctrl-C reaches pytest (which cleans up itself) and not the reaper.
 
 Usage: ``python -m pytest_agentmem.services.reaper RUN_ID`` (the engine is the one
@@ -41,8 +42,11 @@ def main(argv: list[str]) -> int:
         print("usage: python -m pytest_agentmem.services.reaper RUN_ID", file=sys.stderr)
         return 2
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    while sys.stdin.buffer.read(4096):
-        pass
+    received = b""
+    while chunk := sys.stdin.buffer.read(4096):
+        received += chunk
+    if received.endswith(b"clean\n"):  # pytest removed them all itself (REAPER_ALL_CLEAN)
+        return 0
     try:
         remove_run_containers(argv[0])
     except Exception as exc:  # noqa: BLE001 - nothing to report to; the next run sweeps
