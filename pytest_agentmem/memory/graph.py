@@ -15,14 +15,13 @@ Traversal follows edges in both directions by default (``direction="out"`` or
 from __future__ import annotations
 
 import asyncio
-import re
 from collections import OrderedDict
 from collections.abc import Iterable
 from typing import Any, NamedTuple
 
 from .graph_index import DIRECTIONS, AdjacencyIndex
 from .model import InvalidMemoryError
-from .pg_filters import check_scope
+from .validation import check_scope, check_table_name
 
 MAX_HOPS = 3
 MAX_NAME_CHARS = 1000
@@ -79,8 +78,7 @@ class GraphStore:
     def __init__(self, pool: Any, *, table_prefix: str = "graph", max_users: int = 1024,
                  compact_ratio: float = 0.1, compact_min: int = 1024,
                  acquire_timeout: float | None = 5.0) -> None:
-        if not re.fullmatch(r"[a-z_][a-z0-9_]{0,40}", table_prefix):
-            raise ValueError(f"table_prefix must match [a-z_][a-z0-9_]*, got {table_prefix!r}")
+        check_table_name(table_prefix, "table_prefix")
         self.pool = pool
         self.entities_table = f"{table_prefix}_entities"
         self.relations_table = f"{table_prefix}_relations"

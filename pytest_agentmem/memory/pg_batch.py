@@ -8,7 +8,7 @@ pgvector's binary format in one buffer; the other fields are screened column by
 column in C-level passes (``map``, ``set``, ``join``), the metadata dicts encoded
 as one JSON list and cut apart, and the COPY records made by ``zip``. Only when
 a screen fails do the rows go through the per-row checks, which fall back to
-the shared checks of :mod:`.model` for their error messages.
+the shared checks of :mod:`.validation` for their error messages.
 """
 
 from __future__ import annotations
@@ -21,22 +21,21 @@ from typing import Any
 
 import numpy as np
 
-from .model import (
-    MAX_CONTENT_CHARS,
-    InvalidMemoryError,
-    Memory,
+from .model import MAX_CONTENT_CHARS, InvalidMemoryError, Memory
+from .validation import (
+    MAX_ID_CHARS,
     check_content,
+    check_memory_id,
     check_metadata,
+    check_scope,
     check_vector,
 )
-from .pg_filters import check_scope
 
 try:  # pgvector >= 0.4
     from pgvector import Vector
 except ImportError:  # pragma: no cover - pgvector 0.3
     from pgvector.utils import Vector  # type: ignore[no-redef]
 
-MAX_ID_CHARS = 255
 _ENCODE = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(", ", ": ")).encode
 _PLAIN = (str, int, bool)
 _PLAIN_TYPES = frozenset({str, int, bool, float, type(None)})
@@ -78,14 +77,6 @@ class EncodedVector(Vector):  # type: ignore[misc]
 
 def dumps(value: Any) -> str:
     return _ENCODE(value)
-
-
-def check_memory_id(memory_id: Any) -> str:
-    if not isinstance(memory_id, str) or not memory_id or len(memory_id) > MAX_ID_CHARS \
-            or "\x00" in memory_id:
-        raise InvalidMemoryError(f"memory id must be a non-empty str of at most {MAX_ID_CHARS} "
-                                 f"characters without NUL, got {memory_id!r:.80}")
-    return memory_id
 
 
 def encode_vectors(matrix: np.ndarray) -> list[EncodedVector]:
@@ -228,7 +219,7 @@ def _columns_pass(ids: list[Any], contents: list[Any], scopes: tuple[list[Any], 
             return False
         values = [v for v in column if v is not None] if type(None) in kinds else column
         lengths = list(map(len, values))
-        if min(lengths) < 1 or max(lengths) > 255 or "\x00" in "".join(values):
+        if min(lengths) < 1 or max(lengths) > MAX_ID_CHARS or "\x00" in "".join(values):
             return False
     return True
 
@@ -245,7 +236,7 @@ def _checked_rows(memories: list[Memory], vectors: list[EncodedVector],
                     and not content.isspace() and "\x00" not in content):
                 check_content(content)
             for value, name in ((user, "user_id"), (agent, "agent_id"), (run, "run_id")):
-                if value is not None and not (type(value) is str and 0 < len(value) <= 255
+                if value is not None and not (type(value) is str and 0 < len(value) <= MAX_ID_CHARS
                                               and "\x00" not in value):
                     check_scope(value, name)
             if type(meta) is dict and not meta:

@@ -19,17 +19,9 @@ from typing import Any
 import numpy as np
 
 from ..errors import ConfigurationError
-from .cache import SearchResultCache, result_key, scopes_of, write_scopes
-from .model import (
-    HistoryEvent,
-    InvalidMemoryError,
-    Memory,
-    MemoryRepository,
-    check_content,
-    check_limit,
-    check_metadata,
-    check_texts,
-)
+from .model import HistoryEvent, InvalidMemoryError, Memory, MemoryRepository
+from .result_cache import SearchResultCache, result_key, scopes_of, write_scopes
+from .validation import check_content, check_limit, check_metadata, check_selection, check_texts
 
 
 class MemoryService:
@@ -122,8 +114,7 @@ class MemoryService:
         """The ``limit`` memories most similar to ``query`` in these scopes, best first."""
         check_content(query)
         check_limit(limit)
-        if filters is not None and not isinstance(filters, dict):
-            raise InvalidMemoryError(f"filters must be a dict, got {type(filters).__name__}")
+        check_selection(user_id=user_id, agent_id=agent_id, run_id=run_id, filters=filters)
         vector = await self.embedder.embed_one(query)
         if self.result_cache is None:
             return await self._search(vector, user_id, agent_id, run_id, filters, limit)
