@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Iterator
 from itertools import chain
 from typing import Any
@@ -23,6 +24,7 @@ import numpy as np
 
 from .model import MAX_CONTENT_CHARS, InvalidMemoryError, Memory
 from .validation import (
+    INT_RANGE,
     MAX_ID_CHARS,
     check_content,
     check_memory_id,
@@ -37,8 +39,10 @@ except ImportError:  # pragma: no cover - pgvector 0.3
     from pgvector.utils import Vector  # type: ignore[no-redef]
 
 _ENCODE = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(", ", ": ")).encode
-_PLAIN = (str, int, bool)
 _PLAIN_TYPES = frozenset({str, int, bool, float, type(None)})
+#: In JSON text of checked-flat values: a NUL (always escaped) or a run of 19+ digits
+#: (an integer that may be outside int64; float reprs have at most 17 digits).
+_SUSPECT = re.compile(r"\\u0000|\d{19}")
 
 
 def _flat_encoder() -> Any:
@@ -181,7 +185,8 @@ def _metadata_json(metas: list[Any]) -> list[str] | None:
     Flat dicts (str keys; str/int/bool/float/None values, screened in C passes)
     are encoded as one JSON list, cut apart at ``}, {``: JSON text never holds a
     raw NUL, so the cuts are marked with one, and a string value holding ``}, {``
-    shows as a wrong count of pieces. Anything else goes dict by dict.
+    shows as a wrong count of pieces. Text that may hold an escaped NUL or an
+    integer beyond int64 (:data:`_SUSPECT`), and anything else, goes dict by dict.
     """
     if (set(map(type, metas)) == {dict}
             and set(map(type, chain.from_iterable(metas))) <= {str}
@@ -190,9 +195,10 @@ def _metadata_json(metas: list[Any]) -> list[str] | None:
             text = _ENCODE_FLAT(metas)  # ValueError on NaN or infinity
         except ValueError:
             return None
-        pieces = text[1:-1].replace("}, {", "}\x00{").split("\x00")
-        if len(pieces) == len(metas):
-            return pieces
+        if not _SUSPECT.search(text):
+            pieces = text[1:-1].replace("}, {", "}\x00{").split("\x00")
+            if len(pieces) == len(metas):
+                return pieces
     try:
         return [("{}" if not d else _ENCODE_FLAT(d) if _plain_dict(d) else _ENCODE(check_metadata(d)))
                 if type(d) is dict else _ENCODE(check_metadata(d)) for d in metas]
@@ -251,16 +257,23 @@ def _checked_rows(memories: list[Memory], vectors: list[EncodedVector],
 
 
 def _plain_dict(value: Any) -> bool:
-    """A flat dict of str keys to str/int/bool/finite float/None: valid without recursion."""
+    """A flat dict of str keys to str/int64/bool/finite float/None, without NUL: valid
+    without recursion."""
     if type(value) is not dict:
         return False
+    low, high = INT_RANGE
     for key, item in value.items():
-        if type(key) is not str:
+        if type(key) is not str or "\x00" in key:
             return False
         kind = type(item)
-        if kind in _PLAIN or item is None:
+        if kind is str:
+            if "\x00" in item:
+                return False
+        elif kind is int:
+            if not low <= item <= high:
+                return False
+        elif kind is bool or item is None:
             continue
-        if kind is float and math.isfinite(item):
-            continue
-        return False
+        elif kind is not float or not math.isfinite(item):
+            return False
     return True

@@ -35,6 +35,12 @@ from .model import MAX_CONTENT_CHARS, InvalidMemoryError, Memory
 MAX_ID_CHARS = 255
 #: Most conditions (keys) one filter may hold.
 MAX_FILTER_CONDITIONS = 64
+#: Most values an ``in``/``nin`` filter may list (LanceDB's condition grows with each).
+MAX_IN_VALUES = 1000
+#: Deepest nesting of lists and dicts in metadata.
+MAX_METADATA_DEPTH = 32
+#: Integers in metadata and filters: int64, which every store reads back exactly.
+INT_RANGE = (-2**63, 2**63 - 1)
 #: Largest vector dimension (pgvector's limit for an indexed ``vector``).
 MAX_DIM = 16_000
 OPERATORS = ("eq", "ne", "in", "nin", "gt", "gte", "lt", "lte", "exists")
@@ -46,20 +52,28 @@ TABLE_NAME = re.compile(r"[a-z_][a-z0-9_]{0,40}")
 IDENTIFIER_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
 
 
+def _show(value: Any) -> str:
+    """``repr(value)`` cut to 80 characters, for error messages (never raises)."""
+    try:
+        return f"{value!r:.80}"
+    except ValueError:  # an int of more than 4300 digits
+        return f"<{type(value).__name__}>"
+
+
 # --------------------------------------------------------------------------- configuration
 
 
 def check_dim(dim: Any) -> int:
     """A vector dimension: an int in 1..:data:`MAX_DIM`."""
     if isinstance(dim, bool) or not isinstance(dim, int) or not 1 <= dim <= MAX_DIM:
-        raise InvalidMemoryError(f"dim must be an int in 1..{MAX_DIM} (pgvector's limit), got {dim!r}")
+        raise InvalidMemoryError(f"dim must be an int in 1..{MAX_DIM} (pgvector's limit), got {_show(dim)}")
     return dim
 
 
 def check_table_name(name: Any, what: str = "table") -> str:
     """A table name or prefix matching :data:`TABLE_NAME`."""
     if not isinstance(name, str) or not TABLE_NAME.fullmatch(name):
-        raise InvalidMemoryError(f"{what} must match {TABLE_NAME.pattern}, got {name!r:.80}")
+        raise InvalidMemoryError(f"{what} must match {TABLE_NAME.pattern}, got {_show(name)}")
     return name
 
 
@@ -71,7 +85,7 @@ def check_memory_id(memory_id: Any) -> str:
     if not isinstance(memory_id, str) or not memory_id or len(memory_id) > MAX_ID_CHARS \
             or "\x00" in memory_id:
         raise InvalidMemoryError(f"memory id must be a non-empty str of at most {MAX_ID_CHARS} "
-                                 f"characters without NUL, got {memory_id!r:.80}")
+                                 f"characters without NUL, got {_show(memory_id)}")
     return memory_id
 
 
@@ -81,7 +95,7 @@ def check_scope(value: Any, name: str) -> str | None:
         return None
     if not isinstance(value, str) or not value or len(value) > MAX_ID_CHARS or "\x00" in value:
         raise InvalidMemoryError(f"{name} must be a non-empty str of at most {MAX_ID_CHARS} characters "
-                                 f"without NUL, got {value!r:.80}")
+                                 f"without NUL, got {_show(value)}")
     return value
 
 
@@ -132,33 +146,53 @@ def check_texts(texts: Any) -> Sequence[str]:
 def check_limit(limit: Any) -> int:
     """A search limit: an int in 1..10000."""
     if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 10_000:
-        raise InvalidMemoryError(f"limit must be an int between 1 and 10000, got {limit!r}")
+        raise InvalidMemoryError(f"limit must be an int between 1 and 10000, got {_show(limit)}")
     return limit
 
 
 def check_metadata(metadata: Any) -> dict[str, Any]:
-    """Metadata must be a JSON-able dict with str keys and finite numbers."""
+    """Metadata must be a JSON-able dict: str keys, finite numbers, int64 integers,
+    no NUL character, at most :data:`MAX_METADATA_DEPTH` levels of nesting."""
     if metadata is None:
         return {}
     if not isinstance(metadata, dict):
         raise InvalidMemoryError(f"metadata must be a dict, got {type(metadata).__name__}")
-    _check_json(metadata, "metadata")
+    _check_json(metadata, "metadata", 1)
     return metadata
 
 
-def _check_json(value: Any, path: str) -> None:
+def _check_json(value: Any, path: str, depth: int) -> None:
+    if isinstance(value, (dict, list, tuple)) and depth > MAX_METADATA_DEPTH:
+        raise InvalidMemoryError(f"{path} is nested more than {MAX_METADATA_DEPTH} levels deep")
     if isinstance(value, dict):
         for key, item in value.items():
             if not isinstance(key, str):
-                raise InvalidMemoryError(f"{path} keys must be str, got {key!r}")
-            _check_json(item, f"{path}[{key!r}]")
+                raise InvalidMemoryError(f"{path} keys must be str, got {_show(key)}")
+            if "\x00" in key:
+                raise InvalidMemoryError(f"{path} key {_show(key)} contains a NUL character")
+            _check_json(item, f"{path}[{_show(key)}]", depth + 1)
     elif isinstance(value, (list, tuple)):
         for index, item in enumerate(value):
-            _check_json(item, f"{path}[{index}]")
-    elif isinstance(value, float) and not math.isfinite(value):
-        raise InvalidMemoryError(f"{path} is {value}, which JSON cannot hold")
-    elif value is not None and not isinstance(value, (str, int, float, bool)):
+            _check_json(item, f"{path}[{index}]", depth + 1)
+    elif isinstance(value, str):
+        if "\x00" in value:
+            raise InvalidMemoryError(f"{path} contains a NUL character")
+    elif isinstance(value, bool) or value is None:
+        pass
+    elif isinstance(value, int):
+        _check_int(value, path)
+    elif isinstance(value, float):
+        if not math.isfinite(value):
+            raise InvalidMemoryError(f"{path} is {value}, which JSON cannot hold")
+    else:
         raise InvalidMemoryError(f"{path} has a {type(value).__name__}, which JSON cannot hold")
+
+
+def _check_int(value: int, what: str) -> None:
+    if not INT_RANGE[0] <= value <= INT_RANGE[1]:
+        text = str(value) if value.bit_length() <= 256 else f"an integer of {value.bit_length()} bits"
+        raise InvalidMemoryError(f"{what} is {text}, outside the 64-bit integer range "
+                                 f"{INT_RANGE[0]}..{INT_RANGE[1]}; store it as a string")
 
 
 def check_memory(memory: Any, dim: int) -> np.ndarray:
@@ -242,42 +276,49 @@ def check_filters(filters: Any, *, identifier_keys: bool = False) -> list[Condit
             _check_filter_value(key, "eq", spec)
             conditions.append(Condition(key, "eq", spec))
         elif isinstance(spec, (list, tuple)):
-            raise InvalidMemoryError(f"filter {key!r}: a list value is ambiguous; use "
+            raise InvalidMemoryError(f"filter {_show(key)}: a list value is ambiguous; use "
                                      f"{{'in': [...]}} for one-of or {{'eq': [...]}} for equality")
         else:
-            raise InvalidMemoryError(f"filter {key!r}: unsupported value of type {type(spec).__name__}")
+            raise InvalidMemoryError(f"filter {_show(key)}: unsupported value of type {type(spec).__name__}")
     return conditions
 
 
 def _check_filter_key(key: Any, identifier: bool) -> None:
     if not isinstance(key, str):
-        raise InvalidMemoryError(f"filter keys must be str, got {key!r:.80}")
+        raise InvalidMemoryError(f"filter keys must be str, got {_show(key)}")
+    if "\x00" in key:
+        raise InvalidMemoryError(f"filter key {_show(key)} contains a NUL character")
     if identifier and not IDENTIFIER_KEY.fullmatch(key):
-        raise InvalidMemoryError(f"filter key {key!r:.80} is not allowed: metadata filter keys must be "
+        raise InvalidMemoryError(f"filter key {_show(key)} is not allowed: metadata filter keys must be "
                                  "identifiers (letters, digits, underscore; at most 64 characters)")
 
 
 def _operator_conditions(key: str, spec: dict[Any, Any]) -> list[Condition]:
     if not spec:
-        raise InvalidMemoryError(f"filter {key!r}: empty operator dict; supported: {', '.join(OPERATORS)}")
+        raise InvalidMemoryError(f"filter {_show(key)}: empty operator dict; supported: {', '.join(OPERATORS)}")
     conditions = []
     for op, value in spec.items():
         if op not in OPERATORS:
-            raise InvalidMemoryError(f"filter {key!r}: unsupported operator {op!r}; "
+            raise InvalidMemoryError(f"filter {_show(key)}: unsupported operator {_show(op)}; "
                                      f"supported: {', '.join(OPERATORS)}")
         if op == "exists":
             if not isinstance(value, bool):
-                raise InvalidMemoryError(f"filter {key!r}: 'exists' takes True or False")
+                raise InvalidMemoryError(f"filter {_show(key)}: 'exists' takes True or False")
         elif op in ("eq", "ne"):
             _check_filter_value(key, op, value)
         elif op in ("in", "nin"):
             if not isinstance(value, (list, tuple)) or not value:
-                raise InvalidMemoryError(f"filter {key!r}: {op!r} takes a non-empty list")
+                raise InvalidMemoryError(f"filter {_show(key)}: {_show(op)} takes a non-empty list")
+            if len(value) > MAX_IN_VALUES:
+                raise InvalidMemoryError(f"filter {_show(key)}: {_show(op)} takes at most {MAX_IN_VALUES} values, "
+                                         f"got {len(value)}")
             for item in value:
                 _check_filter_value(key, op, item)
             value = list(value)
-        elif isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            raise InvalidMemoryError(f"filter {key!r}: {op!r} takes a finite number, got {value!r:.80}")
+        elif isinstance(value, int) and not isinstance(value, bool):
+            _check_int(value, f"filter {_show(key)}: {_show(op)} value")
+        elif not isinstance(value, float) or not math.isfinite(value):
+            raise InvalidMemoryError(f"filter {_show(key)}: {_show(op)} takes a finite number, got {_show(value)}")
         conditions.append(Condition(key, op, value))
     return conditions
 
@@ -286,7 +327,7 @@ def _check_filter_value(key: str, op: str, value: Any) -> None:
     try:
         check_metadata({key: value})
     except InvalidMemoryError as exc:
-        raise InvalidMemoryError(f"filter {key!r}: {op!r} value: {exc}") from None
+        raise InvalidMemoryError(f"filter {_show(key)}: {_show(op)} value: {exc}") from None
 
 
 def is_scalar(value: Any) -> bool:
