@@ -15,13 +15,16 @@ from .result_cache import (
     RedisResultCache,
     ResultCache,
     SearchResultCache,
+    delete_all_scopes,
     result_key,
     scopes_of,
+    search_scopes,
     write_scopes,
 )
 from .vector_cache import DiskVectorCache, LRUVectorCache, RedisVectorCache, text_digest
 
 __all__ = [
     "GLOBAL_SCOPE", "DiskVectorCache", "LRUVectorCache", "RedisResultCache", "RedisVectorCache",
-    "ResultCache", "SearchResultCache", "result_key", "scopes_of", "text_digest", "write_scopes",
+    "ResultCache", "SearchResultCache", "delete_all_scopes", "result_key", "scopes_of", "search_scopes",
+    "text_digest", "write_scopes",
 ]

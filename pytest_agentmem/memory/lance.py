@@ -4,7 +4,9 @@ Two tables: ``memories`` (one row a memory, the vector in a fixed-size list
 column, metadata as Lance JSON) and ``history`` (one row an ADD/UPDATE/DELETE
 event). Writes are serialised by one lock per store and validated completely
 before anything is written; if the history write fails after the memory write,
-the memory write is undone, so nothing is stored half-way.
+the memory write is undone, so nothing is stored half-way. Once both are
+written the write stands: index upkeep after it never fails it (see
+:meth:`LanceDBMemoryStore._after_write`).
 
 Indexes: a BTREE on ``id`` and BITMAP indexes on the scoping columns once the
 table holds ``scalar_index_threshold`` rows; a vector index (IVF_HNSW_SQ, cosine)
@@ -29,6 +31,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import os
 import uuid
 from datetime import datetime, timezone
 from pathlib import Path
@@ -51,6 +55,9 @@ from .validation import (
 )
 
 SCOPE_COLUMNS = SCOPES
+#: Rows a vector index needs to train on (LanceDB refuses fewer).
+MIN_INDEX_ROWS = 256
+_log = logging.getLogger(__name__)
 _RESULT_COLUMNS = ["id", "content", "user_id", "agent_id", "run_id", "metadata", "created_at",
                    "updated_at", "_distance"]
 
@@ -114,7 +121,7 @@ class LanceDBMemoryStore:
     """The :class:`~pytest_agentmem.memory.model.MemoryRepository` on embedded LanceDB.
 
     Open one with :meth:`open`. ``index_threshold``: rows at which the vector
-    index is built (``None``: never automatically; :meth:`create_index` builds it
+    index is built (at least :data:`MIN_INDEX_ROWS`) (``None``: never automatically; :meth:`create_index` builds it
     on demand). ``exact_threshold``: a filtered search over at most this many rows
     is exact. ``ef`` and ``refine_factor`` tune the indexed search.
     """
@@ -143,6 +150,10 @@ class LanceDBMemoryStore:
         self._counts: dict[str, tuple[int, int]] = {}
         self.exact_searches = 0
         self.indexed_searches = 0
+        #: Index upkeep after a committed write that failed (the write still
+        #: succeeded; the upkeep is tried again after a later write).
+        self.maintenance_errors = 0
+        self.last_maintenance_error: Exception | None = None
 
     @classmethod
     async def open(cls, uri: str | Path, *, dim: int, table: str = "memories", **options: Any) -> LanceDBMemoryStore:
@@ -371,6 +382,14 @@ class LanceDBMemoryStore:
         rows = await query.to_list()
         return [self._from_row(row, with_vector=False) for row in rows]
 
+    async def cache_namespace(self) -> str:
+        """Names this store's data for caches shared between processes and runs: its
+        directory, table and when the table was made (a table made anew differs)."""
+        versions = await self.table.list_versions()
+        made = min(versions, key=lambda v: v["version"])["timestamp"] if versions else None
+        where = self.uri if "://" in self.uri else os.path.abspath(self.uri)
+        return "lancedb:" + json.dumps([where, self.table.name, str(made)])
+
     async def _count(self, where: str) -> int:
         """Rows matching ``where``, remembered until the next write (searches repeat filters)."""
         cached = self._counts.get(where)
@@ -391,8 +410,9 @@ class LanceDBMemoryStore:
 
         await self._create_scalar_indexes()
         rows = await self.table.count_rows()
-        if rows < 256:
-            raise InvalidMemoryError(f"a vector index needs at least 256 rows to train on; the table has {rows}")
+        if rows < MIN_INDEX_ROWS:
+            raise InvalidMemoryError(f"a vector index needs at least {MIN_INDEX_ROWS} rows to train on; "
+                                     f"the table has {rows}")
         partitions = max(1, rows // 500_000)
         await self.table.create_index("vector", replace=replace, config=HnswSq(
             distance_type="cosine", num_partitions=partitions, m=self.hnsw_m,
@@ -425,9 +445,24 @@ class LanceDBMemoryStore:
         return 0
 
     async def _after_write(self, rows: int) -> None:
-        """Build indexes when the table has grown enough; compact after many small writes."""
+        """Bookkeeping after a committed write, then index upkeep (:meth:`_maintain`).
+
+        The write is stored whatever the upkeep does: a failure of it is counted
+        in :attr:`maintenance_errors` and logged, never raised to the writer
+        (who would take it for "nothing was stored").
+        """
         self._write_version += 1
         self._writes_since_optimize += 1
+        try:
+            await self._maintain(rows)
+        except Exception as exc:  # noqa: BLE001 - the write itself is committed
+            self.maintenance_errors += 1
+            self.last_maintenance_error = exc
+            _log.warning("LanceDB index upkeep after a write failed (the write is stored; "
+                         "tried again after a later write): %s: %s", type(exc).__name__, exc)
+
+    async def _maintain(self, rows: int) -> None:
+        """Build indexes when the table has grown enough; compact after many small writes."""
         total: int | None = None
         if not self._has_scalar_indexes:
             total = await self.table.count_rows()
@@ -435,7 +470,7 @@ class LanceDBMemoryStore:
                 await self._create_scalar_indexes()
         if not self._has_vector_index and self.index_threshold is not None:
             total = total if total is not None else await self.table.count_rows()
-            if total >= self.index_threshold:
+            if total >= max(self.index_threshold, MIN_INDEX_ROWS):
                 await self.create_index()
                 self._writes_since_optimize = 0
                 return

@@ -391,6 +391,17 @@ class PostgresMemoryRepository:
                 rows = await self._filtered(conn, query, limit, where)
         return [_memory(r, score=1.0 - float(r["distance"])) for r in rows]
 
+    async def cache_namespace(self) -> str:
+        """Names this repository's data for caches shared between processes and runs:
+        the server (address, port, start time), the database and the table (their
+        oids change when they are made anew)."""
+        async with self._acquire() as conn:
+            row = await conn.fetchrow(
+                "SELECT inet_server_addr()::text, inet_server_port(), pg_postmaster_start_time()::text, "
+                "current_database()::text, d.oid::bigint, to_regclass($1)::oid::bigint "
+                "FROM pg_database d WHERE d.datname = current_database()", self.table)
+        return "postgres:" + json.dumps([*row, self.table])
+
     # ------------------------------------------------------------------ search paths
 
     async def _unfiltered(self, conn: Any, query: np.ndarray, limit: int) -> list[Any]:

@@ -46,10 +46,48 @@ def write_scopes(memories: Iterable[Memory]) -> set[str]:
     return scopes
 
 
+#: The scope kinds, in the order of the scope arguments (user_id, agent_id, run_id).
+_KINDS = ("user", "agent", "run")
+#: Every non-empty set of scope kinds a ``delete_all`` may name.
+_KIND_SETS = tuple(tuple(k for i, k in enumerate(_KINDS) if mask >> i & 1) for mask in range(1, 8))
+
+
+def _delete_all_key(kinds: tuple[str, ...], values: list[str | None]) -> str:
+    return "all:" + "+".join(kinds) + ":" + json.dumps(values, separators=(",", ":"))
+
+
+def search_scopes(*, user_id: str | None = None, agent_id: str | None = None,
+                  run_id: str | None = None) -> tuple[str, ...]:
+    """Every counter a search with these scopes depends on: :func:`scopes_of`'s, bumped
+    by writes of memories, and one per set of kinds a ``delete_all`` may name.
+
+    A ``delete_all`` naming kinds ``U`` with values ``d`` removes memories a search
+    ``s`` may return exactly when ``s`` and ``d`` agree on the kinds both name. The
+    search's counter for ``U`` holds its own values on ``U`` (``None`` where it names
+    none); :func:`delete_all_scopes` bumps that counter for every way of agreeing.
+    """
+    named = {"user": user_id, "agent": agent_id, "run": run_id}
+    return scopes_of(user_id=user_id, agent_id=agent_id, run_id=run_id) + tuple(
+        _delete_all_key(kinds, [named[k] for k in kinds]) for kinds in _KIND_SETS)
+
+
+def delete_all_scopes(*, user_id: str | None = None, agent_id: str | None = None,
+                      run_id: str | None = None) -> set[str]:
+    """The counters ``delete_all`` with these scopes bumps: each search it can affect
+    (see :func:`search_scopes`) depends on one of them, and no other search does."""
+    given = {"user": user_id, "agent": agent_id, "run": run_id}
+    kinds = tuple(k for k in _KINDS if given[k] is not None)
+    scopes = {GLOBAL_SCOPE} | {f"{k}:{given[k]}" for k in kinds}
+    for mask in range(1 << len(kinds)):  # each subset of the named kinds a search may also name
+        scopes.add(_delete_all_key(kinds, [given[k] if mask >> i & 1 else None for i, k in enumerate(kinds)]))
+    return scopes
+
+
 def result_key(model: str, query: str, *, user_id: str | None, agent_id: str | None,
-               run_id: str | None, filters: dict[str, Any] | None, limit: int) -> str:
-    """A stable key of one search (model, query text, scopes, filters, limit)."""
-    spec = json.dumps([model, query, user_id, agent_id, run_id, filters or {}, limit],
+               run_id: str | None, filters: dict[str, Any] | None, limit: int,
+               namespace: str = "") -> str:
+    """A stable key of one search (store namespace, model, query text, scopes, filters, limit)."""
+    spec = json.dumps([model, query, user_id, agent_id, run_id, filters or {}, limit, namespace],
                       sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.blake2b(spec.encode("utf-8"), digest_size=20).hexdigest()
 
