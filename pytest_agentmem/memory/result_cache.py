@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import json
 import time
@@ -56,6 +57,13 @@ def _delete_all_key(kinds: tuple[str, ...], values: list[str | None]) -> str:
     return "all:" + "+".join(kinds) + ":" + json.dumps(values, separators=(",", ":"))
 
 
+@functools.lru_cache(maxsize=8192)
+def _search_scopes(user_id: str | None, agent_id: str | None, run_id: str | None) -> tuple[str, ...]:
+    named = {"user": user_id, "agent": agent_id, "run": run_id}
+    return scopes_of(user_id=user_id, agent_id=agent_id, run_id=run_id) + tuple(
+        _delete_all_key(kinds, [named[k] for k in kinds]) for kinds in _KIND_SETS)
+
+
 def search_scopes(*, user_id: str | None = None, agent_id: str | None = None,
                   run_id: str | None = None) -> tuple[str, ...]:
     """Every counter a search with these scopes depends on: :func:`scopes_of`'s, bumped
@@ -66,9 +74,7 @@ def search_scopes(*, user_id: str | None = None, agent_id: str | None = None,
     search's counter for ``U`` holds its own values on ``U`` (``None`` where it names
     none); :func:`delete_all_scopes` bumps that counter for every way of agreeing.
     """
-    named = {"user": user_id, "agent": agent_id, "run": run_id}
-    return scopes_of(user_id=user_id, agent_id=agent_id, run_id=run_id) + tuple(
-        _delete_all_key(kinds, [named[k] for k in kinds]) for kinds in _KIND_SETS)
+    return _search_scopes(user_id, agent_id, run_id)
 
 
 def delete_all_scopes(*, user_id: str | None = None, agent_id: str | None = None,

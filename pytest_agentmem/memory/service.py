@@ -22,6 +22,7 @@ share them. A repository without it gets a namespace private to the service.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import uuid
 from collections.abc import Iterable, Sequence
@@ -113,8 +114,7 @@ class MemoryService:
 
     async def _invalidate_scopes(self, scopes: Iterable[str]) -> None:
         if self.result_cache is not None:
-            namespace = await self.cache_namespace()
-            await self.result_cache.invalidate({f"{namespace}/{scope}" for scope in scopes})
+            await self.result_cache.invalidate(_namespaced(await self.cache_namespace(), tuple(scopes)))
 
     async def cache_namespace(self) -> str:
         """The digest of the repository's ``cache_namespace()`` (read once) that this
@@ -145,8 +145,7 @@ class MemoryService:
         if self.result_cache is None:
             return await self._search(vector, user_id, agent_id, run_id, filters, limit)
         namespace = await self.cache_namespace()
-        scopes = tuple(f"{namespace}/{scope}" for scope in
-                       search_scopes(user_id=user_id, agent_id=agent_id, run_id=run_id))
+        scopes = _namespaced(namespace, search_scopes(user_id=user_id, agent_id=agent_id, run_id=run_id))
         key = result_key(self._model, query, user_id=user_id, agent_id=agent_id, run_id=run_id,
                          filters=filters, limit=limit, namespace=namespace)
         cached, token = await self.result_cache.lookup(key, scopes)
@@ -160,3 +159,9 @@ class MemoryService:
                       run_id: str | None, filters: dict[str, Any] | None, limit: int) -> list[Memory]:
         return await self.repository.search(vector, user_id=user_id, agent_id=agent_id, run_id=run_id,
                                             filters=filters, limit=limit)
+
+
+@functools.lru_cache(maxsize=8192)
+def _namespaced(namespace: str, scopes: tuple[str, ...]) -> tuple[str, ...]:
+    """``scopes`` filed under a store's namespace (memoised: searches repeat their scopes)."""
+    return tuple(f"{namespace}/{scope}" for scope in scopes)
