@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
 from collections import deque
+from typing import Any
 
 import pytest
 
@@ -198,3 +200,61 @@ def test_index_compacts_and_keeps_answers() -> None:
     for start in ("e1", "e2", "e3", "e54"):
         for hops in (1, 2, 3):
             assert index.neighbors(start, hops) == ref_neighbors(edges, start, hops)
+
+
+class FaultAfterCommitPool:
+    """The real pool, with a fault armed for the next release of a connection: the
+    statement has run and committed, then the release raises (a connection lost)
+    or waits to be cancelled (a caller that gives up)."""
+
+    def __init__(self, pool: Any) -> None:
+        self.pool = pool
+        self.fault: str | None = None
+        self.waiting = asyncio.Event()
+
+    def acquire(self, timeout: float | None = None) -> Any:
+        return _FaultyAcquire(self, self.pool.acquire(timeout=timeout))
+
+
+class _FaultyAcquire:
+    def __init__(self, owner: FaultAfterCommitPool, inner: Any) -> None:
+        self.owner = owner
+        self.inner = inner
+
+    async def __aenter__(self) -> Any:
+        return await self.inner.__aenter__()
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.inner.__aexit__(*exc)
+        fault, self.owner.fault = self.owner.fault, None
+        if fault == "raise":
+            raise ConnectionResetError("injected: connection lost after commit")
+        if fault == "cancel":
+            self.owner.waiting.set()
+            await asyncio.Event().wait()
+
+
+@pytest.mark.parametrize("fault", ["raise", "cancel"])
+async def test_the_index_follows_postgres_when_a_write_fails_after_commit(pg_pool: Any, fault: str) -> None:
+    pool = FaultAfterCommitPool(pg_pool)
+    store = GraphStore(pool)
+    await store.setup()
+    await store.add_relations([("a", "knows", "b"), ("b", "knows", "c"), ("c", "likes", "d")], user_id="u")
+    writes = [lambda: store.add_relation("d", "knows", "e", user_id="u"),
+              lambda: store.delete_relation("a", "knows", "b", user_id="u"),
+              lambda: store.add_relations([("a", "knows", "c"), ("e", "likes", "f")], user_id="u"),
+              lambda: store.delete_entity("c", user_id="u"),
+              lambda: store.delete_all(user_id="u")]
+    for write in writes:
+        await store.index("u")  # loaded, so a write has an index to keep in step
+        pool.fault = fault
+        pool.waiting.clear()
+        task = asyncio.ensure_future(write())
+        if fault == "cancel":
+            await pool.waiting.wait()
+            task.cancel()
+        with pytest.raises((ConnectionResetError, asyncio.CancelledError)):
+            await task
+        for entity in await store.entities(user_id="u") or ["a"]:
+            assert await store.neighbors(entity, user_id="u", hops=3) == \
+                await store.neighbors_sql(entity, user_id="u", hops=3), (write, entity)

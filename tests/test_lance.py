@@ -228,3 +228,39 @@ async def test_pets_question_ranks_the_dog_memory_first(lancedb_store: LanceDBMe
     assert results[0].content == "I love dogs and take my puppy to the park"
     assert all(r.user_id == "alice" for r in results)
     assert results[0].score > results[1].score + 0.1
+
+
+async def test_a_write_stands_when_the_index_cannot_be_built_yet(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """An index threshold below the rows a vector index needs used to fail the
+    write that reached it, after both tables had committed it."""
+    store = await LanceDBMemoryStore.open(tmp_path / "db", dim=DIM, index_threshold=10)
+    try:
+        ids = await store.add_batch([Memory(f"m{i}", embedding=vec(i)) for i in range(10)])
+        assert await store.count() == 10 and (await store.get(ids[9])).content == "m9"
+        assert store.maintenance_errors == 0
+    finally:
+        store.close()
+
+
+class IndexBuildFails(LanceDBMemoryStore):
+    """A store whose index build fails (say, the disk is full) after a committed write."""
+
+    async def create_index(self, *, replace: bool = True) -> None:
+        raise OSError(28, "injected: no space left on device")
+
+
+async def test_a_failed_index_upkeep_does_not_fail_the_committed_write(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    store = await IndexBuildFails.open(tmp_path / "db", dim=DIM, index_threshold=300)
+    try:
+        await store.add_batch([Memory(f"m{i}", embedding=vec(i)) for i in range(299)])
+        memory = Memory("the 300th", embedding=vec(300))
+        assert await store.add(memory) == memory.id  # acknowledged: it is stored
+        assert (await store.get(memory.id)).content == "the 300th"
+        assert [e.event for e in await store.history(memory.id)] == ["ADD"]
+        assert store.maintenance_errors == 1 and "no space left" in str(store.last_maintenance_error)
+        await store.update(memory.id, metadata={"k": 1})  # upkeep is tried again, the write stands
+        assert (await store.get(memory.id)).metadata == {"k": 1}
+        await store.delete(memory.id)
+        assert store.maintenance_errors == 2 and await store.count() == 299  # 299 rows: no build tried
+    finally:
+        store.close()

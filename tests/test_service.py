@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import shutil
+from typing import Any
 
 import pytest
 
 from pytest_agentmem.memory.cache import ResultCache
 from pytest_agentmem.memory.fixtures import memory_service_fixture
-from pytest_agentmem.memory.model import InvalidMemoryError, MemoryNotFoundError
+from pytest_agentmem.memory.model import InvalidMemoryError, Memory, MemoryNotFoundError
 from pytest_agentmem.memory.service import MemoryService
 
 lance_service = memory_service_fixture(repository="lancedb_store")
@@ -143,3 +145,73 @@ async def test_dimension_mismatch_is_refused(lancedb_store, embedder) -> None:
     other = await LanceDBMemoryStore.open(lancedb_store.uri + "-other", dim=16)
     with pytest.raises(ConfigurationError, match="16-dim"):
         MemoryService(other, embedder, result_cache=ResultCache())
+
+
+def ids(memories: list[Memory]) -> set[str]:
+    return {m.id for m in memories}
+
+
+async def test_delete_all_invalidates_every_search_it_affects(service: MemoryService) -> None:
+    """A cached search scoped by agent or run (or by nothing) is not served after
+    delete_all(user_id=...) removed memories it returned; another user's stays cached."""
+    cat = await service.add("My cat is called Whiskers", user_id="u", agent_id="a", run_id="r")
+    dog = await service.add("My dog is called Rex", user_id="v", agent_id="a")
+    question = "What are my pets called?"
+    scoped: list[dict[str, str]] = [{"agent_id": "a"}, {"run_id": "r"}, {}, {"user_id": "u", "agent_id": "a"}]
+    for scopes in scoped:
+        for _ in range(2):  # the second is served from the cache
+            assert cat.id in ids(await service.search(question, **scopes)), scopes
+    assert dog.id in ids(await service.search(question, user_id="v"))
+    cache = service.result_cache
+    assert cache is not None
+    await service.delete_all(user_id="u")
+    for scopes in scoped:
+        assert cat.id not in ids(await service.search(question, **scopes)), scopes
+    assert dog.id in ids(await service.search(question, agent_id="a"))
+    hits = cache.hits  # type: ignore[attr-defined]
+    assert dog.id in ids(await service.search(question, user_id="v"))  # not touched by the delete
+    assert cache.hits == hits + 1  # type: ignore[attr-defined]
+
+
+async def test_a_shared_redis_result_cache_never_mixes_stores(memory_repo, lancedb_store, embedder,  # type: ignore[no-untyped-def]
+                                                              redis_client, tmp_path) -> None:
+    """Services on different stores (or on a store made anew, as in another run)
+    sharing one Redis never read each other's results; two handles on the same
+    store share them."""
+    from pytest_agentmem.memory.lance import LanceDBMemoryStore
+    from pytest_agentmem.memory.postgres import PostgresMemoryRepository
+    from pytest_agentmem.memory.result_cache import RedisResultCache
+
+    def service_on(repository: Any) -> MemoryService:
+        return MemoryService(repository, embedder.per_test(), result_cache=RedisResultCache(redis_client))
+
+    question = "What is my cat called?"
+    cat = "My cat is called Whiskers"
+    other_lance = await LanceDBMemoryStore.open(tmp_path / "other", dim=embedder.dim)
+    other_pg = PostgresMemoryRepository(memory_repo.pool, dim=embedder.dim, table="other_memories")
+    await other_pg.setup()
+    for first, second in ((lancedb_store, other_lance), (memory_repo, other_pg)):
+        one = service_on(first)
+        await one.add(cat, user_id="u")
+        assert [m.content for m in await one.search(question, user_id="u")] == [cat]
+        assert await service_on(second).search(question, user_id="u") == []
+        same = service_on(first)  # another handle (say, another process) on the same data
+        assert [m.content for m in await same.search(question, user_id="u")] == [cat]
+        assert same.result_cache.hits == 1  # type: ignore[union-attr]
+
+    # Another run: the same table made anew on the same server and database.
+    async with memory_repo.pool.acquire() as conn:
+        await conn.execute("DROP TABLE memories, memories_history")
+    await memory_repo.setup()
+    assert await service_on(memory_repo).search(question, user_id="u") == []
+    # ... and the same LanceDB directory made anew.
+    other_lance.close()
+    shutil.rmtree(tmp_path / "other")
+    remade = await LanceDBMemoryStore.open(tmp_path / "other", dim=embedder.dim)
+    first = service_on(remade)
+    await first.add("My dog is called Rex", user_id="u")
+    assert [m.content for m in await first.search(question, user_id="u")] == ["My dog is called Rex"]
+    remade.close()
+    shutil.rmtree(tmp_path / "other")
+    again = await LanceDBMemoryStore.open(tmp_path / "other", dim=embedder.dim)
+    assert await service_on(again).search(question, user_id="u") == []

@@ -25,7 +25,7 @@ import pytest
 import pytest_asyncio
 
 from ..session import get_session
-from .cache import RedisResultCache, ResultCache
+from .result_cache import RedisResultCache, ResultCache
 from .embedder import Embedder, EmbedderMissingError, default_cache_dir
 
 

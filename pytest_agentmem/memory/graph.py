@@ -4,7 +4,9 @@ Relations are (subject, predicate, object) triples scoped by ``user_id``. Postgr
 is the source of truth; queries are served from an in-memory adjacency index
 (:class:`~pytest_agentmem.memory.graph_index.AdjacencyIndex`: CSR arrays plus a
 delta overlay) per user, loaded on the first query and kept in step with every
-write made through this store. Writes made by other processes are seen after
+write made through this store; a write that raises or is cancelled (perhaps
+after Postgres committed it) drops the user's index, which the next query
+reloads. Writes made by other processes are seen after
 :meth:`GraphStore.refresh`. The plain SQL path (a recursive CTE) is kept as
 :meth:`GraphStore.neighbors_sql` for comparison.
 
@@ -15,14 +17,14 @@ Traversal follows edges in both directions by default (``direction="out"`` or
 from __future__ import annotations
 
 import asyncio
-import re
+import contextlib
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
 from typing import Any, NamedTuple
 
 from .graph_index import DIRECTIONS, AdjacencyIndex
 from .model import InvalidMemoryError
-from .pg_filters import check_scope
+from .validation import check_scope, check_table_name
 
 MAX_HOPS = 3
 MAX_NAME_CHARS = 1000
@@ -79,8 +81,7 @@ class GraphStore:
     def __init__(self, pool: Any, *, table_prefix: str = "graph", max_users: int = 1024,
                  compact_ratio: float = 0.1, compact_min: int = 1024,
                  acquire_timeout: float | None = 5.0) -> None:
-        if not re.fullmatch(r"[a-z_][a-z0-9_]{0,40}", table_prefix):
-            raise ValueError(f"table_prefix must match [a-z_][a-z0-9_]*, got {table_prefix!r}")
+        check_table_name(table_prefix, "table_prefix")
         self.pool = pool
         self.entities_table = f"{table_prefix}_entities"
         self.relations_table = f"{table_prefix}_relations"
@@ -130,7 +131,7 @@ class GraphStore:
                "SELECT $1, subject, predicate, object FROM input ON CONFLICT DO NOTHING "
                "RETURNING subject, predicate, object")
         subjects, predicates, objects = (list(col) for col in zip(*batch))
-        async with self._lock(user):
+        async with self._writing(user):
             async with self._acquire() as conn:
                 rows = await conn.fetch(sql, user, subjects, predicates, objects)
             index = self._indexes.get(user)
@@ -143,7 +144,7 @@ class GraphStore:
         """Remove one relation (its entities stay); False if it was not there."""
         user = _check_user(user_id)
         rel = _check_relation((subject, predicate, obj))
-        async with self._lock(user):
+        async with self._writing(user):
             async with self._acquire() as conn:
                 gone = await conn.fetchval(
                     f"DELETE FROM {self.relations_table} WHERE user_id = $1 AND subject = $2 "
@@ -157,7 +158,7 @@ class GraphStore:
         """Remove an entity and every relation touching it; returns relations removed."""
         user = _check_user(user_id)
         name = _check_name(name, "entity")
-        async with self._lock(user):
+        async with self._writing(user):
             async with self._acquire() as conn:
                 async with conn.transaction():
                     rows = await conn.fetch(
@@ -175,7 +176,7 @@ class GraphStore:
     async def delete_all(self, *, user_id: str) -> int:
         """Remove a user's whole graph; returns relations removed."""
         user = _check_user(user_id)
-        async with self._lock(user):
+        async with self._writing(user):
             async with self._acquire() as conn:
                 async with conn.transaction():
                     count = await conn.fetchval(
@@ -287,6 +288,17 @@ class GraphStore:
         while len(self._indexes) > self.max_users:
             self._indexes.popitem(last=False)
         return index
+
+    @contextlib.asynccontextmanager
+    async def _writing(self, user: str) -> AsyncIterator[None]:
+        """Serialise a write of ``user``'s graph; on any exception or cancellation
+        drop the user's index, as the write may have committed without it."""
+        async with self._lock(user):
+            try:
+                yield
+            except BaseException:
+                self._indexes.pop(user, None)
+                raise
 
     def _lock(self, user: str) -> asyncio.Lock:
         """Writes and loads of one user are serialised, so the index follows commit order."""

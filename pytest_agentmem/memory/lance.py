@@ -4,7 +4,9 @@ Two tables: ``memories`` (one row a memory, the vector in a fixed-size list
 column, metadata as Lance JSON) and ``history`` (one row an ADD/UPDATE/DELETE
 event). Writes are serialised by one lock per store and validated completely
 before anything is written; if the history write fails after the memory write,
-the memory write is undone, so nothing is stored half-way.
+the memory write is undone, so nothing is stored half-way. Once both are
+written the write stands: index upkeep after it never fails it (see
+:meth:`LanceDBMemoryStore._after_write`).
 
 Indexes: a BTREE on ``id`` and BITMAP indexes on the scoping columns once the
 table holds ``scalar_index_threshold`` rows; a vector index (IVF_HNSW_SQ, cosine)
@@ -19,9 +21,8 @@ scalar indexes and remembered until the next write) the search is exact over
 it; otherwise it goes through the vector index with a widened candidate list
 and exact re-ranking.
 
-Filters: the language of the Postgres repository (see :func:`build_where`).
-Keys must be identifiers; values are escaped as SQL string literals or
-formatted as finite numbers, never pasted.
+Filters: the language of every store (:mod:`.validation`), compiled by
+:mod:`.lance_filters`; keys must be identifiers here.
 Search results carry ``score`` (cosine similarity) and no embedding; ``get``
 returns the embedding.
 """
@@ -30,8 +31,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import math
-import re
+import logging
+import os
 import uuid
 from datetime import datetime, timezone
 from pathlib import Path
@@ -40,19 +41,23 @@ from typing import Any
 import numpy as np
 
 from ..errors import AgentmemError
-from .model import (
-    HistoryEvent,
-    InvalidMemoryError,
-    Memory,
-    MemoryNotFoundError,
-    check_content,
+from .lance_filters import build_where, sql_string
+from .model import HistoryEvent, InvalidMemoryError, Memory, MemoryNotFoundError
+from .validation import (
+    SCOPES,
+    check_dim,
     check_limit,
-    check_metadata,
+    check_memory,
+    check_memory_id,
+    check_table_name,
+    check_update,
     check_vector,
 )
 
-_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
-SCOPE_COLUMNS = ("user_id", "agent_id", "run_id")
+SCOPE_COLUMNS = SCOPES
+#: Rows a vector index needs to train on (LanceDB refuses fewer).
+MIN_INDEX_ROWS = 256
+_log = logging.getLogger(__name__)
 _RESULT_COLUMNS = ["id", "content", "user_id", "agent_id", "run_id", "metadata", "created_at",
                    "updated_at", "_distance"]
 
@@ -68,123 +73,6 @@ def _import_lancedb() -> tuple[Any, Any]:
     except ImportError as exc:
         raise LanceUnavailableError(f"{exc.name} is not installed; install pytest-agentmem[lancedb]") from None
     return lancedb, pa
-
-
-# --------------------------------------------------------------------------- SQL literals
-
-
-def sql_string(value: str) -> str:
-    """``value`` as a SQL string literal (quotes doubled; NUL refused)."""
-    if "\x00" in value:
-        raise InvalidMemoryError("filter value contains a NUL character")
-    return "'" + value.replace("'", "''") + "'"
-
-
-def _check_id(memory_id: Any) -> str:
-    if not isinstance(memory_id, str) or not memory_id or len(memory_id) > 256 or "\x00" in memory_id:
-        raise InvalidMemoryError(f"memory id must be a non-empty str of at most 256 characters, got {memory_id!r}")
-    return memory_id
-
-
-def _check_scope(name: str, value: Any) -> str | None:
-    if value is None:
-        return None
-    if not isinstance(value, str) or not value or len(value) > 256 or "\x00" in value:
-        raise InvalidMemoryError(f"{name} must be a non-empty str of at most 256 characters, got {value!r}")
-    return value
-
-
-OPERATORS = ("eq", "ne", "in", "nin", "gt", "gte", "lt", "lte", "exists")
-_COMPARE = {"gt": ">", "gte": ">=", "lt": "<", "lte": "<="}
-MAX_FILTER_CONDITIONS = 64
-
-
-def _json_text(value: Any) -> str:
-    """How LanceDB's ``json_extract`` prints ``value`` (compact, keys sorted, UTF-8 kept)."""
-    return json.dumps(value, ensure_ascii=False, sort_keys=True, separators=(",", ":"), allow_nan=False)
-
-
-def _check_filter_value(key: str, op: str, value: Any) -> None:
-    try:
-        check_metadata({key: value})
-    except InvalidMemoryError as exc:
-        raise InvalidMemoryError(f"filter {key!r}: {op!r} value: {exc}") from None
-
-
-def _equals(key: str, value: Any) -> str:
-    """``metadata[key] == value`` with JSON semantics (3 == 3.0; "3" != 3; true != 1)."""
-    extracted = f"json_extract(metadata, '$.{key}')"
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return f"TRY_CAST({extracted} AS DOUBLE) = {float(value)!r}"
-    # JSON text comparison: a typed getter (json_get_string...) fails the whole
-    # query on the first row whose value has another type.
-    return f"{extracted} = {sql_string(_json_text(value))}"
-
-
-def _operator_conditions(key: str, spec: dict[Any, Any]) -> list[str]:
-    if not spec:
-        raise InvalidMemoryError(f"filter {key!r}: empty operator dict; supported: {', '.join(OPERATORS)}")
-    parts = []
-    for op, value in spec.items():
-        if op not in OPERATORS:
-            raise InvalidMemoryError(f"filter {key!r}: unsupported operator {op!r}; "
-                                     f"supported: {', '.join(OPERATORS)}")
-        if op == "exists":
-            if not isinstance(value, bool):
-                raise InvalidMemoryError(f"filter {key!r}: 'exists' takes True or False")
-            clause = f"json_exists(metadata, '$.{key}')"
-            parts.append(clause if value else f"NOT {clause}")
-        elif op in ("eq", "ne"):
-            _check_filter_value(key, op, value)
-            clause = _equals(key, value)
-            parts.append(clause if op == "eq" else f"NOT coalesce({clause}, false)")
-        elif op in ("in", "nin"):
-            if not isinstance(value, (list, tuple)) or not value:
-                raise InvalidMemoryError(f"filter {key!r}: {op!r} takes a non-empty list")
-            for item in value:
-                _check_filter_value(key, op, item)
-            clause = "(" + " OR ".join(_equals(key, item) for item in value) + ")"
-            parts.append(clause if op == "in" else f"NOT coalesce({clause}, false)")
-        else:
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-                raise InvalidMemoryError(f"filter {key!r}: {op!r} takes a finite number, got {value!r:.80}")
-            parts.append(f"TRY_CAST(json_extract(metadata, '$.{key}') AS DOUBLE) {_COMPARE[op]} {float(value)!r}")
-    return parts
-
-
-def build_where(*, user_id: str | None = None, agent_id: str | None = None, run_id: str | None = None,
-                filters: dict[str, Any] | None = None) -> str | None:
-    """The SQL condition of a scoped, filtered query (``None`` when unfiltered).
-
-    ``filters`` speaks the same language as the Postgres repository
-    (:mod:`pytest_agentmem.memory.pg_filters`): ``{"key": scalar}`` for equality,
-    ``{"key": {"eq"|"ne"|"in"|"nin"|"gt"|"gte"|"lt"|"lte"|"exists": ...}}``.
-    Keys must be identifiers here (they name a JSON path).
-    """
-    parts = []
-    for name, value in (("user_id", user_id), ("agent_id", agent_id), ("run_id", run_id)):
-        if _check_scope(name, value) is not None:
-            parts.append(f"{name} = {sql_string(value)}")  # type: ignore[arg-type]
-    if filters is not None:
-        if not isinstance(filters, dict):
-            raise InvalidMemoryError(f"filters must be a dict of metadata key -> value, got {type(filters).__name__}")
-        if len(filters) > MAX_FILTER_CONDITIONS:
-            raise InvalidMemoryError(f"filters has {len(filters)} keys, more than {MAX_FILTER_CONDITIONS}")
-        for key, spec in filters.items():
-            if not isinstance(key, str) or not _IDENT.fullmatch(key):
-                raise InvalidMemoryError(f"filter key {key!r:.80} is not allowed: metadata filter keys must be "
-                                         "identifiers (letters, digits, underscore; at most 64 characters)")
-            if isinstance(spec, dict):
-                parts.extend(_operator_conditions(key, spec))
-            elif spec is None or isinstance(spec, (str, int, float, bool)):
-                _check_filter_value(key, "eq", spec)
-                parts.append(_equals(key, spec))
-            elif isinstance(spec, (list, tuple)):
-                raise InvalidMemoryError(f"filter {key!r}: a list value is ambiguous; use "
-                                         f"{{'in': [...]}} for one-of or {{'eq': [...]}} for equality")
-            else:
-                raise InvalidMemoryError(f"filter {key!r}: unsupported value of type {type(spec).__name__}")
-    return " AND ".join(parts) if parts else None
 
 
 # --------------------------------------------------------------------------- schemas
@@ -233,7 +121,7 @@ class LanceDBMemoryStore:
     """The :class:`~pytest_agentmem.memory.model.MemoryRepository` on embedded LanceDB.
 
     Open one with :meth:`open`. ``index_threshold``: rows at which the vector
-    index is built (``None``: never automatically; :meth:`create_index` builds it
+    index is built (at least :data:`MIN_INDEX_ROWS`) (``None``: never automatically; :meth:`create_index` builds it
     on demand). ``exact_threshold``: a filtered search over at most this many rows
     is exact. ``ef`` and ``refine_factor`` tune the indexed search.
     """
@@ -262,14 +150,16 @@ class LanceDBMemoryStore:
         self._counts: dict[str, tuple[int, int]] = {}
         self.exact_searches = 0
         self.indexed_searches = 0
+        #: Index upkeep after a committed write that failed (the write still
+        #: succeeded; the upkeep is tried again after a later write).
+        self.maintenance_errors = 0
+        self.last_maintenance_error: Exception | None = None
 
     @classmethod
     async def open(cls, uri: str | Path, *, dim: int, table: str = "memories", **options: Any) -> LanceDBMemoryStore:
         """Open (or create) the store's tables under ``uri`` (a directory)."""
-        if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
-            raise InvalidMemoryError(f"dim must be a positive int, got {dim!r}")
-        if not _IDENT.fullmatch(table):
-            raise InvalidMemoryError(f"table name {table!r} must be an identifier")
+        check_dim(dim)
+        check_table_name(table)
         lancedb, pa = _import_lancedb()
         db = await lancedb.connect_async(str(uri))
         memories = await _open_or_create(db, table, memory_schema(pa, dim))
@@ -308,14 +198,7 @@ class LanceDBMemoryStore:
     # -- rows
 
     def _validated(self, memory: Memory) -> Memory:
-        if not isinstance(memory, Memory):
-            raise InvalidMemoryError(f"expected a Memory, got {type(memory).__name__}")
-        _check_id(memory.id)
-        check_content(memory.content)
-        for name in SCOPE_COLUMNS:
-            _check_scope(name, getattr(memory, name))
-        check_metadata(memory.metadata)
-        vector = check_vector(memory.embedding, self.dim)
+        vector = check_memory(memory, self.dim)
         return Memory(content=memory.content, user_id=memory.user_id, agent_id=memory.agent_id,
                       run_id=memory.run_id, metadata=dict(memory.metadata or {}), embedding=vector,
                       id=memory.id, created_at=memory.created_at or _now(), updated_at=memory.updated_at)
@@ -395,7 +278,7 @@ class LanceDBMemoryStore:
         return ids
 
     async def _row(self, memory_id: str) -> dict[str, Any]:
-        rows = await self.table.query().where(f"id = {sql_string(_check_id(memory_id))}").limit(1).to_list()
+        rows = await self.table.query().where(f"id = {sql_string(check_memory_id(memory_id))}").limit(1).to_list()
         if not rows:
             raise MemoryNotFoundError(memory_id)
         return rows[0]
@@ -405,16 +288,10 @@ class LanceDBMemoryStore:
 
     async def update(self, memory_id: str, *, content: str | None = None, embedding: np.ndarray | None = None,
                      metadata: dict[str, Any] | None = None) -> Memory:
-        _check_id(memory_id)
-        if content is None and embedding is None and metadata is None:
-            raise InvalidMemoryError("update needs content, embedding or metadata")
-        if content is not None:
-            check_content(content)
-            if embedding is None:
-                raise InvalidMemoryError("updating content needs the new content's embedding too "
-                                         "(the old one would no longer match it)")
-        vector = check_vector(embedding, self.dim) if embedding is not None else None
-        new_metadata = check_metadata(metadata) if metadata is not None else None
+        content, vector, new_metadata = check_update(memory_id, content, embedding, metadata, self.dim)
+        if content is not None and vector is None:
+            raise InvalidMemoryError("updating content needs the new content's embedding too "
+                                     "(the old one would no longer match it)")
         async with self._write_lock:
             old = self._from_row(await self._row(memory_id), with_vector=True)
             new = Memory(content=content if content is not None else old.content, user_id=old.user_id,
@@ -437,7 +314,7 @@ class LanceDBMemoryStore:
                .execute(self._to_arrow([memory])))
 
     async def delete(self, memory_id: str) -> None:
-        _check_id(memory_id)
+        check_memory_id(memory_id)
         async with self._write_lock:
             old = self._from_row(await self._row(memory_id), with_vector=True)
             await self.table.delete(f"id = {sql_string(memory_id)}")
@@ -468,7 +345,7 @@ class LanceDBMemoryStore:
         return len(rows)
 
     async def history(self, memory_id: str) -> list[HistoryEvent]:
-        rows = await (self.history_table.query().where(f"memory_id = {sql_string(_check_id(memory_id))}")
+        rows = await (self.history_table.query().where(f"memory_id = {sql_string(check_memory_id(memory_id))}")
                       .to_list())
         if not rows and not await self.table.count_rows(f"id = {sql_string(memory_id)}"):
             raise MemoryNotFoundError(memory_id)
@@ -505,6 +382,14 @@ class LanceDBMemoryStore:
         rows = await query.to_list()
         return [self._from_row(row, with_vector=False) for row in rows]
 
+    async def cache_namespace(self) -> str:
+        """Names this store's data for caches shared between processes and runs: its
+        directory, table and when the table was made (a table made anew differs)."""
+        versions = await self.table.list_versions()
+        made = min(versions, key=lambda v: v["version"])["timestamp"] if versions else None
+        where = self.uri if "://" in self.uri else os.path.abspath(self.uri)
+        return "lancedb:" + json.dumps([where, self.table.name, str(made)])
+
     async def _count(self, where: str) -> int:
         """Rows matching ``where``, remembered until the next write (searches repeat filters)."""
         cached = self._counts.get(where)
@@ -525,8 +410,9 @@ class LanceDBMemoryStore:
 
         await self._create_scalar_indexes()
         rows = await self.table.count_rows()
-        if rows < 256:
-            raise InvalidMemoryError(f"a vector index needs at least 256 rows to train on; the table has {rows}")
+        if rows < MIN_INDEX_ROWS:
+            raise InvalidMemoryError(f"a vector index needs at least {MIN_INDEX_ROWS} rows to train on; "
+                                     f"the table has {rows}")
         partitions = max(1, rows // 500_000)
         await self.table.create_index("vector", replace=replace, config=HnswSq(
             distance_type="cosine", num_partitions=partitions, m=self.hnsw_m,
@@ -559,9 +445,24 @@ class LanceDBMemoryStore:
         return 0
 
     async def _after_write(self, rows: int) -> None:
-        """Build indexes when the table has grown enough; compact after many small writes."""
+        """Bookkeeping after a committed write, then index upkeep (:meth:`_maintain`).
+
+        The write is stored whatever the upkeep does: a failure of it is counted
+        in :attr:`maintenance_errors` and logged, never raised to the writer
+        (who would take it for "nothing was stored").
+        """
         self._write_version += 1
         self._writes_since_optimize += 1
+        try:
+            await self._maintain(rows)
+        except Exception as exc:  # noqa: BLE001 - the write itself is committed
+            self.maintenance_errors += 1
+            self.last_maintenance_error = exc
+            _log.warning("LanceDB index upkeep after a write failed (the write is stored; "
+                         "tried again after a later write): %s: %s", type(exc).__name__, exc)
+
+    async def _maintain(self, rows: int) -> None:
+        """Build indexes when the table has grown enough; compact after many small writes."""
         total: int | None = None
         if not self._has_scalar_indexes:
             total = await self.table.count_rows()
@@ -569,7 +470,7 @@ class LanceDBMemoryStore:
                 await self._create_scalar_indexes()
         if not self._has_vector_index and self.index_threshold is not None:
             total = total if total is not None else await self.table.count_rows()
-            if total >= self.index_threshold:
+            if total >= max(self.index_threshold, MIN_INDEX_ROWS):
                 await self.create_index()
                 self._writes_since_optimize = 0
                 return

@@ -8,38 +8,41 @@ pgvector's binary format in one buffer; the other fields are screened column by
 column in C-level passes (``map``, ``set``, ``join``), the metadata dicts encoded
 as one JSON list and cut apart, and the COPY records made by ``zip``. Only when
 a screen fails do the rows go through the per-row checks, which fall back to
-the shared checks of :mod:`.model` for their error messages.
+the shared checks of :mod:`.validation` for their error messages.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Iterator
 from itertools import chain
 from typing import Any
 
 import numpy as np
 
-from .model import (
-    MAX_CONTENT_CHARS,
-    InvalidMemoryError,
-    Memory,
+from .model import MAX_CONTENT_CHARS, InvalidMemoryError, Memory
+from .validation import (
+    INT_RANGE,
+    MAX_ID_CHARS,
     check_content,
+    check_memory_id,
     check_metadata,
+    check_scope,
     check_vector,
 )
-from .pg_filters import check_scope
 
 try:  # pgvector >= 0.4
     from pgvector import Vector
 except ImportError:  # pragma: no cover - pgvector 0.3
     from pgvector.utils import Vector  # type: ignore[no-redef]
 
-MAX_ID_CHARS = 255
 _ENCODE = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(", ", ": ")).encode
-_PLAIN = (str, int, bool)
 _PLAIN_TYPES = frozenset({str, int, bool, float, type(None)})
+#: In JSON text of checked-flat values: a NUL (always escaped) or a run of 19+ digits
+#: (an integer that may be outside int64; float reprs have at most 17 digits).
+_SUSPECT = re.compile(r"\\u0000|\d{19}")
 
 
 def _flat_encoder() -> Any:
@@ -78,14 +81,6 @@ class EncodedVector(Vector):  # type: ignore[misc]
 
 def dumps(value: Any) -> str:
     return _ENCODE(value)
-
-
-def check_memory_id(memory_id: Any) -> str:
-    if not isinstance(memory_id, str) or not memory_id or len(memory_id) > MAX_ID_CHARS \
-            or "\x00" in memory_id:
-        raise InvalidMemoryError(f"memory id must be a non-empty str of at most {MAX_ID_CHARS} "
-                                 f"characters without NUL, got {memory_id!r:.80}")
-    return memory_id
 
 
 def encode_vectors(matrix: np.ndarray) -> list[EncodedVector]:
@@ -190,7 +185,8 @@ def _metadata_json(metas: list[Any]) -> list[str] | None:
     Flat dicts (str keys; str/int/bool/float/None values, screened in C passes)
     are encoded as one JSON list, cut apart at ``}, {``: JSON text never holds a
     raw NUL, so the cuts are marked with one, and a string value holding ``}, {``
-    shows as a wrong count of pieces. Anything else goes dict by dict.
+    shows as a wrong count of pieces. Text that may hold an escaped NUL or an
+    integer beyond int64 (:data:`_SUSPECT`), and anything else, goes dict by dict.
     """
     if (set(map(type, metas)) == {dict}
             and set(map(type, chain.from_iterable(metas))) <= {str}
@@ -199,9 +195,10 @@ def _metadata_json(metas: list[Any]) -> list[str] | None:
             text = _ENCODE_FLAT(metas)  # ValueError on NaN or infinity
         except ValueError:
             return None
-        pieces = text[1:-1].replace("}, {", "}\x00{").split("\x00")
-        if len(pieces) == len(metas):
-            return pieces
+        if not _SUSPECT.search(text):
+            pieces = text[1:-1].replace("}, {", "}\x00{").split("\x00")
+            if len(pieces) == len(metas):
+                return pieces
     try:
         return [("{}" if not d else _ENCODE_FLAT(d) if _plain_dict(d) else _ENCODE(check_metadata(d)))
                 if type(d) is dict else _ENCODE(check_metadata(d)) for d in metas]
@@ -228,7 +225,7 @@ def _columns_pass(ids: list[Any], contents: list[Any], scopes: tuple[list[Any], 
             return False
         values = [v for v in column if v is not None] if type(None) in kinds else column
         lengths = list(map(len, values))
-        if min(lengths) < 1 or max(lengths) > 255 or "\x00" in "".join(values):
+        if min(lengths) < 1 or max(lengths) > MAX_ID_CHARS or "\x00" in "".join(values):
             return False
     return True
 
@@ -245,7 +242,7 @@ def _checked_rows(memories: list[Memory], vectors: list[EncodedVector],
                     and not content.isspace() and "\x00" not in content):
                 check_content(content)
             for value, name in ((user, "user_id"), (agent, "agent_id"), (run, "run_id")):
-                if value is not None and not (type(value) is str and 0 < len(value) <= 255
+                if value is not None and not (type(value) is str and 0 < len(value) <= MAX_ID_CHARS
                                               and "\x00" not in value):
                     check_scope(value, name)
             if type(meta) is dict and not meta:
@@ -260,16 +257,23 @@ def _checked_rows(memories: list[Memory], vectors: list[EncodedVector],
 
 
 def _plain_dict(value: Any) -> bool:
-    """A flat dict of str keys to str/int/bool/finite float/None: valid without recursion."""
+    """A flat dict of str keys to str/int64/bool/finite float/None, without NUL: valid
+    without recursion."""
     if type(value) is not dict:
         return False
+    low, high = INT_RANGE
     for key, item in value.items():
-        if type(key) is not str:
+        if type(key) is not str or "\x00" in key:
             return False
         kind = type(item)
-        if kind in _PLAIN or item is None:
+        if kind is str:
+            if "\x00" in item:
+                return False
+        elif kind is int:
+            if not low <= item <= high:
+                return False
+        elif kind is bool or item is None:
             continue
-        if kind is float and math.isfinite(item):
-            continue
-        return False
+        elif kind is not float or not math.isfinite(item):
+            return False
     return True

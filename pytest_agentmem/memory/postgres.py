@@ -44,20 +44,20 @@ from typing import Any
 import numpy as np
 
 from ..errors import AgentmemError
-from .model import (
-    HistoryEvent,
-    InvalidMemoryError,
-    Memory,
-    MemoryNotFoundError,
-    check_content,
+from .model import HistoryEvent, InvalidMemoryError, Memory, MemoryNotFoundError
+from .pg_batch import check_memories, dumps, iter_records
+from .pg_filters import Where, compile_selection
+from .validation import (
+    check_dim,
     check_limit,
-    check_metadata,
+    check_memory,
+    check_memory_id,
+    check_selection,
+    check_table_name,
+    check_update,
     check_vector,
 )
-from .pg_batch import check_memories, check_memory_id, dumps, iter_records
-from .pg_filters import Where, add_metadata_filters, add_scope, check_scope
 
-_IDENT = re.compile(r"^[a-z_][a-z0-9_]{0,40}$")
 #: pgvector's upper bound for ``hnsw.ef_search``.
 MAX_EF_SEARCH = 1000
 _BIG_FILTER_MEMORY = 4096
@@ -126,10 +126,8 @@ class PostgresMemoryRepository:
                  overfetch: float = 2.0,
                  hnsw_m: int = 16, hnsw_ef_construction: int = 64,
                  acquire_timeout: float | None = PoolSettings.acquire_timeout) -> None:
-        if not isinstance(dim, int) or not 1 <= dim <= 16_000:
-            raise ValueError(f"dim must be an int in 1..16000 (pgvector's limit), got {dim!r}")
-        if not _IDENT.match(table):
-            raise ValueError(f"table must match {_IDENT.pattern}, got {table!r}")
+        check_dim(dim)
+        check_table_name(table)
         for name, value, low, high in (("ef_search", ef_search or 40, 1, MAX_EF_SEARCH),
                                        ("filtered_ef_search", filtered_ef_search, 1, MAX_EF_SEARCH),
                                        ("exact_threshold", exact_threshold, 0, 10**8),
@@ -285,12 +283,8 @@ class PostgresMemoryRepository:
         The caller keeps content and embedding consistent: the repository stores
         vectors, it does not embed.
         """
-        check_memory_id(memory_id)
-        if content is None and embedding is None and metadata is None:
-            raise InvalidMemoryError("update: give content, embedding or metadata")
-        new_content = None if content is None else check_content(content)
-        vector = None if embedding is None else check_vector(embedding, self.dim)
-        meta = None if metadata is None else _dumps(check_metadata(metadata))
+        new_content, vector, new_metadata = check_update(memory_id, content, embedding, metadata, self.dim)
+        meta = None if new_metadata is None else _dumps(new_metadata)
         t, h = self.table, self.history_table
         sql = (f"WITH old AS (SELECT id, content FROM {t} WHERE id = $1 FOR UPDATE), "
                f"upd AS (UPDATE {t} SET content = coalesce($2, {t}.content), "
@@ -323,8 +317,8 @@ class PostgresMemoryRepository:
 
         Each deleted memory gets its DELETE event in the same statement.
         """
-        where = Where(first=1)
-        add_scope(where, user_id=user_id, agent_id=agent_id, run_id=run_id)
+        where = compile_selection(Where(first=1), check_selection(
+            user_id=user_id, agent_id=agent_id, run_id=run_id))
         if where.empty:
             raise InvalidMemoryError("delete_all needs user_id, agent_id or run_id; "
                                      "refusing to delete every memory")
@@ -369,9 +363,8 @@ class PostgresMemoryRepository:
     async def count(self, *, user_id: str | None = None, agent_id: str | None = None,
                     run_id: str | None = None, filters: dict[str, Any] | None = None) -> int:
         """How many memories match (exact count)."""
-        where = Where(first=1)
-        add_scope(where, user_id=user_id, agent_id=agent_id, run_id=run_id)
-        add_metadata_filters(where, filters)
+        where = compile_selection(Where(first=1), check_selection(
+            user_id=user_id, agent_id=agent_id, run_id=run_id, filters=filters))
         async with self._acquire() as conn:
             return int(await conn.fetchval(f"SELECT count(*) FROM {self.table} WHERE {where.sql()}",
                                            *where.params))
@@ -387,9 +380,8 @@ class PostgresMemoryRepository:
         """
         query = check_vector(vector, self.dim, what="query vector")
         limit = check_limit(limit)
-        where = Where(first=3)  # $1 query vector, $2 limit
-        add_scope(where, user_id=user_id, agent_id=agent_id, run_id=run_id)
-        add_metadata_filters(where, filters)
+        where = compile_selection(Where(first=3), check_selection(  # $1 query vector, $2 limit
+            user_id=user_id, agent_id=agent_id, run_id=run_id, filters=filters))
         async with self._acquire() as conn:
             if exact:
                 rows, _ = await self._exact(conn, query, limit, where, cap=None)
@@ -398,6 +390,17 @@ class PostgresMemoryRepository:
             else:
                 rows = await self._filtered(conn, query, limit, where)
         return [_memory(r, score=1.0 - float(r["distance"])) for r in rows]
+
+    async def cache_namespace(self) -> str:
+        """Names this repository's data for caches shared between processes and runs:
+        the server (address, port, start time), the database and the table (their
+        oids change when they are made anew)."""
+        async with self._acquire() as conn:
+            row = await conn.fetchrow(
+                "SELECT inet_server_addr()::text, inet_server_port(), pg_postmaster_start_time()::text, "
+                "current_database()::text, d.oid::bigint, to_regclass($1)::oid::bigint "
+                "FROM pg_database d WHERE d.datname = current_database()", self.table)
+        return "postgres:" + json.dumps([*row, self.table])
 
     # ------------------------------------------------------------------ search paths
 
@@ -486,12 +489,9 @@ class PostgresMemoryRepository:
         return self.pool.acquire(timeout=self.acquire_timeout)
 
     def _record(self, memory: Memory) -> tuple[Any, ...]:
-        if not isinstance(memory, Memory):
-            raise InvalidMemoryError(f"expected a Memory, got {type(memory).__name__}")
-        return (check_memory_id(memory.id), check_content(memory.content),
-                check_scope(memory.user_id, "user_id"), check_scope(memory.agent_id, "agent_id"),
-                check_scope(memory.run_id, "run_id"), _dumps(check_metadata(memory.metadata)),
-                check_vector(memory.embedding, self.dim), memory.created_at)
+        vector = check_memory(memory, self.dim)
+        return (memory.id, memory.content, memory.user_id, memory.agent_id, memory.run_id,
+                _dumps(memory.metadata or {}), vector, memory.created_at)
 
 
 _COLUMNS = "id, content, user_id, agent_id, run_id, metadata, created_at, updated_at"

@@ -9,27 +9,31 @@ and any :class:`~pytest_agentmem.memory.embedder.Embedder`-like object
 Result-cache invalidation covers writes made through this service (and through
 other services sharing a :class:`~pytest_agentmem.memory.cache.RedisResultCache`);
 writes made straight to the repository bypass it, as in any cache-aside design.
+A ``delete_all`` invalidates every cached search it can affect, whichever
+scopes that search names (:func:`~.result_cache.search_scopes`).
+
+Cached results are filed under the repository's ``cache_namespace()`` (an
+optional async method naming the store's data: the shipped repositories name
+their server, database and table, or directory, and when it was made), so
+services on different stores, or on a store made anew in another run, never
+read each other's results from a shared cache; two handles on the same data
+share them. A repository without it gets a namespace private to the service.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+import hashlib
+import uuid
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
 
 from ..errors import ConfigurationError
-from .cache import SearchResultCache, result_key, scopes_of, write_scopes
-from .model import (
-    HistoryEvent,
-    InvalidMemoryError,
-    Memory,
-    MemoryRepository,
-    check_content,
-    check_limit,
-    check_metadata,
-    check_texts,
-)
+from .model import HistoryEvent, InvalidMemoryError, Memory, MemoryRepository
+from .result_cache import SearchResultCache, delete_all_scopes, result_key, search_scopes, write_scopes
+from .validation import check_content, check_limit, check_metadata, check_selection, check_texts
 
 
 class MemoryService:
@@ -45,6 +49,7 @@ class MemoryService:
         self.embedder = embedder
         self.result_cache = result_cache
         self._model = str(getattr(embedder, "model_id", None) or getattr(embedder, "model_name", "model"))
+        self._namespace: str | None = None
 
     # -- writes
 
@@ -102,11 +107,24 @@ class MemoryService:
         try:
             return await self.repository.delete_all(user_id=user_id, agent_id=agent_id, run_id=run_id)
         finally:
-            await self._invalidate([Memory(content="-", user_id=user_id, agent_id=agent_id, run_id=run_id)])
+            await self._invalidate_scopes(delete_all_scopes(user_id=user_id, agent_id=agent_id, run_id=run_id))
 
     async def _invalidate(self, memories: list[Memory]) -> None:
+        await self._invalidate_scopes(write_scopes(memories))
+
+    async def _invalidate_scopes(self, scopes: Iterable[str]) -> None:
         if self.result_cache is not None:
-            await self.result_cache.invalidate(write_scopes(memories))
+            await self.result_cache.invalidate(_namespaced(await self.cache_namespace(), tuple(scopes)))
+
+    async def cache_namespace(self) -> str:
+        """The digest of the repository's ``cache_namespace()`` (read once) that this
+        service's result-cache keys and counters are filed under."""
+        if self._namespace is None:
+            name = getattr(self.repository, "cache_namespace", None)
+            text = (str(await name()) if callable(name)
+                    else f"{type(self.repository).__qualname__}@{uuid.uuid4().hex}")
+            self._namespace = hashlib.blake2b(text.encode("utf-8"), digest_size=12).hexdigest()
+        return self._namespace
 
     # -- reads
 
@@ -122,14 +140,14 @@ class MemoryService:
         """The ``limit`` memories most similar to ``query`` in these scopes, best first."""
         check_content(query)
         check_limit(limit)
-        if filters is not None and not isinstance(filters, dict):
-            raise InvalidMemoryError(f"filters must be a dict, got {type(filters).__name__}")
+        check_selection(user_id=user_id, agent_id=agent_id, run_id=run_id, filters=filters)
         vector = await self.embedder.embed_one(query)
         if self.result_cache is None:
             return await self._search(vector, user_id, agent_id, run_id, filters, limit)
-        scopes = scopes_of(user_id=user_id, agent_id=agent_id, run_id=run_id)
+        namespace = await self.cache_namespace()
+        scopes = _namespaced(namespace, search_scopes(user_id=user_id, agent_id=agent_id, run_id=run_id))
         key = result_key(self._model, query, user_id=user_id, agent_id=agent_id, run_id=run_id,
-                         filters=filters, limit=limit)
+                         filters=filters, limit=limit, namespace=namespace)
         cached, token = await self.result_cache.lookup(key, scopes)
         if cached is not None:
             return cached
@@ -141,3 +159,9 @@ class MemoryService:
                       run_id: str | None, filters: dict[str, Any] | None, limit: int) -> list[Memory]:
         return await self.repository.search(vector, user_id=user_id, agent_id=agent_id, run_id=run_id,
                                             filters=filters, limit=limit)
+
+
+@functools.lru_cache(maxsize=8192)
+def _namespaced(namespace: str, scopes: tuple[str, ...]) -> tuple[str, ...]:
+    """``scopes`` filed under a store's namespace (memoised: searches repeat their scopes)."""
+    return tuple(f"{namespace}/{scope}" for scope in scopes)
