@@ -35,7 +35,7 @@ from .baseline import (
 )
 from .benchmark import benchmark_measurement
 from .calibration import measure_probe, speed_ratio
-from .checks import GateContext, run_checks, screen
+from .checks import CHECKS, GateContext, run_checks, screen
 from .fingerprint import fingerprint, machine_differences, stack_differences
 from .stats import centre
 from .summary import render
@@ -86,11 +86,14 @@ def _marker(item: pytest.Item) -> PerfMarker:
 
 
 def _baseline_of(item: pytest.Item) -> Baseline | None:
-    """The stored baseline of ``item`` (loaded once; raises BaselineError if unusable)."""
+    """The stored baseline of ``item`` (loaded once; raises BaselineError if unusable).
+
+    None in A/B mode (``--agentmem-compare``): the base is measured in the same run.
+    """
     state = _state(item)
     if not state.loaded:
         state.loaded = True
-        if _marker(item).baseline:
+        if _marker(item).baseline and not get_session(item.config).settings.compare:
             path = baseline_path(get_session(item.config).settings.baselines_dir, item.nodeid)
             try:
                 state.baseline = load_baseline(path)
@@ -108,7 +111,8 @@ def _context(item: pytest.Item, measurements: list[Measurement], notes: list[str
     settings = get_session(item.config).settings
     marker = _marker(item)
     baseline = _baseline_of(item)
-    tolerance = marker.tolerance if marker.tolerance is not None else settings.tolerance
+    default = settings.compare_tolerance if settings.compare else settings.tolerance
+    tolerance = marker.tolerance if marker.tolerance is not None else default
     speed, extra = None, 0.0
     if baseline is not None:
         differs = machine_differences(baseline.fingerprint, current_fp)
@@ -134,7 +138,8 @@ def _context(item: pytest.Item, measurements: list[Measurement], notes: list[str
         nodeid=item.nodeid, measurements=measurements, thresholds=marker.thresholds,
         tolerance=tolerance, baseline=baseline, compare=marker.baseline, speed=speed,
         extra_tolerance=extra, update=settings.update_baselines,
-        initial_rounds=dict(_state(item).initial_rounds))
+        initial_rounds=dict(_state(item).initial_rounds), gate_metrics=marker.gate,
+        paired=bool(settings.compare))
 
 
 # --------------------------------------------------------------------------- confirmation
@@ -186,10 +191,10 @@ def _is_gated(item: pytest.Item, measurements: list[Measurement]) -> bool:
 def gate(item: pytest.Item) -> TestVerdict | None:
     """Decide ``item`` after its body passed; file and return the verdict (None: not gated)."""
     measurements = _gathered(item)
-    if not _is_gated(item, measurements):
-        return None
     session = get_session(item.config)
     settings = session.settings
+    if settings.ab_role == "base" or not _is_gated(item, measurements):
+        return None  # the base side of an A/B run is judged by the candidate
     marker = _marker(item)
     current_fp = fingerprint(item.config)
     path = baseline_path(settings.baselines_dir, item.nodeid) if marker.baseline else None
@@ -199,7 +204,8 @@ def gate(item: pytest.Item) -> TestVerdict | None:
     session.results.append(verdict)
     try:
         ctx = _context(item, measurements, verdict.notes, current_fp)
-        verdict.checks = run_checks(ctx)
+        extra = [f for found in item.ihook.pytest_agentmem_gate_checks(item=item) for f in found]
+        verdict.checks = run_checks(ctx, [*CHECKS, *extra])
     except (BaselineError, ConfigurationError) as exc:
         verdict.outcome = "error"
         verdict.notes.append(str(exc))
@@ -209,7 +215,8 @@ def gate(item: pytest.Item) -> TestVerdict | None:
     failures = verdict.failures
     if failures:
         verdict.outcome = "failed"
-    elif marker.baseline and any(c.verdict == "new" for c in verdict.checks) and baseline is None:
+    elif (marker.baseline and not settings.compare and baseline is None
+          and any(c.verdict == "new" for c in verdict.checks)):
         verdict.outcome = "no-baseline"
         if not settings.update_baselines:
             verdict.notes.append(f"no baseline yet ({path}); record one with --update-baselines")
