@@ -19,10 +19,8 @@ import pytest
 SERVICE_MODES = ("auto", "docker", "local", "external")
 
 #: Set by ``--agentmem-compare`` in the environment of the base side's pytest process:
-#: the link to the candidate, and the servers the candidate provisioned for it.
+#: the link to the candidate (which also hands it the servers to share).
 AB_ADDRESS_ENV = "AGENTMEM_AB_ADDRESS"
-AB_POSTGRES_URL_ENV = "AGENTMEM_AB_POSTGRES_URL"
-AB_REDIS_URL_ENV = "AGENTMEM_AB_REDIS_URL"
 
 
 # --------------------------------------------------------------------------- parsers
@@ -264,9 +262,6 @@ def load_settings(config: pytest.Config) -> Settings:
         # the base side of an A/B run: the candidate's servers, no comparison of its own
         values.update(ab_role="base", compare=None, perf=True, update_baselines=False,
                       report_path=None, html_path=None)
-        for key, env in (("postgres_url", AB_POSTGRES_URL_ENV), ("redis_url", AB_REDIS_URL_ENV)):
-            if os.environ.get(env):
-                values[key] = os.environ[env]
     elif values.get("compare"):
         values["perf"] = True  # comparing means running the perf tests
     return Settings(**values, extra=extra)

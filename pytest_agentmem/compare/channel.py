@@ -76,7 +76,7 @@ class PeerServer:
 
     def close(self) -> None:
         self._closed = True
-        self.coordinator.mark_gone("run ended")
+        self.coordinator.end("run ended")
         for closer in (getattr(self._conn, "close", None), self._listener.close):
             try:
                 if closer is not None:

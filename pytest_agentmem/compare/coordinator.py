@@ -48,6 +48,10 @@ def first_of_pair(k: int) -> Side:
     return "base" if k % 2 == 0 else "candidate"
 
 
+class RunEnded(RuntimeError):
+    """The candidate's run ended (finished or interrupted): the base side must stop."""
+
+
 @dataclass(frozen=True)
 class Plan:
     """The answer to ``arrive``: measure ``rounds`` rounds, paired or not."""
@@ -87,13 +91,15 @@ class _SideState:
 class Coordinator:
     """Pairs the two sides' runs and hands out turns (thread-safe)."""
 
-    def __init__(self, candidate_tests: list[str], wait_s: float = DEFAULT_WAIT_S,
+    def __init__(self, wait_s: float = DEFAULT_WAIT_S,
                  peer_alive: Callable[[], str | None] | None = None) -> None:
         self._cond = threading.Condition()
         self._peer_alive = peer_alive  # None if alive, else why not
-        self.candidate_tests = list(candidate_tests)
+        self.candidate_tests: list[str] | None = None  # known once the candidate collected
+        self.services: dict[str, str] = {}  # URLs of the servers the base shares
         self.base_tests: list[str] | None = None
         self.peer_gone: str | None = None
+        self.ended: str | None = None
         self.wait_s = wait_s
         self._sides: dict[Side, _SideState] = {s: _SideState() for s in SIDES}
         self.runs: dict[tuple[str, str], PairedRun] = {}
@@ -104,9 +110,14 @@ class Coordinator:
     # ------------------------------------------------------------------ helpers
 
     def _wait(self, ready: Any, what: str) -> bool:
-        """Wait until ``ready()`` or the peer is gone; False if the peer is gone."""
+        """Wait until ``ready()`` or the peer is gone; False if the peer is gone.
+
+        Raises :class:`RunEnded` once the candidate's run is over (the base then stops).
+        """
         deadline = time.monotonic() + self.wait_s
         while not ready():
+            if self.ended is not None:
+                raise RunEnded(self.ended)
             if self.peer_gone is None and self._peer_alive is not None:
                 self.peer_gone = self._peer_alive()
             if self.peer_gone is not None:
@@ -119,6 +130,12 @@ class Coordinator:
             self._cond.wait(min(left, 1.0))
         return True
 
+    def end(self, reason: str) -> None:
+        """The candidate's run is over: every wait of the base raises :class:`RunEnded`."""
+        with self._cond:
+            self.ended = reason
+            self._cond.notify_all()
+
     def mark_gone(self, reason: str) -> None:
         """The base process ended or its connection dropped: stop waiting for it."""
         with self._cond:
@@ -128,7 +145,7 @@ class Coordinator:
 
     @property
     def common(self) -> set[str]:
-        return set(self.candidate_tests) & set(self.base_tests or ())
+        return set(self.candidate_tests or ()) & set(self.base_tests or ())
 
     @property
     def new_tests(self) -> list[str]:
@@ -136,22 +153,34 @@ class Coordinator:
         if self.base_tests is None:
             return []
         base = set(self.base_tests)
-        return [t for t in self.candidate_tests if t not in base]
+        return [t for t in self.candidate_tests or () if t not in base]
 
     @property
     def removed_tests(self) -> list[str]:
         """Tests of the base the candidate does not have."""
-        cand = set(self.candidate_tests)
+        cand = set(self.candidate_tests or ())
         return [t for t in self.base_tests or () if t not in cand]
 
     # ------------------------------------------------------------------ protocol
 
-    def hello(self, base_tests: list[str]) -> list[str]:
-        """The base's perf tests; returns the order to run the common ones in."""
+    def collected(self, tests: list[str], services: dict[str, str]) -> None:
+        """The candidate's perf tests in order, and the servers the base is to share."""
+        with self._cond:
+            self.candidate_tests = list(tests)
+            self.services = dict(services)
+            self._cond.notify_all()
+
+    def hello(self, base_tests: list[str]) -> tuple[list[str], dict[str, str]]:
+        """The base's perf tests; returns the order to run the common ones in, and the servers.
+
+        Waits for the candidate's collection (the base starts while it runs).
+        """
         with self._cond:
             self.base_tests = list(base_tests)
             self._cond.notify_all()
-            return [t for t in self.candidate_tests if t in set(base_tests)]
+            self._wait(lambda: self.candidate_tests is not None, "collect its tests")
+            wanted = set(base_tests)
+            return [t for t in self.candidate_tests or () if t in wanted], dict(self.services)
 
     def arrive(self, side: Side, nodeid: str, run: str, rounds: int) -> Plan:
         """``side`` is ready to measure ``run`` of ``nodeid`` in ``rounds`` rounds (or pairs)."""

@@ -12,8 +12,11 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
+import pytest
+
 from ..load.pacing import PlainPacer, checked_extra
 from ..measurement import Measurement
+from .channel import PeerError
 from .coordinator import Plan, Side
 
 #: Paired rounds of every run unless the test asks for more rounds.
@@ -46,7 +49,10 @@ class PairedPacer:
     async def _call(self, method: str, *args: Any) -> Any:
         call = getattr(self._channel, "call", None)
         if call is not None:  # PeerClient: the side is implied by the connection
-            return await asyncio.to_thread(call, method, *args)
+            try:
+                return await asyncio.to_thread(call, method, *args)
+            except PeerError as exc:  # the candidate's run is over: nothing left to pair
+                pytest.exit(f"A/B base side: stopping, {exc}", returncode=pytest.ExitCode.INTERRUPTED)
         function = getattr(self._channel, method)
         if method == "hello":
             return await asyncio.to_thread(function, *args)

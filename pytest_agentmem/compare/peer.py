@@ -78,6 +78,11 @@ def tool_root() -> Path | None:
 
 
 def _child_setup() -> None:  # pragma: no cover - runs in the child
+    # Its own process group (a terminal's Ctrl-C reaches the candidate, which stops
+    # it), but the candidate's session: with the kernel's autogroup scheduling a
+    # new session would be a scheduling group of its own, and under CPU contention
+    # the base would get a larger share of the machine than the candidate.
+    os.setpgid(0, 0)
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
@@ -86,7 +91,7 @@ def _child_setup() -> None:  # pragma: no cover - runs in the child
 
 
 class BaseProcess:
-    """The second pytest process, run in the worktree (its own session, log to a file)."""
+    """The second pytest process, run in the worktree (its own process group, log to a file)."""
 
     def __init__(self, argv: list[str], *, cwd: Path, env: dict[str, str], log_path: Path) -> None:
         self.argv = argv
@@ -94,8 +99,8 @@ class BaseProcess:
         self._log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
             argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=self._log,
-            stderr=subprocess.STDOUT, start_new_session=True,
-            preexec_fn=_child_setup if sys.platform.startswith("linux") else None)
+            stderr=subprocess.STDOUT,
+            preexec_fn=_child_setup if sys.platform.startswith("linux") else os.setpgrp)
 
     @property
     def pid(self) -> int:

@@ -21,7 +21,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
-from ..config import AB_POSTGRES_URL_ENV, AB_REDIS_URL_ENV, Settings
+from ..config import Settings
 from ..gate.checks import CheckFunction, GateContext
 from ..load.pacing import PlainPacer
 from ..marker import MARKER, perf_marker_of
@@ -88,31 +88,15 @@ class CompareCandidate:
     def where(self) -> str:
         return f"{self.base.ref} ({self.base.short})"
 
-    # ------------------------------------------------------------------ collection
+    # ------------------------------------------------------------------ start
 
-    @pytest.hookimpl(trylast=True)
-    def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
-        self.tests = [i.nodeid for i in items if is_perf_item(i) and not i.get_closest_marker("skip")]
-
-    @pytest.hookimpl(wrapper=True)
-    def pytest_collection_finish(self, session: pytest.Session) -> Generator[None, None, None]:
-        result = yield  # services started by the main plugin first
-        if self.tests and not self.config.option.collectonly:
-            self._start_base(session)
-        return result
-
-    def _start_base(self, session: pytest.Session) -> None:
-        from ..session import get_session
-
+    def pytest_sessionstart(self, session: pytest.Session) -> None:
+        """Make the worktree and start the base's pytest now: it starts up while we collect."""
+        if self.config.option.collectonly:
+            return
         self.worktree = Worktree(self.base)
-        self.coordinator = Coordinator(self.tests, peer_alive=self._base_status)
+        self.coordinator = Coordinator(peer_alive=self._base_status)
         self.server = PeerServer(self.coordinator)
-        extra = self.server.environment()
-        for name, service in get_session(self.config).services.running.items():
-            if name == "postgres":
-                extra[AB_POSTGRES_URL_ENV] = service.url
-            elif name == "redis":
-                extra[AB_REDIS_URL_ENV] = _next_db(service.url)
         repo = self.base.repo_root.resolve()
         tool = tool_root()
         roots = import_roots(repo, sys.path, sys.modules)
@@ -125,12 +109,32 @@ class CompareCandidate:
                 *self._base_args(repo), "-p", "no:cacheprovider", "-p", "no:xdist", "--agentmem-perf",
                 "--agentmem-services=auto", "-q", "-rfE", "--no-header"]
         log = self.worktree.path.parent / "base-pytest.log"
-        self.process = BaseProcess(argv, cwd=cwd, env=base_environment(extra, paths), log_path=log)
-        reporter = self.config.pluginmanager.get_plugin("terminalreporter")
-        if reporter is not None:
-            reporter.write_line(f"agentmem A/B: base {self.where} in a worktree, {len(self.tests)} perf "
-                                f"test(s), {self.settings.compare_pairs} paired rounds a run, tolerance "
-                                f"{self.settings.compare_tolerance:.0%}")
+        self.process = BaseProcess(argv, cwd=cwd, env=base_environment(self.server.environment(), paths),
+                                   log_path=log)
+
+    # ------------------------------------------------------------------ collection
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
+        self.tests = [i.nodeid for i in items if is_perf_item(i) and not i.get_closest_marker("skip")]
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_collection_finish(self, session: pytest.Session) -> Generator[None, None, None]:
+        result = yield  # the main plugin has started the services the tests need
+        if self.coordinator is not None:
+            from ..session import get_session
+
+            services: dict[str, str] = {}
+            for name, service in get_session(self.config).services.running.items():
+                services[name] = _next_db(service.url) if name == "redis" else service.url
+            self.coordinator.collected(self.tests, services)
+            reporter = self.config.pluginmanager.get_plugin("terminalreporter")
+            if reporter is not None and self.tests:
+                reporter.write_line(
+                    f"agentmem A/B: base {self.where} in a worktree, {len(self.tests)} perf test(s), "
+                    f"{self.settings.compare_pairs} paired rounds a run, tolerance "
+                    f"{self.settings.compare_tolerance:.0%}")
+        return result
 
     def _base_args(self, repo: Path) -> list[str]:
         args: list[str] = []
@@ -201,11 +205,17 @@ class CompareCandidate:
         for line in lines + self.notes:
             terminalreporter.write_line(line)
 
-    def stop(self) -> None:
-        """End the base process and remove the worktree (idempotent; Ctrl-C included)."""
+    def stop(self, grace: float = 0.0) -> None:
+        """End the base process and remove the worktree (idempotent; Ctrl-C included).
+
+        The base is told the run ended (its waits fail and it exits), given
+        ``grace`` seconds, then SIGTERM, then SIGKILL.
+        """
         try:
+            if self.coordinator is not None:
+                self.coordinator.end("the candidate side's run ended")
             if self.process is not None:
-                self.process.stop(grace=30.0 if self.process.alive() else 0.0)
+                self.process.stop(grace=grace)
         finally:
             if self.server is not None:
                 self.server.close()
@@ -213,10 +223,9 @@ class CompareCandidate:
                 self.worktree.remove()
 
     @pytest.hookimpl(tryfirst=True)
-    def pytest_sessionfinish(self) -> None:
-        if self.server is not None and self.coordinator is not None:
-            self.coordinator.mark_gone("run ended")  # unblock a base still waiting for us
-        self.stop()
+    def pytest_sessionfinish(self, exitstatus: int) -> None:
+        interrupted = exitstatus == pytest.ExitCode.INTERRUPTED
+        self.stop(grace=0.0 if interrupted else 10.0)
 
     def pytest_unconfigure(self) -> None:
         self.stop()
@@ -245,7 +254,8 @@ class CompareBase:
     @pytest.hookimpl(trylast=True)
     def pytest_collection_modifyitems(self, config: pytest.Config, items: list[pytest.Item]) -> None:
         mine = [i for i in items if is_perf_item(i)]
-        order = self.client.call("hello", [i.nodeid for i in mine])
+        order, services = self.client.call("hello", [i.nodeid for i in mine])
+        self._share(services)
         by_id = {i.nodeid: i for i in mine}
         kept = [by_id[n] for n in order if n in by_id]
         self.tests = {i.nodeid for i in kept}
@@ -253,6 +263,18 @@ class CompareBase:
         items[:] = kept
         if deselected:
             config.hook.pytest_deselected(items=deselected)
+
+    def _share(self, services: dict[str, str]) -> None:
+        """Use the candidate's servers (each side has its own databases on them)."""
+        from dataclasses import replace
+
+        from ..session import get_session
+
+        session = get_session(self.config)
+        changes = {f"{name}_url": url for name, url in services.items() if name in ("postgres", "redis")}
+        if changes:
+            session.settings = replace(session.settings, **changes)
+            session.services.settings = session.settings
 
     def pytest_agentmem_round_pacer(self, item: pytest.Item) -> PairedPacer | None:
         if item.nodeid not in self.tests:

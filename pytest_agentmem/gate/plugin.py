@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Generator
 from dataclasses import dataclass, field
 from typing import Any
@@ -35,6 +36,7 @@ from .baseline import (
 )
 from .benchmark import benchmark_measurement
 from .calibration import measure_probe, speed_ratio
+from .directions import is_primary
 from .checks import CHECKS, GateContext, run_checks, screen
 from .fingerprint import fingerprint, machine_differences, stack_differences
 from .stats import centre
@@ -44,7 +46,7 @@ from .verdict import TestVerdict
 #: session.extras key of this process's calibration probe (measured once, on demand).
 CALIBRATION_KEY = "pytest_agentmem.gate.calibration"
 #: Fewest extra rounds measured to confirm a suspected regression.
-MIN_CONFIRM_ROUNDS = 3
+MIN_CONFIRM_ROUNDS = 5
 #: Under --update-baselines, a perf.run measured with fewer rounds is topped up to this many.
 BASELINE_ROUNDS = 5
 #: Cap of the widening of the tolerance for a cross-machine (normalised) comparison.
@@ -168,7 +170,26 @@ def pytest_agentmem_confirm_rounds(item: pytest.Item, measurement: Measurement) 
     count = len(measurement.samples(suspects[0])) or 1
     state.initial_rounds[measurement.name] = count
     measurement.info["gate_suspects"] = sorted(set(suspects))
-    return max(MIN_CONFIRM_ROUNDS, count)
+    stored = ctx.baseline.measurements.get(measurement.name) if ctx.baseline else None
+    base_rounds = len(stored.samples(suspects[0])) if stored is not None else BASELINE_ROUNDS
+    family = sum(1 for k in measurement.metrics if is_primary(k, measurement.kind, ctx.gate_metrics))
+    family *= 1 + len(measurements_of(item))
+    return max(MIN_CONFIRM_ROUNDS, count, confirm_rounds_for(base_rounds, family, ctx.alpha))
+
+
+def confirm_rounds_for(base_rounds: int, family: int, alpha: float, cap: int = 12) -> int:
+    """Fresh rounds that let a rank test against ``base_rounds`` reach Holm's strictest level.
+
+    The smallest one-sided Mann-Whitney p of ``k`` rounds all worse than ``n``
+    baseline rounds is ``1 / C(n + k, k)``; Holm across ``family`` comparisons
+    needs ``alpha / family`` for the first. Without enough rounds no regression
+    could ever be confirmed, whatever its size.
+    """
+    target = alpha / max(1, family) / 2
+    for k in range(MIN_CONFIRM_ROUNDS, cap + 1):
+        if 1 / math.comb(max(1, base_rounds) + k, k) <= target:
+            return k
+    return cap
 
 
 # --------------------------------------------------------------------------- the gate
