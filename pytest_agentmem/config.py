@@ -18,6 +18,10 @@ import pytest
 
 SERVICE_MODES = ("auto", "docker", "local", "external")
 
+#: Set by ``--agentmem-compare`` in the environment of the base side's pytest process:
+#: the link to the candidate (which also hands it the servers to share).
+AB_ADDRESS_ENV = "AGENTMEM_AB_ADDRESS"
+
 
 # --------------------------------------------------------------------------- parsers
 # Each raises pytest.UsageError with a hint, so a bad value stops the run while
@@ -71,6 +75,23 @@ def parse_url(schemes: tuple[str, ...]) -> Callable[[str], str]:
         return text
 
     return parse
+
+
+def parse_ref(value: str) -> str:
+    """A git revision (resolved against the repository when the run starts)."""
+    text = str(value).strip()
+    if not text or text.startswith("-") or any(c.isspace() or c == "\0" for c in text):
+        raise pytest.UsageError(f"--agentmem-compare: expected a git branch, tag or commit "
+                                f"(e.g. origin/main), got {value!r}")
+    return text
+
+
+def parse_pairs(value: str) -> int:
+    number = parse_positive_int(value)
+    if number < 4:
+        raise pytest.UsageError(f"expected at least 4 pairs (fewer cannot show a significant "
+                                f"change), got {value!r}")
+    return number
 
 
 def parse_bool(value: str) -> bool:
@@ -133,6 +154,20 @@ OPTIONS: tuple[Option, ...] = (
            "otherwise (agentmem_perf(rounds=...) or perf.run(rounds=...)); default 1, and a "
            "suspected regression is re-measured anyway", ini="agentmem_rounds",
            env="AGENTMEM_ROUNDS", parse=parse_positive_int, metavar="N"),
+    # --- same-run A/B
+    Option("compare", "--agentmem-compare", "same-run A/B: also measure git REF (a temporary "
+           "worktree run by a second pytest process) and gate on the paired change of rounds "
+           "alternated between REF and this checkout, instead of the stored baselines",
+           ini="agentmem_compare", env="AGENTMEM_COMPARE", parse=parse_ref, metavar="REF"),
+    Option("compare_tolerance", "--agentmem-compare-tolerance", "allowed regression in A/B mode "
+           "(paired rounds cancel the machine's drift, so it is tighter than against stored "
+           "baselines; per test: agentmem_perf(tolerance=...))", default=0.03,
+           ini="agentmem_compare_tolerance", env="AGENTMEM_COMPARE_TOLERANCE",
+           parse=parse_fraction, metavar="FRACTION"),
+    Option("compare_pairs", "--agentmem-compare-pairs", "paired rounds of every perf.run in A/B "
+           "mode (each side's measured time is split over them; a suspect gets as many again)",
+           default=10, ini="agentmem_compare_pairs", env="AGENTMEM_COMPARE_PAIRS",
+           parse=parse_pairs, metavar="N"),
     # --- components
     Option("embedding_model", "--agentmem-embedding-model", "fastembed model of the embedder "
            "fixture (default: the offline all-MiniLM-L6-v2 int8 model; other models need a "
@@ -176,6 +211,10 @@ class Settings:
     tolerance: float = 0.15
     rounds: int | None = None
     embedding_model: str | None = None
+    compare: str | None = None
+    compare_tolerance: float = 0.03
+    compare_pairs: int = 10
+    ab_role: str | None = None  # "base" in the base side's process of an A/B run
     report_path: Path | None = None
     html_path: Path | None = None
     extra: dict[str, Any] = field(default_factory=dict)
@@ -219,4 +258,10 @@ def load_settings(config: pytest.Config) -> Settings:
         (values if opt.dest in known else extra)[opt.dest] = value
     if values.get("baselines_dir") is None:
         values["baselines_dir"] = Path(config.rootpath) / "perf_baselines"
+    if os.environ.get(AB_ADDRESS_ENV):
+        # the base side of an A/B run: the candidate's servers, no comparison of its own
+        values.update(ab_role="base", compare=None, perf=True, update_baselines=False,
+                      report_path=None, html_path=None)
+    elif values.get("compare"):
+        values["perf"] = True  # comparing means running the perf tests
     return Settings(**values, extra=extra)

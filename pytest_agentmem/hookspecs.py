@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING
 import pytest
 
 if TYPE_CHECKING:
+    from .gate.checks import CheckFunction
+    from .load.pacing import RoundPacer
     from .measurement import Measurement
 
 
@@ -23,3 +25,22 @@ def pytest_agentmem_confirm_rounds(item: pytest.Item, measurement: Measurement) 
 
 def pytest_agentmem_measurement(item: pytest.Item, measurement: Measurement) -> None:
     """A measurement was recorded for ``item`` (after any confirmation rounds)."""
+
+
+@pytest.hookspec(firstresult=True)
+def pytest_agentmem_round_pacer(item: pytest.Item) -> RoundPacer | None:
+    """Return the :class:`~pytest_agentmem.load.pacing.RoundPacer` of ``item``'s ``perf.run`` calls.
+
+    ``None`` (the default): rounds back to back, confirmation by
+    ``pytest_agentmem_confirm_rounds``. The A/B mode returns a pacer that
+    alternates the rounds of the base and the candidate.
+    """
+
+
+def pytest_agentmem_gate_checks(item: pytest.Item) -> list[CheckFunction]:
+    """Return check functions the gate runs on ``item`` beside its own.
+
+    Each takes the :class:`~pytest_agentmem.gate.checks.GateContext` and returns
+    :class:`~pytest_agentmem.gate.verdict.CheckResult` values; their comparisons
+    join the test's Holm-Bonferroni family. The A/B mode adds its paired checks.
+    """

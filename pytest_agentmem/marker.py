@@ -12,13 +12,14 @@ import pytest
 MARKER = "agentmem_perf"
 MARKER_HELP = (
     f"{MARKER}(min_qps=, max_p50_ms=, max_p95_ms=, max_p99_ms=, max_error_rate=, "
-    "min_recall=, tolerance=, baseline=True): a performance test, run only with "
-    "--agentmem-perf; keywords set absolute acceptance thresholds (min_<metric>/"
-    "max_<metric> for any measured metric) and per-test overrides of the regression tolerance"
+    "min_recall=, tolerance=, baseline=True, rounds=, gate=()): a performance test, run only "
+    "with --agentmem-perf; keywords set absolute acceptance thresholds (min_<metric>/"
+    "max_<metric> for any measured metric), per-test overrides of the regression tolerance, "
+    "and metrics gated beside qps, p95_ms, error_rate and cpu_ms_per_op (gate=)"
 )
 
 _THRESHOLD = re.compile(r"^(min|max)_([a-z][a-z0-9_]*)$")
-_OTHER_KEYWORDS = {"tolerance", "baseline", "rounds"}
+_OTHER_KEYWORDS = {"tolerance", "baseline", "rounds", "gate"}
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,7 @@ class PerfMarker:
     baseline: bool = True
     rounds: int | None = None
     raw: dict[str, Any] = field(default_factory=dict)
+    gate: tuple[str, ...] = ()  # metrics gated beside the primary set
 
 
 def parse_marker(mark: pytest.Mark, nodeid: str) -> PerfMarker:
@@ -55,6 +57,7 @@ def parse_marker(mark: pytest.Mark, nodeid: str) -> PerfMarker:
     tolerance: float | None = None
     baseline = True
     rounds: int | None = None
+    gate: tuple[str, ...] = ()
     for key, value in mark.kwargs.items():
         match = _THRESHOLD.match(key)
         if match:
@@ -71,11 +74,17 @@ def parse_marker(mark: pytest.Mark, nodeid: str) -> PerfMarker:
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise pytest.UsageError(f"{where}: rounds must be a positive int, got {value!r}")
             rounds = value
+        elif key == "gate":
+            names = (value,) if isinstance(value, str) else value
+            if not isinstance(names, (list, tuple)) or not all(isinstance(n, str) and n for n in names):
+                raise pytest.UsageError(f"{where}: gate must be a metric name or a list of them, "
+                                        f"e.g. gate=['p99_ms'], got {value!r}")
+            gate = tuple(names)
         else:
             known = "min_<metric>, max_<metric>, " + ", ".join(sorted(_OTHER_KEYWORDS))
             raise pytest.UsageError(f"{where}: unknown keyword {key!r}; known keywords: {known} "
                                     "(e.g. min_qps, max_p95_ms, max_error_rate, min_recall)")
-    return PerfMarker(tuple(thresholds), tolerance, baseline, rounds, dict(mark.kwargs))
+    return PerfMarker(tuple(thresholds), tolerance, baseline, rounds, dict(mark.kwargs), gate)
 
 
 def _number(where: str, key: str, value: Any) -> float:

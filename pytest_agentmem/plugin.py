@@ -59,7 +59,20 @@ def pytest_configure(config: pytest.Config) -> None:
         module = importlib.import_module(name)
         if not config.pluginmanager.is_registered(module):
             config.pluginmanager.register(module, name)
+    _register_compare(config, settings)
     _install_sigterm_handler(session)
+
+
+def _register_compare(config: pytest.Config, settings: Any) -> None:
+    """The A/B mode's plugin object: the candidate's (--agentmem-compare) or the base's."""
+    if settings.ab_role == "base":
+        from .compare.plugin import CompareBase
+
+        config.pluginmanager.register(CompareBase(config), "agentmem-compare-base")
+    elif settings.compare:
+        from .compare.plugin import CompareCandidate
+
+        config.pluginmanager.register(CompareCandidate(config, settings), "agentmem-compare")
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

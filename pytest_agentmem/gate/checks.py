@@ -24,7 +24,7 @@ from ..errors import ConfigurationError
 from ..marker import Threshold
 from ..measurement import Measurement
 from .baseline import Baseline
-from .directions import compared, direction_of, is_time_like, latency_floor
+from .directions import compared, direction_of, is_primary, is_time_like, latency_floor
 from .stats import centre, p_worse, worse_change
 from .verdict import CheckResult, Direction, Verdict
 
@@ -49,6 +49,8 @@ class GateContext:
     update: bool = False  # --update-baselines: regressions are reported, not failed
     initial_rounds: dict[str, int] = field(default_factory=dict)  # before confirmation
     alpha: float = ALPHA
+    gate_metrics: tuple[str, ...] = ()  # metrics gated beside the primary set (marker gate=)
+    paired: bool = False  # A/B mode: the paired comparison replaces the stored baseline
 
 
 # --------------------------------------------------------------------------- formatting
@@ -183,13 +185,13 @@ def _describe(name: str, c: Comparison, tolerance: float, tail: str) -> str:
 
 def check_baseline(ctx: GateContext) -> list[CheckResult]:
     """Every compared metric of every measurement against the stored baseline."""
-    if not ctx.compare:
+    if not ctx.compare or ctx.paired:
         return []
     results: list[CheckResult] = []
     for m in ctx.measurements:
         stored = ctx.baseline.measurements.get(m.name) if ctx.baseline else None
         for metric in sorted(m.metrics):
-            if not compared(metric, m.kind):
+            if not compared(metric, m.kind) or not is_primary(metric, m.kind, ctx.gate_metrics):
                 continue
             samples = m.samples(metric)
             base_samples = stored.samples(metric) if stored else []
@@ -254,10 +256,10 @@ def screen(ctx: GateContext, m: Measurement) -> list[str]:
             if (value < threshold.limit) if threshold.kind == "min" else (value > threshold.limit):
                 suspects.append(threshold.metric)
     stored = ctx.baseline.measurements.get(m.name) if ctx.baseline and ctx.compare else None
-    if stored is not None:
+    if stored is not None and not ctx.paired:
         for metric in sorted(m.metrics):
             base_samples = stored.samples(metric)
-            if compared(metric, m.kind) and base_samples:
+            if compared(metric, m.kind) and is_primary(metric, m.kind, ctx.gate_metrics) and base_samples:
                 c = compare_samples(metric, m.samples(metric), base_samples, ctx.speed, m.kind)
                 if regressed(c, _tolerance(ctx, c.normalised), SCREEN_ALPHA):
                     suspects.append(metric)
@@ -271,8 +273,32 @@ CHECKS: list[CheckFunction] = [check_thresholds, check_baseline]
 
 
 def run_checks(ctx: GateContext, checks: Sequence[CheckFunction] = CHECKS) -> list[CheckResult]:
-    """All check results (raises ConfigurationError for a threshold naming no measured metric)."""
+    """All check results (raises ConfigurationError for a threshold naming no measured metric).
+
+    The comparisons of one test are one family: a failure needs its p-value to
+    survive Holm-Bonferroni across every comparison of the test that has one
+    (:func:`holm_family`), so gating four metrics does not quadruple the chance
+    of a false alarm.
+    """
     results: list[CheckResult] = []
     for check in checks:
         results.extend(check(ctx))
+    return holm_family(results, ctx.alpha)
+
+
+def holm_family(results: list[CheckResult], alpha: float = ALPHA) -> list[CheckResult]:
+    """Downgrade to ``warn`` the failed comparisons whose Holm-adjusted p exceeds ``alpha``."""
+    family = [c for c in results if c.kind in ("baseline", "paired") and c.p_value is not None]
+    m = len(family)
+    if m <= 1:
+        return results
+    ordered = sorted(family, key=lambda c: c.p_value)  # type: ignore[arg-type, return-value]
+    running = 0.0
+    for rank, check in enumerate(ordered):
+        running = max(running, min(1.0, (m - rank) * float(check.p_value)))  # type: ignore[arg-type]
+        check.p_adjusted = running
+        if check.verdict == "fail" and running > alpha:
+            check.verdict = "warn"
+            check.confirmed = False
+            check.message += f"; not significant across the test's {m} comparisons (Holm p={running:.3g})"
     return results

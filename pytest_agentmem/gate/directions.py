@@ -26,7 +26,7 @@ _HIGHER_PREFIX = ("recall", "precision", "ndcg", "mrr", "hit_rate", "throughput"
 _HIGHER_SUFFIX = ("_per_s", "_per_sec", "_qps", "_ops", "_hit_rate", "_savings", "_recall",
                   "_throughput", "_speedup")
 _LOWER_SUFFIX = ("_ms", "_s", "_us", "_ns", "_error_rate", "_bytes", "_mb", "_kb", "_miss_rate")
-_LOWER_EXACT = frozenset({"error_rate", "timeout_rate", "miss_rate", "latency", "cpu_s"})
+_LOWER_EXACT = frozenset({"error_rate", "timeout_rate", "miss_rate", "latency", "cpu_s", "cpu_ms_per_op"})
 
 #: Bounded rates: a change is measured against at least this floor, so that
 #: 0 -> 0.001 errors is not an "infinite" regression.
@@ -59,6 +59,27 @@ def direction_of(metric: str) -> Direction:
     return "none"
 
 
+#: The questions the gate asks of every load run by default: throughput, tail
+#: latency, errors and CPU cost. The other figures are measured and reported, and
+#: gated only when a test names them (marker ``gate=``) or bounds them.
+PRIMARY = {
+    "load": frozenset({"qps", "p95_ms", "error_rate", "cpu_ms_per_op"}),
+    "benchmark": frozenset({"median_ms"}),
+}
+
+
+def is_primary(metric: str, kind: str = "load", also: tuple[str, ...] | frozenset[str] = ()) -> bool:
+    """Whether the gate compares ``metric`` of a ``kind`` measurement by default.
+
+    Figures filed with ``perf.record`` are all primary: a test records what it
+    wants judged.
+    """
+    if metric in also:
+        return True
+    primary = PRIMARY.get(kind)
+    return True if primary is None else metric in primary
+
+
 def compared(metric: str, kind: str = "load") -> bool:
     """Whether ``metric`` is compared with its baseline."""
     if kind == "benchmark" and metric == "ops":
@@ -77,5 +98,5 @@ def is_time_like(metric: str) -> bool:
     name = metric.lower()
     if is_rate(name) and not name.endswith(("per_s", "qps")):
         return False
-    return name in ("qps", "ops", "throughput", "ops_per_s") or name.endswith(
+    return name in ("qps", "ops", "throughput", "ops_per_s", "cpu_ms_per_op") or name.endswith(
         ("_ms", "_s", "_us", "_ns", "_per_s", "_per_sec", "_qps", "_throughput"))

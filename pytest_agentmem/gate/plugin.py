@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Generator
 from dataclasses import dataclass, field
 from typing import Any
@@ -35,7 +36,8 @@ from .baseline import (
 )
 from .benchmark import benchmark_measurement
 from .calibration import measure_probe, speed_ratio
-from .checks import GateContext, run_checks, screen
+from .directions import is_primary
+from .checks import CHECKS, GateContext, run_checks, screen
 from .fingerprint import fingerprint, machine_differences, stack_differences
 from .stats import centre
 from .summary import render
@@ -44,7 +46,7 @@ from .verdict import TestVerdict
 #: session.extras key of this process's calibration probe (measured once, on demand).
 CALIBRATION_KEY = "pytest_agentmem.gate.calibration"
 #: Fewest extra rounds measured to confirm a suspected regression.
-MIN_CONFIRM_ROUNDS = 3
+MIN_CONFIRM_ROUNDS = 5
 #: Under --update-baselines, a perf.run measured with fewer rounds is topped up to this many.
 BASELINE_ROUNDS = 5
 #: Cap of the widening of the tolerance for a cross-machine (normalised) comparison.
@@ -86,11 +88,14 @@ def _marker(item: pytest.Item) -> PerfMarker:
 
 
 def _baseline_of(item: pytest.Item) -> Baseline | None:
-    """The stored baseline of ``item`` (loaded once; raises BaselineError if unusable)."""
+    """The stored baseline of ``item`` (loaded once; raises BaselineError if unusable).
+
+    None in A/B mode (``--agentmem-compare``): the base is measured in the same run.
+    """
     state = _state(item)
     if not state.loaded:
         state.loaded = True
-        if _marker(item).baseline:
+        if _marker(item).baseline and not get_session(item.config).settings.compare:
             path = baseline_path(get_session(item.config).settings.baselines_dir, item.nodeid)
             try:
                 state.baseline = load_baseline(path)
@@ -108,7 +113,8 @@ def _context(item: pytest.Item, measurements: list[Measurement], notes: list[str
     settings = get_session(item.config).settings
     marker = _marker(item)
     baseline = _baseline_of(item)
-    tolerance = marker.tolerance if marker.tolerance is not None else settings.tolerance
+    default = settings.compare_tolerance if settings.compare else settings.tolerance
+    tolerance = marker.tolerance if marker.tolerance is not None else default
     speed, extra = None, 0.0
     if baseline is not None:
         differs = machine_differences(baseline.fingerprint, current_fp)
@@ -134,7 +140,8 @@ def _context(item: pytest.Item, measurements: list[Measurement], notes: list[str
         nodeid=item.nodeid, measurements=measurements, thresholds=marker.thresholds,
         tolerance=tolerance, baseline=baseline, compare=marker.baseline, speed=speed,
         extra_tolerance=extra, update=settings.update_baselines,
-        initial_rounds=dict(_state(item).initial_rounds))
+        initial_rounds=dict(_state(item).initial_rounds), gate_metrics=marker.gate,
+        paired=bool(settings.compare))
 
 
 # --------------------------------------------------------------------------- confirmation
@@ -163,7 +170,26 @@ def pytest_agentmem_confirm_rounds(item: pytest.Item, measurement: Measurement) 
     count = len(measurement.samples(suspects[0])) or 1
     state.initial_rounds[measurement.name] = count
     measurement.info["gate_suspects"] = sorted(set(suspects))
-    return max(MIN_CONFIRM_ROUNDS, count)
+    stored = ctx.baseline.measurements.get(measurement.name) if ctx.baseline else None
+    base_rounds = len(stored.samples(suspects[0])) if stored is not None else BASELINE_ROUNDS
+    family = sum(1 for k in measurement.metrics if is_primary(k, measurement.kind, ctx.gate_metrics))
+    family *= 1 + len(measurements_of(item))
+    return max(MIN_CONFIRM_ROUNDS, count, confirm_rounds_for(base_rounds, family, ctx.alpha))
+
+
+def confirm_rounds_for(base_rounds: int, family: int, alpha: float, cap: int = 12) -> int:
+    """Fresh rounds that let a rank test against ``base_rounds`` reach Holm's strictest level.
+
+    The smallest one-sided Mann-Whitney p of ``k`` rounds all worse than ``n``
+    baseline rounds is ``1 / C(n + k, k)``; Holm across ``family`` comparisons
+    needs ``alpha / family`` for the first. Without enough rounds no regression
+    could ever be confirmed, whatever its size.
+    """
+    target = alpha / max(1, family) / 2
+    for k in range(MIN_CONFIRM_ROUNDS, cap + 1):
+        if 1 / math.comb(max(1, base_rounds) + k, k) <= target:
+            return k
+    return cap
 
 
 # --------------------------------------------------------------------------- the gate
@@ -186,10 +212,10 @@ def _is_gated(item: pytest.Item, measurements: list[Measurement]) -> bool:
 def gate(item: pytest.Item) -> TestVerdict | None:
     """Decide ``item`` after its body passed; file and return the verdict (None: not gated)."""
     measurements = _gathered(item)
-    if not _is_gated(item, measurements):
-        return None
     session = get_session(item.config)
     settings = session.settings
+    if settings.ab_role == "base" or not _is_gated(item, measurements):
+        return None  # the base side of an A/B run is judged by the candidate
     marker = _marker(item)
     current_fp = fingerprint(item.config)
     path = baseline_path(settings.baselines_dir, item.nodeid) if marker.baseline else None
@@ -199,7 +225,8 @@ def gate(item: pytest.Item) -> TestVerdict | None:
     session.results.append(verdict)
     try:
         ctx = _context(item, measurements, verdict.notes, current_fp)
-        verdict.checks = run_checks(ctx)
+        extra = [f for found in item.ihook.pytest_agentmem_gate_checks(item=item) for f in found]
+        verdict.checks = run_checks(ctx, [*CHECKS, *extra])
     except (BaselineError, ConfigurationError) as exc:
         verdict.outcome = "error"
         verdict.notes.append(str(exc))
@@ -209,7 +236,8 @@ def gate(item: pytest.Item) -> TestVerdict | None:
     failures = verdict.failures
     if failures:
         verdict.outcome = "failed"
-    elif marker.baseline and any(c.verdict == "new" for c in verdict.checks) and baseline is None:
+    elif (marker.baseline and not settings.compare and baseline is None
+          and any(c.verdict == "new" for c in verdict.checks)):
         verdict.outcome = "no-baseline"
         if not settings.update_baselines:
             verdict.notes.append(f"no baseline yet ({path}); record one with --update-baselines")

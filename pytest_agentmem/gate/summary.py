@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from .checks import fmt, pct
-from .verdict import TestVerdict
+from .verdict import CheckResult, TestVerdict
 
 HEADER = ("test", "metric", "value", "baseline", "change", "verdict")
 _ORDER = {"failed": 0, "error": 1, "updated": 2, "no-baseline": 3, "passed": 4}
@@ -22,6 +22,12 @@ def _rows(v: TestVerdict) -> list[tuple[str, ...]]:
         if c.kind == "threshold":
             reference = f"{c.bound} {fmt(c.limit)}"
             change = ""
+        elif c.kind == "paired":
+            if c.metric == "-":
+                rows.append((c.measurement, "", "", "", c.verdict))
+                continue
+            reference = "base " + fmt(c.baseline)
+            change = paired_change(c)
         else:
             reference = fmt(c.baseline) + ("*" if c.normalised else "")
             change = pct(c.raw_change) if c.raw_change is not None else ""
@@ -35,6 +41,22 @@ def _rows(v: TestVerdict) -> list[tuple[str, ...]]:
     if not rows:
         rows.append(("-", "", "", "", v.outcome))
     return rows
+
+
+def paired_change(c: CheckResult) -> str:
+    """``+4.1% [+2.0%, +6.3%] p=0.002`` (worse-oriented change, its interval, Holm p)."""
+    if c.change is None:
+        return ""
+    if c.raw_change is None:  # a rate, compared by difference
+        text = f"{c.change:+.3g}"
+        interval = f" [{c.interval[0]:+.3g}, {c.interval[1]:+.3g}]" if c.interval else ""
+    else:
+        sign = 1 if c.direction == "lower" else -1  # back to the arithmetic change
+        text = pct(sign * c.change)
+        lo, hi = sorted(sign * x for x in c.interval) if c.interval else (None, None)
+        interval = f" [{pct(lo)}, {pct(hi)}]" if c.interval else ""
+    p = c.p_adjusted if c.p_adjusted is not None else c.p_value
+    return text + interval + (f" p={p:.2g}" if p is not None else "")
 
 
 def render(verdicts: Sequence[TestVerdict]) -> list[str]:

@@ -19,7 +19,7 @@ from ..measurement import Measurement
 
 Verdict = Literal["pass", "fail", "new", "warn"]
 Outcome = Literal["passed", "failed", "no-baseline", "updated", "error"]
-CheckKind = Literal["threshold", "baseline"]
+CheckKind = Literal["threshold", "baseline", "paired"]
 Direction = Literal["higher", "lower", "none"]
 
 
@@ -52,6 +52,9 @@ class CheckResult:
     bound: str | None = None  # "min" / "max" for thresholds
     raw_change: float | None = None  # value / baseline - 1
     normalised: bool = False  # baseline scaled by a calibration probe (other machine)
+    p_adjusted: float | None = None  # Holm-adjusted across the test's comparisons
+    interval: tuple[float, float] | None = None  # confidence interval of ``change`` (paired)
+    pairs: int | None = None  # paired rounds behind a ``paired`` check
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -60,7 +63,9 @@ class CheckResult:
             "raw_change": self.raw_change, "tolerance": self.tolerance,
             "p_value": self.p_value, "confirmed": self.confirmed, "verdict": self.verdict,
             "message": self.message, "kind": self.kind, "direction": self.direction,
-            "bound": self.bound, "normalised": self.normalised,
+            "bound": self.bound, "normalised": self.normalised, "p_adjusted": self.p_adjusted,
+            "interval": list(self.interval) if self.interval is not None else None,
+            "pairs": self.pairs,
         }
 
 
@@ -109,7 +114,8 @@ def measurement_to_dict(m: Measurement) -> dict[str, Any]:
     return {
         "name": m.name, "kind": m.kind, "metrics": dict(m.metrics),
         "rounds": [dict(r) for r in m.rounds], "confirmations": m.confirmations,
-        "info": {k: v for k, v in m.info.items() if isinstance(v, (str, int, float, bool, type(None)))},
+        "info": {k: v for k, v in m.info.items()
+                 if isinstance(v, (str, int, float, bool, type(None))) or k.startswith("ab_")},
         "load": load() if callable(load) else None,
     }
 
@@ -117,7 +123,10 @@ def measurement_to_dict(m: Measurement) -> dict[str, Any]:
 def check_from_dict(data: dict[str, Any]) -> CheckResult:
     """Inverse of :meth:`CheckResult.to_dict`."""
     names = CheckResult.__dataclass_fields__
-    return CheckResult(**{k: v for k, v in data.items() if k in names})
+    values = {k: v for k, v in data.items() if k in names}
+    if values.get("interval") is not None:
+        values["interval"] = tuple(values["interval"])
+    return CheckResult(**values)
 
 
 def measurement_from_dict(data: dict[str, Any]) -> Measurement:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import statistics
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -20,10 +21,11 @@ from ..errors import ConfigurationError
 from ..marker import perf_marker_of
 from ..measurement import Measurement, measurements_of
 from . import loops
+from .pacing import RoundPacer, pacer_for
 from .progress import Progress
 from .resources import service_pids_of
 from .result import LoadResult, is_number, merge_results
-from .runner import Op, run_load, validate
+from .runner import LoadSpec, Op, run_load, validate
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -70,27 +72,37 @@ class Perf:
         label = self._claim_name(name)
         spec = validate(op, concurrency=concurrency, rate=rate, duration=duration, total=total,
                         warmup=warmup, timeout=timeout, name=label, processes=processes)
-        results = [await self._one_round(op, spec, number, rounds) for number in range(rounds)]
-        merged = merge_results(results)
-        measurement = Measurement(name=label, metrics=merged.metrics(),
-                                  rounds=[r.metrics() for r in results], load=merged, kind="load")
-        extra = self._item.ihook.pytest_agentmem_confirm_rounds(item=self._item,
-                                                                measurement=measurement)
+        pacer = pacer_for(self._item)
+        planned = await pacer.plan(label, rounds)
+        spec = split_spec(spec, rounds, planned)
+        results: list[LoadResult] = []
+        for number in range(planned):
+            results.append(await self._paced_round(pacer, op, spec, number, planned))
+        measurement = self._measurement(label, results)
+        extra = await pacer.extra_rounds(measurement)
         if extra:
-            if not isinstance(extra, int) or isinstance(extra, bool) or extra < 0:
-                raise ConfigurationError(
-                    f"pytest_agentmem_confirm_rounds returned {extra!r}; expected an int >= 0")
             for _ in range(extra):
-                results.append(await self._one_round(op, spec, len(results), 2))
-            merged = merge_results(results)
-            measurement.rounds = [r.metrics() for r in results]
-            measurement.metrics = merged.metrics()
-            measurement.load = merged
-            measurement.confirmations = 1
+                results.append(await self._paced_round(pacer, op, spec, len(results), planned + extra))
+            measurement = self._measurement(label, results, confirmations=1, info=measurement.info)
+        await pacer.finish(measurement)
         measurements_of(self._item).append(measurement)
         self._item.ihook.pytest_agentmem_measurement(item=self._item, measurement=measurement)
-        self.results.append(merged)
-        return merged
+        self.results.append(measurement.load)
+        return measurement.load
+
+    @staticmethod
+    def _measurement(label: str, results: list[LoadResult], confirmations: int = 0,
+                     info: dict[str, Any] | None = None) -> Measurement:
+        merged = merge_results(results)
+        return Measurement(name=label, metrics=merged.metrics(), rounds=[r.metrics() for r in results],
+                           load=merged, kind="load", confirmations=confirmations, info=dict(info or {}))
+
+    async def _paced_round(self, pacer: RoundPacer, op: Op, spec: Any, number: int,
+                           rounds: int) -> LoadResult:
+        await pacer.before_round(spec.name, number)
+        result = await self._one_round(op, spec, number, rounds)
+        await pacer.after_round(spec.name, number, result.metrics())
+        return result
 
     async def _one_round(self, op: Op, spec: Any, number: int, rounds: int) -> LoadResult:
         """Round ``number`` (from 0); ``rounds`` > 1 shows the round in the progress line."""
@@ -176,9 +188,22 @@ def _median(values: list[float]) -> float:
 
 
 def _without_warmup(spec: Any) -> Any:
-    from dataclasses import replace
-
     return replace(spec, warmup=0)
+
+
+def split_spec(spec: LoadSpec, rounds: int, planned: int) -> LoadSpec:
+    """``spec`` for ``planned`` rounds that together last as long as ``rounds`` rounds of it.
+
+    A pacer that asks for more, shorter rounds (the A/B mode pairs them) keeps the
+    measured time of the run: each round's ``duration`` and ``total`` shrink by
+    ``rounds / planned`` (a ``total`` to at least 1 operation).
+    """
+    if planned <= rounds:
+        return spec
+    scale = rounds / planned
+    return replace(spec,
+                   duration=None if spec.duration is None else spec.duration * scale,
+                   total=None if spec.total is None else max(1, math.ceil(spec.total * scale)))
 
 
 @pytest.fixture

@@ -20,18 +20,19 @@ def attach_postgres(url: str, *, timeout: float = EXTERNAL_TIMEOUT_S) -> Running
 
     started = time.perf_counter()
 
-    async def probe() -> tuple[str, str | None]:
+    async def probe() -> tuple[str, str | None, int | None]:
         conn = await asyncpg.connect(url, timeout=min(timeout, EXTERNAL_TIMEOUT_S))
         try:
             version = await conn.fetchval("SHOW server_version")
             vector = await conn.fetchval(
                 "SELECT default_version FROM pg_available_extensions WHERE name = 'vector'")
+            postmaster = _parent_of(await conn.fetchval("SELECT pg_backend_pid()"), url)
         finally:
             await conn.close()
-        return str(version).split()[0], vector
+        return str(version).split()[0], vector, postmaster
 
     try:
-        version, vector = run_sync(probe())
+        version, vector, postmaster = run_sync(probe())
     except (OSError, asyncio_timeout_errors(), asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
         raise ServiceUnavailableError(
             f"cannot connect to PostgreSQL at {redact_url(url)}: {redact_text(str(exc)) or type(exc).__name__}",
@@ -44,7 +45,8 @@ def attach_postgres(url: str, *, timeout: float = EXTERNAL_TIMEOUT_S) -> Running
             hint="install pgvector on that server, or drop --agentmem-postgres-url to use the "
                  "embedded PostgreSQL with pgvector")
     return RunningService(name="postgres", url=url, mode="external", version=version,
-                          startup_s=time.perf_counter() - started, components={"pgvector": vector})
+                          startup_s=time.perf_counter() - started, components={"pgvector": vector},
+                          pids=(postmaster,) if postmaster else ())
 
 
 def attach_redis(url: str, *, timeout: float = EXTERNAL_TIMEOUT_S) -> RunningService:
@@ -66,9 +68,46 @@ def attach_redis(url: str, *, timeout: float = EXTERNAL_TIMEOUT_S) -> RunningSer
             hint="check that the server runs and the URL is right (redis://[:password@]host:port/db), "
                  "or drop --agentmem-redis-url to let the plugin start its own server",
         ) from None
+    pid = _visible_pid(info.get("process_id"), url)
     return RunningService(name="redis", url=url, mode="external",
                           version=str(info.get("redis_version", "?")),
-                          startup_s=time.perf_counter() - started)
+                          startup_s=time.perf_counter() - started, pids=(pid,) if pid else ())
+
+
+def _on_this_machine(url: str) -> bool:
+    from urllib.parse import urlsplit
+
+    host = (urlsplit(url).hostname or "").lower()
+    return host in ("127.0.0.1", "localhost", "::1") or host.startswith("127.")
+
+
+def _visible_pid(pid: object, url: str) -> int | None:
+    """``pid`` when the server runs on this machine and its process is visible to us.
+
+    Then the CPU sampler counts its CPU (``cpu_ms_per_op``) as for a server we started.
+    """
+    if not isinstance(pid, int) or pid <= 0 or not _on_this_machine(url):
+        return None
+    import psutil
+
+    try:
+        psutil.Process(pid).cpu_times()
+    except psutil.Error:
+        return None
+    return pid
+
+
+def _parent_of(backend: object, url: str) -> int | None:
+    """The postmaster of a visible local backend (its parent process), else None."""
+    pid = _visible_pid(backend, url)
+    if pid is None:
+        return None
+    import psutil
+
+    try:
+        return _visible_pid(psutil.Process(pid).ppid(), url)
+    except psutil.Error:
+        return None
 
 
 def asyncio_timeout_errors() -> type[BaseException]:

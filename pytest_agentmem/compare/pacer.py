@@ -1,0 +1,116 @@
+"""The A/B round pacer: the ``perf`` fixture's rounds, alternated with the other side's.
+
+Both sides run the same ``perf.run`` with a :class:`PairedPacer`. Calls into the
+coordinator block, so they run in a worker thread: the test's event loop stays
+free (the other side's turn can take seconds). A run the other side does not
+have (or a side that went away) is measured unpaired, back to back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from ..load.pacing import PlainPacer, checked_extra
+from ..measurement import Measurement
+from .channel import PeerError
+from .coordinator import Plan, Side
+
+#: Paired rounds of every run unless the test asks for more rounds.
+DEFAULT_PAIRS = 10
+
+#: Decides the extra pairs from (base rounds, candidate rounds); candidate side only.
+ExtraDecision = Callable[[str, list[dict[str, float]], list[dict[str, float]]], int]
+
+
+class PairedPacer:
+    """Alternates this side's rounds with the other side's through ``channel``.
+
+    ``channel`` is the :class:`~pytest_agentmem.compare.coordinator.Coordinator`
+    itself on the candidate side, a :class:`~pytest_agentmem.compare.channel.PeerClient`
+    on the base side; both offer the same calls. ``decide_extra`` (candidate
+    side) looks at the pairs of a run and answers how many pairs to add.
+    """
+
+    def __init__(self, side: Side, nodeid: str, channel: Any, plain: PlainPacer, *,
+                 pairs: int = DEFAULT_PAIRS, decide_extra: ExtraDecision | None = None) -> None:
+        self.side = side
+        self.nodeid = nodeid
+        self._channel = channel
+        self._plain = plain
+        self._pairs = pairs
+        self._decide_extra = decide_extra
+        self._plans: dict[str, Plan] = {}
+        self._planned: dict[str, int] = {}
+
+    async def _call(self, method: str, *args: Any) -> Any:
+        call = getattr(self._channel, "call", None)
+        if call is not None:  # PeerClient: the side is implied by the connection
+            try:
+                return await asyncio.to_thread(call, method, *args)
+            except PeerError as exc:  # the candidate's run is over: nothing left to pair
+                pytest.exit(f"A/B base side: stopping, {exc}", returncode=pytest.ExitCode.INTERRUPTED)
+        function = getattr(self._channel, method)
+        if method == "hello":
+            return await asyncio.to_thread(function, *args)
+        return await asyncio.to_thread(function, self.side, *args)
+
+    def _paired(self, name: str) -> bool:
+        plan = self._plans.get(name)
+        return plan is not None and plan.paired
+
+    async def plan(self, name: str, rounds: int) -> int:
+        plan: Plan = await self._call("arrive", self.nodeid, name, max(rounds, self._pairs))
+        self._plans[name] = plan
+        self._planned[name] = plan.rounds if plan.paired else rounds
+        return self._planned[name]
+
+    async def before_round(self, name: str, number: int) -> None:
+        if self._paired(name):
+            ok = await self._call("turn", self.nodeid, name, number)
+            if not ok:  # the other side went away: go on alone
+                self._plans[name] = Plan(False, self._planned[name], "the other side went away")
+
+    async def after_round(self, name: str, number: int, metrics: dict[str, float]) -> None:
+        if self._paired(name):
+            await self._call("done", self.nodeid, name, number, metrics)
+
+    async def extra_rounds(self, measurement: Measurement) -> int:
+        name = measurement.name
+        if not self._paired(name):
+            return await self._plain.extra_rounds(measurement) if self.side == "candidate" else 0
+        if self.side == "base":
+            return checked_extra(await self._call("more", self.nodeid, name), "the candidate side")
+        coordinator = self._channel
+        planned = self._planned[name]
+        complete = await asyncio.to_thread(coordinator.wait_pairs, self.nodeid, name, planned)
+        extra = 0
+        if complete and self._decide_extra is not None:
+            base, cand = coordinator.pairs_so_far(self.nodeid, name)
+            extra = checked_extra(self._decide_extra(name, base, cand), "the A/B screen")
+            if extra:
+                measurement.info["ab_initial_pairs"] = len(cand)
+        coordinator.set_extra(self.nodeid, name, extra)
+        return extra
+
+    async def finish(self, measurement: Measurement) -> None:
+        name = measurement.name
+        plan = self._plans.get(name)
+        if plan is None:
+            return
+        if not plan.paired:
+            measurement.info["ab_unpaired"] = plan.reason or "unpaired"
+            return
+        summary = {"metrics": dict(measurement.metrics)}
+        await self._call("finish", self.nodeid, name, summary)
+        if self.side == "candidate":
+            run = self._channel.run_of(self.nodeid, name)
+            if run is not None:
+                n = min(len(run.rounds["base"]), len(run.rounds["candidate"]))
+                measurement.info["ab_base_rounds"] = [dict(r) for r in run.rounds["base"][:n]]
+                measurement.info["ab_candidate_rounds"] = [dict(r) for r in run.rounds["candidate"][:n]]
+                measurement.info["ab_order"] = list(run.order)
+                measurement.info["ab_base_metrics"] = dict(run.summaries.get("base", {}).get("metrics", {}))

@@ -1,0 +1,299 @@
+"""The pytest side of the A/B mode: ``--agentmem-compare REF``.
+
+:class:`CompareCandidate` runs in the user's pytest process (this checkout). After
+collection it makes a worktree of ``REF``, starts the base side's pytest there
+(:mod:`.peer`) on the same servers, and serves it the turns (:mod:`.coordinator`);
+the ``perf`` fixture's rounds alternate with the base's (:mod:`.pacer`) and the
+gate judges the paired change (:mod:`.decision`). :class:`CompareBase` is the
+other end, in the base process. Both are registered by ``plugin.py``.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import shlex
+import sys
+from collections.abc import Generator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import pytest
+
+from ..config import Settings
+from ..gate.checks import CheckFunction, GateContext
+from ..load.pacing import PlainPacer
+from ..marker import MARKER, perf_marker_of
+from ..redact import redact_text
+from .channel import PeerClient, PeerError, PeerServer
+from .coordinator import Coordinator
+from .decision import check_paired, extra_pairs
+from .git import BaseRef, Worktree, resolve
+from .pacer import PairedPacer
+from .peer import BOOTSTRAP, BaseProcess, base_environment, base_sys_path, import_roots, tool_root
+
+#: The base side's own arguments beside the test paths (shlex-split).
+EXTRA_ARGS_ENV = "AGENTMEM_COMPARE_ARGS"
+
+
+def is_perf_item(item: pytest.Item) -> bool:
+    """Tests that measure: marked agentmem_perf, or using the perf fixture."""
+    return item.get_closest_marker(MARKER) is not None or "perf" in getattr(item, "fixturenames", ())
+
+
+def _tolerance(item: pytest.Item, settings: Settings) -> float:
+    marker = perf_marker_of(item)
+    return marker.tolerance if marker is not None and marker.tolerance is not None else settings.compare_tolerance
+
+
+def _gate_metrics(item: pytest.Item) -> tuple[str, ...]:
+    marker = perf_marker_of(item)
+    return marker.gate if marker is not None else ()
+
+
+def _next_db(url: str) -> str:
+    """``url`` with the next Redis database number (the base side's own database)."""
+    parts = urlsplit(url)
+    try:
+        db = int(parts.path.strip("/") or 0)
+    except ValueError:
+        db = 0
+    return urlunsplit(parts._replace(path=f"/{(db + 1) % 16}"))
+
+
+class CompareCandidate:
+    """The candidate's side: worktree, base process, coordinator, paired gate."""
+
+    def __init__(self, config: pytest.Config, settings: Settings) -> None:
+        assert settings.compare
+        if getattr(config.option, "numprocesses", None):
+            raise pytest.UsageError("--agentmem-compare runs the two sides' rounds in turn and cannot "
+                                    "be combined with pytest-xdist (-n); drop -n")
+        if settings.update_baselines:
+            raise pytest.UsageError("--agentmem-compare gates against REF in the same run; it does not "
+                                    "record stored baselines: drop --update-baselines (or run it "
+                                    "without --agentmem-compare)")
+        self.config = config
+        self.settings = settings
+        self.base: BaseRef = resolve(settings.compare, Path(config.invocation_params.dir))
+        self.worktree: Worktree | None = None
+        self.process: BaseProcess | None = None
+        self.server: PeerServer | None = None
+        self.coordinator: Coordinator | None = None
+        self.tests: list[str] = []
+        self.notes: list[str] = []
+
+    @property
+    def where(self) -> str:
+        return f"{self.base.ref} ({self.base.short})"
+
+    # ------------------------------------------------------------------ start
+
+    def pytest_sessionstart(self, session: pytest.Session) -> None:
+        """Make the worktree and start the base's pytest now: it starts up while we collect."""
+        if self.config.option.collectonly:
+            return
+        self.worktree = Worktree(self.base)
+        self.coordinator = Coordinator(peer_alive=self._base_status)
+        self.server = PeerServer(self.coordinator)
+        repo = self.base.repo_root.resolve()
+        tool = tool_root()
+        roots = import_roots(repo, sys.path, sys.modules)
+        paths = base_sys_path(repo, self.worktree.path, roots,
+                              tool if tool is not None and _is_inside(tool, repo) else None)
+        invocation = Path(self.config.invocation_params.dir).resolve()
+        cwd = self.worktree.path / invocation.relative_to(repo) if _is_inside(invocation, repo) \
+            else self.worktree.path
+        argv = [sys.executable, "-c", BOOTSTRAP.format(paths=paths),
+                *self._base_args(repo), "-p", "no:cacheprovider", "-p", "no:xdist", "--agentmem-perf",
+                "--agentmem-services=auto", "-q", "-rfE", "--no-header"]
+        log = self.worktree.path.parent / "base-pytest.log"
+        self.process = BaseProcess(argv, cwd=cwd, env=base_environment(self.server.environment(), paths),
+                                   log_path=log)
+
+    # ------------------------------------------------------------------ collection
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
+        self.tests = [i.nodeid for i in items if is_perf_item(i) and not i.get_closest_marker("skip")]
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_collection_finish(self, session: pytest.Session) -> Generator[None, None, None]:
+        result = yield  # the main plugin has started the services the tests need
+        if self.coordinator is not None:
+            from ..session import get_session
+
+            services: dict[str, str] = {}
+            for name, service in get_session(self.config).services.running.items():
+                services[name] = _next_db(service.url) if name == "redis" else service.url
+            self.coordinator.collected(self.tests, services)
+            reporter = self.config.pluginmanager.get_plugin("terminalreporter")
+            if reporter is not None and self.tests:
+                reporter.write_line(
+                    f"agentmem A/B: base {self.where} in a worktree, {len(self.tests)} perf test(s), "
+                    f"{self.settings.compare_pairs} paired rounds a run, tolerance "
+                    f"{self.settings.compare_tolerance:.0%}")
+        return result
+
+    def _base_args(self, repo: Path) -> list[str]:
+        args: list[str] = []
+        if self.config.args_source == pytest.Config.ArgsSource.ARGS:
+            for arg in self.config.args:
+                path = Path(arg.split("::", 1)[0])
+                if path.is_absolute() and _is_inside(path, repo):
+                    assert self.worktree is not None
+                    arg = str(self.worktree.path / path.resolve().relative_to(repo)) + arg[len(str(path)):]
+                args.append(arg)
+        args += shlex.split(os.environ.get(EXTRA_ARGS_ENV, ""))
+        return args
+
+    def _base_status(self) -> str | None:
+        """None while the base process runs; else why it stopped, with its log's tail."""
+        if self.process is None or self.process.alive():
+            return None
+        tail = redact_text(self.process.log_tail(15))
+        return f"base side exited with code {self.process.proc.returncode}:\n{tail}"
+
+    # ------------------------------------------------------------------ runs
+
+    def pytest_agentmem_round_pacer(self, item: pytest.Item) -> PairedPacer | None:
+        if self.coordinator is None or item.nodeid not in self.tests:
+            return None
+        tolerance = _tolerance(item, self.settings)
+        gate = _gate_metrics(item)
+        return PairedPacer("candidate", item.nodeid, self.coordinator, PlainPacer(item),
+                           pairs=self.settings.compare_pairs,
+                           decide_extra=lambda name, base, cand: extra_pairs(base, cand, tolerance, gate))
+
+    def pytest_runtest_logfinish(self, nodeid: str) -> None:
+        if self.coordinator is not None:
+            self.coordinator.test_finished("candidate", nodeid)
+
+    def pytest_agentmem_gate_checks(self, item: pytest.Item) -> list[CheckFunction]:
+        if self.coordinator is None:
+            return []
+
+        def paired(ctx: GateContext) -> list[Any]:
+            results = check_paired(ctx, self.where)
+            outcome = self.coordinator.base_outcomes.get(item.nodeid) if self.coordinator else None
+            if outcome and outcome[0] == "failed":
+                for check in results:
+                    if check.verdict == "new":
+                        check.message += f"; the base side failed: {outcome[1]}"
+            return results
+
+        return [functools.partial(paired)]
+
+    # ------------------------------------------------------------------ end
+
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        if self.coordinator is None:
+            return
+        c = self.coordinator
+        lines = [f"base {self.where} vs this checkout"]
+        if c.new_tests:
+            lines.append(f"new (not in {self.base.ref}): " + ", ".join(c.new_tests))
+        if c.removed_tests:
+            lines.append(f"removed (only in {self.base.ref}): " + ", ".join(c.removed_tests))
+        for nodeid, (outcome, message) in sorted(c.base_outcomes.items()):
+            if outcome == "failed":
+                lines.append(f"base side failed {nodeid}: {message}")
+        if c.peer_gone and c.peer_gone != "run ended":
+            lines.append(f"base side: {c.peer_gone}")
+        terminalreporter.write_sep("-", "agentmem A/B")
+        for line in lines + self.notes:
+            terminalreporter.write_line(line)
+
+    def stop(self, grace: float = 0.0) -> None:
+        """End the base process and remove the worktree (idempotent; Ctrl-C included).
+
+        The base is told the run ended (its waits fail and it exits), given
+        ``grace`` seconds, then SIGTERM, then SIGKILL.
+        """
+        try:
+            if self.coordinator is not None:
+                self.coordinator.end("the candidate side's run ended")
+            if self.process is not None:
+                self.process.stop(grace=grace)
+        finally:
+            if self.server is not None:
+                self.server.close()
+            if self.worktree is not None:
+                self.worktree.remove()
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_sessionfinish(self, exitstatus: int) -> None:
+        interrupted = exitstatus == pytest.ExitCode.INTERRUPTED
+        self.stop(grace=0.0 if interrupted else 10.0)
+
+    def pytest_unconfigure(self) -> None:
+        self.stop()
+
+
+def _is_inside(path: Path, root: Path) -> bool:
+    try:
+        path.resolve().relative_to(root)
+    except ValueError:
+        return False
+    return True
+
+
+class CompareBase:
+    """The base side's end, in the pytest process that runs in the worktree."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        try:
+            self.client = PeerClient.from_environment()
+        except (OSError, PeerError, ValueError) as exc:
+            raise pytest.UsageError(f"A/B base side: cannot reach the candidate side ({exc})") from None
+        self.config = config
+        self.tests: set[str] = set()
+        self._failures: dict[str, str] = {}
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_collection_modifyitems(self, config: pytest.Config, items: list[pytest.Item]) -> None:
+        mine = [i for i in items if is_perf_item(i)]
+        order, services = self.client.call("hello", [i.nodeid for i in mine])
+        self._share(services)
+        by_id = {i.nodeid: i for i in mine}
+        kept = [by_id[n] for n in order if n in by_id]
+        self.tests = {i.nodeid for i in kept}
+        deselected = [i for i in items if i.nodeid not in self.tests]
+        items[:] = kept
+        if deselected:
+            config.hook.pytest_deselected(items=deselected)
+
+    def _share(self, services: dict[str, str]) -> None:
+        """Use the candidate's servers (each side has its own databases on them)."""
+        from dataclasses import replace
+
+        from ..session import get_session
+
+        session = get_session(self.config)
+        changes = {f"{name}_url": url for name, url in services.items() if name in ("postgres", "redis")}
+        if changes:
+            session.settings = replace(session.settings, **changes)
+            session.services.settings = session.settings
+
+    def pytest_agentmem_round_pacer(self, item: pytest.Item) -> PairedPacer | None:
+        if item.nodeid not in self.tests:
+            return None
+        return PairedPacer("base", item.nodeid, self.client, PlainPacer(item))
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        if report.failed:
+            text = str(report.longrepr).strip().splitlines()
+            self._failures[report.nodeid] = redact_text(text[-1] if text else "failed")[:300]
+
+    def pytest_runtest_logfinish(self, nodeid: str) -> None:
+        failed = nodeid in self._failures
+        try:
+            self.client.call("test_finished", nodeid, "failed" if failed else "passed",
+                             self._failures.get(nodeid, ""))
+        except PeerError:
+            pytest.exit("A/B base side: the candidate side went away", returncode=3)
+
+    def pytest_unconfigure(self) -> None:
+        self.client.close()
+

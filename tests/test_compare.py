@@ -1,0 +1,209 @@
+"""Same-run A/B (``--agentmem-compare REF``) on temporary git repositories.
+
+Each test makes a small repository whose perf test measures a real CPU-bound
+operation, commits a base and a candidate, and runs pytest in a subprocess as a
+user would. The slowdowns used are large (3x): these tests check the mechanics
+(pairing, messages, cleanup), the gate-quality benchmark
+(tests/perf/test_gate_quality_ab.py) measures how small a change is caught.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+pytestmark = pytest.mark.slow
+
+WORK = '''
+import hashlib
+VERSION = "{version}"
+UNITS = {units}
+
+
+def op(i):
+    h = hashlib.sha256()
+    for u in range(UNITS):
+        h.update(("%d-%d" % (i, u)).encode() * 40)
+    return h.digest()
+'''
+
+PERF_TEST = '''
+import os
+
+import pytest
+
+import work
+
+if os.environ.get("AB_WHERE_FILE"):
+    with open(os.environ["AB_WHERE_FILE"], "a") as fh:
+        fh.write(f"{{work.VERSION}} {{work.__file__}}\\n")
+
+
+@pytest.mark.agentmem_perf({marker})
+async def {name}(perf):
+    async def one(i):
+        work.op(i)
+
+    await perf.run(one, duration=0.6, warmup=5, name="op")
+'''
+
+INI = "[pytest]\nasyncio_default_fixture_loop_scope = function\n"
+
+
+def git(repo: Path, *args: str) -> str:
+    return subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True,
+                          text=True).stdout.strip()
+
+
+def commit(repo: Path, files: dict[str, str], message: str) -> str:
+    for name, text in files.items():
+        path = repo / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", message)
+    return git(repo, "rev-parse", "HEAD")
+
+
+@pytest.fixture
+def repo(pytester: pytest.Pytester) -> Path:
+    path = pytester.path
+    git(path, "init", "-q", "-b", "main")
+    git(path, "config", "user.email", "t@example.invalid")
+    git(path, "config", "user.name", "t")
+    return path
+
+
+def test_a_slower_candidate_fails_naming_ref_commit_change_and_p(pytester: pytest.Pytester, repo: Path) -> None:
+    base = commit(repo, {"pytest.ini": INI, "work.py": WORK.format(version="base", units=40),
+                         "test_op.py": PERF_TEST.format(marker="", name="test_op")}, "base")
+    commit(repo, {"work.py": WORK.format(version="cand", units=120)}, "3x the work")
+    result = pytester.runpytest_subprocess("--agentmem-compare", "HEAD~1")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines([
+        f"*agentmem A/B: base HEAD~1 ({base[:12]}) in a worktree*",
+        f"*PerformanceRegression: op.* vs * at HEAD~1 ({base[:12]}): +*% [[]*] worse over * pairs*p=*",
+        "*gate: 1 failed*",
+    ])
+
+
+def test_a_a_passes_and_reports_the_paired_change(pytester: pytest.Pytester, repo: Path) -> None:
+    commit(repo, {"pytest.ini": INI, "work.py": WORK.format(version="same", units=40),
+                  "test_op.py": PERF_TEST.format(marker="tolerance=0.5", name="test_op")}, "base")
+    report = repo / "report.json"
+    result = pytester.runpytest_subprocess("--agentmem-compare", "HEAD", f"--agentmem-report={report}")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["*op.qps*base *[[]*p=*pass*"])
+    import json
+
+    record = json.loads(report.read_text())["tests"][0]
+    paired = [c for c in record["checks"] if c["kind"] == "paired"]
+    assert {c["metric"] for c in paired} >= {"qps", "p95_ms"}
+    assert all(c["pairs"] >= 4 and c["interval"] is not None for c in paired)
+    info = record["measurements"][0]["info"]
+    assert len(info["ab_base_rounds"]) == len(info["ab_candidate_rounds"]) >= 4
+    order = info["ab_order"]
+    assert order[:4] == ["base", "candidate", "candidate", "base"]  # ABBA
+
+
+def test_the_base_side_runs_the_base_code(pytester: pytest.Pytester, repo: Path) -> None:
+    """Code on a ``pythonpath`` root (as an editable install puts it) comes from the worktree."""
+    test = PERF_TEST.format(marker="tolerance=0.5", name="test_op")
+    commit(repo, {"pytest.ini": INI + "pythonpath = src\n",
+                  "src/work.py": WORK.format(version="base", units=30), "test_op.py": test}, "base")
+    commit(repo, {"src/work.py": WORK.format(version="cand", units=30)}, "candidate")
+    where = repo / "where.txt"
+    os.environ["AB_WHERE_FILE"] = str(where)
+    try:
+        result = pytester.runpytest_subprocess("--agentmem-compare", "HEAD~1")
+    finally:
+        del os.environ["AB_WHERE_FILE"]
+    result.assert_outcomes(passed=1)
+    seen = dict(line.split(" ", 1) for line in where.read_text().splitlines())
+    assert seen["cand"] == str(repo / "src" / "work.py")
+    assert "agentmem-ab-" in seen["base"] and seen["base"].endswith("/base/src/work.py")
+
+
+def test_a_test_on_one_side_only_is_new_or_removed(pytester: pytest.Pytester, repo: Path) -> None:
+    commit(repo, {"pytest.ini": INI, "work.py": WORK.format(version="v", units=30),
+                  "test_old.py": PERF_TEST.format(marker="", name="test_old")}, "base")
+    git(repo, "rm", "-q", "test_old.py")
+    commit(repo, {"test_new.py": PERF_TEST.format(marker="", name="test_new")}, "renamed")
+    result = pytester.runpytest_subprocess("--agentmem-compare", "HEAD~1")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines([
+        "*new (not in HEAD~1): test_new.py::test_new*",
+        "*removed (only in HEAD~1): test_old.py::test_old*",
+    ])
+    result.stdout.no_fnmatch_line("*FAIL*")
+
+
+def test_an_unknown_ref_is_a_usage_error_with_a_hint(pytester: pytest.Pytester, repo: Path) -> None:
+    commit(repo, {"pytest.ini": INI, "work.py": WORK.format(version="v", units=30),
+                  "test_op.py": PERF_TEST.format(marker="", name="test_op")}, "base")
+    result = pytester.runpytest_subprocess("--agentmem-compare", "no-such-branch")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--agentmem-compare no-such-branch: unknown revision*fetch-depth: 0*"])
+
+
+def test_outside_a_git_repository_is_a_usage_error(pytester: pytest.Pytester) -> None:
+    pytester.makeini(INI)
+    pytester.makepyfile(test_op=PERF_TEST.format(marker="", name="test_op"))
+    env_ceiling = os.environ.get("GIT_CEILING_DIRECTORIES")
+    os.environ["GIT_CEILING_DIRECTORIES"] = str(pytester.path.parent)
+    try:
+        result = pytester.runpytest_subprocess("--agentmem-compare", "main")
+    finally:
+        if env_ceiling is None:
+            del os.environ["GIT_CEILING_DIRECTORIES"]
+        else:
+            os.environ["GIT_CEILING_DIRECTORIES"] = env_ceiling
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*is not inside a git repository*"])
+
+
+def test_compare_cannot_be_combined_with_update_baselines(pytester: pytest.Pytester, repo: Path) -> None:
+    commit(repo, {"pytest.ini": INI, "work.py": WORK.format(version="v", units=30),
+                  "test_op.py": PERF_TEST.format(marker="", name="test_op")}, "base")
+    result = pytester.runpytest_subprocess("--agentmem-compare", "HEAD", "--update-baselines")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*does not*record stored baselines*"])
+
+
+def test_nothing_is_left_after_a_run_or_a_sigint(pytester: pytest.Pytester, repo: Path) -> None:
+    slow = PERF_TEST.format(marker="", name="test_op").replace("duration=0.6", "duration=30")
+    commit(repo, {"pytest.ini": INI, "work.py": WORK.format(version="v", units=30),
+                  "test_op.py": slow}, "base")
+    proc = subprocess.Popen([sys.executable, "-m", "pytest", "-p", "no:cacheprovider",
+                             "--agentmem-compare", "HEAD"], cwd=repo, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 60
+    base_pid = None
+    while time.monotonic() < deadline and base_pid is None:
+        time.sleep(0.2)
+        for child in psutil.Process(proc.pid).children(recursive=True):
+            try:
+                if "pytest" in " ".join(child.cmdline()):
+                    base_pid = child.pid
+            except psutil.Error:
+                continue
+    assert base_pid is not None, "the base side's pytest did not start"
+    time.sleep(2.0)  # inside the paired rounds
+    worktrees = git(repo, "worktree", "list", "--porcelain").split("\n\n")
+    assert len(worktrees) == 2
+    worktree = Path(worktrees[1].splitlines()[0].split(" ", 1)[1])
+    socket_dir = Path(psutil.Process(base_pid).environ()["AGENTMEM_AB_ADDRESS"]).parent
+    assert worktree.exists() and socket_dir.exists()
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=90)
+    assert proc.returncode == pytest.ExitCode.INTERRUPTED, out[-2000:]
+    assert not psutil.pid_exists(base_pid) or psutil.Process(base_pid).status() == psutil.STATUS_ZOMBIE
+    assert len(git(repo, "worktree", "list").splitlines()) == 1
+    assert not worktree.parent.exists() and not socket_dir.exists()
