@@ -54,7 +54,31 @@ def _provisioned(services: ServiceManager, name: str) -> RunningService:
     try:
         return services.get(name)
     except ServiceStartError as exc:
-        pytest.fail(f"{type(exc).__name__}: {exc}", pytrace=False)
+        failure = exc
+    # Raised outside the except block: no "during handling of the above exception" twin.
+    if getattr(failure, "fatal", False):
+        _stop_run(services, failure)
+    pytest.fail(f"{type(failure).__name__}: {failure}", pytrace=False)
+
+
+def stop_run_message(exc: ServiceStartError) -> str:
+    return f"agentmem: {type(exc).__name__}: {exc}"
+
+
+def _stop_run(services: ServiceManager, exc: ServiceStartError) -> None:
+    """The run cannot measure anything: stop it with this one error.
+
+    A pytest-xdist worker cannot stop the run (the controller would start a
+    new worker, and a new server, in its place): there the first test fails
+    with the whole message and later ones point back to it.
+    """
+    if not services.worker_id:
+        pytest.exit(stop_run_message(exc), returncode=pytest.ExitCode.INTERRUPTED)
+    if getattr(exc, "reported", False):
+        pytest.fail(f"{type(exc).__name__} (see the first error of worker {services.worker_id}): "
+                    f"{str(exc).splitlines()[0]}", pytrace=False)
+    exc.reported = True  # type: ignore[attr-defined]
+    pytest.fail(f"{type(exc).__name__}: {exc}", pytrace=False)
 
 
 def pg_database_fixture(*, setup_sql: tuple[str, ...] = DEFAULT_SETUP_SQL,

