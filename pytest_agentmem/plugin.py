@@ -154,6 +154,11 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
     if reporter is not None and not _worker_id(session.config):
         reporter.write_line(agentmem.services.describe())
+    fatal = agentmem.services.fatal_error()
+    if fatal is not None and not _worker_id(session.config):  # one error for the run, not one per test
+        from .services.fixtures import stop_run_message
+
+        pytest.exit(stop_run_message(fatal), returncode=pytest.ExitCode.INTERRUPTED)
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:

@@ -99,3 +99,49 @@ def test_servers_die_with_a_killed_pytest_and_leftovers_are_swept(pytester: pyte
     sweep_stale_workdirs()
     for directory in data["dirs"]:
         assert not Path(directory).exists()
+
+
+def _hold_lock(path: Path) -> subprocess.Popen[bytes]:
+    """Another process (as a run in another pid namespace would) holding the work dir's lock."""
+    code = ("import fcntl, os, sys, time\n"
+            "fd = os.open(sys.argv[1], os.O_RDONLY)\n"
+            "fcntl.flock(fd, fcntl.LOCK_EX)\n"
+            "print('locked', flush=True)\n"
+            "time.sleep(120)\n")
+    holder = subprocess.Popen([sys.executable, "-c", code, str(path)], stdout=subprocess.PIPE)
+    assert holder.stdout is not None and holder.stdout.readline().strip() == b"locked"
+    return holder
+
+
+def test_the_sweep_keeps_a_live_run_whose_pid_is_not_visible() -> None:
+    """/tmp shared across pid namespaces: a run's pid may mean nothing here; its lock does."""
+    import tempfile
+
+    from pytest_agentmem.services.procs import LOCK_NAME, TEMP_PREFIX, sweep_stale_workdirs
+
+    workdir = Path(tempfile.mkdtemp(prefix=f"{TEMP_PREFIX}test-"))
+    invisible = 4_194_000  # a pid from another namespace: no such process here
+    assert not psutil.pid_exists(invisible)
+    (workdir / "owner.pid").write_text(str(invisible))
+    (workdir / LOCK_NAME).write_text(str(invisible))
+    holder = _hold_lock(workdir / LOCK_NAME)
+    try:
+        sweep_stale_workdirs()
+        assert workdir.exists(), "the sweep deleted the data of a live run"
+    finally:
+        holder.kill()
+        holder.communicate()
+    sweep_stale_workdirs()  # the run has ended: its lock is free, its dir goes
+    assert not workdir.exists()
+
+
+def test_our_own_work_dirs_survive_a_sweep_and_are_removed_with_their_lock() -> None:
+    from pytest_agentmem.services.procs import make_workdir, remove_workdir, sweep_stale_workdirs
+
+    workdir = make_workdir("test")
+    try:
+        sweep_stale_workdirs()
+        assert workdir.exists()
+    finally:
+        remove_workdir(workdir)
+    assert not workdir.exists()

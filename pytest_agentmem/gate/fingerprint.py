@@ -1,9 +1,10 @@
 """A fingerprint of the machine and software stack a measurement was made on.
 
 ``machine`` decides whether a stored baseline is comparable as is (same CPU
-model, core count and memory size); ``stack`` differences (Python, Postgres,
-pgvector, Redis, embedding model) are reported but do not trigger
-normalisation.
+model, core count, memory size and the CPU flags vector code depends on:
+avx2, fma, avx512f; asimd/neon on ARM); ``stack`` differences (Python,
+Postgres and which binaries ran it, pgvector, Redis, embedding model) are
+reported but do not trigger normalisation.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from functools import lru_cache
 from typing import Any
 
 import pytest
+
+from .._cpu import cpu_flags
 
 MACHINE_KEYS = ("cpu_model", "cpu_count", "memory_gb", "os", "arch")
 
@@ -39,7 +42,7 @@ def _memory_gb() -> float | None:
 
 
 def machine_fingerprint() -> dict[str, Any]:
-    """CPU model, cores, memory (GiB, rounded), OS and architecture of this machine."""
+    """CPU model, cores, memory (GiB, rounded), OS, architecture and relevant CPU flags of this machine."""
     return {
         "cpu_model": _cpu_model(),
         "cpu_count": os.cpu_count(),
@@ -47,6 +50,7 @@ def machine_fingerprint() -> dict[str, Any]:
         "os": platform.system(),
         "os_release": platform.release(),
         "arch": platform.machine(),
+        "cpu_flags": cpu_flags(),
     }
 
 
@@ -66,6 +70,8 @@ def stack_fingerprint(config: pytest.Config | None) -> dict[str, Any]:
         return stack
     for name, service in sorted(session.services.running.items()):
         stack[name] = service.version
+        if service.source:
+            stack[f"{name}_binaries"] = service.source
         for component, version in sorted(service.components.items()):
             stack[component] = version
     model = session.extras.get("embedding_model")
@@ -83,7 +89,14 @@ def machine_differences(stored: dict[str, Any] | None, current: dict[str, Any]) 
     """``"cpu_model: A -> B"`` for each machine key that differs (empty: same machine)."""
     old = (stored or {}).get("machine", {}) or {}
     new = current.get("machine", {})
-    return [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in MACHINE_KEYS if old.get(k) != new.get(k)]
+    found = [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in MACHINE_KEYS if old.get(k) != new.get(k)]
+    # CPU flags: compared where both runs recorded them (older baselines did not).
+    old_flags, new_flags = old.get("cpu_flags") or {}, new.get("cpu_flags") or {}
+    for flag in sorted(set(old_flags) & set(new_flags)):
+        if bool(old_flags[flag]) != bool(new_flags[flag]):
+            yes_no = {True: "yes", False: "no"}
+            found.append(f"cpu flag {flag}: {yes_no[bool(old_flags[flag])]} -> {yes_no[bool(new_flags[flag])]}")
+    return found
 
 
 def stack_differences(stored: dict[str, Any] | None, current: dict[str, Any]) -> list[str]:

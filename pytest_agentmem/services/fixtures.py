@@ -12,10 +12,8 @@ database with a schema::
 
 from __future__ import annotations
 
-import re
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 import pytest_asyncio
@@ -25,6 +23,7 @@ from ..session import get_session
 from .base import RunningService
 from .janitor import with_database
 from .manager import ServiceManager
+from .redis_lease import preferred_db, with_db
 
 DEFAULT_SETUP_SQL = ("CREATE EXTENSION IF NOT EXISTS vector",)
 
@@ -54,7 +53,31 @@ def _provisioned(services: ServiceManager, name: str) -> RunningService:
     try:
         return services.get(name)
     except ServiceStartError as exc:
-        pytest.fail(f"{type(exc).__name__}: {exc}", pytrace=False)
+        failure = exc
+    # Raised outside the except block: no "during handling of the above exception" twin.
+    if getattr(failure, "fatal", False):
+        _stop_run(services, failure)
+    pytest.fail(f"{type(failure).__name__}: {failure}", pytrace=False)
+
+
+def stop_run_message(exc: ServiceStartError) -> str:
+    return f"agentmem: {type(exc).__name__}: {exc}"
+
+
+def _stop_run(services: ServiceManager, exc: ServiceStartError) -> None:
+    """The run cannot measure anything: stop it with this one error.
+
+    A pytest-xdist worker cannot stop the run (the controller would start a
+    new worker, and a new server, in its place): there the first test fails
+    with the whole message and later ones point back to it.
+    """
+    if not services.worker_id:
+        pytest.exit(stop_run_message(exc), returncode=pytest.ExitCode.INTERRUPTED)
+    if getattr(exc, "reported", False):
+        pytest.fail(f"{type(exc).__name__} (see the first error of worker {services.worker_id}): "
+                    f"{str(exc).splitlines()[0]}", pytrace=False)
+    exc.reported = True  # type: ignore[attr-defined]
+    pytest.fail(f"{type(exc).__name__}: {exc}", pytrace=False)
 
 
 def pg_database_fixture(*, setup_sql: tuple[str, ...] = DEFAULT_SETUP_SQL,
@@ -109,7 +132,7 @@ def redis_client_fixture(*, decode_responses: bool = False) -> Callable[..., Any
     async def client(agentmem_redis: RunningService, pytestconfig: pytest.Config) -> AsyncIterator[Any]:
         import redis.asyncio as aioredis
 
-        url = isolated_redis_url(agentmem_redis, get_session(pytestconfig).services.worker_id)
+        url = get_session(pytestconfig).services.redis_test_url()
         created = aioredis.Redis.from_url(url, decode_responses=decode_responses)
         await created.flushdb()
         try:
@@ -121,19 +144,16 @@ def redis_client_fixture(*, decode_responses: bool = False) -> Callable[..., Any
 
 
 def isolated_redis_url(service: RunningService, worker_id: str) -> str:
-    """The database this process empties and uses.
+    """The database this process would prefer to empty and use.
 
     Servers we start belong to this process alone: database 0. On an external
-    server each pytest-xdist worker takes the URL's database plus its index, so
-    workers never empty each other's data.
+    server each pytest-xdist worker prefers the URL's database plus its index;
+    the database it actually uses is leased for the run (see
+    :mod:`.redis_lease` and :meth:`ServiceManager.redis_test_url`).
     """
     if service.mode != "external" or not worker_id:
         return service.url
-    match = re.search(r"(\d+)$", worker_id)
-    offset = int(match.group(1)) if match else 0
-    parts = urlsplit(service.url)
-    base = int(parts.path.strip("/") or 0)
-    return urlunsplit((parts.scheme, parts.netloc, f"/{base + offset}", parts.query, parts.fragment))
+    return with_db(service.url, preferred_db(service.url, worker_id))
 
 
 # --------------------------------------------------------------------------- defaults

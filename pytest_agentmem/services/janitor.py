@@ -2,20 +2,26 @@
 
 Cloning a template (``CREATE DATABASE ... TEMPLATE``) copies its files, which is
 much faster than building a schema anew; the template has pgvector enabled (and
-whatever a user's ``setup_sql`` adds). Names carry the process id, so parallel
-runs and pytest-xdist workers on one server never collide.
+whatever a user's ``setup_sql`` adds). Names carry a random run id, so parallel
+runs and pytest-xdist workers on one server never collide: not the pid, which
+repeats across containers that share an external server (often pid 1 or 7).
 """
 
 from __future__ import annotations
 
 import itertools
-import os
 import re
+import secrets
 from urllib.parse import urlsplit, urlunsplit
 
 from ._sync import run_sync
 
 _SAFE = re.compile(r"^[a-z_][a-z0-9_]*$")
+
+
+def new_run_id() -> str:
+    """A random id for this run's names on a shared server (8 hex digits)."""
+    return secrets.token_hex(4)
 
 
 def with_database(dsn: str, database: str) -> str:
@@ -34,10 +40,11 @@ class PostgresJanitor:
     """Creates the template once and hands out fresh databases cloned from it."""
 
     def __init__(self, dsn: str, *, setup_sql: tuple[str, ...] = ("CREATE EXTENSION IF NOT EXISTS vector",),
-                 tag: str = "") -> None:
+                 tag: str = "", run_id: str | None = None) -> None:
         self.admin_dsn = dsn
         self.setup_sql = setup_sql
-        stem = f"agentmem_{os.getpid()}{'_' + tag if tag else ''}"
+        self.run_id = run_id or new_run_id()
+        stem = f"agentmem_{self.run_id}{'_' + tag if tag else ''}"
         self.template = f"{stem}_tpl"
         self._stem = stem
         self._counter = itertools.count(1)

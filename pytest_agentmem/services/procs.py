@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import atexit
 import ctypes
+import fcntl
 import os
 import pwd
 import shutil
@@ -20,6 +21,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import time
 import weakref
 from collections.abc import Sequence
 from pathlib import Path
@@ -56,38 +58,73 @@ def unprivileged_user() -> pwd.struct_passwd:
                        "to run the server as; set AGENTMEM_RUN_AS to one")
 
 
+#: Lock files of the work dirs this process owns, held (flock) for the run's life.
+_held_locks: dict[Path, int] = {}
+LOCK_NAME = "owner.lock"
+#: Work dirs from before the lock files (no owner.lock) are swept only when this old.
+LEGACY_MAX_AGE_S = 24 * 3600.0
+
+
 def make_workdir(kind: str) -> Path:
-    """A fresh temporary directory for one server, marked with our pid."""
+    """A fresh temporary directory for one server, locked by this process while it lives.
+
+    Liveness is the lock, not a pid: with /tmp shared across pid namespaces
+    (containers, CI runners) a pid says nothing about a run elsewhere, but an
+    ``flock`` on a file in the directory is held until the process that took
+    it ends, wherever it runs.
+    """
     path = Path(tempfile.mkdtemp(prefix=f"{TEMP_PREFIX}{kind}-"))
-    (path / "owner.pid").write_text(str(os.getpid()))
+    fd = os.open(path / LOCK_NAME, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    os.write(fd, str(os.getpid()).encode())  # for people; the lock decides
+    _held_locks[path] = fd
     return path
 
 
+def remove_workdir(path: Path) -> None:
+    """Delete a work dir of ours and release its lock."""
+    shutil.rmtree(path, ignore_errors=True)
+    fd = _held_locks.pop(Path(path), None)
+    if fd is not None:
+        os.close(fd)
+
+
 def sweep_stale_workdirs() -> int:
-    """Remove work dirs left by runs that were killed outright; return how many."""
+    """Remove work dirs whose run has ended (no process holds their lock); return how many."""
     removed = 0
     root = Path(tempfile.gettempdir())
     for path in root.glob(f"{TEMP_PREFIX}*"):
-        owner = path / "owner.pid"
+        if path in _held_locks or path.is_symlink() or not path.is_dir():
+            continue
         try:
-            pid = int(owner.read_text())
-        except (OSError, ValueError):
+            fd = os.open(path / LOCK_NAME, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except FileNotFoundError:
+            removed += _sweep_legacy(path)
             continue
-        if pid == os.getpid() or _pid_alive(pid):
-            continue
-        shutil.rmtree(path, ignore_errors=True)
-        removed += 1
+        except OSError:
+            continue  # not ours to judge (another user's, unreadable)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                continue  # held: a live run, perhaps in another pid namespace
+            shutil.rmtree(path, ignore_errors=True)
+            removed += 1
+        finally:
+            os.close(fd)
     return removed
 
 
-def _pid_alive(pid: int) -> bool:
+def _sweep_legacy(path: Path) -> int:
+    """A work dir without a lock file (older versions): removed only when a day old."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+        age = time.time() - path.stat().st_mtime
+    except OSError:
+        return 0
+    if age < LEGACY_MAX_AGE_S:
+        return 0
+    shutil.rmtree(path, ignore_errors=True)
+    return 1
 
 
 def _child_setup(uid: int | None, gid: int | None, death_signal: int) -> None:
