@@ -231,6 +231,17 @@ class CompareCandidate:
         self.stop()
 
 
+def compare_info(config: pytest.Config) -> dict[str, Any] | None:
+    """What the reports say about an A/B run: REF, its commit, pairs and tolerance (else None)."""
+    plugin = config.pluginmanager.get_plugin("agentmem-compare")
+    if not isinstance(plugin, CompareCandidate):
+        return None
+    return {"ref": plugin.base.ref, "commit": plugin.base.commit, "pairs": plugin.settings.compare_pairs,
+            "tolerance": plugin.settings.compare_tolerance,
+            "new_tests": plugin.coordinator.new_tests if plugin.coordinator else [],
+            "removed_tests": plugin.coordinator.removed_tests if plugin.coordinator else []}
+
+
 def _is_inside(path: Path, root: Path) -> bool:
     try:
         path.resolve().relative_to(root)

@@ -36,8 +36,8 @@ from .baseline import (
 )
 from .benchmark import benchmark_measurement
 from .calibration import measure_probe, speed_ratio
-from .directions import is_primary
 from .checks import CHECKS, GateContext, run_checks, screen
+from .directions import is_primary
 from .fingerprint import fingerprint, machine_differences, stack_differences
 from .stats import centre
 from .summary import render

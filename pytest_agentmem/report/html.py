@@ -115,6 +115,11 @@ def _banner(document: dict[str, Any]) -> str:
 
 def _run_meta(run: dict[str, Any]) -> str:
     bits = [f"finished {run.get('finished_at') or '?'}"]
+    compare = run.get("compare")
+    if isinstance(compare, dict):
+        bits.insert(0, f"A/B: this checkout vs {compare.get('ref')} ({str(compare.get('commit'))[:12]}), "
+                       f"{compare.get('pairs')} paired rounds a run, tolerance "
+                       f"{float(compare.get('tolerance') or 0):.0%}")
     if run.get("duration_s") is not None:
         bits.append(f"{run['duration_s']:.1f} s")
     bits.append(f"Python {run.get('python')}, pytest {run.get('pytest')}")
@@ -257,6 +262,21 @@ def _bars(measurement: dict[str, Any], checks: Sequence[dict[str, Any]]) -> str:
     return svg.paired_bars("Baseline vs this run", rows)
 
 
+def _paired_chart(measurement: dict[str, Any]) -> str:
+    """A/B: each side's throughput round by round, in the order measured (pair k: base, candidate)."""
+    info = measurement.get("info") or {}
+    base, cand = info.get("ab_base_rounds"), info.get("ab_candidate_rounds")
+    if not base or not cand:
+        return ""
+    metric = "qps" if any("qps" in r for r in cand) else next(iter(cand[0]), "")
+    series = [svg.Series("base", [(i + 1, float(r.get(metric, math.nan))) for i, r in enumerate(base)],
+                         svg.GREY, dashed=True, markers=True),
+              svg.Series("this checkout", [(i + 1, float(r.get(metric, math.nan))) for i, r in enumerate(cand)],
+                         svg.BLUE, markers=True)]
+    return svg.line_chart(f"Paired rounds: {metric}", series, x_axis=svg.Axis(label="pair"),
+                          y_axis=svg.Axis(label=metric))
+
+
 def _error_count(info: Any) -> float:
     if isinstance(info, dict):
         return float(info.get("count", 0) or 0)
@@ -306,7 +326,7 @@ def _measurement_block(measurement: dict[str, Any], checks: Sequence[dict[str, A
     panels: list[str] = []
     if isinstance(load, dict):
         panels += [_latency_chart(measurement, checks), _timeline_chart(load)]
-    panels += [_bars(measurement, checks)]
+    panels += [_paired_chart(measurement), _bars(measurement, checks)]
     if isinstance(load, dict):
         panels.append(_errors_chart(load))
     panels = [p for p in panels if p]

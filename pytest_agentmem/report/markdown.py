@@ -47,6 +47,8 @@ def reference(check: dict[str, Any]) -> str:
         return f"{sign} {fmt_number(check['limit'])} (limit)"
     if check.get("baseline") is None:
         return "–"
+    if check.get("kind") == "paired":
+        return f"{fmt_number(check['baseline'])} (base)"
     mark = " (normalised)" if check.get("normalised") else ""
     return f"{fmt_number(check['baseline'])}{mark}"
 
@@ -58,6 +60,8 @@ def change_text(check: dict[str, Any]) -> str:
     """
     if check.get("kind") == "threshold":
         return "breached" if check.get("verdict") == "fail" else "within limit"
+    if check.get("kind") == "paired":
+        return paired_text(check)
     raw, signed = check.get("raw_change"), check.get("change")
     if check.get("baseline") == 0:
         value = check.get("value")
@@ -70,6 +74,27 @@ def change_text(check: dict[str, Any]) -> str:
         text += " worse" if signed > 0 else " better"
     if check.get("p_value") is not None:
         text += f", p={check['p_value']:.2g}"
+    return text
+
+
+def paired_text(check: dict[str, Any]) -> str:
+    """``-4.1% [-6.3%, -2.0%] worse, p=0.002 over 20 pairs`` for an A/B check."""
+    change, interval = check.get("change"), check.get("interval")
+    if change is None:
+        return cell(check.get("message", "–"))
+    if check.get("raw_change") is None:  # a rate, compared by difference
+        text = f"{change:+.3g}" + (f" [{interval[0]:+.3g}, {interval[1]:+.3g}]" if interval else "")
+    else:
+        sign = 1 if check.get("direction") == "lower" else -1
+        lo, hi = sorted(sign * x for x in interval) if interval else (None, None)
+        text = f"{sign * change * 100:+.1f}%" + (f" [{lo * 100:+.1f}%, {hi * 100:+.1f}%]" if interval else "")
+    if abs(change) >= 0.0005:
+        text += " worse" if change > 0 else " better"
+    p = check.get("p_adjusted") if check.get("p_adjusted") is not None else check.get("p_value")
+    if p is not None:
+        text += f", p={p:.2g}"
+    if check.get("pairs"):
+        text += f" over {check['pairs']} pairs"
     return text
 
 

@@ -25,6 +25,7 @@ from typing import Any
 
 import pytest
 
+from ..compare.plugin import compare_info
 from ..gate.verdict import verdict_from_dict
 from ..marker import perf_marker_of
 from ..measurement import measurements_of
@@ -215,6 +216,7 @@ def write_reports(config: pytest.Config) -> None:
         services = _services_here(config) + state.services
         run = run_info(started=state.started, finished=time.time(), settings=settings,
                        services=services, workers=state.workers, records=records)
+        run["compare"] = compare_info(config)
         document = build_document(records, run)
         json_path, html_path = settings.report_path, settings.html_path
         if json_path is not None:
@@ -228,7 +230,14 @@ def write_reports(config: pytest.Config) -> None:
     target = os.environ.get("GITHUB_STEP_SUMMARY")
     if target and any(r.get("outcome") != "skipped" for r in records):
         _attempt(state, "markdown summary", "appended to", target,
-                 lambda: append_step_summary(render_markdown(records), target))
+                 lambda: append_step_summary(render_markdown(records, title=_title(config)), target))
+
+
+def _title(config: pytest.Config) -> str:
+    info = compare_info(config)
+    if info is None:
+        return "pytest-agentmem"
+    return f"pytest-agentmem A/B: this checkout vs {info['ref']} ({info['commit'][:12]})"
 
 
 def _attempt(state: ReportState, what: str, verb: str, path: Any, write: Callable[[], Any]) -> None:
