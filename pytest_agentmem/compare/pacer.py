@@ -35,6 +35,9 @@ class PairedPacer:
     side) looks at the pairs of a run and answers how many pairs to add.
     """
 
+    #: warm up before arriving: both sides warm up while they wait for each other
+    warmup_first = True
+
     def __init__(self, side: Side, nodeid: str, channel: Any, plain: PlainPacer, *,
                  pairs: int = DEFAULT_PAIRS, decide_extra: ExtraDecision | None = None) -> None:
         self.side = side

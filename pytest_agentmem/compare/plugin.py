@@ -83,6 +83,7 @@ class CompareCandidate:
         self.coordinator: Coordinator | None = None
         self.tests: list[str] = []
         self.notes: list[str] = []
+        self._interrupted = False
 
     @property
     def where(self) -> str:
@@ -224,11 +225,15 @@ class CompareCandidate:
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_sessionfinish(self, exitstatus: int) -> None:
-        interrupted = exitstatus == pytest.ExitCode.INTERRUPTED
-        self.stop(grace=0.0 if interrupted else 10.0)
+        self._interrupted = exitstatus == pytest.ExitCode.INTERRUPTED
+        if self.coordinator is not None:
+            self.coordinator.end("the candidate side's run ended")  # the base winds down meanwhile
+
+    def pytest_keyboard_interrupt(self) -> None:
+        self._interrupted = True
 
     def pytest_unconfigure(self) -> None:
-        self.stop()
+        self.stop(grace=0.0 if self._interrupted else 10.0)
 
 
 def compare_info(config: pytest.Config) -> dict[str, Any] | None:

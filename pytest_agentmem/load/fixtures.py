@@ -73,6 +73,11 @@ class Perf:
         spec = validate(op, concurrency=concurrency, rate=rate, duration=duration, total=total,
                         warmup=warmup, timeout=timeout, name=label, processes=processes)
         pacer = pacer_for(self._item)
+        if spec.warmup and getattr(pacer, "warmup_first", False):
+            # warm up before waiting for the other side (which warms up at the same time)
+            await run_load(op, replace(spec, warmup=0, total=spec.warmup, duration=None),
+                           service_pids=None)
+            spec = _without_warmup(spec)
         planned = await pacer.plan(label, rounds)
         spec = split_spec(spec, rounds, planned)
         results: list[LoadResult] = []

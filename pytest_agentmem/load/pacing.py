@@ -18,7 +18,12 @@ from ..measurement import Measurement
 
 
 class RoundPacer(Protocol):
-    """The schedule of one ``perf.run``'s rounds."""
+    """The schedule of one ``perf.run``'s rounds.
+
+    A pacer with a true ``warmup_first`` attribute gets the run's warm-up
+    operations done before :meth:`plan` (so that waiting for another party
+    overlaps it); otherwise they run at the start of the first round.
+    """
 
     async def plan(self, name: str, rounds: int) -> int:
         """The number of rounds to measure (``rounds`` asked; more splits the run's length)."""
