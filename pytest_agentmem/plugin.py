@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from . import hookspecs
+from .asyncio_config import quiet_unset_loop_scope_warning
 from .config import add_options, load_settings
 from .marker import MARKER, MARKER_HELP, PERF_MARKER_KEY, parse_marker
 from .services.manager import ServiceManager
@@ -47,6 +48,15 @@ def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     add_options(parser)
+
+
+@pytest.hookimpl(tryfirst=True, specname="pytest_configure")
+def pytest_configure_asyncio_warning(config: pytest.Config) -> None:
+    """Before pytest-asyncio's ``pytest_configure``: keep its unset-ini warning from ending the run.
+
+    See :mod:`pytest_agentmem.asyncio_config` for why a filter and not an ini default.
+    """
+    config.add_cleanup(quiet_unset_loop_scope_warning())
 
 
 def pytest_configure(config: pytest.Config) -> None:

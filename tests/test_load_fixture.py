@@ -123,8 +123,12 @@ def test_bad_arguments_fail_with_a_clear_message(pytester: pytest.Pytester) -> N
     result.assert_outcomes(passed=1)
 
 
-def test_perf_tests_use_uvloop_and_other_async_tests_are_untouched(pytester: pytest.Pytester) -> None:
+def test_perf_tests_use_uvloop_and_other_async_tests_are_untouched(pytester: pytest.Pytester,
+                                                                  pytestconfig: pytest.Config) -> None:
     pytest.importorskip("uvloop")
+    if not hasattr(pytestconfig.hook, "pytest_asyncio_loop_factories"):
+        pytest.skip("pytest-asyncio < 1.4 has no pytest_asyncio_loop_factories hook: "
+                    "perf tests run on its default loop")
     result = _run(pytester, """
         import asyncio
         import pytest

