@@ -74,6 +74,8 @@ class LoadResult:
     errors_by_type: dict[str, dict[str, Any]] = field(default_factory=dict)
     resources: dict[str, float] = field(default_factory=dict)
     rounds: list[dict[str, float]] = field(default_factory=list, repr=False)
+    #: Interleaved calibration probe readings, one per round (see gate/calibration.py).
+    calibration: list[dict[str, float]] = field(default_factory=list, repr=False)
     loop: str = ""  # the event loop class the run used
 
     @classmethod
@@ -122,6 +124,7 @@ class LoadResult:
                                for k, v in self.errors_by_type.items()},
             "resources": dict(self.resources),
             "rounds": [dict(r) for r in self.rounds],
+            "calibration": [dict(c) for c in self.calibration],
             "histogram": hdr.encode(self.histogram),
         }
 
@@ -209,7 +212,7 @@ def merge_results(results: Sequence[LoadResult], *, name: str | None = None) -> 
         processes=first.processes, missed_schedule=missed, timeline=timeline,
         errors_by_type=merge_errors(r.errors_by_type for r in results),
         resources=merge_resources([r.resources for r in results], duration),
-        loop=first.loop,
+        loop=first.loop, calibration=[dict(c) for r in results for c in r.calibration],
     )
     merged.rounds = [r.metrics() for r in results]
     return merged
