@@ -39,7 +39,23 @@ import psutil
 MB = 1024 * 1024
 
 
+def process_clock_s(pid: int) -> float | None:
+    """CPU seconds (user + system, every thread) of process ``pid`` at nanosecond resolution.
+
+    Reads the kernel's per-process CPU clock (``clock_gettime`` on the clock id of
+    ``clock_getcpuclockid(pid)``); ``/proc``'s figures count clock ticks (10 ms),
+    which is 5 % of a 0.2 s round. None where that clock cannot be read.
+    """
+    try:
+        return time.clock_gettime(((~pid) << 3) | 2)  # CPUCLOCK_SCHED, process-wide
+    except (OSError, OverflowError, AttributeError, ValueError):
+        return None
+
+
 def _cpu_s(proc: psutil.Process) -> float:
+    own = process_clock_s(proc.pid)
+    if own is not None:
+        return own
     times = proc.cpu_times()
     return float(times.user + times.system)
 
@@ -47,8 +63,9 @@ def _cpu_s(proc: psutil.Process) -> float:
 def _cpu_with_children_s(proc: psutil.Process) -> float:
     """Own CPU plus the CPU of the children this process has reaped (waited for)."""
     times = proc.cpu_times()
-    return float(times.user + times.system + getattr(times, "children_user", 0.0)
-                 + getattr(times, "children_system", 0.0))
+    own = process_clock_s(proc.pid)
+    return float((own if own is not None else times.user + times.system)
+                 + getattr(times, "children_user", 0.0) + getattr(times, "children_system", 0.0))
 
 
 def services_cpu_total(pids: Iterable[int]) -> float:
