@@ -59,6 +59,24 @@ def pytest_configure_asyncio_warning(config: pytest.Config) -> None:
     config.add_cleanup(quiet_unset_loop_scope_warning())
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_cmdline_main(config: pytest.Config) -> None:
+    """A/B mode: re-execute pytest with a fixed memory layout and hash seed (see compare.determinism)."""
+    try:
+        settings = load_settings(config)
+    except pytest.UsageError:
+        return  # reported by pytest_configure
+    if settings.compare and settings.ab_role is None and not config.option.collectonly:
+        from .compare.determinism import reexec_deterministic
+
+        why = reexec_deterministic(tuple(config.invocation_params.args))
+        if why:
+            config.stash[_AB_NOTE] = why
+
+
+_AB_NOTE = pytest.StashKey[str]()
+
+
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", MARKER_HELP)
     settings = load_settings(config)
@@ -82,7 +100,12 @@ def _register_compare(config: pytest.Config, settings: Any) -> None:
     elif settings.compare:
         from .compare.plugin import CompareCandidate
 
-        config.pluginmanager.register(CompareCandidate(config, settings), "agentmem-compare")
+        candidate = CompareCandidate(config, settings)
+        why = config.stash.get(_AB_NOTE, None)
+        if why:
+            candidate.notes.append(f"process layout not fixed ({why}): the two sides' processes may "
+                                   "differ by a few per cent for reasons of their own")
+        config.pluginmanager.register(candidate, "agentmem-compare")
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

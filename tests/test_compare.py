@@ -207,3 +207,42 @@ def test_nothing_is_left_after_a_run_or_a_sigint(pytester: pytest.Pytester, repo
     assert not psutil.pid_exists(base_pid) or psutil.Process(base_pid).status() == psutil.STATUS_ZOMBIE
     assert len(git(repo, "worktree", "list").splitlines()) == 1
     assert not worktree.parent.exists() and not socket_dir.exists()
+
+
+SERVICES_TEST = '''
+import os
+
+import pytest
+
+
+@pytest.mark.agentmem_perf(tolerance=5.0)
+async def test_shared(perf, pg_pool, redis_client):
+    port = await pg_pool.fetchval("SELECT inet_server_port()")
+    database = await pg_pool.fetchval("SELECT current_database()")
+    db = redis_client.connection_pool.connection_kwargs.get("db")
+    with open(os.environ["AB_WHERE_FILE"], "a") as fh:
+        fh.write(f"{os.getcwd()} {port} {database} {db}\\n")
+
+    async def one(i):
+        await pg_pool.fetchval("SELECT $1::int + 1", i)
+        await redis_client.incr("n")
+
+    await perf.run(one, duration=0.5, name="op")
+'''
+
+
+def test_both_sides_share_the_servers_with_their_own_databases(pytester: pytest.Pytester, repo: Path) -> None:
+    commit(repo, {"pytest.ini": INI, "test_shared.py": SERVICES_TEST}, "base")
+    where = repo / "where.txt"
+    os.environ["AB_WHERE_FILE"] = str(where)
+    try:
+        result = pytester.runpytest_subprocess("--agentmem-compare", "HEAD", "--agentmem-services=local")
+    finally:
+        del os.environ["AB_WHERE_FILE"]
+    result.assert_outcomes(passed=1)
+    rows = [line.split(" ") for line in where.read_text().splitlines()]
+    assert len(rows) == 2
+    (cwd_a, port_a, db_a, redis_a), (cwd_b, port_b, db_b, redis_b) = rows
+    assert {cwd_a == str(repo), cwd_b == str(repo)} == {True, False}  # one side ran in the worktree
+    assert port_a == port_b  # one Postgres server for both sides
+    assert db_a != db_b and redis_a != redis_b  # each side its own database

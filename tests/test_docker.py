@@ -224,7 +224,12 @@ def test_the_reaper_removes_the_containers_of_a_killed_pytest(
 def test_the_next_run_sweeps_containers_of_dead_runs(docker_env: dict[str, str], docker_client: object) -> None:
     import socket
 
-    from pytest_agentmem.services.containers import LABEL_HOST, LABEL_PID_STARTED, _process_started, sweep_dead_runs
+    from pytest_agentmem.services.containers import (
+        LABEL_HOST,
+        LABEL_PID_STARTED,
+        _process_started,
+        sweep_dead_runs,
+    )
 
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()

@@ -86,7 +86,7 @@ def test_load_result_figures_and_round_merge() -> None:
     assert [e["t"] for e in merged.timeline] == [1.0, 2.0]
     data = merged.to_dict()
     assert set(first.metrics()) == {"qps", "mean_ms", "p50_ms", "p90_ms", "p95_ms", "p99_ms",
-                                    "p999_ms", "max_ms", "error_rate"}
+                                    "p999_ms", "max_ms", "error_rate", "cpu_ms_per_op"}
     decoded = hdr.decode(data["histogram"])
     assert decoded.get_total_count() == 190
     import json

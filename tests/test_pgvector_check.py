@@ -18,9 +18,9 @@ from pg_builds import crashing_copy, embedded_installation
 from pytest_agentmem._cpu import cpu_flags
 from pytest_agentmem.services.cache_dirs import user_cache_root
 from pytest_agentmem.services.local_postgres import start_local_postgres
+from pytest_agentmem.services.pg_cluster import pristine_path
 from pytest_agentmem.services.pg_install import installation_for
 from pytest_agentmem.services.pgvector_check import PgvectorCheckError, check_pgvector
-from pytest_agentmem.services.pg_cluster import pristine_path
 from pytest_agentmem.services.procs import running_as_root, unprivileged_user
 
 USES_POSTGRES = """

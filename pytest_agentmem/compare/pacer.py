@@ -9,6 +9,7 @@ have (or a side that went away) is measured unpaired, back to back.
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -24,6 +25,26 @@ DEFAULT_PAIRS = 10
 
 #: Decides the extra pairs from (base rounds, candidate rounds); candidate side only.
 ExtraDecision = Callable[[str, list[dict[str, float]], list[dict[str, float]]], int]
+
+
+def start_on_cpu(number: int) -> None:
+    """Start round ``number`` on CPU ``number % n`` of this thread's allowed set (Linux).
+
+    Both sides of a pair start their round on the same CPU, and the pairs rotate
+    over the CPUs. Left alone, the scheduler keeps each process on "its" CPU for
+    the whole run, and a CPU that is slower for the run (a busy neighbour
+    sharing it, a hot sibling) then biases every pair the same way. The thread
+    is only moved, not pinned: its affinity is restored at once, so threads it
+    starts and the scheduler's later choices are as in a plain run.
+    """
+    try:
+        allowed = sorted(os.sched_getaffinity(0))
+        if len(allowed) < 2:
+            return
+        os.sched_setaffinity(0, {allowed[number % len(allowed)]})
+        os.sched_setaffinity(0, allowed)
+    except (AttributeError, OSError):  # not Linux, or not allowed: leave placement to the OS
+        return
 
 
 class PairedPacer:
@@ -76,6 +97,8 @@ class PairedPacer:
             ok = await self._call("turn", self.nodeid, name, number)
             if not ok:  # the other side went away: go on alone
                 self._plans[name] = Plan(False, self._planned[name], "the other side went away")
+            else:
+                start_on_cpu(number)
 
     async def after_round(self, name: str, number: int, metrics: dict[str, float]) -> None:
         if self._paired(name):

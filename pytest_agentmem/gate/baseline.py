@@ -6,6 +6,12 @@ the file and the fix when it is malformed or of a newer schema version (the file
 is never touched); :func:`write_baseline` writes a temporary file in the same
 folder and ``os.replace``-s it, so a reader (or another xdist worker) sees the
 old file or the new one, never half of one.
+
+Each measurement may carry ``calibration``: the median of the interleaved
+calibration probe run between its rounds (see :mod:`.calibration`). The key is
+optional and additive, so the schema version stays 1: a file without it loads
+(no probe: the gate does not excuse a slow machine for it) and an older reader
+ignores it.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from typing import Any
 from .._files import write_text_atomic
 from ..errors import BaselineError
 from ..measurement import Measurement
+from .calibration import summarise_probes
 
 SCHEMA = "pytest-agentmem-baseline"
 VERSION = 1
@@ -43,6 +50,7 @@ class StoredMeasurement:
     kind: str
     metrics: dict[str, float]
     rounds: tuple[dict[str, float], ...] = ()
+    calibration: dict[str, Any] | None = None  # median interleaved probe of the rounds
 
     def samples(self, metric: str) -> list[float]:
         values = [r[metric] for r in self.rounds if metric in r]
@@ -67,11 +75,16 @@ class Baseline:
             "schema": SCHEMA, "version": self.version, "nodeid": self.nodeid,
             "created": self.created, "fingerprint": self.fingerprint,
             "calibration": self.calibration,
-            "measurements": {
-                name: {"kind": m.kind, "metrics": dict(m.metrics), "rounds": [dict(r) for r in m.rounds]}
-                for name, m in self.measurements.items()
-            },
+            "measurements": {name: _entry(m) for name, m in self.measurements.items()},
         }
+
+
+def _entry(m: StoredMeasurement) -> dict[str, Any]:
+    entry: dict[str, Any] = {"kind": m.kind, "metrics": dict(m.metrics),
+                             "rounds": [dict(r) for r in m.rounds]}
+    if m.calibration:
+        entry["calibration"] = dict(m.calibration)
+    return entry
 
 
 def _finite(values: dict[str, Any]) -> dict[str, float]:
@@ -83,7 +96,8 @@ def baseline_from(nodeid: str, measurements: list[Measurement], fingerprint: dic
                   calibration: dict[str, Any] | None) -> Baseline:
     """The baseline this run's ``measurements`` make (non-finite values dropped)."""
     stored = {
-        m.name: StoredMeasurement(m.kind, _finite(m.metrics), tuple(_finite(r) for r in m.rounds))
+        m.name: StoredMeasurement(m.kind, _finite(m.metrics), tuple(_finite(r) for r in m.rounds),
+                                  summarise_probes(getattr(m.load, "calibration", None) or []))
         for m in measurements
     }
     created = _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
@@ -144,8 +158,13 @@ def _parse(path: Path, data: Any) -> Baseline:
             for key, value in where.items():
                 if isinstance(value, bool) or not isinstance(value, (int, float)):
                     raise bad(f"measurement {name!r}: metric {key!r} must be a number, got {value!r}")
+        probe = entry.get("calibration")
+        if probe is not None and not (isinstance(probe, dict) and all(
+                isinstance(v, str) or (isinstance(v, (int, float)) and not isinstance(v, bool))
+                for v in probe.values())):
+            raise bad(f'measurement {name!r}: "calibration" must be an object of numbers')
         measurements[name] = StoredMeasurement(str(entry.get("kind", "load")), _finite(metrics),
-                                               tuple(_finite(r) for r in rounds))
+                                               tuple(_finite(r) for r in rounds), probe or None)
     fingerprint = data.get("fingerprint") or {}
     calibration = data.get("calibration")
     if not isinstance(fingerprint, dict) or not (calibration is None or isinstance(calibration, dict)):

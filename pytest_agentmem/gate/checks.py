@@ -24,7 +24,7 @@ from ..errors import ConfigurationError
 from ..marker import Threshold
 from ..measurement import Measurement
 from .baseline import Baseline
-from .directions import compared, direction_of, is_primary, is_time_like, latency_floor
+from .directions import CPU_COST_METRICS, compared, direction_of, is_primary, is_time_like, latency_floor
 from .stats import centre, p_worse, worse_change
 from .verdict import CheckResult, Direction, Verdict
 
@@ -51,6 +51,9 @@ class GateContext:
     alpha: float = ALPHA
     gate_metrics: tuple[str, ...] = ()  # metrics gated beside the primary set (marker gate=)
     paired: bool = False  # A/B mode: the paired comparison replaces the stored baseline
+    #: Per measurement name: how many times slower the interleaved calibration probe ran
+    #: in the decision's rounds than in the baseline's ({"wall": x, "cpu": y}; > 1 slower).
+    slowdown: dict[str, dict[str, float]] = field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------- formatting
@@ -225,7 +228,11 @@ def _decide(ctx: GateContext, m: Measurement, metric: str, samples: list[float],
                 "perf.record in a loop, to gate it)")
     elif regressed(final, tolerance, ctx.alpha):
         tail = ", confirmed on re-run" if rechecked else ""
-        if ctx.update:
+        excuse = machine_excuse(ctx, m, metric, samples[initial:] if rechecked else samples,
+                                base_samples, tolerance)
+        if excuse:
+            verdict, tail = "warn", f"{tail}; {excuse}"
+        elif ctx.update:
             verdict, tail = "warn", tail + "; accepted by --update-baselines"
         else:
             verdict = "fail"
@@ -242,6 +249,34 @@ def _decide(ctx: GateContext, m: Measurement, metric: str, samples: list[float],
         confirmed=rechecked and verdict in ("fail", "warn") and regressed(final, tolerance, ctx.alpha),
         verdict=verdict, message=_describe(name, final, tolerance, tail), kind="baseline",
         direction=final.direction, raw_change=final.raw_change, normalised=final.normalised)
+
+
+# --------------------------------------------------------------------------- slow machine
+
+
+def machine_excuse(ctx: GateContext, m: Measurement, metric: str, samples: Sequence[float],
+                   base_samples: Sequence[float], tolerance: float,
+                   alpha: float | None = None) -> str | None:
+    """Why a regression of ``metric`` is not judged: the machine is slower, or None.
+
+    Only excuses, never accuses: applies to time-like metrics when the
+    interleaved calibration probe (``ctx.slowdown``) ran slower than when the
+    baseline was recorded - the wall-time rate for latency and throughput, the
+    CPU-time rate for ``cpu_ms_per_op`` - and the change, with the baseline
+    scaled by that slowdown, is no longer a regression beyond ``tolerance``.
+    """
+    factors = ctx.slowdown.get(m.name)
+    if not factors or not is_time_like(metric):
+        return None
+    factor = factors.get("cpu" if metric in CPU_COST_METRICS else "wall")
+    if factor is None or factor <= 1.0:
+        return None
+    normalised = compare_samples(metric, samples, base_samples, 1.0 / factor, m.kind)
+    if regressed(normalised, tolerance, ctx.alpha if alpha is None else alpha):
+        return None
+    return (f"machine {factor:.1f}x slower than when the baseline was recorded (calibration "
+            f"probe; {pct(normalised.raw_change)} normalised): not judged; use "
+            "--agentmem-compare for a same-run A/B")
 
 
 # --------------------------------------------------------------------------- screen
@@ -261,7 +296,9 @@ def screen(ctx: GateContext, m: Measurement) -> list[str]:
             base_samples = stored.samples(metric)
             if compared(metric, m.kind) and is_primary(metric, m.kind, ctx.gate_metrics) and base_samples:
                 c = compare_samples(metric, m.samples(metric), base_samples, ctx.speed, m.kind)
-                if regressed(c, _tolerance(ctx, c.normalised), SCREEN_ALPHA):
+                if regressed(c, _tolerance(ctx, c.normalised), SCREEN_ALPHA) and not machine_excuse(
+                        ctx, m, metric, m.samples(metric), base_samples,
+                        _tolerance(ctx, c.normalised), SCREEN_ALPHA):
                     suspects.append(metric)
     return suspects
 

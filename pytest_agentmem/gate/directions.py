@@ -3,7 +3,9 @@
 Names decide: ``qps``, ``ops_per_s``, ``*_per_s``, ``recall*``, ``precision*``,
 ``hit_rate``, ``throughput*``, ``ops`` (benchmark ops/s) are higher-is-better;
 ``*_ms``, ``*_s``, ``*_us``, ``error_rate``, ``timeout_rate``, ``*_bytes``,
-``*_mb`` are lower-is-better. Counts and settings (``errors``, ``concurrency``,
+``*_mb`` are lower-is-better; so is ``cpu_ms_per_op`` (CPU cost per successful
+operation), which is time-like (a slower machine raises it) but carries no
+latency jitter floor: it is an average over every operation of a round. Counts and settings (``errors``, ``concurrency``,
 ``rate``, ``duration_s``...) and single-extreme figures (``max_ms``, ``min_ms``,
 ``p999_ms``), too noisy for a median-of-rounds comparison, are not compared
 against the baseline (they still can carry an absolute threshold).
@@ -26,7 +28,11 @@ _HIGHER_PREFIX = ("recall", "precision", "ndcg", "mrr", "hit_rate", "throughput"
 _HIGHER_SUFFIX = ("_per_s", "_per_sec", "_qps", "_ops", "_hit_rate", "_savings", "_recall",
                   "_throughput", "_speedup")
 _LOWER_SUFFIX = ("_ms", "_s", "_us", "_ns", "_error_rate", "_bytes", "_mb", "_kb", "_miss_rate")
-_LOWER_EXACT = frozenset({"error_rate", "timeout_rate", "miss_rate", "latency", "cpu_s", "cpu_ms_per_op"})
+_LOWER_EXACT = frozenset({"error_rate", "timeout_rate", "miss_rate", "latency", "cpu_s",
+                          "cpu_ms_per_op"})
+
+#: Lower-is-better costs that scale with machine speed, by name.
+CPU_COST_METRICS = frozenset({"cpu_ms_per_op"})
 
 #: Bounded rates: a change is measured against at least this floor, so that
 #: 0 -> 0.001 errors is not an "infinite" regression.
@@ -41,6 +47,8 @@ LATENCY_FLOOR = {"_ms": 0.05, "_us": 50.0, "_ns": 50_000.0, "_s": 0.00005}
 
 def latency_floor(metric: str) -> float:
     """The smallest change of ``metric`` that can be a regression (0 for non-latency metrics)."""
+    if metric in CPU_COST_METRICS:
+        return 0.0  # a mean over every operation of a round: no per-operation timer jitter
     for suffix, floor in LATENCY_FLOOR.items():
         if metric.endswith(suffix):
             return floor
@@ -96,6 +104,8 @@ def is_rate(metric: str) -> bool:
 def is_time_like(metric: str) -> bool:
     """Scales with machine speed (latency or throughput), so a calibration can normalise it."""
     name = metric.lower()
+    if name in CPU_COST_METRICS:
+        return True
     if is_rate(name) and not name.endswith(("per_s", "qps")):
         return False
     return name in ("qps", "ops", "throughput", "ops_per_s", "cpu_ms_per_op") or name.endswith(

@@ -35,7 +35,7 @@ from .baseline import (
     write_baseline,
 )
 from .benchmark import benchmark_measurement
-from .calibration import measure_probe, speed_ratio
+from .calibration import measure_probe, probe_slowdowns, speed_ratio
 from .checks import CHECKS, GateContext, run_checks, screen
 from .directions import is_primary
 from .fingerprint import fingerprint, machine_differences, stack_differences
@@ -136,12 +136,13 @@ def _context(item: pytest.Item, measurements: list[Measurement], notes: list[str
         stack = stack_differences(baseline.fingerprint, current_fp)
         if stack:
             notes.append("software differs from the baseline's: " + "; ".join(stack))
+    initial = dict(_state(item).initial_rounds)
     return GateContext(
         nodeid=item.nodeid, measurements=measurements, thresholds=marker.thresholds,
         tolerance=tolerance, baseline=baseline, compare=marker.baseline, speed=speed,
         extra_tolerance=extra, update=settings.update_baselines,
-        initial_rounds=dict(_state(item).initial_rounds), gate_metrics=marker.gate,
-        paired=bool(settings.compare))
+        initial_rounds=initial, slowdown=probe_slowdowns(baseline, measurements, initial),
+        gate_metrics=marker.gate, paired=bool(settings.compare))
 
 
 # --------------------------------------------------------------------------- confirmation

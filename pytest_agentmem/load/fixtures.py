@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from ..errors import ConfigurationError
+from ..gate.calibration import probe_after_round
 from ..marker import perf_marker_of
 from ..measurement import Measurement, measurements_of
 from . import loops
@@ -116,10 +117,12 @@ class Perf:
         label = spec.name if rounds == 1 else f"{spec.name} (round {number + 1})"
         progress = Progress(self._item.config, label)
         try:
-            return await run_load(op, spec, on_tick=progress.update if progress.enabled else None,
-                                  service_pids=service_pids_of(self._item.config))
+            result = await run_load(op, spec, on_tick=progress.update if progress.enabled else None,
+                                    service_pids=service_pids_of(self._item.config))
         finally:
             progress.close()
+        probe_after_round(result)  # interleaved calibration: the machine this round saw
+        return result
 
     def _rounds(self, rounds: int | None) -> int:
         if rounds is None:

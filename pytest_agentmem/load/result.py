@@ -11,6 +11,14 @@ Conventions, the same everywhere in the engine:
 - Latency figures (``mean_ms`` .. ``max_ms``) come from the HDR histogram of the
   successful operations. In open loop each latency runs from the operation's
   intended start on the schedule, not from when it was actually launched.
+- ``cpu_ms_per_op`` is the CPU (user + system) of the test process (with the
+  worker processes of ``processes=N``) and of the service processes it talks
+  to (``resources["process_cpu_s"] + resources["services_cpu_s"]``, see
+  :mod:`.resources`) per *successful* operation, in ms; 0 when no operation
+  succeeded. A neighbour that steals wall time leaves it alone; a code path
+  that does more work raises it. Merged rounds: total CPU / total successes.
+- ``cancelled`` counts the operations still running when the run ended and
+  cut off (see :mod:`.runner`): errors of their own type, never successes.
 """
 
 from __future__ import annotations
@@ -26,7 +34,10 @@ from . import histogram as hdr
 
 #: The headline metrics a load result hands to the gate.
 GATED_METRICS = ("qps", "mean_ms", "p50_ms", "p90_ms", "p95_ms", "p99_ms", "p999_ms",
-                 "max_ms", "error_rate")
+                 "max_ms", "error_rate", "cpu_ms_per_op")
+
+#: The ``errors_by_type`` key of operations cut off at the end of a run.
+CANCELLED_AT_END = "CancelledAtEndOfRun"
 
 #: How many sample messages are kept per exception type.
 MAX_ERROR_SAMPLES = 3
@@ -54,6 +65,8 @@ class LoadResult:
     p99_ms: float = 0.0
     p999_ms: float = 0.0
     max_ms: float = 0.0
+    cpu_ms_per_op: float = 0.0
+    cancelled: int = 0  # operations cut off at the end of the run (part of errors)
     mode: str = "closed"  # "closed" or "open"
     processes: int = 1
     missed_schedule: dict[str, float] = field(default_factory=dict)
@@ -61,6 +74,8 @@ class LoadResult:
     errors_by_type: dict[str, dict[str, Any]] = field(default_factory=dict)
     resources: dict[str, float] = field(default_factory=dict)
     rounds: list[dict[str, float]] = field(default_factory=list, repr=False)
+    #: Interleaved calibration probe readings, one per round (see gate/calibration.py).
+    calibration: list[dict[str, float]] = field(default_factory=list, repr=False)
     loop: str = ""  # the event loop class the run used
 
     @classmethod
@@ -77,6 +92,7 @@ class LoadResult:
         self.error_rate = self.errors / self.ops if self.ops else 0.0
         for key, value in hdr.summary_ms(self.histogram).items():
             setattr(self, key, value)
+        self.cpu_ms_per_op = cpu_per_op_ms(self.resources, good)
 
     #: Milliseconds per histogram unit (the histogram counts microseconds).
     histogram_unit_ms = 0.001
@@ -98,7 +114,7 @@ class LoadResult:
         """A JSON-able dict; the histogram as its standard base64 encoding."""
         return {
             "name": self.name, "mode": self.mode, "ops": self.ops, "errors": self.errors,
-            "timeouts": self.timeouts, "warmup_ops": self.warmup_ops,
+            "timeouts": self.timeouts, "cancelled": self.cancelled, "warmup_ops": self.warmup_ops,
             "duration_s": self.duration_s, "concurrency": self.concurrency, "rate": self.rate,
             "processes": self.processes, "loop": self.loop,
             **self.metrics(),
@@ -108,6 +124,7 @@ class LoadResult:
                                for k, v in self.errors_by_type.items()},
             "resources": dict(self.resources),
             "rounds": [dict(r) for r in self.rounds],
+            "calibration": [dict(c) for c in self.calibration],
             "histogram": hdr.encode(self.histogram),
         }
 
@@ -120,9 +137,19 @@ class LoadResult:
                 f"p99 {self.p99_ms:.2f} ms, max {self.max_ms:.2f} ms, errors {self.errors}")
         if self.timeouts:
             text += f" ({self.timeouts} timeouts)"
+        if self.cancelled:
+            text += f" ({self.cancelled} cancelled at the end of the run)"
         if self.missed_schedule.get("count"):
             text += f", missed schedule {int(self.missed_schedule['count'])}"
         return text
+
+
+def cpu_per_op_ms(resources: dict[str, float], successes: int) -> float:
+    """CPU ms (test process + services) per successful operation; 0 without successes."""
+    if successes <= 0:
+        return 0.0
+    cpu_s = resources.get("process_cpu_s", 0.0) + resources.get("services_cpu_s", 0.0)
+    return 1000.0 * cpu_s / successes
 
 
 # --------------------------------------------------------------------------- merging
@@ -179,12 +206,13 @@ def merge_results(results: Sequence[LoadResult], *, name: str | None = None) -> 
         histogram=hdr.merge(r.histogram for r in results),
         ops=sum(r.ops for r in results), errors=sum(r.errors for r in results),
         duration_s=duration, name=name or first.name,
-        timeouts=sum(r.timeouts for r in results), concurrency=first.concurrency,
+        timeouts=sum(r.timeouts for r in results), cancelled=sum(r.cancelled for r in results),
+        concurrency=first.concurrency,
         rate=first.rate, warmup_ops=sum(r.warmup_ops for r in results), mode=first.mode,
         processes=first.processes, missed_schedule=missed, timeline=timeline,
         errors_by_type=merge_errors(r.errors_by_type for r in results),
         resources=merge_resources([r.resources for r in results], duration),
-        loop=first.loop,
+        loop=first.loop, calibration=[dict(c) for r in results for c in r.calibration],
     )
     merged.rounds = [r.metrics() for r in results]
     return merged

@@ -19,7 +19,17 @@ keep up with the schedule; ``capped`` counts the launches the cap delayed.
 
 Both: the first ``warmup`` operations are run in a phase of their own and
 excluded; the measured phase ends after ``duration`` seconds (no new operation
-starts; those in flight finish and count) or after ``total`` operations. An
+starts; those in flight finish and count) or after ``total`` operations. A
+run with a ``duration`` ends on time, always: the operations still in flight
+get a drain period (:func:`drain_grace`: the op ``timeout`` plus 1 s when one
+is given, else ``max(1 s, 10 x p99 so far)`` capped at
+:data:`MAX_DRAIN_GRACE_S`), after which they are cancelled and counted as
+errors of type ``CancelledAtEndOfRun`` (``cancelled`` in the result). An
+operation that swallows the cancellation is waited for at most
+:data:`CANCEL_WAIT_S` more and then abandoned (a closed-loop user still
+running is counted as one cancelled operation). A run with only ``total``
+(no ``duration``) and no ``timeout`` has no time to end on: give a
+``timeout``. An
 operation running longer than ``timeout`` is cancelled and counted as a timeout
 and an error; an exception is counted by type with a few sample messages and
 never stops the run. Latencies are recorded as raw nanoseconds on the hot path
@@ -50,6 +60,7 @@ from ..errors import ConfigurationError
 from . import histogram as hdr
 from .resources import ResourceSampler
 from .result import (
+    CANCELLED_AT_END,
     MAX_ERROR_SAMPLES,
     LoadResult,
     is_number,
@@ -65,6 +76,15 @@ _clock = time.perf_counter_ns
 _YIELD_EVERY = 256  # a user yields to the loop after this many ops that never suspended
 _LAUNCH_BATCH = 512  # open loop: launches between two yields when behind schedule
 _SAMPLE_CHARS = 300
+_USER_TASK = "agentmem-user-"
+#: Upper bound of the drain period without an op timeout (seconds).
+MAX_DRAIN_GRACE_S = 10.0
+#: Lower bound of the drain period without an op timeout (seconds).
+MIN_DRAIN_GRACE_S = 1.0
+#: Slack added to the op timeout for the drain period (seconds).
+TIMEOUT_DRAIN_SLACK_S = 1.0
+#: How long cancelled operations are given to finish before they are abandoned.
+CANCEL_WAIT_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -148,14 +168,16 @@ def _check_picklable(op: Any) -> None:
 class _Phase:
     """The counters of one phase (warm-up or measured), shared by the runner's tasks."""
 
-    __slots__ = ("latencies", "errors", "timeouts", "by_type", "next_index", "limit",
-                 "stopping", "hist", "intervals", "_last_errors", "start_ns", "_last_tick_ns",
+    __slots__ = ("latencies", "errors", "timeouts", "cancelled", "cut", "by_type", "next_index",
+                 "limit", "stopping", "hist", "intervals", "_last_errors", "start_ns", "_last_tick_ns",
                  "missed", "missed_lag_ns", "missed_max_ns", "capped")
 
     def __init__(self, first_index: int, limit: int) -> None:
         self.latencies: list[int] = []
         self.errors = 0
         self.timeouts = 0
+        self.cancelled = 0
+        self.cut = False  # set when the run's end cancels the operations still in flight
         self.by_type: dict[str, dict[str, Any]] = {}
         self.next_index = itertools.count(first_index).__next__
         self.limit = limit
@@ -170,9 +192,13 @@ class _Phase:
         self.missed_max_ns = 0
         self.capped = 0
 
-    def fail(self, exc: BaseException, *, timed_out: bool = False) -> None:
+    def fail(self, exc: BaseException | None, *, timed_out: bool = False,
+             cut: bool = False) -> None:
         self.errors += 1
-        if timed_out:
+        if cut:
+            self.cancelled += 1
+            kind, message = CANCELLED_AT_END, "still running when the run ended: cancelled"
+        elif timed_out:
             self.timeouts += 1
             kind, message = "Timeout", "cancelled after the run's timeout"
         else:
@@ -266,6 +292,8 @@ async def _user(phase: _Phase, op: Op, timeout: float | None) -> None:
                 phase.fail(exc)
             except asyncio.CancelledError as exc:
                 if _task_cancelling():
+                    if phase.cut:
+                        phase.fail(None, cut=True)
                     raise
                 phase.fail(exc)
             else:
@@ -293,6 +321,8 @@ async def _timed_op(phase: _Phase, op: Op, index: int, timeout: float, t0: int,
             return
         except asyncio.CancelledError as exc:
             if _task_cancelling():
+                if phase.cut:
+                    phase.fail(None, cut=True)
                 raise
             phase.fail(exc)
             return
@@ -312,27 +342,39 @@ async def _closed_phase(phase: _Phase, op: Op, spec: LoadSpec, *, measured: bool
                         on_tick: TickCallback | None, sampler: ResourceSampler | None) -> float:
     """Run the users until the phase ends; return the phase's wall time in seconds."""
     loop = asyncio.get_running_loop()
-    users = [loop.create_task(_user(phase, op, spec.timeout)) for _ in range(spec.concurrency or 1)]
+    users = [loop.create_task(_user(phase, op, spec.timeout), name=f"{_USER_TASK}{k}")
+             for k in range(spec.concurrency or 1)]
     return await _supervise(phase, users, spec, measured=measured, on_tick=on_tick, sampler=sampler)
 
 
 async def _supervise(phase: _Phase, workers: list[asyncio.Task[Any]], spec: LoadSpec, *,
                      measured: bool, on_tick: TickCallback | None,
                      sampler: ResourceSampler | None) -> float:
-    """Start the clock, end the phase on time, tick once a second, wait for the workers."""
+    """Start the clock, end the phase on time, tick once a second, wait for the workers.
+
+    With a ``duration`` the phase ends on time: the workers get the drain
+    period of :func:`drain_grace` after the duration, then they are cancelled
+    (each operation in flight counted as cancelled at the end of the run).
+    """
     loop = asyncio.get_running_loop()
     phase.begin()
-    deadline = None
-    if measured and spec.duration is not None:
-        deadline = loop.call_later(spec.duration, setattr, phase, "stopping", True)
     ticker = loop.create_task(_tick(phase, spec.tick_s, on_tick, sampler)) if measured else None
     try:
-        await asyncio.gather(*workers)
+        if measured and spec.duration is not None:
+            _, pending = await asyncio.wait(workers, timeout=spec.duration)
+            phase.stopping = True
+            if pending:
+                _, pending = await asyncio.wait(pending, timeout=drain_grace(spec, phase))
+            if pending:
+                await _cut(phase, pending)
+        else:
+            await asyncio.wait(workers)
+        for task in workers:  # a worker's own failure (not an op's) propagates
+            if task.done() and not task.cancelled():
+                task.result()
     finally:
         for task in workers:
             task.cancel()
-        if deadline is not None:
-            deadline.cancel()
         if ticker is not None:
             ticker.cancel()
             try:
@@ -342,6 +384,35 @@ async def _supervise(phase: _Phase, workers: list[asyncio.Task[Any]], spec: Load
     elapsed = (_clock() - phase.start_ns) / 1e9
     phase.flush()
     return elapsed
+
+
+def drain_grace(spec: LoadSpec, phase: _Phase) -> float:
+    """Seconds the operations in flight get to finish once the duration is over.
+
+    The op ``timeout`` plus :data:`TIMEOUT_DRAIN_SLACK_S` when one is given (its
+    own timeout ends each operation); otherwise ``max(1 s, 10 x p99 so far)``,
+    capped at :data:`MAX_DRAIN_GRACE_S`.
+    """
+    if spec.timeout is not None:
+        return spec.timeout + TIMEOUT_DRAIN_SLACK_S
+    p99_s = 0.0
+    if phase.hist.get_total_count():  # folded once a second; counts microseconds
+        p99_s = phase.hist.get_value_at_percentile(99.0) / 1e6
+    elif phase.latencies:  # less than a second in: the raw nanoseconds
+        ordered = sorted(phase.latencies)
+        p99_s = ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))] / 1e9
+    return min(MAX_DRAIN_GRACE_S, max(MIN_DRAIN_GRACE_S, 10.0 * p99_s))
+
+
+async def _cut(phase: _Phase, pending: set[asyncio.Task[Any]]) -> None:
+    """Cancel the workers still running; their operations in flight count as cancelled."""
+    phase.cut = True
+    for task in pending:
+        task.cancel()
+    _, stuck = await asyncio.wait(pending, timeout=CANCEL_WAIT_S)
+    for task in stuck:  # an op swallowed the cancellation: abandoned, counted once
+        if task.get_name().startswith(_USER_TASK):
+            phase.fail(None, cut=True)
 
 
 async def _tick(phase: _Phase, tick_s: float, on_tick: TickCallback | None,
@@ -399,6 +470,8 @@ async def _schedule(phase: _Phase, op: Op, spec: LoadSpec, first_index: int, per
                     phase.fail(exc)
                 except asyncio.CancelledError as exc:
                     if _task_cancelling():
+                        if phase.cut:
+                            phase.fail(None, cut=True)
                         raise
                     phase.fail(exc)
                 else:
@@ -447,6 +520,8 @@ async def _schedule(phase: _Phase, op: Op, spec: LoadSpec, first_index: int, per
                 batch += 1
             await asyncio.sleep(max(0.0, (intended - clock()) / 1e9))
     finally:
+        # Drain: bounded by _supervise, which cancels this task after the drain
+        # period; the cancellation reaches the operations through the gather.
         if tasks:
             try:
                 await asyncio.gather(*list(tasks))
@@ -495,7 +570,7 @@ def _result_of(phase: _Phase, spec: LoadSpec, elapsed: float, threshold_ns: floa
                resources: dict[str, float]) -> LoadResult:
     return LoadResult.build(
         histogram=phase.hist, ops=phase.ops, errors=phase.errors, duration_s=elapsed,
-        name=spec.name, timeouts=phase.timeouts, concurrency=spec.concurrency, rate=spec.rate,
+        name=spec.name, timeouts=phase.timeouts, cancelled=phase.cancelled, concurrency=spec.concurrency, rate=spec.rate,
         warmup_ops=spec.warmup, mode=spec.mode, processes=1,
         missed_schedule=phase.missed_schedule(threshold_ns) if spec.rate is not None else {},
         timeline=timeline_of(phase.intervals), errors_by_type=phase.by_type,
@@ -509,5 +584,5 @@ def loop_name() -> str:
     return f"{type(loop).__module__}.{type(loop).__qualname__}"
 
 
-__all__ = ["LoadSpec", "Op", "TickCallback", "merge_errors", "merge_resources", "run_load",
+__all__ = ["LoadSpec", "Op", "TickCallback", "drain_grace", "merge_errors", "merge_resources", "run_load",
            "timeline_of", "validate", "loop_name"]

@@ -60,7 +60,7 @@ def _worker_run(op: Op, spec: LoadSpec) -> dict[str, Any]:
             loop_obj.close()
     return {
         "histogram": hdr.encode(result.histogram), "ops": result.ops, "errors": result.errors,
-        "timeouts": result.timeouts, "duration_s": result.duration_s,
+        "timeouts": result.timeouts, "cancelled": result.cancelled, "duration_s": result.duration_s,
         "errors_by_type": result.errors_by_type, "timeline": result.timeline,
         "cpu_s": result.resources.get("process_cpu_s", 0.0),
         "rss_max": psutil.Process().memory_info().rss, "loop": loop,
@@ -119,6 +119,7 @@ def _merge(parts: list[dict[str, Any]], spec: LoadSpec, sampler: ResourceSampler
     return LoadResult.build(
         histogram=hist, ops=sum(p["ops"] for p in parts), errors=sum(p["errors"] for p in parts),
         duration_s=duration, name=spec.name, timeouts=sum(p["timeouts"] for p in parts),
+        cancelled=sum(p.get("cancelled", 0) for p in parts),
         concurrency=spec.concurrency, rate=None, warmup_ops=spec.warmup, mode="closed",
         processes=len(parts), timeline=timeline,
         errors_by_type=merge_errors(p["errors_by_type"] for p in parts),

@@ -25,8 +25,8 @@ import pytest
 import pytest_asyncio
 
 from ..session import get_session
-from .result_cache import RedisResultCache, ResultCache
 from .embedder import Embedder, EmbedderMissingError, default_cache_dir
+from .result_cache import RedisResultCache, ResultCache
 
 
 def _cache_dir(config: pytest.Config) -> Path:

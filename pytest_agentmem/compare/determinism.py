@@ -1,0 +1,77 @@
+"""Two pytest processes that differ only by the code they run.
+
+Pairing rounds cancels what changes *during* a run (a neighbour, the machine's
+drift), not what differs *between two processes* for their whole life: where
+address-space layout randomisation put the heap and the stacks, and the string
+hash seed. For a CPU-bound Python operation that alone spreads the speed of
+identical processes by several per cent (3.5 % standard deviation over 10 fresh
+processes here), which an A/A comparison reads as a "significant" change.
+With the layout not randomised and one hash seed for both, the same processes
+spread 0.5 %.
+
+So in A/B mode the candidate's pytest process re-executes itself once, very
+early (before any test, server or output), with ``ADDR_NO_RANDOMIZE`` and a fixed
+``PYTHONHASHSEED``; the base process inherits both. Where that cannot be done
+(not Linux, the personality call refused, pytest run in-process by another
+program), the run goes on as it is and says so.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import sys
+
+#: Set in the re-executed process (and so in the base's): the layout is fixed.
+MARK_ENV = "AGENTMEM_AB_DETERMINISTIC"
+#: The hash seed both sides use when the user set none.
+DEFAULT_HASHSEED = "0"
+_ADDR_NO_RANDOMIZE = 0x0040000
+_QUERY = 0xFFFFFFFF
+
+
+def is_deterministic() -> bool:
+    """True in a process started (or re-executed) with the fixed layout and hash seed."""
+    return os.environ.get(MARK_ENV) == "1"
+
+
+def _set_no_randomize() -> bool:
+    """Turn off address-space randomisation for the next exec of this process (Linux)."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        current = libc.personality(_QUERY)
+        if current == -1:
+            return False
+        if current & _ADDR_NO_RANDOMIZE:
+            return True
+        return libc.personality(current | _ADDR_NO_RANDOMIZE) != -1
+    except (OSError, AttributeError):
+        return False
+
+
+def reexec_deterministic(invocation_args: tuple[str, ...]) -> str | None:
+    """Re-execute this pytest process with a fixed layout and hash seed; returns only on failure.
+
+    ``invocation_args`` are the arguments pytest was invoked with: the process is
+    re-executed only when they are this process's own command line (a pytest run
+    in-process by another program is left alone). Returns why it did not.
+    """
+    if is_deterministic():
+        return None
+    orig = list(getattr(sys, "orig_argv", []))
+    if not orig or tuple(sys.argv[1:]) != tuple(invocation_args):
+        return "pytest runs in-process inside another program"
+    if not _set_no_randomize():
+        return "address-space randomisation cannot be turned off here"
+    os.environ[MARK_ENV] = "1"
+    os.environ.setdefault("PYTHONHASHSEED", DEFAULT_HASHSEED)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    try:
+        os.execv(sys.executable, orig)
+    except OSError as exc:
+        del os.environ[MARK_ENV]
+        return f"re-executing pytest failed ({exc})"
+    return None  # pragma: no cover - execv does not return
