@@ -246,3 +246,32 @@ def test_both_sides_share_the_servers_with_their_own_databases(pytester: pytest.
     assert {cwd_a == str(repo), cwd_b == str(repo)} == {True, False}  # one side ran in the worktree
     assert port_a == port_b  # one Postgres server for both sides
     assert db_a != db_b and redis_a != redis_b  # each side its own database
+
+
+def test_no_database_is_left_on_an_external_server(pytester: pytest.Pytester, repo: Path,
+                                                   agentmem_services) -> None:
+    """Both sides' databases on a server given by URL are dropped after the run."""
+    import asyncpg
+
+    from pytest_agentmem.services._sync import run_sync
+
+    dsn = agentmem_services.postgres.dsn
+
+    async def databases() -> set[str]:
+        conn = await asyncpg.connect(dsn)
+        try:
+            return {r[0] for r in await conn.fetch("SELECT datname FROM pg_database")}
+        finally:
+            await conn.close()
+
+    before = run_sync(databases())
+    commit(repo, {"pytest.ini": INI, "test_shared.py": SERVICES_TEST}, "base")
+    os.environ["AB_WHERE_FILE"] = str(repo / "where.txt")
+    try:
+        result = pytester.runpytest_subprocess("--agentmem-compare", "HEAD", f"--agentmem-postgres-url={dsn}")
+    finally:
+        del os.environ["AB_WHERE_FILE"]
+    result.assert_outcomes(passed=1)
+    used = {line.split(" ")[2] for line in (repo / "where.txt").read_text().splitlines()}
+    assert len(used) == 2 and not used & before
+    assert run_sync(databases()) - before == set()
