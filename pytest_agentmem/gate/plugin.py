@@ -219,7 +219,8 @@ def gate(item: pytest.Item) -> TestVerdict | None:
         return None  # the base side of an A/B run is judged by the candidate
     marker = _marker(item)
     current_fp = fingerprint(item.config)
-    path = baseline_path(settings.baselines_dir, item.nodeid) if marker.baseline else None
+    path = (baseline_path(settings.baselines_dir, item.nodeid)
+            if marker.baseline and not settings.compare else None)
     verdict = TestVerdict(nodeid=item.nodeid, outcome="passed", measurements=measurements,
                           baseline_path=str(path) if path else None, fingerprint=current_fp)
     _state(item).verdict = verdict

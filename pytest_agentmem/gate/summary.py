@@ -47,6 +47,8 @@ def paired_change(c: CheckResult) -> str:
     """``+4.1% [+2.0%, +6.3%] p=0.002`` (worse-oriented change, its interval, Holm p)."""
     if c.change is None:
         return ""
+    if c.change == 0 and (c.interval is None or c.interval == (0.0, 0.0)):
+        return "unchanged"
     if c.raw_change is None:  # a rate, compared by difference
         text = f"{c.change:+.3g}"
         interval = f" [{c.interval[0]:+.3g}, {c.interval[1]:+.3g}]" if c.interval else ""

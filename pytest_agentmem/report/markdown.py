@@ -82,6 +82,8 @@ def paired_text(check: dict[str, Any]) -> str:
     change, interval = check.get("change"), check.get("interval")
     if change is None:
         return cell(check.get("message", "–"))
+    if change == 0 and (not interval or tuple(interval) == (0.0, 0.0)):
+        return "unchanged"
     if check.get("raw_change") is None:  # a rate, compared by difference
         text = f"{change:+.3g}" + (f" [{interval[0]:+.3g}, {interval[1]:+.3g}]" if interval else "")
     else:
