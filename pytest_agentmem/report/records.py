@@ -36,7 +36,9 @@ def jsonable(value: Any) -> Any:
     """``value`` with only JSON types: non-finite floats become ``None``, tuples lists."""
     if isinstance(value, float):
         return value if math.isfinite(value) else None
-    if value is None or isinstance(value, (str, int, bool)):
+    if isinstance(value, str):
+        return str(value)  # plain str: an enum member travels to xdist's controller as text
+    if value is None or isinstance(value, (int, bool)):
         return value
     if isinstance(value, dict):
         return {str(k): jsonable(v) for k, v in value.items()}

@@ -36,12 +36,13 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
+from ..config import env_default, env_value
 from ..errors import ServiceStartError, ServiceUnavailableError
 from .base import RunningService
 from .readiness import wait_until_ready
 
-DEFAULT_POSTGRES_IMAGE = "pgvector/pgvector:pg17"
-DEFAULT_REDIS_IMAGE = "redis:7-alpine"
+DEFAULT_POSTGRES_IMAGE: str = env_default("AGENTMEM_POSTGRES_IMAGE")
+DEFAULT_REDIS_IMAGE: str = env_default("AGENTMEM_REDIS_IMAGE")
 HINT = ('install the extra: pip install "pytest-agentmem[containers]", and make sure a Docker '
         "engine runs; or use --agentmem-services=local")
 HINT_IMAGE = ("no registry reachable? build local images with `python -m pytest_agentmem.services.images "
@@ -72,11 +73,11 @@ REDIS_ARGS = ["--save", "", "--appendonly", "no", "--protected-mode", "no", "--b
 
 
 def postgres_image() -> str:
-    return os.environ.get("AGENTMEM_POSTGRES_IMAGE") or DEFAULT_POSTGRES_IMAGE
+    return str(env_value("AGENTMEM_POSTGRES_IMAGE"))
 
 
 def redis_image() -> str:
-    return os.environ.get("AGENTMEM_REDIS_IMAGE") or DEFAULT_REDIS_IMAGE
+    return str(env_value("AGENTMEM_REDIS_IMAGE"))
 
 
 def docker_engine_answers(timeout: float = 0.5, host: str | None = None) -> bool:
