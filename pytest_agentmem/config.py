@@ -72,14 +72,18 @@ def parse_fraction(value: str) -> float:
     return number
 
 
-def parse_positive_int(value: str) -> int:
+def _whole_number(value: str, minimum: int, what: str) -> int:
     try:
         number = int(str(value).strip())
     except ValueError:
-        raise pytest.UsageError(f"expected a positive whole number, got {value!r}") from None
-    if number < 1:
-        raise pytest.UsageError(f"expected a positive whole number, got {value!r}")
+        number = minimum - 1
+    if number < minimum:
+        raise pytest.UsageError(f"expected {what}, got {value!r}")
     return number
+
+
+def parse_positive_int(value: str) -> int:
+    return _whole_number(value, 1, "a positive whole number")
 
 
 def parse_url(schemes: tuple[str, ...]) -> Callable[[str], str]:
@@ -130,13 +134,7 @@ def parse_scale(value: str) -> float:
 
 def parse_count(value: str) -> int:
     """A whole number, 0 or more."""
-    try:
-        number = int(str(value).strip())
-    except ValueError:
-        raise pytest.UsageError(f"expected a whole number (0 or more), got {value!r}") from None
-    if number < 0:
-        raise pytest.UsageError(f"expected a whole number (0 or more), got {value!r}")
-    return number
+    return _whole_number(value, 0, "a whole number (0 or more)")
 
 
 def parse_path(value: str) -> Path:
