@@ -325,12 +325,17 @@ def env_value(name: str) -> Any:
     raw = os.environ.get(name, "")
     if not raw.strip():
         return env_default(name) if name in _BY_NAME else None
-    if var.parse is None:
+    return _parsed(raw, var.parse, f"environment variable {name}")
+
+
+def _parsed(raw: str, parse: Callable[[str], Any] | None, source: str) -> Any:
+    """``raw`` through ``parse``; a bad value's usage error names where it came from."""
+    if parse is None:
         return raw
     try:
-        return var.parse(raw)
+        return parse(raw)
     except pytest.UsageError as exc:
-        raise pytest.UsageError(f"environment variable {name}: {exc}") from None
+        raise pytest.UsageError(f"{source}: {exc}") from None
 
 
 # --------------------------------------------------------------------------- values
@@ -376,12 +381,7 @@ def _resolve(config: pytest.Config, opt: Option) -> Any:
         raw, source = os.environ[opt.env], f"environment variable {opt.env}"
     if raw is None:
         return opt.default
-    if opt.parse is None:
-        return raw
-    try:
-        return opt.parse(raw)
-    except pytest.UsageError as exc:
-        raise pytest.UsageError(f"{source}: {exc}") from None
+    return _parsed(raw, opt.parse, source)
 
 
 def load_settings(config: pytest.Config) -> Settings:
