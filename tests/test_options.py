@@ -70,3 +70,114 @@ def test_baselines_dir_defaults_next_to_rootdir(pytester: pytest.Pytester) -> No
     """)
     pytester.runpytest().stdout.fnmatch_lines(["BASELINES perf_baselines"])
     pytester.runpytest("--agentmem-baselines=elsewhere/b").stdout.fnmatch_lines(["BASELINES elsewhere/b"])
+
+
+# ----------------------------------------------------------------------- one configuration table
+
+
+def test_update_baselines_has_an_agentmem_spelling(pytester: pytest.Pytester) -> None:
+    pytester.makeconftest("""
+        from pytest_agentmem.session import get_session
+        def pytest_report_header(config):
+            return [f"UPDATE {get_session(config).settings.update_baselines}"]
+    """)
+    pytester.runpytest("--agentmem-update-baselines").stdout.fnmatch_lines(["UPDATE True"])
+    pytester.runpytest("--update-baselines").stdout.fnmatch_lines(["UPDATE True"])
+    pytester.runpytest().stdout.fnmatch_lines(["UPDATE False"])
+    pytester.runpytest("--help").stdout.fnmatch_lines(["*--update-baselines, --agentmem-update-baselines*"])
+
+
+def test_service_mode_is_an_enum_that_reads_as_its_value() -> None:
+    from pytest_agentmem.config import SERVICE_MODES, ServiceMode, Settings, parse_service_mode
+
+    assert parse_service_mode(" Local ") is ServiceMode.LOCAL
+    assert SERVICE_MODES == ("auto", "docker", "local", "external")
+    assert Settings().services is ServiceMode.AUTO and f"{Settings().services}" == "auto"
+
+
+def test_environment_knobs_have_one_declared_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pathlib import Path
+
+    from pytest_agentmem.config import env_value
+    from pytest_agentmem.memory.embed_model import default_cache_dir
+    from pytest_agentmem.services.containers import postgres_image, redis_image
+
+    for name in ("AGENTMEM_SCENARIO_SCALE", "AGENTMEM_LOCOMO_CONVERSATIONS", "AGENTMEM_UVLOOP",
+                 "AGENTMEM_POSTGRES_IMAGE", "AGENTMEM_CACHE_DIR", "AGENTMEM_COMPARE_ARGS"):
+        monkeypatch.delenv(name, raising=False)
+    assert env_value("AGENTMEM_SCENARIO_SCALE") == 1.0
+    assert env_value("AGENTMEM_LOCOMO_CONVERSATIONS") == 0
+    assert env_value("AGENTMEM_UVLOOP") is None
+    assert env_value("AGENTMEM_COMPARE_ARGS") == []
+    assert postgres_image() == "pgvector/pgvector:pg17" and redis_image() == "redis:7-alpine"
+    monkeypatch.setenv("HOME", "/nowhere")
+    assert default_cache_dir() == Path("/nowhere/.cache/pytest-agentmem")
+    monkeypatch.setenv("AGENTMEM_SCENARIO_SCALE", "0.5")
+    monkeypatch.setenv("AGENTMEM_UVLOOP", "off")
+    monkeypatch.setenv("AGENTMEM_POSTGRES_IMAGE", "agentmem/postgres-pgvector:18")
+    monkeypatch.setenv("AGENTMEM_COMPARE_ARGS", "-k 'not slow'")
+    assert env_value("AGENTMEM_SCENARIO_SCALE") == 0.5 and env_value("AGENTMEM_UVLOOP") is False
+    assert postgres_image() == "agentmem/postgres-pgvector:18"
+    assert env_value("AGENTMEM_COMPARE_ARGS") == ["-k", "not slow"]
+
+
+@pytest.mark.parametrize(("name", "value", "message"), [
+    ("AGENTMEM_SCENARIO_SCALE", "big", "environment variable AGENTMEM_SCENARIO_SCALE: expected a number*"),
+    ("AGENTMEM_SCENARIO_SCALE", "-1", "*expected a positive number*"),
+    ("AGENTMEM_LOCOMO_CONVERSATIONS", "all", "environment variable AGENTMEM_LOCOMO_CONVERSATIONS: *"),
+    ("AGENTMEM_UVLOOP", "maybe", "environment variable AGENTMEM_UVLOOP: expected true or false*"),
+])
+def test_bad_environment_knob_is_a_usage_error_naming_it(monkeypatch: pytest.MonkeyPatch, name: str,
+                                                         value: str, message: str) -> None:
+    import fnmatch
+
+    from pytest_agentmem.config import env_value
+
+    monkeypatch.setenv(name, value)
+    with pytest.raises(pytest.UsageError) as info:
+        env_value(name)
+    assert fnmatch.fnmatch(str(info.value), message), str(info.value)
+
+
+def test_an_undeclared_variable_cannot_be_read() -> None:
+    from pytest_agentmem.config import env_value
+
+    with pytest.raises(KeyError, match="AGENTMEM_NOPE is not declared"):
+        env_value("AGENTMEM_NOPE")
+
+
+def _readme_rows() -> list[str]:
+    from pathlib import Path
+
+    readme = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
+    start = readme.index("| option | ini / environment | meaning |")
+    end = readme.index("### The marker", start)
+    return [line for line in readme[start:end].splitlines() if line.startswith("| `")]
+
+
+def test_readme_tables_list_every_option_and_variable_once() -> None:
+    import re
+    from collections import Counter
+
+    from pytest_agentmem.config import ENVIRONMENT, OPTIONS
+
+    named: Counter[str] = Counter()  # what a row is about: flags (first cell), variables (first two)
+    for row in _readme_rows():
+        cells = row.strip("|").split("|")
+        named.update(re.findall(r"--[a-z-]+", cells[0]))
+        named.update(re.findall(r"\bAGENTMEM_[A-Z_]+\b", " ".join(cells[:2])))
+    expected = Counter(flag for opt in OPTIONS for flag in opt.flags)
+    expected.update(opt.env for opt in OPTIONS if opt.env)
+    expected.update(var.name for var in ENVIRONMENT if not var.internal)
+    assert named == expected
+
+
+def test_no_module_reads_an_agentmem_variable_itself() -> None:
+    import re
+    from pathlib import Path
+
+    package = Path(__file__).parent.parent / "pytest_agentmem"
+    direct = re.compile(r"environ(?:\.get\(|\[)\s*[\"']AGENTMEM_")
+    offenders = [str(p.relative_to(package)) for p in package.rglob("*.py")
+                 if p.name != "config.py" and direct.search(p.read_text(encoding="utf-8"))]
+    assert offenders == []

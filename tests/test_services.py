@@ -42,22 +42,38 @@ async def test_pg_pool_binds_numpy_vectors(pg_pool) -> None:  # type: ignore[no-
     assert await pg_pool.fetchval("SELECT extversion FROM pg_extension WHERE extname = 'vector'")
 
 
-async def test_each_test_gets_a_fresh_database_first(pg_pool) -> None:  # type: ignore[no-untyped-def]
-    await pg_pool.execute("CREATE TABLE leftover (x int)")
-    await pg_pool.execute("INSERT INTO leftover VALUES (1)")
+# Isolation needs two tests, one writing and one looking: each check runs them, in
+# order, in an inner run on this run's servers, so it stands alone and can fail.
+WRITES_THEN_LOOKS = """
+    async def test_writes({fixture}):
+        {write}
+
+    async def test_looks({fixture}):
+        {look}
+"""
 
 
-async def test_each_test_gets_a_fresh_database_second(pg_pool) -> None:  # type: ignore[no-untyped-def]
-    assert await pg_pool.fetchval("SELECT to_regclass('leftover')") is None
-    assert await pg_pool.fetchval("SELECT count(*) FROM pg_extension WHERE extname = 'vector'") == 1
+def test_each_test_gets_a_fresh_database(pytester: pytest.Pytester, service_urls: list[str]) -> None:
+    pytester.makepyfile(WRITES_THEN_LOOKS.format(
+        fixture="pg_pool",
+        write='await pg_pool.execute("CREATE TABLE leftover (x int)"); '
+              'await pg_pool.execute("INSERT INTO leftover VALUES (1)"); '
+              'assert await pg_pool.fetchval("SELECT count(*) FROM leftover") == 1',
+        look='assert await pg_pool.fetchval("SELECT to_regclass(\'leftover\')") is None; '
+             'assert await pg_pool.fetchval("SELECT count(*) FROM pg_extension WHERE extname = \'vector\'") == 1'))
+    result = pytester.runpytest(*service_urls, "-v")
+    result.assert_outcomes(passed=2)
+    result.stdout.fnmatch_lines(["*::test_writes PASSED*", "*::test_looks PASSED*"])
 
 
-async def test_each_test_gets_an_empty_redis_first(redis_client) -> None:  # type: ignore[no-untyped-def]
-    await redis_client.set("leftover", "1")
-
-
-async def test_each_test_gets_an_empty_redis_second(redis_client) -> None:  # type: ignore[no-untyped-def]
-    assert await redis_client.dbsize() == 0
+def test_each_test_gets_an_empty_redis(pytester: pytest.Pytester, service_urls: list[str]) -> None:
+    pytester.makepyfile(WRITES_THEN_LOOKS.format(
+        fixture="redis_client",
+        write='await redis_client.set("leftover", "1"); assert await redis_client.dbsize() == 1',
+        look="assert await redis_client.dbsize() == 0"))
+    result = pytester.runpytest(*service_urls, "-v")
+    result.assert_outcomes(passed=2)
+    result.stdout.fnmatch_lines(["*::test_writes PASSED*", "*::test_looks PASSED*"])
 
 
 def test_services_describe_versions(agentmem_services) -> None:  # type: ignore[no-untyped-def]

@@ -19,10 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from ..config import AB_ADDRESS_ENV as ADDRESS_ENV
+from ..config import AB_AUTHKEY_ENV as AUTHKEY_ENV  # the link's key, in the base's environment only
 from .coordinator import Coordinator
-
-#: The authentication key of the link, in the base process's environment only.
-AUTHKEY_ENV = "AGENTMEM_AB_AUTHKEY"
 
 #: Methods of the coordinator the base may call.
 ALLOWED = frozenset({"hello", "arrive", "turn", "done", "more", "finish", "test_finished"})

@@ -11,8 +11,6 @@ other end, in the base process. Both are registered by ``plugin.py``.
 from __future__ import annotations
 
 import functools
-import os
-import shlex
 import sys
 from collections.abc import Generator
 from pathlib import Path
@@ -21,7 +19,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
-from ..config import Settings
+from ..config import COMPARE_ARGS_ENV, Settings, env_value
 from ..gate.checks import CheckFunction, GateContext
 from ..load.pacing import PlainPacer
 from ..marker import MARKER, perf_marker_of
@@ -33,8 +31,8 @@ from .git import BaseRef, Worktree, resolve
 from .pacer import PairedPacer
 from .peer import BOOTSTRAP, BaseProcess, base_environment, base_sys_path, import_roots, tool_root
 
-#: The base side's own arguments beside the test paths (shlex-split).
-EXTRA_ARGS_ENV = "AGENTMEM_COMPARE_ARGS"
+#: The base side's own arguments beside the test paths (shlex-split; see config.ENVIRONMENT).
+EXTRA_ARGS_ENV = COMPARE_ARGS_ENV
 
 
 def is_perf_item(item: pytest.Item) -> bool:
@@ -146,7 +144,7 @@ class CompareCandidate:
                     assert self.worktree is not None
                     arg = str(self.worktree.path / path.resolve().relative_to(repo)) + arg[len(str(path)):]
                 args.append(arg)
-        args += shlex.split(os.environ.get(EXTRA_ARGS_ENV, ""))
+        args += env_value(EXTRA_ARGS_ENV)
         return args
 
     def _base_status(self) -> str | None:

@@ -70,8 +70,11 @@ def locomo_path(path: str | os.PathLike[str] | None = None, *, rootdir: str | os
     """Where the data is: ``path``, else ``$AGENTMEM_LOCOMO``, else ``rootdir/../shared/data``."""
     if path is not None:
         return Path(path)
-    if os.environ.get(ENV_VAR):
-        return Path(os.environ[ENV_VAR])
+    from ..config import env_value
+
+    explicit = env_value(ENV_VAR)
+    if explicit is not None:
+        return Path(explicit)
     return Path(rootdir if rootdir is not None else os.getcwd()) / DEFAULT_RELATIVE
 
 

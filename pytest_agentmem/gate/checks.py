@@ -4,7 +4,7 @@
 :class:`GateContext` and returns their results; the failing ones' messages fail
 the test (pytest-benchmark's session does the same with its messages).
 
-Decision for one metric against its baseline (see README_SECTION.md):
+Decision for one metric against its baseline (README "How the gate decides"):
 ``change`` = how much worse the median of the current rounds is than the median
 of the baseline's rounds; it fails when ``change > tolerance`` AND the one-sided
 Mann-Whitney test says the rounds are worse with ``p <= alpha`` (skipped when
@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from ..errors import ConfigurationError
 from ..marker import Threshold
 from ..measurement import Measurement
+from ..presentation import format_number, format_percent
 from .baseline import Baseline
 from .directions import CPU_COST_METRICS, compared, direction_of, is_primary, is_time_like, latency_floor
 from .stats import centre, p_worse, worse_change
@@ -58,25 +59,9 @@ class GateContext:
 
 # --------------------------------------------------------------------------- formatting
 
-
-def fmt(value: float | None) -> str:
-    """A figure with about three significant digits, without exponents for usual sizes."""
-    if value is None:
-        return "-"
-    if math.isinf(value) or math.isnan(value):
-        return str(value)
-    if abs(value) >= 1000:
-        return f"{value:.0f}"
-    return f"{value:.3g}"
-
-
-def pct(fraction: float | None, signed: bool = True) -> str:
-    if fraction is None or math.isnan(fraction):
-        return "-"
-    if math.isinf(fraction):
-        return "+inf%" if fraction > 0 else "-inf%"
-    text = f"{fraction * 100:+.0f}%" if signed else f"{fraction * 100:.0f}%"
-    return text if abs(fraction) >= 0.005 or not signed else f"{fraction * 100:+.1f}%"
+#: The presentation vocabulary's formatters, under the names the gate's messages use.
+fmt = format_number
+pct = format_percent
 
 
 def label(m: Measurement | str, metric: str) -> str:

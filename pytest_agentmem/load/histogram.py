@@ -18,14 +18,11 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 from hdrh.histogram import HdrHistogram
 
+from ..presentation import PERCENTILES  # the percentiles every summary reports
+
 LOWEST_US = 1
 HIGHEST_US = 600_000_000  # 10 minutes
 SIGNIFICANT_FIGURES = 3
-
-#: The percentiles every summary reports, with the metric name of each.
-PERCENTILES: dict[str, float] = {
-    "p50_ms": 50.0, "p90_ms": 90.0, "p95_ms": 95.0, "p99_ms": 99.0, "p999_ms": 99.9,
-}
 
 
 def new_histogram() -> HdrHistogram:

@@ -22,12 +22,13 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import os
 import warnings
 from collections.abc import Callable, Generator, Mapping
 from typing import Any
 
 import pytest
+
+from ..config import env_value
 
 ENV_SWITCH = "AGENTMEM_UVLOOP"
 PERF_MARKER = "agentmem_perf"
@@ -79,10 +80,10 @@ def wanted(config: pytest.Config, perf_run: bool) -> bool:
         return False  # pytest-asyncio absent or too old to have the hook
     if uvloop_factory() is None:
         return False
-    switch = os.environ.get(ENV_SWITCH, "").strip().lower()
-    if switch in ("0", "off", "no", "false"):
+    switch = env_value(ENV_SWITCH)  # None when unset
+    if switch is False:
         return False
-    return perf_run or switch in ("1", "on", "yes", "true")
+    return perf_run or switch is True
 
 
 class UvloopLoops:

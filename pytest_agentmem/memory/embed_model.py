@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from ..config import env_value
 from ..errors import AgentmemError
 
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
@@ -43,8 +44,7 @@ class EmbedderMissingError(EmbedderUnavailableError):
 
 def default_cache_dir() -> Path:
     """``$AGENTMEM_CACHE_DIR`` or ``~/.cache/pytest-agentmem``."""
-    env = os.environ.get(CACHE_ENV)
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "pytest-agentmem"
+    return Path(env_value(CACHE_ENV))
 
 
 @dataclass(frozen=True)
@@ -124,7 +124,7 @@ def load_model(model_name: str | None = None, *, cache_dir: str | Path | None = 
     Raises :class:`EmbedderMissingError` if fastembed or the model packages are not
     installed and :class:`EmbedderUnavailableError` if the model cannot be loaded.
     """
-    name = model_name or os.environ.get(MODEL_ENV) or DEFAULT_MODEL
+    name = model_name or env_value(MODEL_ENV) or DEFAULT_MODEL
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     try:
         from fastembed import TextEmbedding

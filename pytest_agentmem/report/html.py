@@ -13,16 +13,26 @@ from collections.abc import Sequence
 from html import escape
 from typing import Any
 
+from ..presentation import (
+    PERCENTILE_METRICS,
+    Outcome,
+    Verdict,
+    compact_number,
+    count_verdicts,
+    outcome_rank,
+    short_test,
+)
 from . import svg
-from .markdown import change_text, metric_label, reference, short_test
-from .records import sort_checks
+from .markdown import change_text, metric_label, reference
+from .records import curve_from_metrics, sort_checks
 
-VERDICT_COLOR = {"fail": svg.RED, "warn": svg.AMBER, "new": svg.BLUE, "pass": svg.GREEN}
+VERDICT_COLOR = {Verdict.FAIL: svg.RED, Verdict.WARN: svg.AMBER, Verdict.NEW: svg.BLUE,
+                 Verdict.PASS: svg.GREEN}
 OUTCOME_STYLE = {  # outcome -> (badge text, colour)
-    "failed": ("REGRESSED", svg.RED), "error": ("ERROR", svg.RED),
-    "no-baseline": ("NEW", svg.BLUE), "updated": ("BASELINE UPDATED", svg.BLUE),
-    "passed": ("PASSED", svg.GREEN), "unchecked": ("UNCHECKED", svg.AMBER),
-    "skipped": ("SKIPPED", svg.GREY),
+    Outcome.FAILED: ("REGRESSED", svg.RED), Outcome.ERROR: ("ERROR", svg.RED),
+    Outcome.NO_BASELINE: ("NEW", svg.BLUE), Outcome.UPDATED: ("BASELINE UPDATED", svg.BLUE),
+    Outcome.PASSED: ("PASSED", svg.GREEN), Outcome.UNCHECKED: ("UNCHECKED", svg.AMBER),
+    Outcome.SKIPPED: ("SKIPPED", svg.GREY),
 }
 LOAD_METRICS = ("qps", "p50_ms", "p90_ms", "p95_ms", "p99_ms", "p999_ms", "max_ms", "mean_ms",
                 "error_rate", "ops", "errors", "timeouts", "duration_s", "concurrency", "rate")
@@ -107,7 +117,7 @@ def _banner(document: dict[str, Any]) -> str:
     else:
         color, big = svg.GREEN, f"All {ran} perf tests passed"
     pills = "".join(f'<span class="pill">{n} {_e(OUTCOME_STYLE.get(k, (k,))[0].lower())}</span>'
-                    for k, n in sorted(outcomes.items()) if n)
+                    for k, n in sorted(outcomes.items(), key=lambda kv: outcome_rank(kv[0])) if n)
     return (f'<section class="banner" style="background:{color}"><div>'
             f'<div class="big">{_e(big)}</div><div class="sub">{_e(document["summary"]["headline"])}</div>'
             f'</div><div class="pills">{pills}</div></section>')
@@ -143,12 +153,9 @@ def _run_meta(run: dict[str, Any]) -> str:
 
 
 def _check_counts(checks: Sequence[dict[str, Any]]) -> str:
-    found: dict[str, int] = {}
-    for check in checks:
-        found[str(check.get("verdict"))] = found.get(str(check.get("verdict")), 0) + 1
-    order = ("fail", "warn", "new", "pass")
+    found = count_verdicts(check.get("verdict") for check in checks)
     return " ".join(f'<span class="count" style="color:{VERDICT_COLOR.get(k, svg.GREY)}">{n} {_e(k)}</span>'
-                    for k in order for n in [found.get(k, 0)] if n)
+                    for k, n in found.items() if k in VERDICT_COLOR)
 
 
 def _worst(record: dict[str, Any]) -> str:
@@ -164,7 +171,7 @@ def _worst(record: dict[str, Any]) -> str:
         return _e(c.get("message") or metric_label(c, record)) + more
     measured = [c for c in checks if c.get("kind") == "baseline"] or checks
     shown = measured[:4]
-    return " · ".join(f"{_e(metric_label(c, record))} <b>{_e(svg.fmt_number(c.get('value')))}</b>"
+    return " · ".join(f"{_e(metric_label(c, record))} <b>{_e(compact_number(c.get('value')))}</b>"
                       for c in shown)
 
 
@@ -192,7 +199,7 @@ def _checks_table(record: dict[str, Any]) -> str:
         return ""
     rows = [f'<tr class="v-{_e(c.get("verdict"))}" title="{_e(c.get("message", ""))}">'
             f'<td>{_e(metric_label(c, record))}</td>'
-            f'<td class="num"><b>{_e(svg.fmt_number(c.get("value")))}</b></td>'
+            f'<td class="num"><b>{_e(compact_number(c.get("value")))}</b></td>'
             f'<td class="num">{_e(reference(c))}</td><td class="num">{_e(change_text(c))}</td>'
             f'<td>{_verdict_badge(str(c.get("verdict")))}</td></tr>' for _, c in pairs]
     return ('<details class="checks"' + (" open" if record.get("outcome") in ("failed", "error") else "")
@@ -203,14 +210,12 @@ def _checks_table(record: dict[str, Any]) -> str:
 
 def _figures(metrics: dict[str, Any]) -> str:
     keys = [k for k in LOAD_METRICS if k in metrics] + sorted(k for k in metrics if k not in LOAD_METRICS)
-    items = [f"<span>{_e(k)} <b>{_e(svg.fmt_number(metrics[k]) if isinstance(metrics[k], (int, float)) else metrics[k])}</b></span>"
+    items = [f"<span>{_e(k)} <b>{_e(compact_number(metrics[k]) if isinstance(metrics[k], (int, float)) else metrics[k])}</b></span>"
              for k in keys if metrics.get(k) is not None]
     return '<div class="figures">' + "".join(items) + "</div>"
 
 
 def _baseline_percentiles(checks: Sequence[dict[str, Any]], measurement: str) -> list[tuple[float, float]]:
-    from .records import PERCENTILE_METRICS
-
     by_metric = {c["metric"]: c["baseline"] for c in checks
                  if c.get("kind") == "baseline" and c.get("baseline") is not None
                  and c.get("measurement") == measurement}
@@ -218,8 +223,6 @@ def _baseline_percentiles(checks: Sequence[dict[str, Any]], measurement: str) ->
 
 
 def _latency_chart(measurement: dict[str, Any], checks: Sequence[dict[str, Any]]) -> str:
-    from .records import curve_from_metrics
-
     load = measurement.get("load") or {}
     curve = measurement.get("percentiles") or curve_from_metrics({**measurement.get("metrics", {}), **load})
     series = [svg.Series("this run", [(float(p), float(v)) for p, v in curve], svg.BLUE,
@@ -304,11 +307,11 @@ def _resources(load: dict[str, Any]) -> str:
     for key, label, unit in labels:
         value = res.get(key)
         if isinstance(value, (int, float)):
-            text = f"{svg.fmt_number(value)}{unit}"
+            text = f"{compact_number(value)}{unit}"
             items.append(f"<span>{_e(label)} <b>{_e(text)}</b></span>")
     mode = load.get("mode")
     if mode:
-        how = f"open loop {svg.fmt_number(load.get('rate'))}/s" if mode == "open" \
+        how = f"open loop {compact_number(load.get('rate'))}/s" if mode == "open" \
             else f"closed loop × {load.get('concurrency')}"
         items.insert(0, f"<span>{_e(how)}</span>")
     return '<div class="figures meta">' + "".join(items) + "</div>" if items else ""
@@ -350,7 +353,7 @@ def _test_card(record: dict[str, Any]) -> str:
     for note in record.get("notes", []):
         parts.append(f'<div class="note">{_e(note)}</div>')
     for key, (old, new) in (record.get("updated") or {}).items():
-        parts.append(f'<div class="note">baseline {_e(key)}: {_e(svg.fmt_number(old))} → {_e(svg.fmt_number(new))}</div>')
+        parts.append(f'<div class="note">baseline {_e(key)}: {_e(compact_number(old))} → {_e(compact_number(new))}</div>')
     parts.append(_checks_table(record))
     measurements = record.get("measurements", [])
     for measurement in measurements:

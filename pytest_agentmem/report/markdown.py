@@ -12,8 +12,18 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
+from ..presentation import (
+    compact_number,
+    format_p,
+    format_percent,
+    paired_change,
+    reported_p,
+    short_test,
+)
 from .records import headline, sort_checks
-from .svg import fmt_number
+
+__all__ = ["append_step_summary", "cell", "change_text", "metric_label", "paired_text",
+           "reference", "render_markdown", "short_test", "table_rows"]
 
 VERDICT_LABEL = {"fail": "❌ fail", "warn": "⚠️ warn", "new": "🆕 new", "pass": "✅ pass"}
 OUTCOME_LABEL = {"error": "💥 error", "unchecked": "❔ unchecked", "failed": "❌ fail"}
@@ -23,12 +33,6 @@ MAX_ROWS = 300  # GitHub caps a step summary at 1 MiB; a huge run keeps its wors
 def cell(text: Any) -> str:
     """``text`` safe inside a table cell: HTML escaped, pipes and newlines neutralised."""
     return escape(str(text)).replace("|", "\\|").replace("\r", " ").replace("\n", " ")
-
-
-def short_test(nodeid: str) -> str:
-    """``tests/perf/test_x.py::test_y[a]`` -> ``test_x.py::test_y[a]``."""
-    path, sep, rest = nodeid.partition("::")
-    return f"{path.rsplit('/', 1)[-1]}{sep}{rest}"
 
 
 def metric_label(check: dict[str, Any], record: dict[str, Any]) -> str:
@@ -44,13 +48,13 @@ def reference(check: dict[str, Any]) -> str:
     """The baseline column: the stored baseline, or the absolute limit of a threshold."""
     if check.get("kind") == "threshold" and check.get("limit") is not None:
         sign = "≥" if check.get("bound") == "min" else "≤"
-        return f"{sign} {fmt_number(check['limit'])} (limit)"
+        return f"{sign} {compact_number(check['limit'])} (limit)"
     if check.get("baseline") is None:
         return "–"
     if check.get("kind") == "paired":
-        return f"{fmt_number(check['baseline'])} (base)"
+        return f"{compact_number(check['baseline'])} (base)"
     mark = " (normalised)" if check.get("normalised") else ""
-    return f"{fmt_number(check['baseline'])}{mark}"
+    return f"{compact_number(check['baseline'])}{mark}"
 
 
 def change_text(check: dict[str, Any]) -> str:
@@ -69,32 +73,25 @@ def change_text(check: dict[str, Any]) -> str:
     if raw is None and signed is None:
         return "–"
     shown = float(raw if raw is not None else signed or 0.0)
-    text = f"{shown * 100:+.1f}%"
+    text = format_percent(shown, digits=1)
     if signed is not None and abs(signed) >= 0.0005:
         text += " worse" if signed > 0 else " better"
     if check.get("p_value") is not None:
-        text += f", p={check['p_value']:.2g}"
+        text += ", " + format_p(check["p_value"])
     return text
 
 
 def paired_text(check: dict[str, Any]) -> str:
     """``-4.1% [-6.3%, -2.0%] worse, p=0.002 over 20 pairs`` for an A/B check."""
-    change, interval = check.get("change"), check.get("interval")
+    change = check.get("change")
     if change is None:
         return cell(check.get("message", "–"))
-    if change == 0 and (not interval or tuple(interval) == (0.0, 0.0)):
-        return "unchanged"
-    if check.get("raw_change") is None:  # a rate, compared by difference
-        text = f"{change:+.3g}" + (f" [{interval[0]:+.3g}, {interval[1]:+.3g}]" if interval else "")
-    else:
-        sign = 1 if check.get("direction") == "lower" else -1
-        lo, hi = sorted(sign * x for x in interval) if interval else (None, None)
-        text = f"{sign * change * 100:+.1f}%" + (f" [{lo * 100:+.1f}%, {hi * 100:+.1f}%]" if interval else "")
+    text = paired_change(check, digits=1)
     if abs(change) >= 0.0005:
         text += " worse" if change > 0 else " better"
-    p = check.get("p_adjusted") if check.get("p_adjusted") is not None else check.get("p_value")
+    p = reported_p(check)
     if p is not None:
-        text += f", p={p:.2g}"
+        text += ", " + format_p(p)
     if check.get("pairs"):
         text += f" over {check['pairs']} pairs"
     return text
@@ -103,14 +100,14 @@ def paired_text(check: dict[str, Any]) -> str:
 def table_rows(records: Sequence[dict[str, Any]]) -> list[list[str]]:
     """The table body: one row per check, bad news first; tests without checks too."""
     pairs = [(r, c) for r in records for c in r.get("checks", [])]
-    rows = [[cell(short_test(r["nodeid"])), cell(metric_label(c, r)), cell(fmt_number(c.get("value"))),
+    rows = [[cell(short_test(r["nodeid"])), cell(metric_label(c, r)), cell(compact_number(c.get("value"))),
              cell(reference(c)), cell(change_text(c)), VERDICT_LABEL.get(str(c.get("verdict")), cell(c.get("verdict")))]
             for r, c in sort_checks(pairs)]
     for record in records:
         for key, (old, new) in (record.get("updated") or {}).items():
-            change = f"{(new / old - 1) * 100:+.1f}%" if old else "–"
-            rows.append([cell(short_test(record["nodeid"])), cell(key), cell(fmt_number(new)),
-                         cell(fmt_number(old) if old is not None else "(none)"), change, "🔄 updated"])
+            change = format_percent(new / old - 1, digits=1) if old else "–"
+            rows.append([cell(short_test(record["nodeid"])), cell(key), cell(compact_number(new)),
+                         cell(compact_number(old) if old is not None else "(none)"), change, "🔄 updated"])
     for record in records:
         if record.get("checks") or record.get("outcome") in ("skipped", "passed"):
             continue

@@ -13,21 +13,20 @@ import math
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-#: Percentiles of the latency curve, dense towards the tail (0 .. 99.99).
-CURVE_PERCENTILES: tuple[float, ...] = (
-    0.0, 10.0, 25.0, 50.0, 60.0, 70.0, 75.0, 80.0, 85.0, 90.0, 92.5, 95.0, 96.0, 97.0,
-    97.5, 98.0, 98.5, 99.0, 99.25, 99.5, 99.75, 99.9, 99.95, 99.99, 100.0,
+from ..presentation import (
+    CURVE_PERCENTILES,
+    OUTCOME_RANK,
+    PERCENTILE_METRICS,
+    VERDICT_RANK,
+    Outcome,
+    count_outcomes,
+    outcome_rank,
+    verdict_rank,
 )
 
-#: Headline percentile metrics of a LoadResult, used when no histogram is at hand.
-PERCENTILE_METRICS: tuple[tuple[float, str], ...] = (
-    (50.0, "p50_ms"), (90.0, "p90_ms"), (95.0, "p95_ms"), (99.0, "p99_ms"), (99.9, "p999_ms"),
-)
-
-#: Order in which verdicts and outcomes are listed: the bad news first.
-VERDICT_RANK = {"fail": 0, "warn": 1, "new": 2, "pass": 3}
-OUTCOME_RANK = {"failed": 0, "error": 1, "no-baseline": 2, "updated": 3, "passed": 4,
-                "unchecked": 5, "skipped": 6}
+__all__ = ["CURVE_PERCENTILES", "OUTCOME_RANK", "PERCENTILE_METRICS", "VERDICT_RANK",
+           "build_record", "counts", "curve_from_metrics", "headline", "jsonable",
+           "percentile_curve", "sort_checks", "sort_records"]
 
 
 # --------------------------------------------------------------------------- JSON values
@@ -37,7 +36,9 @@ def jsonable(value: Any) -> Any:
     """``value`` with only JSON types: non-finite floats become ``None``, tuples lists."""
     if isinstance(value, float):
         return value if math.isfinite(value) else None
-    if value is None or isinstance(value, (str, int, bool)):
+    if isinstance(value, str):
+        return str(value)  # plain str: an enum member travels to xdist's controller as text
+    if value is None or isinstance(value, (int, bool)):
         return value
     if isinstance(value, dict):
         return {str(k): jsonable(v) for k, v in value.items()}
@@ -115,9 +116,10 @@ def build_record(nodeid: str, verdict: Any, measurements: Sequence[Any], *,
         load = getattr(measurement, "load", None)
         if load is not None:
             entry["percentiles"] = percentile_curve(load)
-    if pytest_outcome in ("failed", "error") and record.get("outcome") not in ("failed", "error"):
+    bad = (Outcome.FAILED, Outcome.ERROR)
+    if pytest_outcome in bad and record.get("outcome") not in bad:
         record["gate_outcome"] = record.get("outcome")
-        record["outcome"] = "error"  # the test itself failed, whatever the figures said
+        record["outcome"] = Outcome.ERROR.value  # the test itself failed, whatever the figures said
     record.update(pytest_outcome=pytest_outcome, duration_s=duration_s, worker=worker,
                   has_verdict=verdict is not None)
     if message:
@@ -126,31 +128,27 @@ def build_record(nodeid: str, verdict: Any, measurements: Sequence[Any], *,
 
 
 def _outcome_without_verdict(pytest_outcome: str, measurements: Sequence[Any]) -> str:
-    if pytest_outcome == "skipped":
-        return "skipped"
-    if pytest_outcome in ("failed", "error"):
-        return "error"
-    return "unchecked" if measurements else "passed"
+    if pytest_outcome == Outcome.SKIPPED:
+        return Outcome.SKIPPED.value
+    if pytest_outcome in (Outcome.FAILED, Outcome.ERROR):
+        return Outcome.ERROR.value
+    return (Outcome.UNCHECKED if measurements else Outcome.PASSED).value
 
 
 def sort_records(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     """Failed tests first, then errors, new, updated, passed, skipped; stable otherwise."""
-    return sorted(records, key=lambda r: OUTCOME_RANK.get(str(r.get("outcome")), 9))
+    return sorted(records, key=lambda r: outcome_rank(r.get("outcome")))
 
 
 def sort_checks(rows: Iterable[tuple[dict[str, Any], dict[str, Any]]]) -> list[tuple[dict[str, Any], dict[str, Any]]]:
     """``(record, check)`` pairs, failing checks first, then warnings, new, passes."""
-    return sorted(rows, key=lambda rc: (VERDICT_RANK.get(str(rc[1].get("verdict")), 9),
-                                        OUTCOME_RANK.get(str(rc[0].get("outcome")), 9)))
+    return sorted(rows, key=lambda rc: (verdict_rank(rc[1].get("verdict")),
+                                        outcome_rank(rc[0].get("outcome"))))
 
 
 def counts(records: Sequence[dict[str, Any]]) -> dict[str, int]:
     """How many tests ended in each outcome (passed, failed, no-baseline ...)."""
-    found: dict[str, int] = {}
-    for record in records:
-        key = str(record.get("outcome"))
-        found[key] = found.get(key, 0) + 1
-    return found
+    return count_outcomes(record.get("outcome") for record in records)
 
 
 def headline(records: Sequence[dict[str, Any]]) -> str:

@@ -12,6 +12,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from html import escape
 
+from ..presentation import compact_number
+
 # --------------------------------------------------------------------------- palette
 
 GREEN = "#1a7f37"
@@ -69,22 +71,8 @@ def nice_ticks(low: float, high: float, count: int = 5) -> list[float]:
     return ticks
 
 
-def fmt_number(value: float | None) -> str:
-    """A compact human form: ``1.23k``, ``12.3``, ``0.0042``."""
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        return "–"
-    size = abs(value)
-    if size >= 1e6:
-        return f"{value / 1e6:.3g}M"
-    if size >= 1e4:
-        return f"{value / 1e3:.3g}k"
-    if size >= 100:
-        return f"{value:.0f}"
-    if size >= 10:
-        return f"{value:.1f}".removesuffix(".0")
-    if size >= 1 or size == 0:
-        return f"{value:.2f}".rstrip("0").rstrip(".") if size else "0"
-    return f"{value:.2g}"
+#: Numbers on charts: the presentation vocabulary's compact form (``1.23k``, ``12.3``, ``0.0042``).
+fmt_number = compact_number
 
 
 # --------------------------------------------------------------------------- frame

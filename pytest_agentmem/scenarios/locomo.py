@@ -21,11 +21,11 @@ of the 10 conversations are used (default: all).
 from __future__ import annotations
 
 import itertools
-import os
 from typing import Any
 
 import pytest
 
+from ..config import env_value
 from ..datasets.locomo import LocomoMissing, load_locomo
 
 __all__ = ["test_agentmem_scenario_locomo_recall"]
@@ -41,7 +41,7 @@ async def test_agentmem_scenario_locomo_recall(memory_service: Any, perf: Any,
         data = load_locomo(rootdir=pytestconfig.rootpath, categories=(1, 2, 3, 4))
     except LocomoMissing as exc:
         pytest.skip(str(exc))
-    limit = int(os.environ.get("AGENTMEM_LOCOMO_CONVERSATIONS", "0") or 0)
+    limit = env_value("AGENTMEM_LOCOMO_CONVERSATIONS")
     conversations = data.conversations[:limit] if limit > 0 else data.conversations
     for conversation in conversations:
         turns = data.turns_of(conversation)

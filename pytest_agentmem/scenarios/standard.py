@@ -16,11 +16,11 @@ no stale content after a write), so a fast but wrong system fails.
 from __future__ import annotations
 
 import itertools
-import os
 from typing import Any
 
 import pytest
 
+from ..config import env_value
 from ..datasets.corpus import memory_corpus
 
 __all__ = [
@@ -32,11 +32,7 @@ __all__ = [
 
 
 def _scaled(n: int) -> int:
-    try:
-        scale = float(os.environ.get("AGENTMEM_SCENARIO_SCALE", "1"))
-    except ValueError:
-        raise pytest.UsageError("AGENTMEM_SCENARIO_SCALE must be a number, e.g. 0.5 or 4") from None
-    return max(1, int(n * scale))
+    return max(1, int(n * env_value("AGENTMEM_SCENARIO_SCALE")))
 
 
 async def _preload(service: Any, n: int) -> Any:

@@ -7,6 +7,20 @@ from dataclasses import dataclass, field
 
 from ..redact import redact_url
 
+#: Settings of every Postgres server we start (local or container): durability off,
+#: sized for a test machine.
+POSTGRES_TEST_SETTINGS = {
+    "fsync": "off",
+    "synchronous_commit": "off",
+    "full_page_writes": "off",
+    "max_connections": "200",
+    "shared_buffers": "256MB",
+    "maintenance_work_mem": "256MB",
+    "work_mem": "16MB",
+    "max_wal_size": "2GB",
+    "jit": "off",
+}
+
 
 @dataclass
 class RunningService:

@@ -36,12 +36,13 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
+from ..config import env_default, env_value
 from ..errors import ServiceStartError, ServiceUnavailableError
-from .base import RunningService
+from .base import POSTGRES_TEST_SETTINGS, RunningService
 from .readiness import wait_until_ready
 
-DEFAULT_POSTGRES_IMAGE = "pgvector/pgvector:pg17"
-DEFAULT_REDIS_IMAGE = "redis:7-alpine"
+DEFAULT_POSTGRES_IMAGE: str = env_default("AGENTMEM_POSTGRES_IMAGE")
+DEFAULT_REDIS_IMAGE: str = env_default("AGENTMEM_REDIS_IMAGE")
 HINT = ('install the extra: pip install "pytest-agentmem[containers]", and make sure a Docker '
         "engine runs; or use --agentmem-services=local")
 HINT_IMAGE = ("no registry reachable? build local images with `python -m pytest_agentmem.services.images "
@@ -56,27 +57,17 @@ LABEL_HOST = "org.pytest-agentmem.host"
 REAPER_ALL_CLEAN = b"clean\n"
 
 #: Server settings for a test Postgres (as the local mode's): durability off, fast.
-POSTGRES_SETTINGS = {
-    "fsync": "off",
-    "synchronous_commit": "off",
-    "full_page_writes": "off",
-    "max_connections": "200",
-    "shared_buffers": "256MB",
-    "maintenance_work_mem": "256MB",
-    "work_mem": "16MB",
-    "max_wal_size": "2GB",
-    "jit": "off",
-}
+POSTGRES_SETTINGS = POSTGRES_TEST_SETTINGS
 REDIS_ARGS = ["--save", "", "--appendonly", "no", "--protected-mode", "no", "--bind", "0.0.0.0",
               "--databases", "64"]
 
 
 def postgres_image() -> str:
-    return os.environ.get("AGENTMEM_POSTGRES_IMAGE") or DEFAULT_POSTGRES_IMAGE
+    return str(env_value("AGENTMEM_POSTGRES_IMAGE"))
 
 
 def redis_image() -> str:
-    return os.environ.get("AGENTMEM_REDIS_IMAGE") or DEFAULT_REDIS_IMAGE
+    return str(env_value("AGENTMEM_REDIS_IMAGE"))
 
 
 def docker_engine_answers(timeout: float = 0.5, host: str | None = None) -> bool:

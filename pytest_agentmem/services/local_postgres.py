@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from ..errors import ServiceStartError
-from .base import RunningService
+from .base import POSTGRES_TEST_SETTINGS, RunningService
 from .cache_dirs import user_cache_root
 from .pg_cluster import clone_cluster, new_secret, pristine_cluster, scram_verifier
 from .pg_install import HINT_INSTALL, installation_for, locate_postgres
@@ -32,21 +32,14 @@ from .procs import (
 )
 from .readiness import wait_until_ready
 
-#: Settings for a test server: durability off, small and fast.
+#: Settings of a local test server: the shared test settings, on 127.0.0.1 only.
 SERVER_SETTINGS = {
-    "fsync": "off",
-    "synchronous_commit": "off",
-    "full_page_writes": "off",
-    "max_connections": "200",
-    "shared_buffers": "256MB",
-    "maintenance_work_mem": "256MB",
-    "work_mem": "16MB",
-    "max_wal_size": "2GB",
+    **POSTGRES_TEST_SETTINGS,
     "listen_addresses": "127.0.0.1",
     "unix_socket_directories": "",
     "log_min_messages": "warning",
-    "jit": "off",
 }
+
 
 def find_postgres_bindir() -> Path:
     """The ``bin`` directory of a PostgreSQL that has pgvector (see :mod:`.pg_install`)."""

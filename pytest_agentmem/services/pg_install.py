@@ -29,6 +29,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..config import env_value
 from ..errors import ServiceStartError
 from .cache_dirs import trusted_entry
 
@@ -74,8 +75,9 @@ class PgInstallation:
 def locate_postgres() -> PgInstallation:
     """The PostgreSQL with pgvector a local server runs (see the module's docstring)."""
     candidates: list[PgInstallation] = []
-    if os.environ.get("AGENTMEM_PG_BINDIR"):
-        explicit = PgInstallation(Path(os.environ["AGENTMEM_PG_BINDIR"]), SOURCE_ENV)
+    bindir = env_value("AGENTMEM_PG_BINDIR")
+    if bindir is not None:
+        explicit = PgInstallation(bindir, SOURCE_ENV)
         if not _usable(explicit.bindir):
             raise ServiceStartError(
                 f"$AGENTMEM_PG_BINDIR={explicit.bindir} holds no PostgreSQL with the vector extension "

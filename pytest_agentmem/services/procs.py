@@ -27,6 +27,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import IO
 
+from ..config import env_value
+
 _PR_SET_PDEATHSIG = 1
 _live: weakref.WeakSet[ManagedProcess] = weakref.WeakSet()
 
@@ -47,7 +49,7 @@ def running_as_root() -> bool:
 
 def unprivileged_user() -> pwd.struct_passwd:
     """The account servers that refuse root run as: $AGENTMEM_RUN_AS, postgres or nobody."""
-    for name in (os.environ.get("AGENTMEM_RUN_AS"), "postgres", "nobody"):
+    for name in (env_value("AGENTMEM_RUN_AS"), "postgres", "nobody"):
         if not name:
             continue
         try:

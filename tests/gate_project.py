@@ -1,0 +1,115 @@
+"""The project the gate's end-to-end tests (``tests/test_gate_*.py``) run with pytester.
+
+Generated perf tests are fed with controlled figures.
+
+The generated conftest's ``record`` fixture plays the load runner: it reads the
+figures of a measurement from ``figures.json`` (rounds, and the rounds a
+re-measurement would give), asks the gate ``pytest_agentmem_confirm_rounds`` like
+the runner does at the end of ``perf.run``, appends the extra rounds if asked,
+and files the Measurement. The outer test rewrites ``figures.json`` between runs.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pytest_agentmem.gate.baseline import baseline_path
+
+CONFTEST = '''
+import json
+import statistics
+from pathlib import Path
+
+import pytest
+
+from pytest_agentmem.gate.plugin import CALIBRATION_KEY
+from pytest_agentmem.measurement import Measurement, measurements_of
+from pytest_agentmem.session import get_session
+
+HERE = Path(__file__).parent
+
+
+@pytest.fixture(autouse=True)
+def _calibration(request):
+    fixed = HERE / "calibration.json"
+    if fixed.exists():
+        get_session(request.config).extras[CALIBRATION_KEY] = json.loads(fixed.read_text())
+
+
+@pytest.fixture
+def record(request):
+    def _record(name):
+        spec = json.loads((HERE / "figures.json").read_text())[name]
+        rounds = [dict(r) for r in spec["rounds"]]
+        metrics = {k: statistics.median(r[k] for r in rounds) for k in rounds[0]}
+        m = Measurement(name, metrics, rounds, kind="record")
+        hook = request.config.hook
+        extra = hook.pytest_agentmem_confirm_rounds(item=request.node, measurement=m)
+        if extra:
+            confirm = spec.get("confirm") or spec["rounds"]
+            m.rounds += [dict(confirm[i % len(confirm)]) for i in range(extra)]
+            m.confirmations = extra
+            m.metrics = {k: statistics.median(r[k] for r in m.rounds) for k in m.rounds[0]}
+        hook.pytest_agentmem_measurement(item=request.node, measurement=m)
+        measurements_of(request.node).append(m)
+        return m
+    return _record
+'''
+
+TESTS = '''
+import pytest
+
+@pytest.mark.agentmem_perf(max_p95_ms=50, min_qps=100)
+def test_search(record):
+    record("search")
+
+@pytest.mark.agentmem_perf
+def test_add(record):
+    record("add")
+'''
+
+
+def rounds(n: int = 5, **centre: float) -> list[dict[str, float]]:
+    """``n`` rounds scattered +-2% around ``centre`` (deterministic)."""
+    wiggle = [1.0, 1.02, 0.98, 1.01, 0.99, 1.015, 0.985, 1.005, 0.995, 1.0]
+    return [{k: v * wiggle[i % len(wiggle)] for k, v in centre.items()} for i in range(n)]
+
+
+HEALTHY = {
+    "search": {"rounds": rounds(qps=1000, p95_ms=12.0, error_rate=0.0, recall=0.95)},
+    "add": {"rounds": rounds(qps=500, p95_ms=4.0, items_per_s=2000)},
+}
+
+
+def make_project(pytester: pytest.Pytester) -> pytest.Pytester:
+    """``pytester`` with the conftest, ``test_perf.py`` (test_search, test_add) and healthy figures."""
+    pytester.makeconftest(CONFTEST)
+    pytester.makepyfile(test_perf=TESTS)
+    figures(pytester, HEALTHY)
+    return pytester
+
+
+def figures(pytester: pytest.Pytester, data: dict[str, Any]) -> None:
+    (pytester.path / "figures.json").write_text(json.dumps(data))
+
+
+def run(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
+    return pytester.runpytest("--agentmem-perf", "-p", "no:cacheprovider", "-p", "no:randomly", *args)
+
+
+def bdir(pytester: pytest.Pytester) -> Path:
+    return pytester.path / "perf_baselines"
+
+
+def stored(pytester: pytest.Pytester, nodeid: str) -> dict[str, Any]:
+    return json.loads(baseline_path(bdir(pytester), nodeid).read_text())
+
+
+def with_search(**changes: Any) -> dict[str, Any]:
+    data = json.loads(json.dumps(HEALTHY))
+    data["search"].update(changes)
+    return data
