@@ -24,6 +24,9 @@ import sys
 
 #: Set in the re-executed process (and so in the base's): the layout is fixed.
 MARK_ENV = "AGENTMEM_AB_DETERMINISTIC"
+#: Padding of the candidate's environment, so that the base's can be made the same size.
+PAD_ENV = "AGENTMEM_AB_PAD"
+PAD_SIZE = 4096
 #: The hash seed both sides use when the user set none.
 DEFAULT_HASHSEED = "0"
 _ADDR_NO_RANDOMIZE = 0x0040000
@@ -67,6 +70,7 @@ def reexec_deterministic(invocation_args: tuple[str, ...]) -> str | None:
         return "address-space randomisation cannot be turned off here"
     os.environ[MARK_ENV] = "1"
     os.environ.setdefault("PYTHONHASHSEED", DEFAULT_HASHSEED)
+    os.environ[PAD_ENV] = "x" * PAD_SIZE
     sys.stdout.flush()
     sys.stderr.flush()
     try:
@@ -75,3 +79,34 @@ def reexec_deterministic(invocation_args: tuple[str, ...]) -> str | None:
         del os.environ[MARK_ENV]
         return f"re-executing pytest failed ({exc})"
     return None  # pragma: no cover - execv does not return
+
+
+def initial_size() -> int | None:
+    """Bytes of this process's command line and environment as exec placed them on its stack."""
+    try:
+        with open("/proc/self/cmdline", "rb") as cmd, open("/proc/self/environ", "rb") as env:
+            return len(cmd.read()) + len(env.read())
+    except OSError:
+        return None
+
+
+def _size(argv: list[str], env: dict[str, str]) -> int:
+    return (sum(len(os.fsencode(a)) + 1 for a in argv)
+            + sum(len(os.fsencode(k)) + len(os.fsencode(v)) + 2 for k, v in env.items()))
+
+
+def pad_like_this_process(argv: list[str], env: dict[str, str]) -> dict[str, str]:
+    """``env`` padded so that ``argv`` and it take as many bytes as this process's own did.
+
+    With address-space randomisation off, where the stack, and so the alignment of
+    everything on it, starts depends on that size alone: two processes whose
+    command line and environment have the same size start alike.
+    """
+    env = {k: v for k, v in env.items() if k != PAD_ENV}
+    target = initial_size()
+    if target is None or not is_deterministic():
+        return env
+    room = target - _size(argv, env) - len(PAD_ENV) - 2
+    if room >= 0:
+        env[PAD_ENV] = "x" * room
+    return env

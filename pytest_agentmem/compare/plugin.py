@@ -27,6 +27,7 @@ from ..redact import redact_text
 from .channel import PeerClient, PeerError, PeerServer
 from .coordinator import Coordinator
 from .decision import check_paired, extra_pairs
+from .determinism import pad_like_this_process
 from .git import BaseRef, Worktree, resolve
 from .pacer import PairedPacer
 from .peer import BOOTSTRAP, BaseProcess, base_environment, base_sys_path, import_roots, tool_root
@@ -108,8 +109,8 @@ class CompareCandidate:
                 *self._base_args(repo), "-p", "no:cacheprovider", "-p", "no:xdist", "--agentmem-perf",
                 "--agentmem-services=auto", "-q", "-rfE", "--no-header"]
         log = self.worktree.path.parent / "base-pytest.log"
-        self.process = BaseProcess(argv, cwd=cwd, env=base_environment(self.server.environment(), paths),
-                                   log_path=log)
+        env = pad_like_this_process(argv, base_environment(self.server.environment(), paths))
+        self.process = BaseProcess(argv, cwd=cwd, env=env, log_path=log)
 
     # ------------------------------------------------------------------ collection
 
