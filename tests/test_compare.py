@@ -201,6 +201,13 @@ def test_nothing_is_left_after_a_run_or_a_sigint(pytester: pytest.Pytester, repo
     worktree = Path(worktrees[1].splitlines()[0].split(" ", 1)[1])
     socket_dir = Path(psutil.Process(base_pid).environ()["AGENTMEM_AB_ADDRESS"]).parent
     assert worktree.exists() and socket_dir.exists()
+    # both sides run with the layout fixed, one hash seed, and equally sized stacks
+    for pid in (proc.pid, base_pid):
+        assert int(Path(f"/proc/{pid}/personality").read_text(), 16) & 0x0040000
+        assert psutil.Process(pid).environ()["PYTHONHASHSEED"] == psutil.Process(proc.pid).environ()["PYTHONHASHSEED"]
+    sizes = {pid: len(Path(f"/proc/{pid}/cmdline").read_bytes()) + len(Path(f"/proc/{pid}/environ").read_bytes())
+             for pid in (proc.pid, base_pid)}
+    assert len(set(sizes.values())) == 1, sizes
     proc.send_signal(signal.SIGINT)
     out, _ = proc.communicate(timeout=90)
     assert proc.returncode == pytest.ExitCode.INTERRUPTED, out[-2000:]
