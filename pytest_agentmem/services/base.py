@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from ..redact import redact_url
+from ..redact import redact_url, register_url_secret
 
 
 @dataclass
@@ -34,6 +34,15 @@ class RunningService:
     source: str = ""
     vector_library: str | None = None
     logs: Callable[[], str] | None = None
+
+    def __post_init__(self) -> None:
+        # From now on its password is masked in every report, message and traceback.
+        register_url_secret(self.url)
+
+    def __repr__(self) -> str:
+        """Names the service by its redacted URL: a repr shows up in tracebacks."""
+        return (f"RunningService(name={self.name!r}, url={self.safe_url!r}, mode={self.mode!r}, "
+                f"version={self.version!r}, pids={self.pids!r})")
 
     @property
     def dsn(self) -> str:
