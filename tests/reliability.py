@@ -55,7 +55,7 @@ def render(rows: list[dict[str, Any]]) -> str:
     for soak in soaks:
         lines.append(f"| soak RSS growth ({soak['duration_s']:.0f} s, {soak['ops']} ops) | "
                      f"{soak['rss_growth_mb']:+.1f} MB ({soak['rss_first_mb']:.0f} -> {soak['rss_last_mb']:.0f} MB); "
-                     f"p95 first/last minute {soak['p95_first_ms']:.1f} / {soak['p95_last_ms']:.1f} ms | bounded |")
+                     f"p95 first/last window {soak['p95_first_ms']:.1f} / {soak['p95_last_ms']:.1f} ms | bounded |")
     return "\n".join(lines)
 
 

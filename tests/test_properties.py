@@ -35,7 +35,7 @@ pytestmark = pytest.mark.slow
 DIM = 8
 settings.register_profile("agentmem-quick", max_examples=40, deadline=None, database=None,
                           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-settings.register_profile("agentmem-soak", max_examples=1500, deadline=None, database=None,
+settings.register_profile("agentmem-soak", max_examples=300, deadline=None, database=None,
                           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
 # --------------------------------------------------------------------------- strategies
@@ -135,8 +135,9 @@ def driver(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Driver]:
 
 
 def profile(config: pytest.Config) -> settings:
-    perf = bool(config.getoption("agentmem_perf", False))
-    return settings.get_profile("agentmem-soak" if perf else "agentmem-quick")
+    from pytest_agentmem.session import get_session
+
+    return settings.get_profile("agentmem-soak" if get_session(config).settings.perf else "agentmem-quick")
 
 
 def vec(seed: int) -> np.ndarray:
