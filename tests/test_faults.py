@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
+from reliability import tally
 
 from pytest_agentmem.audit import AuditReport, WriteLog, audit
 from pytest_agentmem.faults import Faults
@@ -30,7 +31,6 @@ from pytest_agentmem.memory.cache import RedisResultCache
 from pytest_agentmem.memory.model import MemoryNotFoundError
 from pytest_agentmem.memory.service import MemoryService
 from pytest_agentmem.services.fixtures import redis_client_fixture
-from reliability import tally
 
 pytestmark = pytest.mark.slow
 

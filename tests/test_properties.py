@@ -26,9 +26,9 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
+from reliability import tally
 
 from pytest_agentmem.memory.model import InvalidMemoryError, Memory, MemoryNotFoundError
-from reliability import tally
 
 pytestmark = pytest.mark.slow
 

@@ -14,10 +14,10 @@ the shared checks of :mod:`.validation` for their error messages.
 from __future__ import annotations
 
 import json
-from decimal import Decimal
 import math
 import re
 from collections.abc import Iterator
+from decimal import Decimal
 from itertools import chain
 from typing import Any
 
