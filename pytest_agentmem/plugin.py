@@ -31,6 +31,7 @@ SUBPLUGINS = (
     "pytest_agentmem.load.fixtures",
     "pytest_agentmem.memory.fixtures",
     "pytest_agentmem.memory.pg_fixtures",
+    "pytest_agentmem.faults",
     "pytest_agentmem.gate.plugin",
     "pytest_agentmem.report.plugin",
 )

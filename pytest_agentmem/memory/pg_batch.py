@@ -17,6 +17,7 @@ import json
 import math
 import re
 from collections.abc import Iterator
+from decimal import Decimal
 from itertools import chain
 from typing import Any
 
@@ -31,6 +32,7 @@ from .validation import (
     check_metadata,
     check_scope,
     check_vector,
+    has_lone_surrogate,
 )
 
 try:  # pgvector >= 0.4
@@ -38,7 +40,28 @@ try:  # pgvector >= 0.4
 except ImportError:  # pragma: no cover - pgvector 0.3
     from pgvector.utils import Vector  # type: ignore[no-redef]
 
-_ENCODE = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(", ", ": ")).encode
+_JSON_ENCODE = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(", ", ": ")).encode
+#: A JSON string, or (group 1) a float in exponent form with a positive exponent (>= 1e16).
+_BIG_FLOAT = re.compile(r'"(?:[^"\\]|\\.)*"|(-?\d+(?:\.\d+)?e\+\d+)')
+
+
+def keep_floats(text: str) -> str:
+    """JSON text in which floats of 1e16 and more keep a decimal point.
+
+    Python writes ``1e16`` as ``1e+16``; jsonb stores it as the numeric
+    10000000000000000 and gives it back without a fraction, so it would read
+    back as an int. Written ``10000000000000000.0`` it stays a float. The digits
+    are those of Python's shortest repr (not the binary value's exact expansion),
+    so the stored number equals the one a filter on the same float names.
+    """
+    if "e+" not in text:
+        return text
+    return _BIG_FLOAT.sub(lambda m: m[0] if m[1] is None else format(Decimal(m[1]), "f") + ".0", text)
+
+
+def _ENCODE(value: Any) -> str:  # noqa: N802 - the encoder, as it was named
+    return keep_floats(_JSON_ENCODE(value))
+
 _PLAIN_TYPES = frozenset({str, int, bool, float, type(None)})
 #: In JSON text of checked-flat values: a NUL (always escaped) or a run of 19+ digits
 #: (an integer that may be outside int64; float reprs have at most 17 digits).
@@ -57,7 +80,7 @@ def _flat_encoder() -> Any:
         raise TypeError(f"not JSON: {type(value).__name__}")
 
     chunks = make(None, fail, basestring, None, ": ", ", ", False, False, False)
-    return lambda value: "".join(chunks(value, 0))
+    return lambda value: keep_floats("".join(chunks(value, 0)))
 
 
 _ENCODE_FLAT = _flat_encoder()
@@ -195,7 +218,7 @@ def _metadata_json(metas: list[Any]) -> list[str] | None:
             text = _ENCODE_FLAT(metas)  # ValueError on NaN or infinity
         except ValueError:
             return None
-        if not _SUSPECT.search(text):
+        if not _SUSPECT.search(text) and not has_lone_surrogate(text):
             pieces = text[1:-1].replace("}, {", "}\x00{").split("\x00")
             if len(pieces) == len(metas):
                 return pieces
@@ -213,7 +236,8 @@ def _columns_pass(ids: list[Any], contents: list[Any], scopes: tuple[list[Any], 
         if set(map(type, column)) != {str}:
             return False
         lengths = list(map(len, column))
-        if min(lengths) < 1 or max(lengths) > limit or "\x00" in "".join(column):
+        joined = "".join(column)
+        if min(lengths) < 1 or max(lengths) > limit or "\x00" in joined or has_lone_surrogate(joined):
             return False
     if any(map(str.isspace, contents)):
         return False
@@ -225,7 +249,8 @@ def _columns_pass(ids: list[Any], contents: list[Any], scopes: tuple[list[Any], 
             return False
         values = [v for v in column if v is not None] if type(None) in kinds else column
         lengths = list(map(len, values))
-        if min(lengths) < 1 or max(lengths) > MAX_ID_CHARS or "\x00" in "".join(values):
+        joined = "".join(values)
+        if min(lengths) < 1 or max(lengths) > MAX_ID_CHARS or "\x00" in joined or has_lone_surrogate(joined):
             return False
     return True
 
@@ -236,14 +261,15 @@ def _checked_rows(memories: list[Memory], vectors: list[EncodedVector],
     for index, m in enumerate(memories, first):
         mid, content, user, agent, run, meta = m.id, m.content, m.user_id, m.agent_id, m.run_id, m.metadata
         try:
-            if not (type(mid) is str and 0 < len(mid) <= MAX_ID_CHARS and "\x00" not in mid):
+            if not (type(mid) is str and 0 < len(mid) <= MAX_ID_CHARS and "\x00" not in mid
+                    and not has_lone_surrogate(mid)):
                 check_memory_id(mid)
             if not (type(content) is str and 0 < len(content) <= MAX_CONTENT_CHARS
-                    and not content.isspace() and "\x00" not in content):
+                    and not content.isspace() and "\x00" not in content and not has_lone_surrogate(content)):
                 check_content(content)
             for value, name in ((user, "user_id"), (agent, "agent_id"), (run, "run_id")):
                 if value is not None and not (type(value) is str and 0 < len(value) <= MAX_ID_CHARS
-                                              and "\x00" not in value):
+                                              and "\x00" not in value and not has_lone_surrogate(value)):
                     check_scope(value, name)
             if type(meta) is dict and not meta:
                 meta_json = "{}"
@@ -263,11 +289,11 @@ def _plain_dict(value: Any) -> bool:
         return False
     low, high = INT_RANGE
     for key, item in value.items():
-        if type(key) is not str or "\x00" in key:
+        if type(key) is not str or "\x00" in key or has_lone_surrogate(key):
             return False
         kind = type(item)
         if kind is str:
-            if "\x00" in item:
+            if "\x00" in item or has_lone_surrogate(item):
                 return False
         elif kind is int:
             if not low <= item <= high:

@@ -20,6 +20,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from .cache_guard import CACHE_ERRORS, REDIS_CACHE_TIMEOUT_S, bounded, describe
 from .model import Memory
 
 GLOBAL_SCOPE = "*"
@@ -104,7 +105,8 @@ class SearchResultCache(Protocol):
     ``lookup`` returns the cached results (or ``None``) and a token: the
     generations read *before* the search runs. ``store`` files results under
     that token, so results of a search that raced with a write are filed under
-    generations the write has already retired and are never served.
+    generations the write has already retired and are never served. A token of
+    ``None`` means "the cache cannot tell": ``store`` then files nothing.
     """
 
     async def lookup(self, key: str, scopes: tuple[str, ...]) -> tuple[list[Memory] | None, Any]: ...
@@ -206,28 +208,60 @@ class RedisResultCache:
     Generations live in one hash (``{prefix}:gen``, bumped with HINCRBY); an
     entry stores the generations read before its search, and a lookup reads
     the entry and the current generations in one round trip.
+
+    When Redis fails (down, stalled beyond ``timeout`` seconds, restarting) the
+    cache steps aside: a lookup is a miss, a store is skipped, and the failure
+    is counted in ``errors`` (``last_error`` says what it was), so searches keep
+    being answered from the store. An invalidation that fails is kept and
+    replayed before this cache serves anything again: until it has reached
+    Redis every lookup here is a miss, so this process never reads a result its
+    own write retired. (Other processes sharing the cache may serve such a
+    result until the replay or the entry's ``ttl``, as in any cache-aside design.)
+    A restarted Redis comes back empty: the cache fills again.
     """
 
-    def __init__(self, client: Any, *, prefix: str = "agentmem:results", ttl: int = 60) -> None:
+    def __init__(self, client: Any, *, prefix: str = "agentmem:results", ttl: int = 60,
+                 timeout: float | None = REDIS_CACHE_TIMEOUT_S) -> None:
         self.client = client
         self.prefix = prefix
         self.ttl = ttl
+        self.timeout = timeout
         self.hits = 0
         self.misses = 0
+        self.errors = 0
+        self.last_error = ""
+        self._pending: set[str] = set()
 
     @property
     def _gen_key(self) -> str:
         return f"{self.prefix}:gen"
 
+    @property
+    def pending_invalidations(self) -> int:
+        """Scopes whose invalidation has not reached Redis yet."""
+        return len(self._pending)
+
+    def _failed(self, exc: BaseException) -> None:
+        self.errors += 1
+        self.last_error = describe(exc)
+
     async def _generations(self, scopes: tuple[str, ...]) -> list[int]:
-        values = await self.client.hmget(self._gen_key, list(scopes))
+        values = await bounded(self.client.hmget(self._gen_key, list(scopes)), self.timeout)
         return [int(v) if v is not None else 0 for v in values]
 
     async def lookup(self, key: str, scopes: tuple[str, ...]) -> tuple[list[Memory] | None, Any]:
+        if self._pending and not await self._replay():
+            self.misses += 1
+            return None, None
         pipe = self.client.pipeline(transaction=False)
         pipe.hmget(self._gen_key, list(scopes))
         pipe.get(f"{self.prefix}:{key}")
-        raw_gens, raw_entry = await pipe.execute()
+        try:
+            raw_gens, raw_entry = await bounded(pipe.execute(), self.timeout)
+        except CACHE_ERRORS as exc:
+            self._failed(exc)
+            self.misses += 1
+            return None, None
         token = [int(v) if v is not None else 0 for v in raw_gens]
         if raw_entry is not None:
             entry = json.loads(raw_entry)
@@ -238,13 +272,33 @@ class RedisResultCache:
         return None, token
 
     async def store(self, key: str, scopes: tuple[str, ...], token: Any, results: list[Memory]) -> None:
-        if await self._generations(scopes) != token:
+        if token is None or self._pending:
             return
-        entry = json.dumps({"gen": token, "results": _encode_memories(results)})
-        await self.client.set(f"{self.prefix}:{key}", entry, ex=self.ttl)
+        try:
+            if await self._generations(scopes) != token:
+                return
+            entry = json.dumps({"gen": token, "results": _encode_memories(results)})
+            await bounded(self.client.set(f"{self.prefix}:{key}", entry, ex=self.ttl), self.timeout)
+        except CACHE_ERRORS as exc:
+            self._failed(exc)
 
     async def invalidate(self, scopes: Iterable[str]) -> None:
+        wanted = set(scopes) | {GLOBAL_SCOPE}
+        if not await self._bump(wanted | self._pending):
+            self._pending |= wanted
+
+    async def _replay(self) -> bool:
+        return await self._bump(set(self._pending))
+
+    async def _bump(self, scopes: set[str]) -> bool:
+        """Bump ``scopes``' generations; on success they are no longer pending."""
         pipe = self.client.pipeline(transaction=False)
-        for scope in set(scopes) | {GLOBAL_SCOPE}:
+        for scope in scopes:
             pipe.hincrby(self._gen_key, scope, 1)
-        await pipe.execute()
+        try:
+            await bounded(pipe.execute(), self.timeout)
+        except CACHE_ERRORS as exc:
+            self._failed(exc)
+            return False
+        self._pending -= scopes
+        return True

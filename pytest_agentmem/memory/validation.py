@@ -60,6 +60,20 @@ def _show(value: Any) -> str:
         return f"<{type(value).__name__}>"
 
 
+def has_lone_surrogate(text: str) -> bool:
+    """True if ``text`` holds a lone surrogate (U+D800..U+DFFF), which UTF-8 cannot encode."""
+    if text.isascii():
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+SURROGATE = "a lone surrogate (U+D800..U+DFFF), which UTF-8 cannot encode"
+
+
 # --------------------------------------------------------------------------- configuration
 
 
@@ -83,7 +97,7 @@ def check_table_name(name: Any, what: str = "table") -> str:
 def check_memory_id(memory_id: Any) -> str:
     """A memory id: a non-empty str of at most :data:`MAX_ID_CHARS` characters without NUL."""
     if not isinstance(memory_id, str) or not memory_id or len(memory_id) > MAX_ID_CHARS \
-            or "\x00" in memory_id:
+            or "\x00" in memory_id or has_lone_surrogate(memory_id):
         raise InvalidMemoryError(f"memory id must be a non-empty str of at most {MAX_ID_CHARS} "
                                  f"characters without NUL, got {_show(memory_id)}")
     return memory_id
@@ -93,9 +107,10 @@ def check_scope(value: Any, name: str) -> str | None:
     """A user/agent/run id: None or a non-empty str of at most :data:`MAX_ID_CHARS` chars without NUL."""
     if value is None:
         return None
-    if not isinstance(value, str) or not value or len(value) > MAX_ID_CHARS or "\x00" in value:
+    if not isinstance(value, str) or not value or len(value) > MAX_ID_CHARS or "\x00" in value \
+            or has_lone_surrogate(value):
         raise InvalidMemoryError(f"{name} must be a non-empty str of at most {MAX_ID_CHARS} characters "
-                                 f"without NUL, got {_show(value)}")
+                                 f"without NUL or lone surrogates, got {_show(value)}")
     return value
 
 
@@ -128,6 +143,8 @@ def check_content(content: Any) -> str:
                                  f"limit of {MAX_CONTENT_CHARS:,}; split it into several memories")
     if "\x00" in content:
         raise InvalidMemoryError("content contains a NUL character")
+    if has_lone_surrogate(content):
+        raise InvalidMemoryError(f"content contains {SURROGATE}")
     return content
 
 
@@ -170,6 +187,8 @@ def _check_json(value: Any, path: str, depth: int) -> None:
                 raise InvalidMemoryError(f"{path} keys must be str, got {_show(key)}")
             if "\x00" in key:
                 raise InvalidMemoryError(f"{path} key {_show(key)} contains a NUL character")
+            if has_lone_surrogate(key):
+                raise InvalidMemoryError(f"{path} key {_show(key)} contains {SURROGATE}")
             _check_json(item, f"{path}[{_show(key)}]", depth + 1)
     elif isinstance(value, (list, tuple)):
         for index, item in enumerate(value):
@@ -177,6 +196,8 @@ def _check_json(value: Any, path: str, depth: int) -> None:
     elif isinstance(value, str):
         if "\x00" in value:
             raise InvalidMemoryError(f"{path} contains a NUL character")
+        if has_lone_surrogate(value):
+            raise InvalidMemoryError(f"{path} contains {SURROGATE}")
     elif isinstance(value, bool) or value is None:
         pass
     elif isinstance(value, int):
@@ -288,6 +309,8 @@ def _check_filter_key(key: Any, identifier: bool) -> None:
         raise InvalidMemoryError(f"filter keys must be str, got {_show(key)}")
     if "\x00" in key:
         raise InvalidMemoryError(f"filter key {_show(key)} contains a NUL character")
+    if has_lone_surrogate(key):
+        raise InvalidMemoryError(f"filter key {_show(key)} contains {SURROGATE}")
     if identifier and not IDENTIFIER_KEY.fullmatch(key):
         raise InvalidMemoryError(f"filter key {_show(key)} is not allowed: metadata filter keys must be "
                                  "identifiers (letters, digits, underscore; at most 64 characters)")

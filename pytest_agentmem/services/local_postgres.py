@@ -110,6 +110,7 @@ def start_local_postgres(*, timeout: float = 60.0) -> RunningService:
         startup_s=time.perf_counter() - started, components={"pgvector": pgvector},
         pids=(server.pid,), stop=stop, workdir=str(workdir), source=install.source,
         vector_library=str(library) if library else None, logs=server.log_tail,
+        process=server,
     )
 
 

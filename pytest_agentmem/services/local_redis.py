@@ -118,4 +118,4 @@ def start_local_redis(*, timeout: float = 60.0) -> RunningService:
 
     return RunningService(name="redis", url=url, mode="local", version=_version(binary),
                           startup_s=time.perf_counter() - started, pids=(server.pid,),
-                          stop=stop, workdir=str(workdir))
+                          stop=stop, workdir=str(workdir), process=server)

@@ -153,15 +153,21 @@ class ManagedProcess:
         self.argv = list(argv)
         self.log_path = log_path
         self.stop_signal = stop_signal
-        uid = run_as.pw_uid if run_as else None
-        gid = run_as.pw_gid if run_as else None
+        self._cwd, self._env, self._death_signal = cwd, env, death_signal
+        self._uid = run_as.pw_uid if run_as else None
+        self._gid = run_as.pw_gid if run_as else None
         self._log: IO[bytes] = open(log_path, "ab")
-        self.popen = subprocess.Popen(
+        self.paused = False
+        self.popen = self._spawn()
+        _live.add(self)
+
+    def _spawn(self) -> subprocess.Popen[bytes]:
+        uid, gid, death_signal = self._uid, self._gid, self._death_signal
+        return subprocess.Popen(
             self.argv, stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,
-            cwd=cwd, env=env, start_new_session=True, close_fds=True,
+            cwd=self._cwd, env=self._env, start_new_session=True, close_fds=True,
             preexec_fn=lambda: _child_setup(uid, gid, death_signal),
         )
-        _live.add(self)
 
     @property
     def pid(self) -> int:
@@ -179,6 +185,7 @@ class ManagedProcess:
 
     def stop(self, grace: float = 5.0) -> None:
         """Ask the server to stop, wait ``grace`` seconds, then kill its whole group."""
+        self.resume()
         if self.alive():
             try:
                 self.popen.send_signal(self.stop_signal)
@@ -198,6 +205,57 @@ class ManagedProcess:
                 pass
         self._log.close()
         _live.discard(self)
+
+    # -- fault injection (see pytest_agentmem.faults): the same server, stopped and started again
+
+    def signal_group(self, signum: int) -> None:
+        """Send ``signum`` to the server and every process it started (its session)."""
+        try:
+            os.killpg(self.popen.pid, signum)
+        except (ProcessLookupError, PermissionError):
+            if self.alive():
+                self.popen.send_signal(signum)
+
+    def pause(self) -> None:
+        """Freeze the server and its children (SIGSTOP): connections stay open, nothing answers."""
+        if self.alive():
+            self.signal_group(signal.SIGSTOP)
+            self.paused = True
+
+    def resume(self) -> None:
+        """Let a paused server run again (SIGCONT)."""
+        if self.paused:
+            self.signal_group(signal.SIGCONT)
+            self.paused = False
+
+    def kill(self) -> None:
+        """End the server at once (SIGKILL to its whole group), as a crash would."""
+        if self.alive():
+            self.signal_group(signal.SIGKILL)  # a stopped process dies of it too
+            try:
+                self.popen.wait(10)
+            except subprocess.TimeoutExpired:
+                pass
+        self.paused = False
+
+    def halt(self, grace: float = 30.0) -> None:
+        """Stop the server in an orderly way (its stop signal), keeping its log and data for a restart."""
+        self.resume()
+        if self.alive():
+            self.popen.send_signal(self.stop_signal)
+            try:
+                self.popen.wait(grace)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def start(self) -> None:
+        """Start the server again with the same command line (same port, data dir and secret)."""
+        if self.alive():
+            return
+        if self._log.closed:
+            self._log = open(self.log_path, "ab")
+        self.popen = self._spawn()
+        _live.add(self)
 
 
 @atexit.register
