@@ -148,6 +148,7 @@ def smallest_caught(rates: dict[float, float], share: float = 0.8) -> float:
     return points[0][0] if points and points[0][1] >= share else -1.0
 
 
+@pytest.mark.timeout(0)  # 140 A/B runs: 20-40 minutes
 @pytest.mark.agentmem_perf(max_false_failures_quiet=0, max_false_failures_noisy=0,
                            min_caught_10pct_quiet_share=0.95, min_caught_10pct_noisy_share=0.95,
                            min_caught_5pct_quiet_share=0.8, max_cost_ratio=2.2, baseline=False)
