@@ -160,6 +160,7 @@ def smallest_caught(rates: dict[float, float], share: float = 0.8) -> float:
     return points[0][0] if points[0][1] >= share else float("nan")
 
 
+@pytest.mark.timeout(0)  # 15-25 minutes
 @pytest.mark.agentmem_perf(baseline=False)
 def test_gate_quality_stored_baseline_slower_machine(perf, capsys: pytest.CaptureFixture[str]) -> None:
     started = time.perf_counter()
