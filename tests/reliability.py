@@ -1,13 +1,13 @@
 """The README's reliability table: figures the reliability tests file, and their rendering.
 
 Each fault scenario (tests/test_faults.py), the property tests
-(tests/test_properties.py) and the soak (tests/perf/test_soak.py) call
+(tests/test_properties.py) and the soak (tests/quality/test_soak.py) call
 :func:`tally` with what they measured; with ``AGENTMEM_RELIABILITY_LOG=PATH`` set
 each call appends one JSON line to PATH (otherwise nothing is written).
 ``python tests/reliability.py PATH`` prints the table of one run::
 
     AGENTMEM_RELIABILITY_LOG=/tmp/rel.jsonl python -m pytest -p no:cacheprovider --agentmem-perf \
-        tests/test_faults.py tests/test_properties.py tests/perf/test_soak.py
+        tests/test_faults.py tests/test_properties.py tests/quality/test_soak.py
     python tests/reliability.py /tmp/rel.jsonl
 """
 

@@ -4,7 +4,7 @@ Each test makes a small repository whose perf test measures a real CPU-bound
 operation, commits a base and a candidate, and runs pytest in a subprocess as a
 user would. The slowdowns used are large (3x): these tests check the mechanics
 (pairing, messages, cleanup), the gate-quality benchmark
-(tests/perf/test_gate_quality_ab.py) measures how small a change is caught.
+(tests/quality/test_gate_quality_ab.py) measures how small a change is caught.
 """
 
 from __future__ import annotations

@@ -77,7 +77,7 @@ def speed_ratio(stored: dict[str, Any] | None, current: dict[str, Any] | None) -
 # tolerance fails only if it is still worse after dividing out the probe's
 # slowdown.
 #
-# Measured on the project's 2-core machine (tests/perf/test_gate_quality_stored.py
+# Measured on the project's 2-core machine (tests/quality/test_gate_quality_stored.py
 # and the report of the "cpu" helper): with two spinning neighbours a CPU-bound
 # round ran at 0.17-0.59x its quiet speed; a 0.2 s wall-time probe after each
 # round moved with it (normalised ratio 0.92-1.16), a 10 ms probe did not

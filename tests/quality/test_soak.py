@@ -1,7 +1,7 @@
 """Soak: a memory-service workload for a long time; RSS growth and p95 drift (issue 9).
 
-    python -m pytest tests/perf/test_soak.py --agentmem-perf -s -p no:cacheprovider
-    AGENTMEM_SOAK_SECONDS=120 python -m pytest tests/perf/test_soak.py --agentmem-perf -s -p no:cacheprovider
+    python -m pytest tests/quality/test_soak.py --agentmem-perf -s -p no:cacheprovider
+    AGENTMEM_SOAK_SECONDS=120 python -m pytest tests/quality/test_soak.py --agentmem-perf -s -p no:cacheprovider
 
 Ten minutes by default (``AGENTMEM_SOAK_SECONDS`` scales it; this variable is read
 by this test only). Four users add memories and search them (the full path:

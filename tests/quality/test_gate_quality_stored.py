@@ -19,7 +19,7 @@ screen, re-measure a suspect, Mann-Whitney on the confirmation rounds) and
 the probes). A run re-measured by either is re-measured once and each
 decision sees the confirmation rounds only if its own screen asked for them.
 
-Run: ``pytest --agentmem-perf -p no:cacheprovider -o timeout=0 tests/perf/test_gate_quality_stored.py``
+Run: ``pytest --agentmem-perf -p no:cacheprovider -o timeout=0 tests/quality/test_gate_quality_stored.py``
 (15-25 min; ``GATE_STORED_RUNS`` changes the 20 runs a cell). The 1-minute load
 average is sampled at every run: other jobs share the machine.
 """
