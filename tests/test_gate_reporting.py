@@ -32,15 +32,16 @@ def test_hash(benchmark):
 
 
 def test_verdicts_are_filed_for_the_reports(project: pytest.Pytester) -> None:
+    from pytest_agentmem.gate.plugin import GatePlugin
     from pytest_agentmem.gate.verdict import TestVerdict
-    from pytest_agentmem.session import get_session
+    from pytest_agentmem.session import plugin_of
 
     run(project, "--update-baselines")
     slow = rounds(qps=1000, p95_ms=18.0, error_rate=0.0, recall=0.95)
     figures(project, with_search(rounds=slow, confirm=slow))
     result = project.inline_run("--agentmem-perf", "-p", "no:cacheprovider")
     config = result.getcalls("pytest_terminal_summary")[0].config
-    verdicts = {v.nodeid: v for v in get_session(config).results}
+    verdicts = {v.nodeid: v for v in plugin_of(config, GatePlugin).verdicts}
     search = verdicts["test_perf.py::test_search"]
     assert isinstance(search, TestVerdict) and search.outcome == "failed"
     failing = {c.metric: c for c in search.failures}

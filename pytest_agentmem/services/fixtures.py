@@ -19,10 +19,10 @@ import pytest
 import pytest_asyncio
 
 from ..errors import ServiceStartError
-from ..session import get_session
 from .base import RunningService
 from .janitor import with_database
 from .manager import ServiceManager
+from .plugin import service_manager, stop_run_message
 from .redis_lease import preferred_db, with_db
 
 DEFAULT_SETUP_SQL = ("CREATE EXTENSION IF NOT EXISTS vector",)
@@ -31,7 +31,7 @@ DEFAULT_SETUP_SQL = ("CREATE EXTENSION IF NOT EXISTS vector",)
 @pytest.fixture(scope="session")
 def agentmem_services(pytestconfig: pytest.Config) -> ServiceManager:
     """The run's services: ``.postgres`` and ``.redis`` start on first access."""
-    return get_session(pytestconfig).services
+    return service_manager(pytestconfig)
 
 
 @pytest.fixture(scope="session")
@@ -58,10 +58,6 @@ def _provisioned(services: ServiceManager, name: str) -> RunningService:
     if getattr(failure, "fatal", False):
         _stop_run(services, failure)
     pytest.fail(f"{type(failure).__name__}: {failure}", pytrace=False)
-
-
-def stop_run_message(exc: ServiceStartError) -> str:
-    return f"agentmem: {type(exc).__name__}: {exc}"
 
 
 def _stop_run(services: ServiceManager, exc: ServiceStartError) -> None:
@@ -132,7 +128,7 @@ def redis_client_fixture(*, decode_responses: bool = False) -> Callable[..., Any
     async def client(agentmem_redis: RunningService, pytestconfig: pytest.Config) -> AsyncIterator[Any]:
         import redis.asyncio as aioredis
 
-        url = get_session(pytestconfig).services.redis_test_url()
+        url = service_manager(pytestconfig).redis_test_url()
         created = aioredis.Redis.from_url(url, decode_responses=decode_responses)
         await created.flushdb()
         try:
