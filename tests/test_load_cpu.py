@@ -14,9 +14,9 @@ import pytest
 
 from pytest_agentmem.gate.directions import compared, direction_of, is_time_like, latency_floor
 from pytest_agentmem.load import histogram as hdr
+from pytest_agentmem.load import run_load, validate
 from pytest_agentmem.load.resources import service_pids_of
 from pytest_agentmem.load.result import LoadResult, merge_results
-from pytest_agentmem.load.runner import run_load, validate
 from pytest_agentmem.services.plugin import service_manager
 
 BURN_SQL = "SELECT count(*) FROM generate_series(1, 200000)"

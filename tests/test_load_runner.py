@@ -12,8 +12,8 @@ import time
 import pytest
 
 from pytest_agentmem.errors import ConfigurationError
+from pytest_agentmem.load import LoadSpec, run_load, validate
 from pytest_agentmem.load.resources import service_pids_of
-from pytest_agentmem.load.runner import LoadSpec, run_load, validate
 from pytest_agentmem.services.plugin import service_manager
 
 

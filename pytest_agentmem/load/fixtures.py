@@ -23,12 +23,13 @@ from ..marker import perf_marker_of
 from ..measurement import Measurement, measurements_of
 from ..services.plugin import service_manager
 from ..session import get_session
+from .engine import run_load
 from .pacing import RoundPacer, pacer_for
 from .probe import probe_after_round
 from .progress import Progress
 from .resources import service_pids_of
 from .result import LoadResult, is_number, merge_results
-from .runner import LoadSpec, Op, run_load, validate
+from .spec import LoadSpec, Op, validate
 
 
 class Perf:
