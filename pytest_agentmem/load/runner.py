@@ -66,6 +66,7 @@ from .spec import LoadSpec, Op
 TickCallback = Callable[[float, float, float, int, int], None]
 
 _clock = time.perf_counter_ns
+_HAS_TIMEOUT = sys.version_info >= (3, 11)  # asyncio.timeout()
 _YIELD_EVERY = 256  # a user yields to the loop after this many ops that never suspended
 _LAUNCH_BATCH = 512  # open loop: launches between two yields when behind schedule
 _SAMPLE_CHARS = 300
@@ -211,45 +212,29 @@ async def _run_ops(phase: _Phase, op: Op, timeout: float | None, index: int = -1
                 phase.stopping = True
                 return
             intended = clock()
-        if timeout is None:
-            try:
+        deadline = None
+        try:
+            if timeout is None:
                 await op(index)
-            except Exception as exc:  # noqa: BLE001 - an op's failure is a measurement
-                phase.fail(exc)
-            except asyncio.CancelledError as exc:
-                if _task_cancelling():
-                    if phase.cut:
-                        phase.fail(None, cut=True)
-                    raise
-                phase.fail(exc)
-            else:
-                append(clock() - intended)
-        elif sys.version_info >= (3, 11):
-            cm = asyncio.timeout(timeout)
-            try:
-                async with cm:
+            elif _HAS_TIMEOUT:
+                deadline = asyncio.timeout(timeout)
+                async with deadline:
                     await op(index)
-            except TimeoutError as exc:
-                phase.fail(exc, timed_out=cm.expired())
-            except Exception as exc:  # noqa: BLE001
-                phase.fail(exc)
-            except asyncio.CancelledError as exc:
-                if _task_cancelling():
-                    if phase.cut:
-                        phase.fail(None, cut=True)
-                    raise
-                phase.fail(exc)
-            else:
-                append(clock() - intended)
-        else:  # pragma: no cover - Python 3.10
-            try:
+            else:  # pragma: no cover - Python 3.10
                 await asyncio.wait_for(op(index), timeout)
-            except asyncio.TimeoutError as exc:
-                phase.fail(exc, timed_out=True)
-            except Exception as exc:  # noqa: BLE001
-                phase.fail(exc)
-            else:
-                append(clock() - intended)
+        except (TimeoutError, asyncio.TimeoutError) as exc:
+            # ours when our deadline expired (3.10: wait_for's own TimeoutError)
+            phase.fail(exc, timed_out=deadline.expired() if deadline is not None else timeout is not None)
+        except Exception as exc:  # noqa: BLE001 - an op's failure is a measurement
+            phase.fail(exc)
+        except asyncio.CancelledError as exc:
+            if _task_cancelling():
+                if phase.cut:
+                    phase.fail(None, cut=True)
+                raise
+            phase.fail(exc)
+        else:
+            append(clock() - intended)
         if not closed:
             return
         done += 1
