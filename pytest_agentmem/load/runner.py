@@ -212,7 +212,6 @@ async def _run_ops(phase: _Phase, op: Op, timeout: float | None, index: int = -1
                 phase.stopping = True
                 return
             intended = clock()
-        deadline = None
         try:
             if timeout is None:
                 await op(index)
@@ -223,8 +222,8 @@ async def _run_ops(phase: _Phase, op: Op, timeout: float | None, index: int = -1
             else:  # pragma: no cover - Python 3.10
                 await asyncio.wait_for(op(index), timeout)
         except (TimeoutError, asyncio.TimeoutError) as exc:
-            # ours when our deadline expired (3.10: wait_for's own TimeoutError)
-            phase.fail(exc, timed_out=deadline.expired() if deadline is not None else timeout is not None)
+            # a timeout when our deadline expired (3.10: wait_for raised it); else the op's own error
+            phase.fail(exc, timed_out=timeout is not None and (not _HAS_TIMEOUT or deadline.expired()))
         except Exception as exc:  # noqa: BLE001 - an op's failure is a measurement
             phase.fail(exc)
         except asyncio.CancelledError as exc:
