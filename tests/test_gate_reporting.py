@@ -64,6 +64,19 @@ def test_xdist_update_and_gate(project: pytest.Pytester) -> None:
     result.stdout.fnmatch_lines(["*gate: 2 failed, 2 passed*"])
 
 
+def test_xdist_summary_does_not_need_the_report_plugin(project: pytest.Pytester) -> None:
+    """The workers' verdicts reach the controller's gate summary on the gate's own channel."""
+    project.makepyfile(test_more=TESTS.replace("test_search", "test_search2").replace("test_add", "test_add2"))
+    result = run(project, "-n", "2", "-p", "no:benchmark", "-p", "no:agentmem-report", "--update-baselines")
+    result.assert_outcomes(passed=4)
+    result.stdout.fnmatch_lines(["*agentmem performance gate*", "*gate: 4 updated*"])
+    slow = rounds(qps=1000, p95_ms=18.0, error_rate=0.0, recall=0.95)
+    figures(project, with_search(rounds=slow, confirm=slow))
+    result = run(project, "-n", "2", "-p", "no:benchmark", "-p", "no:agentmem-report")
+    result.assert_outcomes(passed=2, failed=2)
+    result.stdout.fnmatch_lines(["*gate: 2 failed, 2 passed*"])
+
+
 def test_pytest_benchmark_results_are_gated(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
     pytester.makepyfile(test_bench=BENCH)
     args = ("-p", "no:cacheprovider", "--benchmark-disable-gc")
