@@ -107,7 +107,7 @@ class ResourceSampler:
             return None
         try:
             return list(self._service_pids())
-        except Exception:  # noqa: BLE001 - sampling must never break a run
+        except (psutil.Error, OSError):  # a process went away while listed: no figures this time
             return None
 
     def start(self) -> None:
