@@ -1,33 +1,36 @@
-"""Run-wide state, one object per pytest run, reached through ``config.stash``."""
+"""Run-wide facts, one object per pytest run, reached through ``config.stash``.
+
+What the plugins share: the settings (the A/B base side switches their server
+URLs to the candidate's) and the facts of the software stack that the fixtures
+learn during the run (the embedding model) for the baselines' fingerprint.
+Each plugin object keeps its own state (:mod:`.plugin` registers them);
+:func:`plugin_of` finds one by its class.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import pytest
 
 from .config import Settings
-from .services.manager import ServiceManager
 
 
 @dataclass
 class AgentmemSession:
-    """Everything pytest-agentmem keeps for the length of a run.
-
-    ``services`` provisions Postgres and Redis on first use; ``results`` is where
-    the gate files each test's verdicts for the reports; ``extras`` is free room
-    for the sub-plugins (keyed by their module name).
-    """
+    """The settings of the run and what the fixtures learned about its stack."""
 
     config: pytest.Config
     settings: Settings
-    services: ServiceManager
-    results: list[Any] = field(default_factory=list)
-    extras: dict[str, Any] = field(default_factory=dict)
+    #: The id of the embedding model the ``embedder`` fixture loaded (None: none loaded).
+    embedding_model: str | None = None
 
 
 SESSION_KEY = pytest.StashKey[AgentmemSession]()
+
+_NOT_CONFIGURED = ("pytest-agentmem is not configured in this run "
+                   "(was the plugin disabled with -p no:agentmem?)")
 
 
 def get_session(config: pytest.Config) -> AgentmemSession:
@@ -35,5 +38,16 @@ def get_session(config: pytest.Config) -> AgentmemSession:
     try:
         return config.stash[SESSION_KEY]
     except KeyError:
-        raise RuntimeError("pytest-agentmem is not configured in this run "
-                           "(was the plugin disabled with -p no:agentmem?)") from None
+        raise RuntimeError(_NOT_CONFIGURED) from None
+
+
+P = TypeVar("P")
+
+
+def plugin_of(config: pytest.Config, cls: type[P]) -> P:
+    """The plugin object of class ``cls`` registered for this run (under ``cls.NAME``)."""
+    name: str = cls.NAME  # type: ignore[attr-defined]
+    plugin: Any = config.pluginmanager.get_plugin(name)
+    if not isinstance(plugin, cls):
+        raise RuntimeError(_NOT_CONFIGURED)
+    return plugin

@@ -26,9 +26,9 @@ from pathlib import Path
 
 import pytest
 
-from pytest_agentmem.gate.plugin import CALIBRATION_KEY
+from pytest_agentmem.gate.plugin import GatePlugin
 from pytest_agentmem.measurement import Measurement, measurements_of
-from pytest_agentmem.session import get_session
+from pytest_agentmem.session import plugin_of
 
 HERE = Path(__file__).parent
 
@@ -37,7 +37,7 @@ HERE = Path(__file__).parent
 def _calibration(request):
     fixed = HERE / "calibration.json"
     if fixed.exists():
-        get_session(request.config).extras[CALIBRATION_KEY] = json.loads(fixed.read_text())
+        plugin_of(request.config, GatePlugin).probe = json.loads(fixed.read_text())
 
 
 @pytest.fixture

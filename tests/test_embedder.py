@@ -140,8 +140,8 @@ async def test_redis_l2_cache_is_shared(embedder: Embedder, redis_client) -> Non
     np.testing.assert_array_equal(again, vectors[::-1])
 
 
-def test_model_name_is_in_the_session_extras(embedder: Embedder, pytestconfig: pytest.Config) -> None:
-    assert get_session(pytestconfig).extras["embedding_model"] == embedder.model_id
+def test_model_name_is_in_the_session(embedder: Embedder, pytestconfig: pytest.Config) -> None:
+    assert get_session(pytestconfig).embedding_model == embedder.model_id
 
 
 def test_an_unknown_model_fails_clearly(tmp_path) -> None:

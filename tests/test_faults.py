@@ -24,12 +24,12 @@ import pytest
 import pytest_asyncio
 from reliability import tally
 
-from pytest_agentmem.audit import AuditReport, WriteLog, audit
-from pytest_agentmem.faults import Faults
-from pytest_agentmem.load.runner import run_load, validate
+from pytest_agentmem.load import run_load, validate
+from pytest_agentmem.memory.audit import AuditReport, WriteLog, audit
 from pytest_agentmem.memory.cache import RedisResultCache
 from pytest_agentmem.memory.model import MemoryNotFoundError
 from pytest_agentmem.memory.service import MemoryService
+from pytest_agentmem.services.faults import Faults
 from pytest_agentmem.services.fixtures import redis_client_fixture
 
 pytestmark = pytest.mark.slow
@@ -250,7 +250,7 @@ async def test_the_audit_finds_a_lost_write_and_a_served_deleted_memory(memory_r
 
 @pytest.mark.asyncio
 async def test_writes_acknowledged_before_a_fault_are_told_from_in_flight_ones(memory_repo: Any) -> None:
-    from pytest_agentmem.faults import Fault
+    from pytest_agentmem.services.faults import Fault
 
     log = WriteLog()
     before = log._begin("add")
@@ -268,7 +268,7 @@ async def test_writes_acknowledged_before_a_fault_are_told_from_in_flight_ones(m
 def test_faults_refuse_servers_this_run_did_not_start(pytester: pytest.Pytester, service_urls: list[str]) -> None:
     pytester.makepyfile('''
         import pytest
-        from pytest_agentmem.faults import FaultInjectionError
+        from pytest_agentmem.services.faults import FaultInjectionError
 
         @pytest.mark.asyncio
         async def test_pause(agentmem_faults, agentmem_redis):

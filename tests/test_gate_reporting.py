@@ -32,15 +32,16 @@ def test_hash(benchmark):
 
 
 def test_verdicts_are_filed_for_the_reports(project: pytest.Pytester) -> None:
+    from pytest_agentmem.gate.plugin import GatePlugin
     from pytest_agentmem.gate.verdict import TestVerdict
-    from pytest_agentmem.session import get_session
+    from pytest_agentmem.session import plugin_of
 
     run(project, "--update-baselines")
     slow = rounds(qps=1000, p95_ms=18.0, error_rate=0.0, recall=0.95)
     figures(project, with_search(rounds=slow, confirm=slow))
     result = project.inline_run("--agentmem-perf", "-p", "no:cacheprovider")
     config = result.getcalls("pytest_terminal_summary")[0].config
-    verdicts = {v.nodeid: v for v in get_session(config).results}
+    verdicts = {v.nodeid: v for v in plugin_of(config, GatePlugin).verdicts}
     search = verdicts["test_perf.py::test_search"]
     assert isinstance(search, TestVerdict) and search.outcome == "failed"
     failing = {c.metric: c for c in search.failures}
@@ -59,6 +60,19 @@ def test_xdist_update_and_gate(project: pytest.Pytester) -> None:
     slow = rounds(qps=1000, p95_ms=18.0, error_rate=0.0, recall=0.95)
     figures(project, with_search(rounds=slow, confirm=slow))
     result = run(project, "-n", "2", "-p", "no:benchmark")
+    result.assert_outcomes(passed=2, failed=2)
+    result.stdout.fnmatch_lines(["*gate: 2 failed, 2 passed*"])
+
+
+def test_xdist_summary_does_not_need_the_report_plugin(project: pytest.Pytester) -> None:
+    """The workers' verdicts reach the controller's gate summary on the gate's own channel."""
+    project.makepyfile(test_more=TESTS.replace("test_search", "test_search2").replace("test_add", "test_add2"))
+    result = run(project, "-n", "2", "-p", "no:benchmark", "-p", "no:agentmem-report", "--update-baselines")
+    result.assert_outcomes(passed=4)
+    result.stdout.fnmatch_lines(["*agentmem performance gate*", "*gate: 4 updated*"])
+    slow = rounds(qps=1000, p95_ms=18.0, error_rate=0.0, recall=0.95)
+    figures(project, with_search(rounds=slow, confirm=slow))
+    result = run(project, "-n", "2", "-p", "no:benchmark", "-p", "no:agentmem-report")
     result.assert_outcomes(passed=2, failed=2)
     result.stdout.fnmatch_lines(["*gate: 2 failed, 2 passed*"])
 

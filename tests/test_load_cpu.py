@@ -14,9 +14,10 @@ import pytest
 
 from pytest_agentmem.gate.directions import compared, direction_of, is_time_like, latency_floor
 from pytest_agentmem.load import histogram as hdr
+from pytest_agentmem.load import run_load, validate
 from pytest_agentmem.load.resources import service_pids_of
 from pytest_agentmem.load.result import LoadResult, merge_results
-from pytest_agentmem.load.runner import run_load, validate
+from pytest_agentmem.services.plugin import service_manager
 
 BURN_SQL = "SELECT count(*) FROM generate_series(1, 200000)"
 
@@ -114,7 +115,7 @@ async def test_postgres_cpu_is_counted_in_the_services(pg_pool, pytestconfig) ->
     async def op(index: int) -> None:
         await pg_pool.fetchval(BURN_SQL)
 
-    result = await _run(op, service_pids=service_pids_of(pytestconfig), total=20, concurrency=2)
+    result = await _run(op, service_pids=service_pids_of(service_manager(pytestconfig)), total=20, concurrency=2)
     assert result.errors == 0
     res = result.resources
     # counting 200k rows takes milliseconds of the backend's CPU, the client microseconds
@@ -137,6 +138,6 @@ async def test_backends_born_and_gone_between_samples_are_counted(agentmem_servi
         finally:
             await conn.close()
 
-    result = await _run(op, service_pids=service_pids_of(pytestconfig), total=10)
+    result = await _run(op, service_pids=service_pids_of(service_manager(pytestconfig)), total=10)
     assert result.errors == 0
     assert result.resources["services_cpu_s"] > 10 * 0.002, result.resources

@@ -9,13 +9,12 @@ import asyncio
 
 import pytest
 
+from pytest_agentmem.load import run_load, validate
 from pytest_agentmem.load.result import CANCELLED_AT_END
 from pytest_agentmem.load.runner import (
     CANCEL_WAIT_S,
     MAX_DRAIN_GRACE_S,
     MIN_DRAIN_GRACE_S,
-    run_load,
-    validate,
 )
 
 #: The run may take the duration, the longest drain period and the cancel wait; plus slack.

@@ -12,8 +12,9 @@ import time
 import pytest
 
 from pytest_agentmem.errors import ConfigurationError
+from pytest_agentmem.load import LoadSpec, run_load, validate
 from pytest_agentmem.load.resources import service_pids_of
-from pytest_agentmem.load.runner import LoadSpec, run_load, validate
+from pytest_agentmem.services.plugin import service_manager
 
 
 async def sleep_10ms(index: int) -> None:
@@ -206,7 +207,7 @@ async def test_the_service_processes_are_measured(redis_client, pytestconfig) ->
         await redis_client.get("key")
 
     spec = validate(get, concurrency=4, total=2000)
-    result = await run_load(get, spec, service_pids=service_pids_of(pytestconfig))
+    result = await run_load(get, spec, service_pids=service_pids_of(service_manager(pytestconfig)))
     assert result.errors == 0 and result.ops == 2000
     assert result.resources["services_cpu_s"] > 0, result.resources
     assert result.resources["services_rss_mb_max"] > 1, result.resources

@@ -72,9 +72,7 @@ def base_sys_path(repo_root: Path, worktree: Path, roots: Iterable[Path], tool_r
 
 def tool_root() -> Path | None:
     """The directory holding this pytest_agentmem package, if the repo might shadow it."""
-    import pytest_agentmem
-
-    return Path(pytest_agentmem.__file__).resolve().parent.parent
+    return Path(__file__).resolve().parents[2]  # <root>/pytest_agentmem/compare/peer.py
 
 
 def _child_setup() -> None:  # pragma: no cover - runs in the child

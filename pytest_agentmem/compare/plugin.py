@@ -5,7 +5,9 @@ collection it makes a worktree of ``REF``, starts the base side's pytest there
 (:mod:`.peer`) on the same servers, and serves it the turns (:mod:`.coordinator`);
 the ``perf`` fixture's rounds alternate with the base's (:mod:`.pacer`) and the
 gate judges the paired change (:mod:`.decision`). :class:`CompareBase` is the
-other end, in the base process. Both are registered by ``plugin.py``.
+other end, in the base process. Both are plugin objects registered by ``plugin.py``
+under their ``NAME``; other code finds the candidate with
+``config.pluginmanager.get_plugin(CompareCandidate.NAME)`` (see :func:`compare_info`).
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ from ..gate.checks import CheckFunction, GateContext
 from ..load.pacing import PlainPacer
 from ..marker import MARKER, perf_marker_of
 from ..redact import redact_text
+from ..services.plugin import service_manager
+from ..session import get_session
 from .channel import PeerClient, PeerError, PeerServer
 from .coordinator import Coordinator
 from .decision import check_paired, extra_pairs
@@ -63,6 +67,8 @@ def _next_db(url: str) -> str:
 
 class CompareCandidate:
     """The candidate's side: worktree, base process, coordinator, paired gate."""
+
+    NAME = "agentmem-compare"
 
     def __init__(self, config: pytest.Config, settings: Settings) -> None:
         assert settings.compare
@@ -122,10 +128,8 @@ class CompareCandidate:
     def pytest_collection_finish(self, session: pytest.Session) -> Generator[None, None, None]:
         result = yield  # the main plugin has started the services the tests need
         if self.coordinator is not None:
-            from ..session import get_session
-
             services: dict[str, str] = {}
-            for name, service in get_session(self.config).services.running.items():
+            for name, service in service_manager(self.config).running.items():
                 services[name] = _next_db(service.url) if name == "redis" else service.url
             self.coordinator.collected(self.tests, services)
             reporter = self.config.pluginmanager.get_plugin("terminalreporter")
@@ -237,7 +241,7 @@ class CompareCandidate:
 
 def compare_info(config: pytest.Config) -> dict[str, Any] | None:
     """What the reports say about an A/B run: REF, its commit, pairs and tolerance (else None)."""
-    plugin = config.pluginmanager.get_plugin("agentmem-compare")
+    plugin = config.pluginmanager.get_plugin(CompareCandidate.NAME)
     if not isinstance(plugin, CompareCandidate):
         return None
     return {"ref": plugin.base.ref, "commit": plugin.base.commit, "pairs": plugin.settings.compare_pairs,
@@ -256,6 +260,8 @@ def _is_inside(path: Path, root: Path) -> bool:
 
 class CompareBase:
     """The base side's end, in the pytest process that runs in the worktree."""
+
+    NAME = "agentmem-compare-base"
 
     def __init__(self, config: pytest.Config) -> None:
         try:
@@ -283,13 +289,11 @@ class CompareBase:
         """Use the candidate's servers (each side has its own databases on them)."""
         from dataclasses import replace
 
-        from ..session import get_session
-
         session = get_session(self.config)
         changes = {f"{name}_url": url for name, url in services.items() if name in ("postgres", "redis")}
         if changes:
             session.settings = replace(session.settings, **changes)
-            session.services.settings = session.settings
+            service_manager(self.config).settings = session.settings
 
     def pytest_agentmem_round_pacer(self, item: pytest.Item) -> PairedPacer | None:
         if item.nodeid not in self.tests:

@@ -17,6 +17,8 @@ from typing import Any
 import pytest
 
 from .._cpu import cpu_flags
+from ..services.plugin import service_manager
+from ..session import get_session
 
 MACHINE_KEYS = ("cpu_model", "cpu_count", "memory_gb", "os", "arch")
 
@@ -62,19 +64,17 @@ def stack_fingerprint(config: pytest.Config | None) -> dict[str, Any]:
     }
     if config is None:
         return stack
-    from ..session import get_session
-
     try:
-        session = get_session(config)
-    except RuntimeError:
+        running = service_manager(config).running
+        model = get_session(config).embedding_model
+    except RuntimeError:  # pytest-agentmem is not configured in this run
         return stack
-    for name, service in sorted(session.services.running.items()):
+    for name, service in sorted(running.items()):
         stack[name] = service.version
         if service.source:
             stack[f"{name}_binaries"] = service.source
         for component, version in sorted(service.components.items()):
             stack[component] = version
-    model = session.extras.get("embedding_model")
     if model:
         stack["embedding_model"] = str(model)
     return stack

@@ -1,4 +1,7 @@
-"""The gate's pytest hooks: decide after each test body, re-measure suspects, summarise.
+"""The gate's plugin object: decide after each test body, re-measure suspects, summarise.
+
+:class:`GatePlugin` (registered as ``agentmem-gate``) keeps the run's verdicts
+and this process's calibration probe:
 
 - ``pytest_agentmem_confirm_rounds``: the load runner asks at the end of each
   ``perf.run``; when the figures look regressed (or breach a threshold) the gate
@@ -6,11 +9,15 @@
   were before, so the final decision uses the fresh rounds.
 - ``pytest_runtest_call`` (wrapper): after a body that passed, gathers the
   measurements (and a pytest-benchmark result), runs the checks, files a
-  :class:`TestVerdict` in ``get_session(config).results``, writes the baseline
-  under ``--update-baselines`` and fails the test with the messages of the
-  failed checks (:class:`PerformanceRegression`) or a :class:`BaselineError`.
+  :class:`TestVerdict` (:attr:`GatePlugin.verdicts`, and on the item for
+  :func:`verdict_of`), writes the baseline under ``--update-baselines`` and
+  fails the test with the messages of the failed checks
+  (:class:`PerformanceRegression`) or a :class:`BaselineError`.
 - ``pytest_runtest_makereport``: shows those two errors as their message, no traceback.
-- ``pytest_terminal_summary``: the table of every verdict (see summary.py).
+- ``pytest_terminal_summary``: the table of every verdict (see summary.py); a
+  pytest-xdist worker sends its verdicts to the controller through the
+  :class:`~pytest_agentmem.xdist.WorkerChannel`, so the controller's table
+  holds every test's, as in a plain run.
 """
 
 from __future__ import annotations
@@ -22,10 +29,12 @@ from typing import Any
 
 import pytest
 
+from ..config import Settings
 from ..errors import BaselineError, ConfigurationError, PerformanceRegression
 from ..marker import PerfMarker, perf_marker_of
 from ..measurement import Measurement, measurements_of
 from ..session import get_session
+from ..xdist import WorkerChannel, is_worker
 from .baseline import (
     Baseline,
     baseline_from,
@@ -41,16 +50,16 @@ from .directions import is_primary
 from .fingerprint import fingerprint, machine_differences, stack_differences
 from .stats import centre
 from .summary import render
-from .verdict import TestVerdict
+from .verdict import TestVerdict, verdict_from_dict
 
-#: session.extras key of this process's calibration probe (measured once, on demand).
-CALIBRATION_KEY = "pytest_agentmem.gate.calibration"
 #: Fewest extra rounds measured to confirm a suspected regression.
 MIN_CONFIRM_ROUNDS = 5
 #: Under --update-baselines, a perf.run measured with fewer rounds is topped up to this many.
 BASELINE_ROUNDS = 5
 #: Cap of the widening of the tolerance for a cross-machine (normalised) comparison.
 MAX_EXTRA_TOLERANCE = 0.25
+#: The worker channel's key of the verdicts.
+CHANNEL_KEY = "verdicts"
 
 
 @dataclass
@@ -75,107 +84,223 @@ def _state(item: pytest.Item) -> _ItemState:
     return state
 
 
-def calibration(config: pytest.Config) -> dict[str, Any]:
-    """This process's calibration probe (measured on first use, then cached)."""
-    extras = get_session(config).extras
-    if CALIBRATION_KEY not in extras:
-        extras[CALIBRATION_KEY] = measure_probe()
-    return extras[CALIBRATION_KEY]
+def verdict_of(item: pytest.Item) -> TestVerdict | None:
+    """The verdict the gate filed for ``item`` (``None``: not gated, or not decided)."""
+    state = item.stash.get(_STATE, None)
+    return state.verdict if state is not None else None
 
 
 def _marker(item: pytest.Item) -> PerfMarker:
     return perf_marker_of(item) or PerfMarker()
 
 
-def _baseline_of(item: pytest.Item) -> Baseline | None:
-    """The stored baseline of ``item`` (loaded once; raises BaselineError if unusable).
+class GatePlugin:
+    """The performance gate of one pytest run (registered as ``agentmem-gate``)."""
 
-    None in A/B mode (``--agentmem-compare``): the base is measured in the same run.
-    """
-    state = _state(item)
-    if not state.loaded:
-        state.loaded = True
-        if _marker(item).baseline and not get_session(item.config).settings.compare:
-            path = baseline_path(get_session(item.config).settings.baselines_dir, item.nodeid)
-            try:
-                state.baseline = load_baseline(path)
-            except BaselineError as exc:
-                if get_session(item.config).settings.update_baselines:
-                    exc = BaselineError(f"{exc} (--update-baselines does not overwrite it)")
-                state.error = exc
-    if state.error is not None:
-        raise state.error
-    return state.baseline
+    NAME = "agentmem-gate"
 
+    def __init__(self, config: pytest.Config, channel: WorkerChannel) -> None:
+        self.config = config
+        #: Every verdict of the run (on the xdist controller: the workers' too).
+        self.verdicts: list[TestVerdict] = []
+        #: This process's calibration probe (measured on first use; a test may set it).
+        self.probe: dict[str, Any] | None = None
+        channel.add(CHANNEL_KEY, self._send, self._receive)
 
-def _context(item: pytest.Item, measurements: list[Measurement], notes: list[str],
-             current_fp: dict[str, Any]) -> GateContext:
-    settings = get_session(item.config).settings
-    marker = _marker(item)
-    baseline = _baseline_of(item)
-    default = settings.compare_tolerance if settings.compare else settings.tolerance
-    tolerance = marker.tolerance if marker.tolerance is not None else default
-    speed, extra = None, 0.0
-    if baseline is not None:
-        differs = machine_differences(baseline.fingerprint, current_fp)
-        if differs:
-            here = calibration(item.config)
-            speed = speed_ratio(baseline.calibration, here)
-            if speed is None:
-                notes.append("baseline recorded on another machine (" + "; ".join(differs) + ") and "
-                             "holds no usable calibration: compared as is; record a baseline on "
-                             "this machine with --update-baselines")
-            else:
-                there = float((baseline.calibration or {}).get("spread", 0.0))
-                extra = min(MAX_EXTRA_TOLERANCE, float(here.get("spread", 0.0)) + there)
-                notes.append(
-                    "baseline recorded on another machine (" + "; ".join(differs) + "): latency and "
-                    f"throughput baselines normalised by the calibration probe (this machine runs it at "
-                    f"{speed:.2f}x the baseline machine's speed), tolerance widened by {extra * 100:.0f}%; "
-                    "record a baseline on this machine with --update-baselines")
-        stack = stack_differences(baseline.fingerprint, current_fp)
-        if stack:
-            notes.append("software differs from the baseline's: " + "; ".join(stack))
-    initial = dict(_state(item).initial_rounds)
-    return GateContext(
-        nodeid=item.nodeid, measurements=measurements, thresholds=marker.thresholds,
-        tolerance=tolerance, baseline=baseline, compare=marker.baseline, speed=speed,
-        extra_tolerance=extra, update=settings.update_baselines,
-        initial_rounds=initial, slowdown=probe_slowdowns(baseline, measurements, initial),
-        gate_metrics=marker.gate, paired=bool(settings.compare))
+    @property
+    def settings(self) -> Settings:
+        return get_session(self.config).settings
 
+    def calibration(self) -> dict[str, Any]:
+        """This process's calibration probe (measured on first use, then kept)."""
+        if self.probe is None:
+            self.probe = measure_probe()
+        return self.probe
 
-# --------------------------------------------------------------------------- confirmation
+    def _baseline_of(self, item: pytest.Item) -> Baseline | None:
+        """The stored baseline of ``item`` (loaded once; raises BaselineError if unusable).
 
+        None in A/B mode (``--agentmem-compare``): the base is measured in the same run.
+        """
+        state = _state(item)
+        settings = self.settings
+        if not state.loaded:
+            state.loaded = True
+            if _marker(item).baseline and not settings.compare:
+                path = baseline_path(settings.baselines_dir, item.nodeid)
+                try:
+                    state.baseline = load_baseline(path)
+                except BaselineError as exc:
+                    if settings.update_baselines:
+                        exc = BaselineError(f"{exc} (--update-baselines does not overwrite it)")
+                    state.error = exc
+        if state.error is not None:
+            raise state.error
+        return state.baseline
 
-@pytest.hookimpl
-def pytest_agentmem_confirm_rounds(item: pytest.Item, measurement: Measurement) -> int | None:
-    """Ask for extra rounds when ``measurement`` looks regressed or breaches a threshold."""
-    state = _state(item)
-    if measurement.name in state.initial_rounds or measurement.name in state.topped_up:
-        return None  # already re-measured once
-    if get_session(item.config).settings.update_baselines:
-        # a baseline needs rounds for the significance test: top it up to BASELINE_ROUNDS
-        if measurement.kind != "load":
+    def _context(self, item: pytest.Item, measurements: list[Measurement], notes: list[str],
+                 current_fp: dict[str, Any]) -> GateContext:
+        settings = self.settings
+        marker = _marker(item)
+        baseline = self._baseline_of(item)
+        default = settings.compare_tolerance if settings.compare else settings.tolerance
+        tolerance = marker.tolerance if marker.tolerance is not None else default
+        speed, extra = None, 0.0
+        if baseline is not None:
+            differs = machine_differences(baseline.fingerprint, current_fp)
+            if differs:
+                here = self.calibration()
+                speed = speed_ratio(baseline.calibration, here)
+                if speed is None:
+                    notes.append("baseline recorded on another machine (" + "; ".join(differs) + ") and "
+                                 "holds no usable calibration: compared as is; record a baseline on "
+                                 "this machine with --update-baselines")
+                else:
+                    there = float((baseline.calibration or {}).get("spread", 0.0))
+                    extra = min(MAX_EXTRA_TOLERANCE, float(here.get("spread", 0.0)) + there)
+                    notes.append(
+                        "baseline recorded on another machine (" + "; ".join(differs) + "): latency and "
+                        f"throughput baselines normalised by the calibration probe (this machine runs it at "
+                        f"{speed:.2f}x the baseline machine's speed), tolerance widened by {extra * 100:.0f}%; "
+                        "record a baseline on this machine with --update-baselines")
+            stack = stack_differences(baseline.fingerprint, current_fp)
+            if stack:
+                notes.append("software differs from the baseline's: " + "; ".join(stack))
+        initial = dict(_state(item).initial_rounds)
+        return GateContext(
+            nodeid=item.nodeid, measurements=measurements, thresholds=marker.thresholds,
+            tolerance=tolerance, baseline=baseline, compare=marker.baseline, speed=speed,
+            extra_tolerance=extra, update=settings.update_baselines,
+            initial_rounds=initial, slowdown=probe_slowdowns(baseline, measurements, initial),
+            gate_metrics=marker.gate, paired=bool(settings.compare))
+
+    # ------------------------------------------------------------------ confirmation
+
+    @pytest.hookimpl
+    def pytest_agentmem_confirm_rounds(self, item: pytest.Item, measurement: Measurement) -> int | None:
+        """Ask for extra rounds when ``measurement`` looks regressed or breaches a threshold."""
+        state = _state(item)
+        if measurement.name in state.initial_rounds or measurement.name in state.topped_up:
+            return None  # already re-measured once
+        if self.settings.update_baselines:
+            # a baseline needs rounds for the significance test: top it up to BASELINE_ROUNDS
+            if measurement.kind != "load":
+                return None
+            have = max((len(measurement.samples(k)) for k in measurement.metrics), default=0)
+            state.topped_up.add(measurement.name)
+            return max(0, BASELINE_ROUNDS - have) or None
+        try:
+            ctx = self._context(item, [measurement], [], fingerprint(item.config))
+        except BaselineError:
+            return None  # reported by the gate after the body
+        suspects = screen(ctx, measurement)
+        if not suspects:
             return None
-        have = max((len(measurement.samples(k)) for k in measurement.metrics), default=0)
-        state.topped_up.add(measurement.name)
-        return max(0, BASELINE_ROUNDS - have) or None
-    try:
-        ctx = _context(item, [measurement], [], fingerprint(item.config))
-    except BaselineError:
-        return None  # reported by the gate after the body
-    suspects = screen(ctx, measurement)
-    if not suspects:
-        return None
-    count = len(measurement.samples(suspects[0])) or 1
-    state.initial_rounds[measurement.name] = count
-    measurement.info["gate_suspects"] = sorted(set(suspects))
-    stored = ctx.baseline.measurements.get(measurement.name) if ctx.baseline else None
-    base_rounds = len(stored.samples(suspects[0])) if stored is not None else BASELINE_ROUNDS
-    family = sum(1 for k in measurement.metrics if is_primary(k, measurement.kind, ctx.gate_metrics))
-    family *= 1 + len(measurements_of(item))
-    return max(MIN_CONFIRM_ROUNDS, count, confirm_rounds_for(base_rounds, family, ctx.alpha))
+        count = len(measurement.samples(suspects[0])) or 1
+        state.initial_rounds[measurement.name] = count
+        measurement.info["gate_suspects"] = sorted(set(suspects))
+        stored = ctx.baseline.measurements.get(measurement.name) if ctx.baseline else None
+        base_rounds = len(stored.samples(suspects[0])) if stored is not None else BASELINE_ROUNDS
+        family = sum(1 for k in measurement.metrics if is_primary(k, measurement.kind, ctx.gate_metrics))
+        family *= 1 + len(measurements_of(item))
+        return max(MIN_CONFIRM_ROUNDS, count, confirm_rounds_for(base_rounds, family, ctx.alpha))
+
+    # ------------------------------------------------------------------ the gate
+
+    def gate(self, item: pytest.Item) -> TestVerdict | None:
+        """Decide ``item`` after its body passed; file and return the verdict (None: not gated)."""
+        measurements = _gathered(item)
+        settings = self.settings
+        if settings.ab_role == "base" or not _is_gated(item, measurements):
+            return None  # the base side of an A/B run is judged by the candidate
+        marker = _marker(item)
+        current_fp = fingerprint(item.config)
+        path = (baseline_path(settings.baselines_dir, item.nodeid)
+                if marker.baseline and not settings.compare else None)
+        verdict = TestVerdict(nodeid=item.nodeid, outcome="passed", measurements=measurements,
+                              baseline_path=str(path) if path else None, fingerprint=current_fp)
+        _state(item).verdict = verdict
+        self.verdicts.append(verdict)
+        try:
+            ctx = self._context(item, measurements, verdict.notes, current_fp)
+            extra = [f for found in item.ihook.pytest_agentmem_gate_checks(item=item) for f in found]
+            verdict.checks = run_checks(ctx, [*CHECKS, *extra])
+        except (BaselineError, ConfigurationError) as exc:
+            verdict.outcome = "error"
+            verdict.notes.append(str(exc))
+            raise
+        baseline = ctx.baseline
+        verdict.baseline_fingerprint = baseline.fingerprint if baseline else None
+        failures = verdict.failures
+        if failures:
+            verdict.outcome = "failed"
+        elif (marker.baseline and not settings.compare and baseline is None
+              and any(c.verdict == "new" for c in verdict.checks)):
+            verdict.outcome = "no-baseline"
+            if not settings.update_baselines:
+                verdict.notes.append(f"no baseline yet ({path}); record one with --update-baselines")
+        if settings.update_baselines and path is not None:
+            if failures:
+                verdict.notes.append("baseline not updated: the test failed its thresholds")
+            elif measurements:
+                self._update(item, verdict, path, baseline, measurements, current_fp)
+        if failures:
+            raise PerformanceRegression([c.message for c in failures])
+        return verdict
+
+    def _update(self, item: pytest.Item, verdict: TestVerdict, path: Any, old: Baseline | None,
+                measurements: list[Measurement], current_fp: dict[str, Any]) -> None:
+        new = baseline_from(item.nodeid, measurements, current_fp, self.calibration())
+        try:
+            check_writable(path)  # never overwrite a malformed / newer file (raises BaselineError)
+            write_baseline(path, new)
+        except BaselineError as exc:
+            verdict.outcome = "error"
+            verdict.notes.append(str(exc))
+            raise
+        verdict.outcome = "updated"
+        for name, stored in sorted(new.measurements.items()):
+            before = old.measurements.get(name) if old else None
+            for metric in sorted(stored.metrics):
+                old_samples = before.samples(metric) if before else []
+                verdict.updated[f"{name}.{metric}"] = (centre(old_samples) if old_samples else None,
+                                                       centre(stored.samples(metric)))
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_call(self, item: pytest.Item) -> Generator[None, None, None]:
+        result = yield  # a body that raised propagates: no gate decision
+        self.gate(item)
+        return result
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_makereport(self, item: pytest.Item,
+                                  call: pytest.CallInfo[None]) -> Generator[None, Any, Any]:
+        report = yield
+        excinfo = call.excinfo
+        if call.when == "call" and excinfo is not None and isinstance(
+                excinfo.value, (PerformanceRegression, BaselineError, ConfigurationError)):
+            lines = str(excinfo.value).splitlines() or [""]
+            report.longrepr = "\n".join([f"{type(excinfo.value).__name__}: {lines[0]}",
+                                          *(f"  {line}" for line in lines[1:])])
+        return report
+
+    # ------------------------------------------------------------------ summary
+
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        if is_worker(self.config):
+            return
+        lines = render(self.verdicts)
+        if not lines:
+            return
+        terminalreporter.write_sep("=", "agentmem performance gate")
+        for line in lines:
+            terminalreporter.write_line(line)
+
+    def _send(self) -> list[dict[str, Any]]:
+        return [v.to_dict() for v in self.verdicts]
+
+    def _receive(self, workerid: str, verdicts: Any) -> None:
+        self.verdicts.extend(verdict_from_dict(v) for v in verdicts)
 
 
 def confirm_rounds_for(base_rounds: int, family: int, alpha: float, cap: int = 12) -> int:
@@ -193,9 +318,6 @@ def confirm_rounds_for(base_rounds: int, family: int, alpha: float, cap: int = 1
     return cap
 
 
-# --------------------------------------------------------------------------- the gate
-
-
 def _gathered(item: pytest.Item) -> list[Measurement]:
     found = measurements_of(item)
     fixture = getattr(item, "funcargs", {}).get("benchmark")
@@ -208,99 +330,3 @@ def _gathered(item: pytest.Item) -> list[Measurement]:
 
 def _is_gated(item: pytest.Item, measurements: list[Measurement]) -> bool:
     return perf_marker_of(item) is not None or bool(measurements)
-
-
-def gate(item: pytest.Item) -> TestVerdict | None:
-    """Decide ``item`` after its body passed; file and return the verdict (None: not gated)."""
-    measurements = _gathered(item)
-    session = get_session(item.config)
-    settings = session.settings
-    if settings.ab_role == "base" or not _is_gated(item, measurements):
-        return None  # the base side of an A/B run is judged by the candidate
-    marker = _marker(item)
-    current_fp = fingerprint(item.config)
-    path = (baseline_path(settings.baselines_dir, item.nodeid)
-            if marker.baseline and not settings.compare else None)
-    verdict = TestVerdict(nodeid=item.nodeid, outcome="passed", measurements=measurements,
-                          baseline_path=str(path) if path else None, fingerprint=current_fp)
-    _state(item).verdict = verdict
-    session.results.append(verdict)
-    try:
-        ctx = _context(item, measurements, verdict.notes, current_fp)
-        extra = [f for found in item.ihook.pytest_agentmem_gate_checks(item=item) for f in found]
-        verdict.checks = run_checks(ctx, [*CHECKS, *extra])
-    except (BaselineError, ConfigurationError) as exc:
-        verdict.outcome = "error"
-        verdict.notes.append(str(exc))
-        raise
-    baseline = ctx.baseline
-    verdict.baseline_fingerprint = baseline.fingerprint if baseline else None
-    failures = verdict.failures
-    if failures:
-        verdict.outcome = "failed"
-    elif (marker.baseline and not settings.compare and baseline is None
-          and any(c.verdict == "new" for c in verdict.checks)):
-        verdict.outcome = "no-baseline"
-        if not settings.update_baselines:
-            verdict.notes.append(f"no baseline yet ({path}); record one with --update-baselines")
-    if settings.update_baselines and path is not None:
-        if failures:
-            verdict.notes.append("baseline not updated: the test failed its thresholds")
-        elif measurements:
-            _update(item, verdict, path, baseline, measurements, current_fp)
-    if failures:
-        raise PerformanceRegression([c.message for c in failures])
-    return verdict
-
-
-def _update(item: pytest.Item, verdict: TestVerdict, path: Any, old: Baseline | None,
-            measurements: list[Measurement], current_fp: dict[str, Any]) -> None:
-    new = baseline_from(item.nodeid, measurements, current_fp, calibration(item.config))
-    try:
-        check_writable(path)  # never overwrite a malformed / newer file (raises BaselineError)
-        write_baseline(path, new)
-    except BaselineError as exc:
-        verdict.outcome = "error"
-        verdict.notes.append(str(exc))
-        raise
-    verdict.outcome = "updated"
-    for name, stored in sorted(new.measurements.items()):
-        before = old.measurements.get(name) if old else None
-        for metric in sorted(stored.metrics):
-            old_samples = before.samples(metric) if before else []
-            verdict.updated[f"{name}.{metric}"] = (centre(old_samples) if old_samples else None,
-                                                   centre(stored.samples(metric)))
-
-
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
-    result = yield  # a body that raised propagates: no gate decision
-    gate(item)
-    return result
-
-
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, Any]:
-    report = yield
-    excinfo = call.excinfo
-    if call.when == "call" and excinfo is not None and isinstance(
-            excinfo.value, (PerformanceRegression, BaselineError, ConfigurationError)):
-        lines = str(excinfo.value).splitlines() or [""]
-        report.longrepr = "\n".join([f"{type(excinfo.value).__name__}: {lines[0]}",
-                                      *(f"  {line}" for line in lines[1:])])
-    return report
-
-
-# --------------------------------------------------------------------------- summary
-
-
-def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
-    if getattr(config, "workerinput", None) is not None:
-        return
-    verdicts = [v for v in get_session(config).results if isinstance(v, TestVerdict)]
-    lines = render(verdicts)
-    if not lines:
-        return
-    terminalreporter.write_sep("=", "agentmem performance gate")
-    for line in lines:
-        terminalreporter.write_line(line)

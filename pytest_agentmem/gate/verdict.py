@@ -2,7 +2,8 @@
 
 One :class:`CheckResult` per checked figure (an absolute threshold or a baseline
 comparison of one metric of one measurement); one :class:`TestVerdict` per perf
-test, appended to ``get_session(config).results`` when the test's call phase ends.
+test, filed by the gate plugin (``GatePlugin.verdicts``, and on the item for
+``gate.plugin.verdict_of``) when the test's call phase ends.
 
 Sign convention of ``change``: a signed fraction of the baseline where
 **positive means worse** whatever the metric's direction (``+0.50`` = 50 % slower

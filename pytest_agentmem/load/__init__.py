@@ -7,8 +7,9 @@ be driven directly::
     result = await run_load(op, validate(op, concurrency=16, duration=10))
 """
 
+from .engine import run_load
 from .fixtures import Perf
 from .result import GATED_METRICS, LoadResult, merge_results
-from .runner import LoadSpec, run_load, validate
+from .spec import LoadSpec, validate
 
 __all__ = ["GATED_METRICS", "LoadResult", "LoadSpec", "Perf", "merge_results", "run_load", "validate"]

@@ -12,42 +12,36 @@ from __future__ import annotations
 
 import math
 import statistics
+from collections.abc import Callable, Iterable
 from dataclasses import replace
 from typing import Any
 
 import pytest
 
 from ..errors import ConfigurationError
-from ..gate.calibration import probe_after_round
 from ..marker import perf_marker_of
 from ..measurement import Measurement, measurements_of
-from . import loops
+from ..services.plugin import service_manager
+from ..session import get_session
+from .engine import run_load
 from .pacing import RoundPacer, pacer_for
+from .probe import probe_after_round
 from .progress import Progress
 from .resources import service_pids_of
 from .result import LoadResult, is_number, merge_results
-from .runner import LoadSpec, Op, run_load, validate
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    """Register the uvloop loop chooser when wanted (see :mod:`.loops`)."""
-    perf_run = bool(getattr(config.option, "agentmem_perf", False))
-    try:
-        from ..session import get_session
-
-        perf_run = get_session(config).settings.perf
-    except Exception:  # noqa: BLE001 - settings unavailable: fall back to the option
-        pass
-    name = "pytest_agentmem.load.loops"
-    if loops.wanted(config, perf_run) and not config.pluginmanager.has_plugin(name):
-        config.pluginmanager.register(loops.UvloopLoops(), name)
+from .spec import LoadSpec, Op, validate
 
 
 class Perf:
     """The load runner of one test. Use through the ``perf`` fixture."""
 
-    def __init__(self, item: pytest.Item) -> None:
+    def __init__(self, item: pytest.Item, *, rounds: int = 1,
+                 service_pids: Callable[[], Iterable[int]] | None = None) -> None:
+        """``rounds``: the default of ``perf.run``'s rounds (after the marker's);
+        ``service_pids`` lists the processes of the services whose CPU and RSS are recorded."""
         self._item = item
+        self._default_rounds = rounds
+        self._service_pids = service_pids
         self._names: set[str] = set()
         self._records: dict[str, Measurement] = {}
         self.results: list[LoadResult] = []
@@ -118,7 +112,7 @@ class Perf:
         progress = Progress(self._item.config, label)
         try:
             result = await run_load(op, spec, on_tick=progress.update if progress.enabled else None,
-                                    service_pids=service_pids_of(self._item.config))
+                                    service_pids=self._service_pids)
         finally:
             progress.close()
         probe_after_round(result)  # interleaved calibration: the machine this round saw
@@ -129,9 +123,7 @@ class Perf:
             marker = perf_marker_of(self._item)
             rounds = marker.rounds if marker is not None and marker.rounds else None
         if rounds is None:
-            from ..session import get_session
-
-            rounds = get_session(self._item.config).settings.rounds or 1
+            rounds = self._default_rounds
         if not isinstance(rounds, int) or isinstance(rounds, bool) or rounds < 1:
             raise ConfigurationError(f"perf.run: rounds must be an int >= 1, got {rounds!r}")
         return rounds
@@ -217,4 +209,5 @@ def split_spec(spec: LoadSpec, rounds: int, planned: int) -> LoadSpec:
 @pytest.fixture
 def perf(request: pytest.FixtureRequest) -> Perf:
     """The load runner bound to this test: ``await perf.run(op, ...)``, ``perf.record(...)``."""
-    return Perf(request.node)
+    return Perf(request.node, rounds=get_session(request.config).settings.rounds or 1,
+                service_pids=service_pids_of(service_manager(request.config)))

@@ -150,6 +150,16 @@ def percentile_us(counts: np.ndarray, percentile: float) -> float:
     return float(_index_values()[0][index])
 
 
+def sparse_percentile_us(idx: np.ndarray, cnt: np.ndarray, percentile: float) -> float:
+    """The value at ``percentile`` of sparse counts (as from :func:`sparse_counts`); 0.0 when empty."""
+    if len(cnt) == 0:
+        return 0.0
+    total = int(cnt.sum())
+    target = max(int(min(percentile, 100.0) * total / 100 + 0.5), 1)
+    position = int(np.searchsorted(np.cumsum(cnt), target))
+    return float(_index_values()[0][int(idx[position])])
+
+
 def summary_ms(hist: HdrHistogram) -> dict[str, float]:
     """Mean, percentiles and max of ``hist`` in milliseconds (0.0 when empty)."""
     counts = counts_view(hist).astype(np.int64)

@@ -12,7 +12,7 @@ pytest-asyncio would without the hook (from the current event loop policy,
 which honours an ``event_loop_policy`` fixture). Ids do not change (a single
 factory is a hidden parameter on pytest >= 8.4).
 
-It is registered (by :mod:`.fixtures`) when uvloop is importable and either the
+It is registered (by :mod:`pytest_agentmem.plugin`) when uvloop is importable and either the
 run has ``--agentmem-perf`` or ``AGENTMEM_UVLOOP=1``; ``AGENTMEM_UVLOOP=0``
 turns it off. A conftest that implements the hook itself wins (ours is
 ``trylast``); it can call :func:`loop_factories_for` to keep uvloop for perf tests.

@@ -33,8 +33,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
 
 import psutil
+
+if TYPE_CHECKING:
+    from ..services.manager import ServiceManager
 
 MB = 1024 * 1024
 
@@ -103,7 +107,7 @@ class ResourceSampler:
             return None
         try:
             return list(self._service_pids())
-        except Exception:  # noqa: BLE001 - sampling must never break a run
+        except (psutil.Error, OSError):  # a process went away while listed: no figures this time
             return None
 
     def start(self) -> None:
@@ -153,18 +157,12 @@ class ResourceSampler:
         return out
 
 
-def service_pids_of(config: object) -> Callable[[], list[int]] | None:
-    """A callable listing the pids of the services running for this pytest run."""
-    try:
-        from ..session import get_session
-
-        manager = get_session(config).services  # type: ignore[arg-type]
-    except Exception:  # noqa: BLE001 - no session: not under pytest-agentmem
-        return None
+def service_pids_of(services: ServiceManager) -> Callable[[], list[int]]:
+    """A callable listing the pids of the services ``services`` runs now (their process trees)."""
 
     def pids() -> list[int]:
         found: list[int] = []
-        for service in manager.running.values():
+        for service in services.running.values():
             found.extend(service.process_ids())
         return found
 

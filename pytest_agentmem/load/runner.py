@@ -35,11 +35,9 @@ and an error; an exception is counted by type with a few sample messages and
 never stops the run. Latencies are recorded as raw nanoseconds on the hot path
 and folded into the HDR histogram once a second (see :mod:`.histogram`).
 
-``processes=N`` (closed loop only) spreads the users over N worker processes
-started with ``spawn``; their histograms are merged exactly. ``op`` must then be
-picklable - a module-level async function or a ``functools.partial`` of one,
-importable by a fresh interpreter - and must open its own connections inside
-the worker (fixtures of the test process do not cross process boundaries).
+This module runs in one event loop; ``processes=N`` (spreading closed-loop
+users over worker processes) is :mod:`.workers`, and :func:`.engine.run_load`
+chooses. The run's parameters are checked in :mod:`.spec`.
 """
 
 from __future__ import annotations
@@ -47,32 +45,28 @@ from __future__ import annotations
 import asyncio
 import itertools
 import math
-import pickle
 import sys
 import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, replace
+from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 
-from ..errors import ConfigurationError
 from . import histogram as hdr
 from .resources import ResourceSampler
 from .result import (
     CANCELLED_AT_END,
     MAX_ERROR_SAMPLES,
     LoadResult,
-    is_number,
-    merge_errors,
-    merge_resources,
 )
+from .spec import LoadSpec, Op
 
-Op = Callable[[int], Awaitable[Any]]
 #: Called about once a second: (elapsed_s, ops_per_s, p95_ms, errors, ops).
 TickCallback = Callable[[float, float, float, int, int], None]
 
 _clock = time.perf_counter_ns
+_HAS_TIMEOUT = sys.version_info >= (3, 11)  # asyncio.timeout()
 _YIELD_EVERY = 256  # a user yields to the loop after this many ops that never suspended
 _LAUNCH_BATCH = 512  # open loop: launches between two yields when behind schedule
 _SAMPLE_CHARS = 300
@@ -85,81 +79,6 @@ MIN_DRAIN_GRACE_S = 1.0
 TIMEOUT_DRAIN_SLACK_S = 1.0
 #: How long cancelled operations are given to finish before they are abandoned.
 CANCEL_WAIT_S = 1.0
-
-
-@dataclass(frozen=True)
-class LoadSpec:
-    """The validated parameters of one run."""
-
-    concurrency: int | None = 1
-    rate: float | None = None
-    duration: float | None = None
-    total: int | None = None
-    warmup: int = 0
-    timeout: float | None = None
-    name: str = "load"
-    processes: int | None = None
-    tick_s: float = 1.0
-
-    @property
-    def mode(self) -> str:
-        return "closed" if self.rate is None else "open"
-
-
-def validate(op: Any, *, concurrency: int | None = None, rate: float | None = None,
-             duration: float | None = None, total: int | None = None, warmup: int = 0,
-             timeout: float | None = None, name: str = "load",
-             processes: int | None = None) -> LoadSpec:
-    """Check the arguments of a run; raise :class:`ConfigurationError` saying what to fix."""
-    if not callable(op):
-        raise ConfigurationError(f"perf.run: op must be an async callable taking the op index, got {op!r}")
-    if concurrency is not None and (not _is_int(concurrency) or concurrency < 1):
-        raise ConfigurationError(f"perf.run: concurrency must be an int >= 1, got {concurrency!r}")
-    if rate is not None and (not is_number(rate) or not 0 < rate < math.inf):
-        raise ConfigurationError(f"perf.run: rate must be a number of ops per second > 0, got {rate!r}")
-    if duration is not None and (not is_number(duration) or not 0 < duration < math.inf):
-        raise ConfigurationError(f"perf.run: duration must be a number of seconds > 0, got {duration!r}")
-    if total is not None and (not _is_int(total) or total < 1):
-        raise ConfigurationError(f"perf.run: total must be an int >= 1, got {total!r}")
-    if duration is None and total is None:
-        raise ConfigurationError("perf.run: give duration= (seconds) or total= (operations), or both")
-    if not _is_int(warmup) or warmup < 0:
-        raise ConfigurationError(f"perf.run: warmup must be an int >= 0 (operations), got {warmup!r}")
-    if timeout is not None and (not is_number(timeout) or not 0 < timeout < math.inf):
-        raise ConfigurationError(f"perf.run: timeout must be a number of seconds > 0, got {timeout!r}")
-    if not isinstance(name, str) or not name:
-        raise ConfigurationError(f"perf.run: name must be a non-empty string, got {name!r}")
-    if processes is not None:
-        if not _is_int(processes) or processes < 1:
-            raise ConfigurationError(f"perf.run: processes must be an int >= 1, got {processes!r}")
-        if rate is not None and processes > 1:
-            raise ConfigurationError("perf.run: processes= spreads closed-loop users; "
-                                     "it cannot be combined with rate= (open loop)")
-        if processes > (concurrency or 1):
-            raise ConfigurationError(f"perf.run: processes={processes} needs at least as many users "
-                                     f"(concurrency={concurrency or 1})")
-        if processes > 1:
-            _check_picklable(op)
-    if rate is None:
-        concurrency = concurrency or 1
-    return LoadSpec(concurrency=concurrency, rate=None if rate is None else float(rate),
-                    duration=None if duration is None else float(duration), total=total,
-                    warmup=warmup, timeout=None if timeout is None else float(timeout),
-                    name=name, processes=processes)
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _check_picklable(op: Any) -> None:
-    try:
-        pickle.dumps(op)
-    except Exception as exc:  # noqa: BLE001 - any pickling failure means the same thing
-        raise ConfigurationError(
-            f"perf.run(processes=N): op {op!r} cannot be sent to worker processes ({exc}); "
-            "use a module-level async function (or functools.partial of one) that opens "
-            "its own connections inside the worker") from None
 
 
 # --------------------------------------------------------------------------- one phase
@@ -248,12 +167,7 @@ class _Phase:
 
 
 def _p95_ms(cnt: np.ndarray, idx: np.ndarray) -> float:
-    if len(cnt) == 0:
-        return 0.0
-    total = int(cnt.sum())
-    target = max(int(95.0 * total / 100 + 0.5), 1)
-    position = int(np.searchsorted(np.cumsum(cnt), target))
-    return float(hdr._index_values()[0][int(idx[position])]) / 1000.0
+    return hdr.sparse_percentile_us(idx, cnt, 95.0) / 1000.0
 
 
 def timeline_of(intervals: list[tuple[float, float, int, int, np.ndarray, np.ndarray]]) -> list[dict[str, float]]:
@@ -269,80 +183,72 @@ def _task_cancelling() -> bool:
     return True if cancelling is None else bool(cancelling())
 
 
-# --------------------------------------------------------------------------- closed loop
+# --------------------------------------------------------------------------- operations
 
 
-async def _user(phase: _Phase, op: Op, timeout: float | None) -> None:
-    """One virtual user: operations back to back until the phase ends."""
+async def _run_ops(phase: _Phase, op: Op, timeout: float | None, index: int = -1,
+                   intended: int = 0) -> None:
+    """Run operations and record each one's latency or failure: the one place that does.
+
+    ``index < 0``: a closed-loop virtual user, operations back to back until the
+    phase ends, each timed from its call. ``index >= 0``: the one open-loop
+    operation ``index``, timed from its ``intended`` start. ``timeout``
+    seconds cancels an operation (a timeout and an error). The closed loop's
+    path without a timeout is the runner's hot path: one branch per operation
+    more than a bare loop (see tests/perf/test_load_perf.py).
+    """
     append = phase.latencies.append
     next_index = phase.next_index
     limit = phase.limit
     clock = _clock
+    closed = index < 0
     done = 0
-    while not phase.stopping:
-        index = next_index()
-        if index >= limit:
-            phase.stopping = True
-            return
-        if timeout is None:
-            t0 = clock()
-            try:
-                await op(index)
-            except Exception as exc:  # noqa: BLE001 - an op's failure is a measurement
-                phase.fail(exc)
-            except asyncio.CancelledError as exc:
-                if _task_cancelling():
-                    if phase.cut:
-                        phase.fail(None, cut=True)
-                    raise
-                phase.fail(exc)
-            else:
-                append(clock() - t0)
-        else:
-            await _timed_op(phase, op, index, timeout, clock(), append)
-        done += 1
-        if not done % _YIELD_EVERY:
-            await asyncio.sleep(0)  # an op that never suspends must not starve the loop
-
-
-async def _timed_op(phase: _Phase, op: Op, index: int, timeout: float, t0: int,
-                    append: Callable[[int], None]) -> None:
-    """Run ``op(index)`` under ``timeout``; record its latency from ``t0`` or its failure."""
-    if sys.version_info >= (3, 11):
-        cm = asyncio.timeout(timeout)
+    while True:
+        if closed:
+            if phase.stopping:
+                return
+            index = next_index()
+            if index >= limit:
+                phase.stopping = True
+                return
+            intended = clock()
         try:
-            async with cm:
+            if timeout is None:
                 await op(index)
-        except TimeoutError as exc:
-            phase.fail(exc, timed_out=cm.expired())
-            return
-        except Exception as exc:  # noqa: BLE001
+            elif _HAS_TIMEOUT:
+                deadline = asyncio.timeout(timeout)
+                async with deadline:
+                    await op(index)
+            else:  # pragma: no cover - Python 3.10
+                await asyncio.wait_for(op(index), timeout)
+        except (TimeoutError, asyncio.TimeoutError) as exc:
+            # a timeout when our deadline expired (3.10: wait_for raised it); else the op's own error
+            phase.fail(exc, timed_out=timeout is not None and (not _HAS_TIMEOUT or deadline.expired()))
+        except Exception as exc:  # noqa: BLE001 - an op's failure is a measurement
             phase.fail(exc)
-            return
         except asyncio.CancelledError as exc:
             if _task_cancelling():
                 if phase.cut:
                     phase.fail(None, cut=True)
                 raise
             phase.fail(exc)
+        else:
+            append(clock() - intended)
+        if not closed:
             return
-    else:  # pragma: no cover - Python 3.10
-        try:
-            await asyncio.wait_for(op(index), timeout)
-        except asyncio.TimeoutError as exc:
-            phase.fail(exc, timed_out=True)
-            return
-        except Exception as exc:  # noqa: BLE001
-            phase.fail(exc)
-            return
-    append(_clock() - t0)
+        done += 1
+        if not done % _YIELD_EVERY:
+            await asyncio.sleep(0)  # an op that never suspends must not starve the loop
+
+
+# --------------------------------------------------------------------------- closed loop
 
 
 async def _closed_phase(phase: _Phase, op: Op, spec: LoadSpec, *, measured: bool,
                         on_tick: TickCallback | None, sampler: ResourceSampler | None) -> float:
     """Run the users until the phase ends; return the phase's wall time in seconds."""
     loop = asyncio.get_running_loop()
-    users = [loop.create_task(_user(phase, op, spec.timeout), name=f"{_USER_TASK}{k}")
+    users = [loop.create_task(_run_ops(phase, op, spec.timeout), name=f"{_USER_TASK}{k}")
              for k in range(spec.concurrency or 1)]
     return await _supervise(phase, users, spec, measured=measured, on_tick=on_tick, sampler=sampler)
 
@@ -452,7 +358,6 @@ async def _open_phase(phase: _Phase, op: Op, spec: LoadSpec, first_index: int, *
 async def _schedule(phase: _Phase, op: Op, spec: LoadSpec, first_index: int, period_ns: float,
                     threshold_ns: float, duration: float | None) -> None:
     loop = asyncio.get_running_loop()
-    append = phase.latencies.append
     timeout = spec.timeout
     cap = spec.concurrency
     clock = _clock
@@ -463,21 +368,7 @@ async def _schedule(phase: _Phase, op: Op, spec: LoadSpec, first_index: int, per
     async def one(index: int, intended: int) -> None:
         nonlocal inflight, slot
         try:
-            if timeout is None:
-                try:
-                    await op(index)
-                except Exception as exc:  # noqa: BLE001
-                    phase.fail(exc)
-                except asyncio.CancelledError as exc:
-                    if _task_cancelling():
-                        if phase.cut:
-                            phase.fail(None, cut=True)
-                        raise
-                    phase.fail(exc)
-                else:
-                    append(clock() - intended)
-            else:
-                await _timed_op(phase, op, index, timeout, intended, append)
+            await _run_ops(phase, op, timeout, index, intended)
         finally:
             inflight -= 1
             if slot is not None and not slot.done():
@@ -533,13 +424,13 @@ async def _schedule(phase: _Phase, op: Op, spec: LoadSpec, first_index: int, per
 # --------------------------------------------------------------------------- entry points
 
 
-async def run_load(op: Op, spec: LoadSpec, *, on_tick: TickCallback | None = None,
-                   service_pids: Callable[[], Any] | None = None) -> LoadResult:
-    """Run ``op`` as ``spec`` says and return what was measured."""
-    if spec.processes and spec.processes > 1:
-        from .workers import run_processes
+async def run_in_process(op: Op, spec: LoadSpec, *, on_tick: TickCallback | None = None,
+                         service_pids: Callable[[], Any] | None = None) -> LoadResult:
+    """Run ``op`` as ``spec`` says on this event loop and return what was measured.
 
-        return await run_processes(op, spec, service_pids=service_pids)
+    ``spec.processes`` is not looked at: :func:`pytest_agentmem.load.engine.run_load`
+    chooses between this and the worker processes.
+    """
     hdr.prepare()
     sampler = ResourceSampler(service_pids)
     if spec.warmup:
@@ -584,5 +475,4 @@ def loop_name() -> str:
     return f"{type(loop).__module__}.{type(loop).__qualname__}"
 
 
-__all__ = ["LoadSpec", "Op", "TickCallback", "drain_grace", "merge_errors", "merge_resources", "run_load",
-           "timeline_of", "validate", "loop_name"]
+__all__ = ["LoadSpec", "Op", "TickCallback", "drain_grace", "loop_name", "run_in_process", "timeline_of"]

@@ -5,7 +5,10 @@ loop, sockets or threads), wait at a barrier until all are ready so their
 measured phases overlap, run their share of the users, total and warm-up on
 their own event loop (uvloop when installed), and send back their histogram in
 the standard encoding with their counters; the parent merges them exactly.
-``op`` must be picklable (see :mod:`.runner`).
+``op`` must be picklable - a module-level async function or a
+``functools.partial`` of one, importable by a fresh interpreter - and must open
+its own connections inside the worker (fixtures of the test process do not
+cross process boundaries); :func:`.spec.validate` checks that it pickles.
 """
 
 from __future__ import annotations
@@ -21,7 +24,8 @@ from . import histogram as hdr
 from .loops import new_fast_loop
 from .resources import ResourceSampler
 from .result import LoadResult, merge_errors
-from .runner import LoadSpec, Op, loop_name, run_load
+from .runner import loop_name, run_in_process
+from .spec import LoadSpec, Op
 
 _BARRIER: Any = None
 _BARRIER_TIMEOUT_S = 120.0
@@ -46,7 +50,7 @@ def _worker_run(op: Op, spec: LoadSpec) -> dict[str, Any]:
         _BARRIER.wait(_BARRIER_TIMEOUT_S)
 
     async def main() -> tuple[LoadResult, str]:
-        result = await run_load(op, spec)
+        result = await run_in_process(op, spec)
         return result, loop_name()
 
     if runner is not None:

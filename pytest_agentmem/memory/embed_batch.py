@@ -15,7 +15,7 @@ import numpy as np
 from .embed_model import EmbedderUnavailableError, LoadedModel
 
 
-class _ModelRunner:
+class ModelRunner:
     """The model on one private thread; batches run there one after another."""
 
     def __init__(self, loaded: LoadedModel, max_batch: int) -> None:
@@ -35,10 +35,10 @@ class _ModelRunner:
         return vectors / norms
 
 
-class _Batcher:
+class Batcher:
     """Coalesces the embed requests of one event loop into model batches."""
 
-    def __init__(self, runner: _ModelRunner, window: float) -> None:
+    def __init__(self, runner: ModelRunner, window: float) -> None:
         self.runner = runner
         self.window = window
         self.pending: dict[str, tuple[str, asyncio.Future[np.ndarray]]] = {}

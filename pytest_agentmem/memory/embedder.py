@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from .embed_batch import _Batcher, _ModelRunner
+from .embed_batch import Batcher, ModelRunner
 from .embed_model import (
     CACHE_ENV,
     DEFAULT_MODEL,
@@ -85,16 +85,16 @@ class Embedder:
     def __init__(self, loaded: LoadedModel, *, l1: LRUVectorCache | None = None,
                  l2: RedisVectorCache | None = None, disk: DiskVectorCache | None = None,
                  max_batch: int = 32, batch_window: float = 0.0,
-                 _runner: _ModelRunner | None = None) -> None:
+                 _runner: ModelRunner | None = None) -> None:
         if max_batch < 1:
             raise ValueError(f"max_batch must be at least 1, got {max_batch}")
-        self._runner = _runner or _ModelRunner(loaded, max_batch)
+        self._runner = _runner or ModelRunner(loaded, max_batch)
         self.l1 = l1
         self.l2 = l2
         self.disk = disk
         self.batch_window = batch_window
         self.stats = EmbedderStats()
-        self._batchers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Batcher] = weakref.WeakKeyDictionary()
+        self._batchers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Batcher] = weakref.WeakKeyDictionary()
         self._batchers_lock = threading.Lock()
         self._owns_runner = _runner is None
 
@@ -221,12 +221,12 @@ class Embedder:
         results = await asyncio.gather(*(asyncio.shield(f) for f in futures.values()))
         return dict(zip(futures, results))
 
-    def _batcher(self) -> _Batcher:
+    def _batcher(self) -> Batcher:
         loop = asyncio.get_running_loop()
         with self._batchers_lock:
             batcher = self._batchers.get(loop)
             if batcher is None:
-                batcher = self._batchers[loop] = _Batcher(self._runner, self.batch_window)
+                batcher = self._batchers[loop] = Batcher(self._runner, self.batch_window)
             return batcher
 
     def embed_sync(self, texts: Sequence[str]) -> np.ndarray:

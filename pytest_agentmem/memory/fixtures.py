@@ -10,7 +10,7 @@ Built by factories, so a conftest can make variants::
 The session ``embedder`` loads the model once (``AGENTMEM_EMBEDDING_MODEL`` names
 another fastembed model) and keeps its on-disk embedding cache in pytest's cache
 directory (``.pytest_cache/d/agentmem``), so repeated runs do not re-embed
-their data sets. Its model id is put in the run's extras (``embedding_model``)
+their data sets. Its model id is filed in the run's session (``embedding_model``)
 for the baselines' fingerprint.
 """
 
@@ -51,7 +51,7 @@ def embedder_fixture(*, model_name: str | None = None, scope: str = "session", d
                                    max_batch=max_batch, batch_window=batch_window)
         except EmbedderMissingError as exc:
             pytest.skip(f"no embedding model: {exc}")
-        get_session(pytestconfig).extras["embedding_model"] = loaded.model_id
+        get_session(pytestconfig).embedding_model = loaded.model_id
         try:
             yield loaded
         finally:

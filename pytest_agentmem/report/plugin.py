@@ -1,37 +1,36 @@
-"""Report hooks: JUnit properties, JSON / markdown / HTML reports, xdist hand-over.
+"""The reports' plugin object: JUnit properties, JSON / markdown / HTML reports.
 
-Data flow. The gate appends a ``TestVerdict`` to ``get_session(config).results``
-when a perf test's call phase ends. When the teardown report of that test is made
-this plugin (1) copies the verdict's figures into ``item.user_properties`` (so
-``--junitxml`` carries them) and (2) files a JSON-ready record of the test
-(:func:`records.build_record`) under ``extras["pytest_agentmem.report"]``.
+Data flow. The gate files a ``TestVerdict`` on each perf test when its call
+phase ends (:func:`~pytest_agentmem.gate.plugin.verdict_of`). When the teardown
+report of that test is made :class:`ReportPlugin` (1) copies the verdict's
+figures into ``item.user_properties`` (so ``--junitxml`` carries them) and (2)
+files a JSON-ready record of the test (:func:`records.build_record`) in its
+:attr:`ReportPlugin.records`.
 
-Under pytest-xdist a worker sends its records and services to the controller in
-``config.workeroutput`` at session end; the controller, in
-``pytest_testnodedown``, stores the records with its own and appends a rebuilt
-``TestVerdict`` per record to ``get_session(config).results`` so the gate's
-terminal summary on the controller sees every verdict, as in a plain run. The
-controller alone writes the reports, at the end of ``pytest_sessionfinish``.
+Under pytest-xdist a worker sends its records and services to the controller
+through the :class:`~pytest_agentmem.xdist.WorkerChannel`; the controller keeps
+them with its own. The controller alone writes the reports, at the end of
+``pytest_sessionfinish``.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import time
 from collections.abc import Callable, Generator
-from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
 
 from ..compare.plugin import compare_info
-from ..gate.verdict import verdict_from_dict
+from ..gate.plugin import verdict_of
 from ..marker import perf_marker_of
 from ..measurement import measurements_of
 from ..redact import redact_text, redact_value
-from ..session import get_session
+from ..services.plugin import service_manager
+from ..session import get_session, plugin_of
+from ..xdist import WorkerChannel, is_worker, worker_id
 from .json_report import (
     build_document,
     run_info,
@@ -42,55 +41,134 @@ from .json_report import (
 from .markdown import append_step_summary, render_markdown
 from .records import build_record
 
-EXTRAS_KEY = "pytest_agentmem.report"
-WORKEROUTPUT_KEY = "agentmem_report"
-
-
-@dataclass
-class ReportState:
-    """What this plugin keeps for the run (``extras["pytest_agentmem.report"]``)."""
-
-    started: float | None = None
-    records: dict[str, dict[str, Any]] = field(default_factory=dict)  # nodeid -> record
-    services: list[dict[str, Any]] = field(default_factory=list)  # from xdist workers
-    workers: int = 0
-    written: list[str] = field(default_factory=list)  # lines for the terminal summary
-
-
-def report_state(config: pytest.Config) -> ReportState:
-    """This run's :class:`ReportState` (created on first use)."""
-    extras = get_session(config).extras
-    state = extras.get(EXTRAS_KEY)
-    if not isinstance(state, ReportState):
-        state = extras[EXTRAS_KEY] = ReportState()
-    return state
-
-
-def report_records(config: pytest.Config) -> list[dict[str, Any]]:
-    """Every test record of the run (in the controller: the workers' too)."""
-    return list(report_state(config).records.values())
-
-
-def _is_worker(config: pytest.Config) -> bool:
-    return hasattr(config, "workerinput")
-
-
-def _worker_id(config: pytest.Config) -> str:
-    workerinput = getattr(config, "workerinput", None)
-    return str(workerinput.get("workerid", "")) if workerinput else ""
-
-
-# --------------------------------------------------------------------------- per test
+#: The worker channel's key of the records and services.
+CHANNEL_KEY = "report"
 
 _PHASES = pytest.StashKey[dict[str, Any]]()
 
 
-def verdict_of(config: pytest.Config, nodeid: str) -> Any:
-    """The latest verdict the gate filed for ``nodeid`` (``None`` if none)."""
-    for verdict in reversed(get_session(config).results):
-        if getattr(verdict, "nodeid", None) == nodeid:
-            return verdict
-    return None
+class ReportPlugin:
+    """The run's reports (registered as ``agentmem-report``)."""
+
+    NAME = "agentmem-report"
+
+    def __init__(self, config: pytest.Config, channel: WorkerChannel) -> None:
+        self.config = config
+        self.started: float | None = None
+        self.records: dict[str, dict[str, Any]] = {}  # nodeid -> record (controller: the workers' too)
+        self.worker_services: list[dict[str, Any]] = []  # from xdist workers
+        self.workers = 0
+        self.written: list[str] = []  # lines for the terminal summary
+        channel.add(CHANNEL_KEY, self._send, self._receive)
+
+    # ------------------------------------------------------------------ per test
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_makereport(self, item: pytest.Item,
+                                  call: pytest.CallInfo[None]) -> Generator[None, Any, Any]:
+        verdict = None
+        is_perf = perf_marker_of(item) is not None
+        if call.when == "teardown":
+            verdict = verdict_of(item)
+            if verdict is not None:
+                item.user_properties.extend(junit_properties(verdict))
+        report = yield
+        redact_report(report)
+        phases = item.stash.setdefault(_PHASES, {})
+        phases[call.when] = report
+        if call.when == "teardown" and (is_perf or verdict is not None):
+            self._file_record(item, verdict, phases)
+        return report
+
+    def _file_record(self, item: pytest.Item, verdict: Any, phases: dict[str, Any]) -> None:
+        setup, body, teardown = phases.get("setup"), phases.get("call"), phases.get("teardown")
+        if setup is not None and setup.skipped or body is not None and body.skipped:
+            outcome = "skipped"
+        elif setup is not None and setup.failed or teardown is not None and teardown.failed:
+            outcome = "error"
+        elif body is not None and body.failed:
+            outcome = "failed"
+        else:
+            outcome = "passed"
+        failing = next((r for r in (setup, body, teardown) if r is not None and (r.failed or r.skipped)), None)
+        message = _first_line(failing) if failing is not None else ""
+        duration = sum(r.duration for r in (setup, body, teardown) if r is not None)
+        record = build_record(
+            item.nodeid, verdict, measurements_of(item), pytest_outcome=outcome,
+            duration_s=round(duration, 4), message=message, worker=worker_id(item.config))
+        # Messages and error samples may quote a DSN: no password reaches JSON, HTML or markdown.
+        self.records[item.nodeid] = redact_value(record)
+
+    # ------------------------------------------------------------------ session
+
+    def pytest_sessionstart(self) -> None:
+        self.started = time.time()
+
+    def _services_here(self) -> list[dict[str, Any]]:
+        running = service_manager(self.config).running
+        return [service_info(svc, worker_id(self.config)) for svc in running.values()]
+
+    def _send(self) -> dict[str, Any]:
+        return {"records": list(self.records.values()), "services": self._services_here()}
+
+    def _receive(self, workerid: str, part: Any) -> None:
+        """xdist controller: take over a finished worker's records and services."""
+        self.workers += 1
+        self.worker_services.extend(part.get("services", []))
+        for record in part.get("records", []):
+            self.records[record["nodeid"]] = record
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_sessionfinish(self) -> None:
+        if not is_worker(self.config):
+            self.write_reports()
+
+    def write_reports(self) -> None:
+        """Write the JSON and HTML reports and the step summary this run asks for.
+
+        A report that cannot be written is said in the terminal summary; it does not
+        hide the run's results behind an internal error.
+        """
+        config = self.config
+        settings = get_session(config).settings
+        records = list(self.records.values())
+        if settings.report_path is not None or settings.html_path is not None:
+            services = self._services_here() + self.worker_services
+            run = run_info(started=self.started, finished=time.time(), settings=settings,
+                           services=services, workers=self.workers, records=records)
+            run["compare"] = compare_info(config)
+            document = build_document(records, run)
+            json_path, html_path = settings.report_path, settings.html_path
+            if json_path is not None:
+                self._attempt("JSON report", "written to", json_path,
+                              lambda: write_json_report(json_path, document))
+            if html_path is not None:
+                from .html import render_html
+
+                self._attempt("HTML report", "written to", html_path,
+                              lambda: write_atomic(html_path, render_html(document)))
+        target = os.environ.get("GITHUB_STEP_SUMMARY")
+        if target and any(r.get("outcome") != "skipped" for r in records):
+            self._attempt("markdown summary", "appended to", target,
+                          lambda: append_step_summary(render_markdown(records, title=_title(config)), target))
+
+    def _attempt(self, what: str, verb: str, path: Any, write: Callable[[], Any]) -> None:
+        try:
+            write()
+        except OSError as exc:
+            self.written.append(f"agentmem: ERROR: {what} not {verb} {path}: {exc}")
+        else:
+            self.written.append(f"agentmem: {what} {verb} {path}")
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        for line in self.written:
+            terminalreporter.write_line(line)
+
+
+def report_records(config: pytest.Config) -> list[dict[str, Any]]:
+    """Every test record of the run (in the controller: the workers' too)."""
+    return list(plugin_of(config, ReportPlugin).records.values())
 
 
 def junit_properties(verdict: Any) -> list[tuple[str, object]]:
@@ -119,43 +197,6 @@ def junit_properties(verdict: Any) -> list[tuple[str, object]]:
 
 def _num(value: Any) -> object:
     return round(value, 6) if isinstance(value, float) else value
-
-
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, Any]:
-    verdict = None
-    is_perf = perf_marker_of(item) is not None
-    if call.when == "teardown":
-        verdict = verdict_of(item.config, item.nodeid)
-        if verdict is not None:
-            item.user_properties.extend(junit_properties(verdict))
-    report = yield
-    redact_report(report)
-    phases = item.stash.setdefault(_PHASES, {})
-    phases[call.when] = report
-    if call.when == "teardown" and (is_perf or verdict is not None):
-        _file_record(item, verdict, phases)
-    return report
-
-
-def _file_record(item: pytest.Item, verdict: Any, phases: dict[str, Any]) -> None:
-    setup, body, teardown = phases.get("setup"), phases.get("call"), phases.get("teardown")
-    if setup is not None and setup.skipped or body is not None and body.skipped:
-        outcome = "skipped"
-    elif setup is not None and setup.failed or teardown is not None and teardown.failed:
-        outcome = "error"
-    elif body is not None and body.failed:
-        outcome = "failed"
-    else:
-        outcome = "passed"
-    failing = next((r for r in (setup, body, teardown) if r is not None and (r.failed or r.skipped)), None)
-    message = _first_line(failing) if failing is not None else ""
-    duration = sum(r.duration for r in (setup, body, teardown) if r is not None)
-    record = build_record(item.nodeid, verdict, measurements_of(item),
-                          pytest_outcome=outcome, duration_s=round(duration, 4), message=message,
-                          worker=_worker_id(item.config))
-    # Messages and error samples may quote a DSN: no password reaches JSON, HTML or markdown.
-    report_state(item.config).records[item.nodeid] = redact_value(record)
 
 
 class RedactedRepr:
@@ -212,94 +253,8 @@ def _first_line(report: Any) -> str:
     return (lines[0][1:].strip() if lines else text.strip().splitlines()[-1] if text.strip() else "")[:500]
 
 
-# --------------------------------------------------------------------------- session
-
-
-def pytest_sessionstart(session: pytest.Session) -> None:
-    report_state(session.config).started = time.time()
-
-
-def _services_here(config: pytest.Config) -> list[dict[str, Any]]:
-    running = get_session(config).services.running
-    return [service_info(svc, _worker_id(config)) for svc in running.values()]
-
-
-@pytest.hookimpl(trylast=True)
-def pytest_sessionfinish(session: pytest.Session) -> None:
-    config = session.config
-    state = report_state(config)
-    if _is_worker(config):
-        payload = {"records": list(state.records.values()), "services": _services_here(config)}
-        config.workeroutput[WORKEROUTPUT_KEY] = json.dumps(payload, allow_nan=False)  # type: ignore[attr-defined]
-        return
-    write_reports(config)
-
-
-@pytest.hookimpl(optionalhook=True)
-def pytest_testnodedown(node: Any, error: Any) -> None:
-    """xdist controller: take over a finished worker's records and verdicts."""
-    raw = getattr(node, "workeroutput", {}).get(WORKEROUTPUT_KEY)
-    if not raw:
-        return
-    config = node.config
-    state = report_state(config)
-    payload = json.loads(raw)
-    state.workers += 1
-    state.services.extend(payload.get("services", []))
-    results = get_session(config).results
-    for record in payload.get("records", []):
-        state.records[record["nodeid"]] = record
-        if record.get("has_verdict"):
-            results.append(verdict_from_dict(record))
-
-
-def write_reports(config: pytest.Config) -> None:
-    """Write the JSON and HTML reports and the step summary this run asks for.
-
-    A report that cannot be written is said in the terminal summary; it does not
-    hide the run's results behind an internal error.
-    """
-    settings = get_session(config).settings
-    state = report_state(config)
-    records = list(state.records.values())
-    if settings.report_path is not None or settings.html_path is not None:
-        services = _services_here(config) + state.services
-        run = run_info(started=state.started, finished=time.time(), settings=settings,
-                       services=services, workers=state.workers, records=records)
-        run["compare"] = compare_info(config)
-        document = build_document(records, run)
-        json_path, html_path = settings.report_path, settings.html_path
-        if json_path is not None:
-            _attempt(state, "JSON report", "written to", json_path,
-                     lambda: write_json_report(json_path, document))
-        if html_path is not None:
-            from .html import render_html
-
-            _attempt(state, "HTML report", "written to", html_path,
-                     lambda: write_atomic(html_path, render_html(document)))
-    target = os.environ.get("GITHUB_STEP_SUMMARY")
-    if target and any(r.get("outcome") != "skipped" for r in records):
-        _attempt(state, "markdown summary", "appended to", target,
-                 lambda: append_step_summary(render_markdown(records, title=_title(config)), target))
-
-
 def _title(config: pytest.Config) -> str:
     info = compare_info(config)
     if info is None:
         return "pytest-agentmem"
     return f"pytest-agentmem A/B: this checkout vs {info['ref']} ({info['commit'][:12]})"
-
-
-def _attempt(state: ReportState, what: str, verb: str, path: Any, write: Callable[[], Any]) -> None:
-    try:
-        write()
-    except OSError as exc:
-        state.written.append(f"agentmem: ERROR: {what} not {verb} {path}: {exc}")
-    else:
-        state.written.append(f"agentmem: {what} {verb} {path}")
-
-
-@pytest.hookimpl(trylast=True)
-def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
-    for line in report_state(config).written:
-        terminalreporter.write_line(line)

@@ -19,10 +19,10 @@ import pytest
 import pytest_asyncio
 
 from ..errors import ServiceStartError
-from ..session import get_session
 from .base import RunningService
 from .janitor import with_database
 from .manager import ServiceManager
+from .plugin import service_manager, stop_run_message
 from .redis_lease import preferred_db, with_db
 
 DEFAULT_SETUP_SQL = ("CREATE EXTENSION IF NOT EXISTS vector",)
@@ -38,7 +38,7 @@ REDIS_RETRIES = 1
 @pytest.fixture(scope="session")
 def agentmem_services(pytestconfig: pytest.Config) -> ServiceManager:
     """The run's services: ``.postgres`` and ``.redis`` start on first access."""
-    return get_session(pytestconfig).services
+    return service_manager(pytestconfig)
 
 
 @pytest.fixture(scope="session")
@@ -65,10 +65,6 @@ def _provisioned(services: ServiceManager, name: str) -> RunningService:
     if getattr(failure, "fatal", False):
         _stop_run(services, failure)
     pytest.fail(f"{type(failure).__name__}: {failure}", pytrace=False)
-
-
-def stop_run_message(exc: ServiceStartError) -> str:
-    return f"agentmem: {type(exc).__name__}: {exc}"
 
 
 def _stop_run(services: ServiceManager, exc: ServiceStartError) -> None:
@@ -154,7 +150,7 @@ def redis_client_fixture(*, decode_responses: bool = False,
         from redis.asyncio.retry import Retry
         from redis.backoff import NoBackoff
 
-        url = get_session(pytestconfig).services.redis_test_url()
+        url = service_manager(pytestconfig).redis_test_url()
         created = aioredis.Redis.from_url(url, decode_responses=decode_responses,
                                           socket_timeout=socket_timeout,
                                           socket_connect_timeout=connect_timeout,

@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from pytest_agentmem.load.runner import run_load, validate
+from pytest_agentmem.load import run_load, validate
 
 ROUNDS = 3
 

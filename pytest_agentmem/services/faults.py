@@ -52,8 +52,8 @@ from typing import Any
 
 import pytest
 
-from .errors import AgentmemError
-from .session import get_session
+from ..errors import AgentmemError
+from .plugin import service_manager
 
 #: Seconds a restarted server has to answer again.
 READY_TIMEOUT_S = 60.0
@@ -220,7 +220,7 @@ class Faults:
         self.services.running[name].pids = (process.pid,)
 
     def _wait_ready(self, name: str) -> bool:
-        from .services.readiness import wait_until_ready
+        from .readiness import wait_until_ready
 
         process = self.services.running[name].process
         try:
@@ -248,7 +248,7 @@ class Faults:
             finally:
                 client.close()
             return
-        from .services._sync import run_sync
+        from ._sync import run_sync
 
         async def probe() -> None:
             import asyncpg
@@ -266,7 +266,7 @@ class Faults:
 def agentmem_faults(pytestconfig: pytest.Config) -> Iterator[Faults]:
     """Fault injection into this run's servers (see :mod:`pytest_agentmem.faults`);
     every server is running again when the test ends."""
-    faults = Faults(get_session(pytestconfig).services)
+    faults = Faults(service_manager(pytestconfig))
     try:
         yield faults
     finally:

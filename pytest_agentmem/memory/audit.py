@@ -19,7 +19,7 @@ Writes are judged by when they were acknowledged against the faults' window
 
 - acknowledged before the first fault: must be readable, whatever the fault
   (lost ones are ``lost_before_fault``; durability is off on test servers, see
-  :mod:`pytest_agentmem.faults` for what a crash of Postgres may lose);
+  :mod:`pytest_agentmem.services.faults` for what a crash of Postgres may lose);
 - acknowledged during or after the faults: must be readable (``lost_after``);
 - in flight (the write raised or was cancelled): in doubt, the store may or may
   not hold it; counted (``in_doubt``) and, where the store can be listed, how
@@ -39,7 +39,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .memory.model import MemoryNotFoundError
+from .model import MemoryNotFoundError
 
 #: The metadata key under which a WriteLog tags each memory it adds (to find in-flight writes).
 AUDIT_KEY = "_agentmem_audit"

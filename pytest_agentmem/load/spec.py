@@ -1,0 +1,94 @@
+"""What one run of the load engine is asked to do: :class:`LoadSpec`, checked by :func:`validate`.
+
+``op`` is an async callable taking the operation's index; :func:`validate`
+checks the arguments of ``perf.run`` (or of a direct :func:`~.engine.run_load`)
+and raises :class:`ConfigurationError` saying what to fix.
+"""
+
+from __future__ import annotations
+
+import math
+import pickle
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from ..errors import ConfigurationError
+from .result import is_number
+
+Op = Callable[[int], Awaitable[Any]]
+
+
+@dataclass(frozen=True)
+class LoadSpec:
+    """The validated parameters of one run."""
+
+    concurrency: int | None = 1
+    rate: float | None = None
+    duration: float | None = None
+    total: int | None = None
+    warmup: int = 0
+    timeout: float | None = None
+    name: str = "load"
+    processes: int | None = None
+    tick_s: float = 1.0
+
+    @property
+    def mode(self) -> str:
+        return "closed" if self.rate is None else "open"
+
+
+def validate(op: Any, *, concurrency: int | None = None, rate: float | None = None,
+             duration: float | None = None, total: int | None = None, warmup: int = 0,
+             timeout: float | None = None, name: str = "load",
+             processes: int | None = None) -> LoadSpec:
+    """Check the arguments of a run; raise :class:`ConfigurationError` saying what to fix."""
+    if not callable(op):
+        raise ConfigurationError(f"perf.run: op must be an async callable taking the op index, got {op!r}")
+    if concurrency is not None and (not _is_int(concurrency) or concurrency < 1):
+        raise ConfigurationError(f"perf.run: concurrency must be an int >= 1, got {concurrency!r}")
+    if rate is not None and (not is_number(rate) or not 0 < rate < math.inf):
+        raise ConfigurationError(f"perf.run: rate must be a number of ops per second > 0, got {rate!r}")
+    if duration is not None and (not is_number(duration) or not 0 < duration < math.inf):
+        raise ConfigurationError(f"perf.run: duration must be a number of seconds > 0, got {duration!r}")
+    if total is not None and (not _is_int(total) or total < 1):
+        raise ConfigurationError(f"perf.run: total must be an int >= 1, got {total!r}")
+    if duration is None and total is None:
+        raise ConfigurationError("perf.run: give duration= (seconds) or total= (operations), or both")
+    if not _is_int(warmup) or warmup < 0:
+        raise ConfigurationError(f"perf.run: warmup must be an int >= 0 (operations), got {warmup!r}")
+    if timeout is not None and (not is_number(timeout) or not 0 < timeout < math.inf):
+        raise ConfigurationError(f"perf.run: timeout must be a number of seconds > 0, got {timeout!r}")
+    if not isinstance(name, str) or not name:
+        raise ConfigurationError(f"perf.run: name must be a non-empty string, got {name!r}")
+    if processes is not None:
+        if not _is_int(processes) or processes < 1:
+            raise ConfigurationError(f"perf.run: processes must be an int >= 1, got {processes!r}")
+        if rate is not None and processes > 1:
+            raise ConfigurationError("perf.run: processes= spreads closed-loop users; "
+                                     "it cannot be combined with rate= (open loop)")
+        if processes > (concurrency or 1):
+            raise ConfigurationError(f"perf.run: processes={processes} needs at least as many users "
+                                     f"(concurrency={concurrency or 1})")
+        if processes > 1:
+            _check_picklable(op)
+    if rate is None:
+        concurrency = concurrency or 1
+    return LoadSpec(concurrency=concurrency, rate=None if rate is None else float(rate),
+                    duration=None if duration is None else float(duration), total=total,
+                    warmup=warmup, timeout=None if timeout is None else float(timeout),
+                    name=name, processes=processes)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_picklable(op: Any) -> None:
+    try:
+        pickle.dumps(op)
+    except Exception as exc:  # noqa: BLE001 - any pickling failure means the same thing
+        raise ConfigurationError(
+            f"perf.run(processes=N): op {op!r} cannot be sent to worker processes ({exc}); "
+            "use a module-level async function (or functools.partial of one) that opens "
+            "its own connections inside the worker") from None
