@@ -29,6 +29,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ..gate.directions import direction_of, is_rate
+from ..gate.stats import average_ranks
 from ..gate.verdict import Direction
 
 #: Below this many non-zero pairs there is no test (p = None).
@@ -82,21 +83,6 @@ def signed_rank_null(n: int) -> list[float]:
     return [c / total for c in counts]
 
 
-def _ranks(values: Sequence[float]) -> list[float]:
-    """Average ranks (1-based) of ``values``."""
-    order = sorted(range(len(values)), key=lambda i: values[i])
-    ranks = [0.0] * len(values)
-    i = 0
-    while i < len(order):
-        j = i
-        while j + 1 < len(order) and values[order[j + 1]] == values[order[i]]:
-            j += 1
-        for k in range(i, j + 1):
-            ranks[order[k]] = (i + j) / 2 + 1
-        i = j + 1
-    return ranks
-
-
 def signed_rank_p(worse: Sequence[float]) -> float | None:
     """One-sided p that the values (positive = worse) are centred above 0.
 
@@ -109,7 +95,7 @@ def signed_rank_p(worse: Sequence[float]) -> float | None:
     if n < MIN_PAIRS:
         return None
     magnitudes = [abs(d) for d in nonzero]
-    ranks = _ranks(magnitudes)
+    ranks = average_ranks(magnitudes)
     w_plus = sum(r for r, d in zip(ranks, nonzero) if d > 0)
     tied = len(set(magnitudes)) < n
     if not tied and n <= 60:

@@ -53,19 +53,25 @@ def p_worse(current: Sequence[float], baseline: Sequence[float], direction: Dire
     return 1.0 if math.isnan(p) else p
 
 
-def _rank_sum_p(current: list[float], baseline: list[float], alternative: str) -> float:
-    """Permutation p-value of the rank sum of ``current`` (exact up to 20 samples)."""
-    pooled = current + baseline
-    order = sorted(range(len(pooled)), key=lambda i: pooled[i])
-    ranks = [0.0] * len(pooled)
+def average_ranks(values: Sequence[float]) -> list[float]:
+    """1-based ranks of ``values``, ties sharing the average of their ranks."""
+    order = sorted(range(len(values)), key=lambda i: values[i])
+    ranks = [0.0] * len(values)
     i = 0
-    while i < len(order):  # average ranks of ties
+    while i < len(order):
         j = i
-        while j + 1 < len(order) and pooled[order[j + 1]] == pooled[order[i]]:
+        while j + 1 < len(order) and values[order[j + 1]] == values[order[i]]:
             j += 1
         for k in range(i, j + 1):
             ranks[order[k]] = (i + j) / 2 + 1
         i = j + 1
+    return ranks
+
+
+def _rank_sum_p(current: list[float], baseline: list[float], alternative: str) -> float:
+    """Permutation p-value of the rank sum of ``current`` (exact up to 20 samples)."""
+    pooled = current + baseline
+    ranks = average_ranks(pooled)
     n = len(current)
     observed = sum(ranks[:n])
     sign = 1 if alternative == "greater" else -1
