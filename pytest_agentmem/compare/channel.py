@@ -47,7 +47,7 @@ class PeerServer:
     def _serve(self) -> None:
         try:
             conn = self._listener.accept()
-        except (OSError, EOFError, Exception) as exc:  # noqa: BLE001 - closed or bad peer
+        except Exception as exc:  # noqa: BLE001 - closed listener, or a peer without the key
             if not self._closed:
                 self.coordinator.mark_gone(f"base side could not connect ({exc})")
             return

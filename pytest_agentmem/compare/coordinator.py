@@ -75,11 +75,6 @@ class PairedRun:
     finished: set[Side] = field(default_factory=set)
     summaries: dict[Side, dict[str, Any]] = field(default_factory=dict)
 
-    def side_at(self, slot: int) -> Side:
-        pair, second = divmod(slot, 2)
-        first = first_of_pair(pair)
-        return other(first) if second else first
-
 
 @dataclass
 class _SideState:
@@ -105,7 +100,6 @@ class Coordinator:
         self.runs: dict[tuple[str, str], PairedRun] = {}
         self.unpaired: dict[Side, list[tuple[str, str, str]]] = {"base": [], "candidate": []}
         self.base_outcomes: dict[str, tuple[str, str]] = {}  # nodeid -> (outcome, message)
-        self.base_records: dict[str, list[dict[str, Any]]] = {}
 
     # ------------------------------------------------------------------ helpers
 
@@ -275,15 +269,12 @@ class Coordinator:
             self._cond.notify_all()
             self._wait(lambda: len(paired.finished) == 2, f"finish {nodeid} [{run}]")
 
-    def test_finished(self, side: Side, nodeid: str, outcome: str = "", message: str = "",
-                      records: list[dict[str, Any]] | None = None) -> None:
+    def test_finished(self, side: Side, nodeid: str, outcome: str = "", message: str = "") -> None:
         """``side`` is done with ``nodeid`` (passed, failed or skipped)."""
         with self._cond:
             self._sides[side].finished.add(nodeid)
             if side == "base":
                 self.base_outcomes[nodeid] = (outcome, message)
-                if records:
-                    self.base_records[nodeid] = records
             self._cond.notify_all()
 
     def run_of(self, nodeid: str, run: str) -> PairedRun | None:
