@@ -42,6 +42,10 @@ SERVICE_MODES = tuple(m.value for m in ServiceMode)
 AB_ADDRESS_ENV = "AGENTMEM_AB_ADDRESS"
 #: Set with :data:`AB_ADDRESS_ENV`: the key that authenticates the link.
 AB_AUTHKEY_ENV = "AGENTMEM_AB_AUTHKEY"
+#: Set in an A/B run's re-executed processes: the memory layout is fixed (see compare.determinism).
+AB_DETERMINISTIC_ENV = "AGENTMEM_AB_DETERMINISTIC"
+#: Padding that gives both A/B processes command lines and environments of one size.
+AB_PAD_ENV = "AGENTMEM_AB_PAD"
 #: Extra pytest arguments of the A/B base side's process.
 COMPARE_ARGS_ENV = "AGENTMEM_COMPARE_ARGS"
 
@@ -299,6 +303,10 @@ ENVIRONMENT: tuple[EnvVar, ...] = (
            "(shell-quoted)", default=list, parse=shlex.split),
     EnvVar(AB_ADDRESS_ENV, "socket of the A/B link (set by --agentmem-compare)", internal=True),
     EnvVar(AB_AUTHKEY_ENV, "key of the A/B link (set by --agentmem-compare)", internal=True),
+    EnvVar(AB_DETERMINISTIC_ENV, "an A/B process runs with a fixed memory layout (set by "
+           "--agentmem-compare)", internal=True),
+    EnvVar(AB_PAD_ENV, "padding of an A/B process's environment (set by --agentmem-compare)",
+           internal=True),
 )
 
 _BY_NAME: dict[str, EnvVar] = {var.name: var for var in ENVIRONMENT}

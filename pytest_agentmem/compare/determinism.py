@@ -22,10 +22,10 @@ import ctypes
 import os
 import sys
 
-#: Set in the re-executed process (and so in the base's): the layout is fixed.
-MARK_ENV = "AGENTMEM_AB_DETERMINISTIC"
-#: Padding of the candidate's environment, so that the base's can be made the same size.
-PAD_ENV = "AGENTMEM_AB_PAD"
+from ..config import AB_DETERMINISTIC_ENV as MARK_ENV
+from ..config import AB_PAD_ENV as PAD_ENV
+
+#: Bytes of padding in the candidate's environment, so that the base's can be made the same size.
 PAD_SIZE = 4096
 #: The hash seed both sides use when the user set none.
 DEFAULT_HASHSEED = "0"
