@@ -176,6 +176,10 @@ def test_gate_quality_ab(perf, tmp_path: Path, request: pytest.FixtureRequest) -
                         neighbour.stop()
                 failed, changes, failures = verdict_of(data)
                 outcomes.setdefault((slowdown, noisy), []).append((failed, changes))
+                # one line a run as it goes, so that an interrupted benchmark still leaves its data
+                print(f"run {r + 1}: {'noisy' if noisy else 'quiet'} {slowdown:.0%} slower: "
+                      f"{'FAILED' if failed else 'passed'}; " + ", ".join(
+                          f"{k} {v:+.1%}" for k, v in sorted(changes.items())), flush=True)
                 if failed and slowdown == 0.0:
                     false_messages += [f"{'noisy' if noisy else 'quiet'}: {m}" for m in failures]
     lines = [f"A/B gate quality ({DURATION_S:.0f} s measured a side, tolerance: the default; "
