@@ -46,6 +46,8 @@ AB_AUTHKEY_ENV = "AGENTMEM_AB_AUTHKEY"
 AB_DETERMINISTIC_ENV = "AGENTMEM_AB_DETERMINISTIC"
 #: Padding that gives both A/B processes command lines and environments of one size.
 AB_PAD_ENV = "AGENTMEM_AB_PAD"
+#: Set by the candidate for its re-executed self: the private folder of the base it started already.
+AB_HANDOVER_ENV = "AGENTMEM_AB_HANDOVER"
 #: Extra pytest arguments of the A/B base side's process.
 COMPARE_ARGS_ENV = "AGENTMEM_COMPARE_ARGS"
 
@@ -307,6 +309,8 @@ ENVIRONMENT: tuple[EnvVar, ...] = (
            "--agentmem-compare)", internal=True),
     EnvVar(AB_PAD_ENV, "padding of an A/B process's environment (set by --agentmem-compare)",
            internal=True),
+    EnvVar(AB_HANDOVER_ENV, "folder of the A/B base side started before the candidate "
+           "re-executed (set by --agentmem-compare)", internal=True),
 )
 
 _BY_NAME: dict[str, EnvVar] = {var.name: var for var in ENVIRONMENT}

@@ -81,8 +81,9 @@ def pytest_cmdline_main(config: pytest.Config) -> None:
         return  # reported by pytest_configure
     if settings.compare and settings.ab_role is None and not config.option.collectonly:
         from .compare.determinism import reexec_deterministic
+        from .compare.early import starter
 
-        why = reexec_deterministic(tuple(config.invocation_params.args))
+        why = reexec_deterministic(tuple(config.invocation_params.args), starter(config, settings))
         if why:
             config.stash[_AB_NOTE] = why
 

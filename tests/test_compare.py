@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -184,9 +185,12 @@ def test_nothing_is_left_after_a_run_or_a_sigint(pytester: pytest.Pytester, repo
     proc = subprocess.Popen([sys.executable, "-m", "pytest", "-p", "no:cacheprovider",
                              "--agentmem-compare", "HEAD"], cwd=repo, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
-    deadline = time.monotonic() + 60
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(proc.stdout or ()), daemon=True)
+    reader.start()  # (iterating the pipe appends line by line)
+    deadline = time.monotonic() + 120
     base_pid = None
-    while time.monotonic() < deadline and base_pid is None:
+    while time.monotonic() < deadline and (base_pid is None or not any("agentmem A/B:" in x for x in lines)):
         time.sleep(0.2)
         for child in psutil.Process(proc.pid).children(recursive=True):
             try:
@@ -195,6 +199,7 @@ def test_nothing_is_left_after_a_run_or_a_sigint(pytester: pytest.Pytester, repo
             except psutil.Error:
                 continue
     assert base_pid is not None, "the base side's pytest did not start"
+    assert any("agentmem A/B:" in x for x in lines), "".join(lines)[-2000:]
     time.sleep(2.0)  # inside the paired rounds
     worktrees = git(repo, "worktree", "list", "--porcelain").split("\n\n")
     assert len(worktrees) == 2
@@ -208,9 +213,16 @@ def test_nothing_is_left_after_a_run_or_a_sigint(pytester: pytest.Pytester, repo
     sizes = {pid: len(Path(f"/proc/{pid}/cmdline").read_bytes()) + len(Path(f"/proc/{pid}/environ").read_bytes())
              for pid in (proc.pid, base_pid)}
     assert len(set(sizes.values())) == 1, sizes
+    # the base was started before the candidate re-executed itself, and handed over
+    assert "AGENTMEM_AB_HANDOVER" in psutil.Process(proc.pid).environ()
+    assert "AGENTMEM_AB_HANDOVER" not in psutil.Process(base_pid).environ()
+    assert psutil.Process(base_pid).ppid() == proc.pid
     proc.send_signal(signal.SIGINT)
-    out, _ = proc.communicate(timeout=90)
-    assert proc.returncode == pytest.ExitCode.INTERRUPTED, out[-2000:]
+    proc.wait(timeout=90)
+    reader.join(10)
+    assert proc.stdout is not None
+    proc.stdout.close()
+    assert proc.returncode == pytest.ExitCode.INTERRUPTED, "".join(lines)[-2000:]
     assert not psutil.pid_exists(base_pid) or psutil.Process(base_pid).status() == psutil.STATUS_ZOMBIE
     assert len(git(repo, "worktree", "list").splitlines()) == 1
     assert not worktree.parent.exists() and not socket_dir.exists()

@@ -180,3 +180,31 @@ def test_perf_tests_are_skipped_without_the_option(pytester: pytest.Pytester) ->
     """)
     result = pytester.runpytest("-p", "no:cacheprovider")
     result.assert_outcomes(skipped=1)
+
+
+def test_rounds_paired_with_another_side_run_no_calibration_probe(pytester: pytest.Pytester) -> None:
+    """A pacer whose rounds are paired (the A/B mode) needs no probe: pairing cancels the machine."""
+    pytester.makeconftest("""
+        from pytest_agentmem.load.pacing import PlainPacer
+
+        class Paired(PlainPacer):
+            def paired(self, name):
+                return name == "paired"
+
+        def pytest_agentmem_round_pacer(item):
+            return Paired(item)
+    """)
+    pytester.makepyfile("""
+        import pytest
+
+        @pytest.mark.agentmem_perf(baseline=False)
+        async def test_probe(perf):
+            async def noop(i):
+                return None
+
+            paired = await perf.run(noop, total=50, rounds=2, name="paired")
+            plain = await perf.run(noop, total=50, rounds=2, name="plain")
+            assert paired.calibration == []
+            assert len(plain.calibration) == 2
+    """)
+    pytester.runpytest("--agentmem-perf", "-p", "no:cacheprovider").assert_outcomes(passed=1)

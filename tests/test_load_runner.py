@@ -151,6 +151,23 @@ async def test_duration_ends_the_run_and_timeline_has_one_entry_a_second() -> No
 
 
 @pytest.mark.asyncio
+async def test_a_cpu_bound_op_that_never_suspends_ends_on_time() -> None:
+    """The users check the clock themselves: the loop's timer runs only when an op yields.
+
+    A 4 ms op that never awaits yields to the loop every 256 operations (about 1 s);
+    the run still ends after its 0.3 s (the margin allows a busy machine).
+    """
+    async def spin_4ms(index: int) -> None:
+        end = time.perf_counter() + 0.004
+        while time.perf_counter() < end:
+            pass
+
+    result = await _run(spin_4ms, concurrency=2, duration=0.3)
+    assert 0.3 <= result.duration_s < 0.8
+    assert result.ops < 200
+
+
+@pytest.mark.asyncio
 async def test_a_noop_op_that_never_suspends_does_not_hang_the_run() -> None:
     async def noop(index: int) -> None:
         return None

@@ -5,6 +5,10 @@ directory (mode 0700) of the candidate, with a random authentication key that th
 base process receives in its environment (never on a command line). One
 request at a time: the base sends ``(method, args)`` and blocks for the answer;
 a thread of the candidate serves it by calling the :class:`Coordinator`.
+
+The :class:`Endpoint` (directory, address, key) can be chosen before the
+listener exists: the base may be started before the candidate re-executes
+itself (:mod:`.early`), and its client then waits for the socket to appear.
 """
 
 from __future__ import annotations
@@ -14,6 +18,8 @@ import secrets
 import shutil
 import tempfile
 import threading
+import time
+from dataclasses import dataclass
 from multiprocessing.connection import Client, Connection, Listener
 from pathlib import Path
 from typing import Any
@@ -24,17 +30,40 @@ from .coordinator import Coordinator
 
 #: Methods of the coordinator the base may call.
 ALLOWED = frozenset({"hello", "arrive", "turn", "done", "more", "finish", "test_finished"})
+#: How long the base waits for the candidate's socket to appear (the candidate may be re-executing).
+CONNECT_WAIT_S = 120.0
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """Where the link listens and the key that authenticates it."""
+
+    directory: Path  # private (mode 0700), removed with the link
+    authkey: bytes
+
+    @property
+    def address(self) -> str:
+        return str(self.directory / "peer.sock")
+
+    @classmethod
+    def new(cls) -> Endpoint:
+        return cls(Path(tempfile.mkdtemp(prefix="agentmem-ab-sock-")), secrets.token_bytes(32))
+
+    def environment(self) -> dict[str, str]:
+        """What the base process needs to connect."""
+        return {ADDRESS_ENV: self.address, AUTHKEY_ENV: self.authkey.hex()}
+
+    def remove(self) -> None:
+        shutil.rmtree(self.directory, ignore_errors=True)
 
 
 class PeerServer:
     """Serves the base process's calls on the coordinator, in a thread."""
 
-    def __init__(self, coordinator: Coordinator) -> None:
+    def __init__(self, coordinator: Coordinator, endpoint: Endpoint | None = None) -> None:
         self.coordinator = coordinator
-        self._dir = Path(tempfile.mkdtemp(prefix="agentmem-ab-sock-"))
-        self.address = str(self._dir / "peer.sock")
-        self.authkey = secrets.token_bytes(32)
-        self._listener = Listener(self.address, family="AF_UNIX", authkey=self.authkey)
+        self.endpoint = endpoint or Endpoint.new()
+        self._listener = Listener(self.endpoint.address, family="AF_UNIX", authkey=self.endpoint.authkey)
         self._conn: Connection | None = None
         self._closed = False
         self._thread = threading.Thread(target=self._serve, name="agentmem-ab-peer", daemon=True)
@@ -42,7 +71,7 @@ class PeerServer:
 
     def environment(self) -> dict[str, str]:
         """What the base process needs to connect."""
-        return {ADDRESS_ENV: self.address, AUTHKEY_ENV: self.authkey.hex()}
+        return self.endpoint.environment()
 
     def _serve(self) -> None:
         try:
@@ -81,18 +110,30 @@ class PeerServer:
                     closer()
             except OSError:
                 pass
-        shutil.rmtree(self._dir, ignore_errors=True)
+        self.endpoint.remove()
 
 
 class PeerError(RuntimeError):
     """The candidate refused a call, or the link broke."""
 
 
+def _connect(address: str, authkey: bytes, wait_s: float) -> Connection:
+    """Connect, waiting up to ``wait_s`` for a socket that does not accept yet."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            return Client(address, family="AF_UNIX", authkey=authkey)
+        except (FileNotFoundError, ConnectionRefusedError):
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(0.02)
+
+
 class PeerClient:
     """The base's end: the coordinator's methods, called over the socket."""
 
-    def __init__(self, address: str, authkey: bytes) -> None:
-        self._conn = Client(address, family="AF_UNIX", authkey=authkey)
+    def __init__(self, address: str, authkey: bytes, wait_s: float = CONNECT_WAIT_S) -> None:
+        self._conn = _connect(address, authkey, wait_s)
         self._lock = threading.Lock()
 
     @classmethod

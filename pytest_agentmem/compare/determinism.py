@@ -21,6 +21,7 @@ from __future__ import annotations
 import ctypes
 import os
 import sys
+from collections.abc import Callable
 
 from ..config import AB_DETERMINISTIC_ENV as MARK_ENV
 from ..config import AB_PAD_ENV as PAD_ENV
@@ -54,12 +55,21 @@ def _set_no_randomize() -> bool:
         return False
 
 
-def reexec_deterministic(invocation_args: tuple[str, ...]) -> str | None:
+#: Called just before the exec with the command line about to be executed (the
+#: environment is ``os.environ``, final but for what the callback adds); returns
+#: what undoes its work should the exec fail.
+BeforeExec = Callable[[list[str]], Callable[[], None]]
+
+
+def reexec_deterministic(invocation_args: tuple[str, ...],
+                         before_exec: BeforeExec | None = None) -> str | None:
     """Re-execute this pytest process with a fixed layout and hash seed; returns only on failure.
 
     ``invocation_args`` are the arguments pytest was invoked with: the process is
     re-executed only when they are this process's own command line (a pytest run
     in-process by another program is left alone). Returns why it did not.
+    ``before_exec`` runs once the layout is fixed for the children it starts too
+    (the A/B base side starts there, while this process re-executes).
     """
     if is_deterministic():
         return None
@@ -71,12 +81,15 @@ def reexec_deterministic(invocation_args: tuple[str, ...]) -> str | None:
     os.environ[MARK_ENV] = "1"
     os.environ.setdefault("PYTHONHASHSEED", DEFAULT_HASHSEED)
     os.environ[PAD_ENV] = "x" * PAD_SIZE
+    undo = before_exec(orig) if before_exec is not None else None
     sys.stdout.flush()
     sys.stderr.flush()
     try:
         os.execv(sys.executable, orig)
     except OSError as exc:
         del os.environ[MARK_ENV]
+        if undo is not None:
+            undo()
         return f"re-executing pytest failed ({exc})"
     return None  # pragma: no cover - execv does not return
 
@@ -90,7 +103,8 @@ def initial_size() -> int | None:
         return None
 
 
-def _size(argv: list[str], env: dict[str, str]) -> int:
+def exec_size(argv: list[str], env: dict[str, str]) -> int:
+    """Bytes ``argv`` and ``env`` take on a new process's stack (as :func:`initial_size` reads them)."""
     return (sum(len(os.fsencode(a)) + 1 for a in argv)
             + sum(len(os.fsencode(k)) + len(os.fsencode(v)) + 2 for k, v in env.items()))
 
@@ -102,11 +116,16 @@ def pad_like_this_process(argv: list[str], env: dict[str, str]) -> dict[str, str
     everything on it, starts depends on that size alone: two processes whose
     command line and environment have the same size start alike.
     """
-    env = {k: v for k, v in env.items() if k != PAD_ENV}
     target = initial_size()
     if target is None or not is_deterministic():
-        return env
-    room = target - _size(argv, env) - len(PAD_ENV) - 2
+        return {k: v for k, v in env.items() if k != PAD_ENV}
+    return padded_to(argv, env, target)
+
+
+def padded_to(argv: list[str], env: dict[str, str], target: int) -> dict[str, str]:
+    """``env`` padded so that ``argv`` and it take ``target`` bytes (see :func:`exec_size`)."""
+    env = {k: v for k, v in env.items() if k != PAD_ENV}
+    room = target - exec_size(argv, env) - len(PAD_ENV) - 2
     if room >= 0:
         env[PAD_ENV] = "x" * room
     return env

@@ -67,6 +67,13 @@ class Worktree:
                 f"{(done.stderr or done.stdout).strip()[-500:]}")
         self.removed = False
 
+    @classmethod
+    def adopt(cls, base: BaseRef, path: Path) -> Worktree:
+        """The worktree at ``path`` that this process made before it re-executed itself."""
+        self = cls.__new__(cls)
+        self.base, self.path, self._parent, self.removed = base, path, path.parent, False
+        return self
+
     def remove(self) -> None:
         """Remove the worktree and its administrative files (idempotent)."""
         if self.removed:

@@ -82,7 +82,8 @@ class PairedPacer:
             return await asyncio.to_thread(function, *args)
         return await asyncio.to_thread(function, self.side, *args)
 
-    def _paired(self, name: str) -> bool:
+    def paired(self, name: str) -> bool:
+        """True while ``name``'s rounds alternate with the other side's."""
         plan = self._plans.get(name)
         return plan is not None and plan.paired
 
@@ -93,7 +94,7 @@ class PairedPacer:
         return self._planned[name]
 
     async def before_round(self, name: str, number: int) -> None:
-        if self._paired(name):
+        if self.paired(name):
             ok = await self._call("turn", self.nodeid, name, number)
             if not ok:  # the other side went away: go on alone
                 self._plans[name] = Plan(False, self._planned[name], "the other side went away")
@@ -101,12 +102,12 @@ class PairedPacer:
                 start_on_cpu(number)
 
     async def after_round(self, name: str, number: int, metrics: dict[str, float]) -> None:
-        if self._paired(name):
+        if self.paired(name):
             await self._call("done", self.nodeid, name, number, metrics)
 
     async def extra_rounds(self, measurement: Measurement) -> int:
         name = measurement.name
-        if not self._paired(name):
+        if not self.paired(name):
             return await self._plain.extra_rounds(measurement) if self.side == "candidate" else 0
         if self.side == "base":
             return checked_extra(await self._call("more", self.nodeid, name), "the candidate side")

@@ -18,16 +18,19 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from types import ModuleType
+
+from ..config import AB_HANDOVER_ENV
 
 _PR_SET_PDEATHSIG = 1
 
 #: Environment the base must not inherit: it would compare again, or write the
 #: candidate's step summary.
 DROPPED_ENV = ("AGENTMEM_COMPARE", "GITHUB_STEP_SUMMARY", "PYTEST_XDIST_WORKER",
-               "PYTEST_XDIST_WORKER_COUNT", "PYTEST_CURRENT_TEST")
+               "PYTEST_XDIST_WORKER_COUNT", "PYTEST_CURRENT_TEST", AB_HANDOVER_ENV)
 
 BOOTSTRAP = ("import sys; sys.path[:0] = {paths!r}; import pytest; "
              "raise SystemExit(pytest.console_main())")
@@ -89,23 +92,58 @@ def _child_setup() -> None:  # pragma: no cover - runs in the child
 
 
 class BaseProcess:
-    """The second pytest process, run in the worktree (its own process group, log to a file)."""
+    """The second pytest process, run in the worktree (its own process group, log to a file).
+
+    Started here, or adopted by pid (:meth:`adopt`) when the process that started
+    it has since re-executed itself: it is still this process's child.
+    """
 
     def __init__(self, argv: list[str], *, cwd: Path, env: dict[str, str], log_path: Path) -> None:
         self.argv = argv
         self.log_path = log_path
-        self._log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(
-            argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=self._log,
-            stderr=subprocess.STDOUT,
-            preexec_fn=_child_setup if sys.platform.startswith("linux") else os.setpgrp)
+        with open(log_path, "wb") as log:
+            self._popen: subprocess.Popen[bytes] | None = subprocess.Popen(
+                argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=log,
+                stderr=subprocess.STDOUT,
+                preexec_fn=_child_setup if sys.platform.startswith("linux") else os.setpgrp)
+        self.pid = self._popen.pid
+        self.returncode: int | None = None
 
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
+    @classmethod
+    def adopt(cls, pid: int, argv: list[str], log_path: Path) -> BaseProcess:
+        """The base started by this process before it re-executed (``pid`` must be our child)."""
+        os.waitpid(pid, os.WNOHANG)  # ChildProcessError if it is not our child
+        self = cls.__new__(cls)
+        self.argv, self.log_path, self.pid = argv, log_path, pid
+        self._popen = None
+        self.returncode = None
+        return self
 
     def alive(self) -> bool:
-        return self.proc.poll() is None
+        return self._poll() is None
+
+    def _poll(self) -> int | None:
+        if self.returncode is not None:
+            return self.returncode
+        if self._popen is not None:
+            self.returncode = self._popen.poll()
+            return self.returncode
+        try:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+        except ChildProcessError:  # reaped elsewhere
+            self.returncode = -1
+            return self.returncode
+        if pid:
+            self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def _wait(self, seconds: float) -> bool:
+        deadline = time.monotonic() + seconds
+        while self._poll() is None:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.01)
+        return True
 
     def log_tail(self, lines: int = 30) -> str:
         try:
@@ -116,22 +154,17 @@ class BaseProcess:
 
     def stop(self, grace: float = 30.0) -> int | None:
         """Let it finish (it ends once the candidate closes the link), else SIGTERM, else SIGKILL."""
-        try:
-            for sig, wait in ((None, grace), (signal.SIGTERM, 10.0), (signal.SIGKILL, 5.0)):
-                if self.proc.poll() is not None:
-                    break
-                if sig is not None:
-                    try:
-                        os.killpg(self.proc.pid, sig)
-                    except (ProcessLookupError, PermissionError):
-                        pass
+        for sig, wait in ((None, grace), (signal.SIGTERM, 10.0), (signal.SIGKILL, 5.0)):
+            if self._poll() is not None:
+                break
+            if sig is not None:
                 try:
-                    self.proc.wait(wait)
-                except subprocess.TimeoutExpired:
-                    continue
-        finally:
-            self._log.close()
-        return self.proc.returncode
+                    os.killpg(self.pid, sig)
+                except (ProcessLookupError, PermissionError):
+                    pass
+            if self._wait(wait):
+                break
+        return self.returncode
 
 
 def base_environment(extra: Mapping[str, str], python_path: list[str]) -> dict[str, str]:

@@ -1,8 +1,9 @@
 """The pytest side of the A/B mode: ``--agentmem-compare REF``.
 
-:class:`CompareCandidate` runs in the user's pytest process (this checkout). After
-collection it makes a worktree of ``REF``, starts the base side's pytest there
-(:mod:`.peer`) on the same servers, and serves it the turns (:mod:`.coordinator`);
+:class:`CompareCandidate` runs in the user's pytest process (this checkout). It
+makes a worktree of ``REF`` and starts the base side's pytest there
+(:mod:`.launch`; before its own re-exec, :mod:`.early`), shares its servers with it after
+collection, and serves it the turns (:mod:`.coordinator`);
 the ``perf`` fixture's rounds alternate with the base's (:mod:`.pacer`) and the
 gate judges the paired change (:mod:`.decision`). :class:`CompareBase` is the
 other end, in the base process. Both are plugin objects registered by ``plugin.py``
@@ -13,31 +14,28 @@ under their ``NAME``; other code finds the candidate with
 from __future__ import annotations
 
 import functools
-import sys
 from collections.abc import Generator
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
-from ..config import COMPARE_ARGS_ENV, Settings, env_value
+from ..config import Settings
 from ..gate.checks import CheckFunction, GateContext
 from ..load.pacing import PlainPacer
 from ..marker import MARKER, perf_marker_of
 from ..redact import redact_text
 from ..services.plugin import service_manager
 from ..session import get_session
-from .channel import PeerClient, PeerError, PeerServer
+from .channel import Endpoint, PeerClient, PeerError, PeerServer
 from .coordinator import Coordinator
 from .decision import check_paired, extra_pairs
 from .determinism import pad_like_this_process
-from .git import BaseRef, Worktree, resolve
+from .early import take_over
+from .git import BaseRef, Worktree
+from .launch import BaseSide, check_usage, start_base
 from .pacer import PairedPacer
-from .peer import BOOTSTRAP, BaseProcess, base_environment, base_sys_path, import_roots, tool_root
-
-#: The base side's own arguments beside the test paths (shlex-split; see config.ENVIRONMENT).
-EXTRA_ARGS_ENV = COMPARE_ARGS_ENV
+from .peer import BaseProcess
 
 
 def is_perf_item(item: pytest.Item) -> bool:
@@ -71,17 +69,8 @@ class CompareCandidate:
     NAME = "agentmem-compare"
 
     def __init__(self, config: pytest.Config, settings: Settings) -> None:
-        assert settings.compare
-        if getattr(config.option, "numprocesses", None):
-            raise pytest.UsageError("--agentmem-compare runs the two sides' rounds in turn and cannot "
-                                    "be combined with pytest-xdist (-n); drop -n")
-        if settings.update_baselines:
-            raise pytest.UsageError("--agentmem-compare gates against REF in the same run; it does not "
-                                    "record stored baselines: drop --update-baselines (or run it "
-                                    "without --agentmem-compare)")
         self.config = config
         self.settings = settings
-        self.base: BaseRef = resolve(settings.compare, Path(config.invocation_params.dir))
         self.worktree: Worktree | None = None
         self.process: BaseProcess | None = None
         self.server: PeerServer | None = None
@@ -89,6 +78,18 @@ class CompareCandidate:
         self.tests: list[str] = []
         self.notes: list[str] = []
         self._interrupted = False
+        handed_over = take_over()  # first: a base started before the re-exec is ours to stop
+        try:
+            self.base: BaseRef = check_usage(config, settings)
+        except BaseException:
+            if handed_over is not None:
+                handed_over.abandon()
+            raise
+        if handed_over is not None:
+            if handed_over.worktree.base.commit == self.base.commit:
+                self._take(handed_over)
+            else:  # cannot happen unless REF moved during the exec: start afresh
+                handed_over.abandon()
 
     @property
     def where(self) -> str:
@@ -97,26 +98,15 @@ class CompareCandidate:
     # ------------------------------------------------------------------ start
 
     def pytest_sessionstart(self, session: pytest.Session) -> None:
-        """Make the worktree and start the base's pytest now: it starts up while we collect."""
-        if self.config.option.collectonly:
+        """Start the base's pytest now (unless it started before the re-exec): it starts up while we collect."""
+        if self.config.option.collectonly or self.coordinator is not None:
             return
-        self.worktree = Worktree(self.base)
+        self._take(start_base(self.config, self.base, Endpoint.new(), pad_like_this_process))
+
+    def _take(self, side: BaseSide) -> None:
+        self.worktree, self.process = side.worktree, side.process
         self.coordinator = Coordinator(peer_alive=self._base_status)
-        self.server = PeerServer(self.coordinator)
-        repo = self.base.repo_root.resolve()
-        tool = tool_root()
-        roots = import_roots(repo, sys.path, sys.modules)
-        paths = base_sys_path(repo, self.worktree.path, roots,
-                              tool if tool is not None and _is_inside(tool, repo) else None)
-        invocation = Path(self.config.invocation_params.dir).resolve()
-        cwd = self.worktree.path / invocation.relative_to(repo) if _is_inside(invocation, repo) \
-            else self.worktree.path
-        argv = [sys.executable, "-c", BOOTSTRAP.format(paths=paths),
-                *self._base_args(repo), "-p", "no:cacheprovider", "-p", "no:xdist", "--agentmem-perf",
-                "--agentmem-services=auto", "-q", "-rfE", "--no-header"]
-        log = self.worktree.path.parent / "base-pytest.log"
-        env = pad_like_this_process(argv, base_environment(self.server.environment(), paths))
-        self.process = BaseProcess(argv, cwd=cwd, env=env, log_path=log)
+        self.server = PeerServer(self.coordinator, side.endpoint)
 
     # ------------------------------------------------------------------ collection
 
@@ -140,24 +130,12 @@ class CompareCandidate:
                     f"{self.settings.compare_tolerance:.0%}")
         return result
 
-    def _base_args(self, repo: Path) -> list[str]:
-        args: list[str] = []
-        if self.config.args_source == pytest.Config.ArgsSource.ARGS:
-            for arg in self.config.args:
-                path = Path(arg.split("::", 1)[0])
-                if path.is_absolute() and _is_inside(path, repo):
-                    assert self.worktree is not None
-                    arg = str(self.worktree.path / path.resolve().relative_to(repo)) + arg[len(str(path)):]
-                args.append(arg)
-        args += env_value(EXTRA_ARGS_ENV)
-        return args
-
     def _base_status(self) -> str | None:
         """None while the base process runs; else why it stopped, with its log's tail."""
         if self.process is None or self.process.alive():
             return None
         tail = redact_text(self.process.log_tail(15))
-        return f"base side exited with code {self.process.proc.returncode}:\n{tail}"
+        return f"base side exited with code {self.process.returncode}:\n{tail}"
 
     # ------------------------------------------------------------------ runs
 
@@ -248,14 +226,6 @@ def compare_info(config: pytest.Config) -> dict[str, Any] | None:
             "tolerance": plugin.settings.compare_tolerance,
             "new_tests": plugin.coordinator.new_tests if plugin.coordinator else [],
             "removed_tests": plugin.coordinator.removed_tests if plugin.coordinator else []}
-
-
-def _is_inside(path: Path, root: Path) -> bool:
-    try:
-        path.resolve().relative_to(root)
-    except ValueError:
-        return False
-    return True
 
 
 class CompareBase:

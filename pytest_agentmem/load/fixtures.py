@@ -100,12 +100,18 @@ class Perf:
     async def _paced_round(self, pacer: RoundPacer, op: Op, spec: Any, number: int,
                            rounds: int) -> LoadResult:
         await pacer.before_round(spec.name, number)
-        result = await self._one_round(op, spec, number, rounds)
+        paired = getattr(pacer, "paired", None)
+        result = await self._one_round(op, spec, number, rounds,
+                                       probe=not (paired is not None and paired(spec.name)))
         await pacer.after_round(spec.name, number, result.metrics())
         return result
 
-    async def _one_round(self, op: Op, spec: Any, number: int, rounds: int) -> LoadResult:
-        """Round ``number`` (from 0); ``rounds`` > 1 shows the round in the progress line."""
+    async def _one_round(self, op: Op, spec: Any, number: int, rounds: int, *,
+                         probe: bool = True) -> LoadResult:
+        """Round ``number`` (from 0); ``rounds`` > 1 shows the round in the progress line.
+
+        ``probe``: run the interleaved calibration probe after it (see :mod:`.probe`).
+        """
         if number:
             spec = _without_warmup(spec)  # the system is warm after the first round
         label = spec.name if rounds == 1 else f"{spec.name} (round {number + 1})"
@@ -115,7 +121,8 @@ class Perf:
                                     service_pids=self._service_pids)
         finally:
             progress.close()
-        probe_after_round(result)  # interleaved calibration: the machine this round saw
+        if probe:
+            probe_after_round(result)  # interleaved calibration: the machine this round saw
         return result
 
     def _rounds(self, rounds: int | None) -> int:

@@ -22,7 +22,10 @@ class RoundPacer(Protocol):
 
     A pacer with a true ``warmup_first`` attribute gets the run's warm-up
     operations done before :meth:`plan` (so that waiting for another party
-    overlaps it); otherwise they run at the start of the first round.
+    overlaps it); otherwise they run at the start of the first round. A pacer
+    with a ``paired(name)`` method answering True measures rounds that are
+    compared pair by pair with another side's: the calibration probe after each
+    round is then skipped (the pairing already cancels the machine's speed).
     """
 
     async def plan(self, name: str, rounds: int) -> int:

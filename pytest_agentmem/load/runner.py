@@ -88,7 +88,7 @@ class _Phase:
     """The counters of one phase (warm-up or measured), shared by the runner's tasks."""
 
     __slots__ = ("latencies", "errors", "timeouts", "cancelled", "cut", "by_type", "next_index",
-                 "limit", "stopping", "hist", "intervals", "_last_errors", "start_ns", "_last_tick_ns",
+                 "limit", "stopping", "end_ns", "hist", "intervals", "_last_errors", "start_ns", "_last_tick_ns",
                  "missed", "missed_lag_ns", "missed_max_ns", "capped")
 
     def __init__(self, first_index: int, limit: int) -> None:
@@ -101,6 +101,7 @@ class _Phase:
         self.next_index = itertools.count(first_index).__next__
         self.limit = limit
         self.stopping = False
+        self.end_ns = math.inf  # a closed-loop user starts no operation at or after this clock reading
         self.hist = hdr.new_histogram()
         self.intervals: list[tuple[float, float, int, int, np.ndarray, np.ndarray]] = []
         self._last_errors = 0
@@ -131,8 +132,11 @@ class _Phase:
         if len(slot["samples"]) < MAX_ERROR_SAMPLES and message not in slot["samples"]:
             slot["samples"].append(message)
 
-    def begin(self) -> None:
+    def begin(self, duration: float | None = None) -> None:
+        """Start the phase's clock; with a ``duration``, users start no operation after it."""
         self.start_ns = self._last_tick_ns = _clock()
+        if duration is not None:
+            self.end_ns = self.start_ns + duration * 1e9
 
     def flush(self) -> tuple[float, int, float, int]:
         """Fold the latencies since the last flush into the histogram; close an interval.
@@ -200,6 +204,7 @@ async def _run_ops(phase: _Phase, op: Op, timeout: float | None, index: int = -1
     append = phase.latencies.append
     next_index = phase.next_index
     limit = phase.limit
+    end_ns = phase.end_ns  # the users start after the phase began
     clock = _clock
     closed = index < 0
     done = 0
@@ -212,6 +217,9 @@ async def _run_ops(phase: _Phase, op: Op, timeout: float | None, index: int = -1
                 phase.stopping = True
                 return
             intended = clock()
+            if intended >= end_ns:  # on time even when the ops never yield to the loop's timer
+                phase.stopping = True
+                return
         try:
             if timeout is None:
                 await op(index)
@@ -263,7 +271,7 @@ async def _supervise(phase: _Phase, workers: list[asyncio.Task[Any]], spec: Load
     (each operation in flight counted as cancelled at the end of the run).
     """
     loop = asyncio.get_running_loop()
-    phase.begin()
+    phase.begin(spec.duration if measured and spec.rate is None else None)
     ticker = loop.create_task(_tick(phase, spec.tick_s, on_tick, sampler)) if measured else None
     try:
         if measured and spec.duration is not None:
