@@ -110,3 +110,40 @@ def test_an_unpaired_run_is_new_not_failed() -> None:
     (check,) = check_paired(GateContext(nodeid="t", measurements=[m], paired=True), "main (abc)")
     assert check.verdict == "new" and "new test" in check.message
     assert math.isnan(check.value)
+
+
+def _with_waits(m: Measurement, base_wait: list[float], cand_wait: list[float], cpu_factor: float = 1.0) -> Measurement:
+    for r, w in zip(m.info["ab_base_rounds"], base_wait):
+        r.update(wait_share=w, cpu_ms_per_op=1.0)
+    for r, w in zip(m.info["ab_candidate_rounds"], cand_wait):
+        r.update(wait_share=w, cpu_ms_per_op=cpu_factor)
+    return m
+
+
+def test_wall_time_is_not_judged_when_other_processes_took_unequal_cpu_from_the_sides() -> None:
+    """A load that comes and goes makes one side wait for a CPU more than the other: its
+    throughput then measures the machine; the CPU cost per operation still decides."""
+    waits_b = [0.70, 0.72, 0.74, 0.62, 0.73, 0.76, 0.81, 0.68, 0.74, 0.61, 0.7, 0.75]
+    waits_c = [0.79, 0.72, 0.83, 0.72, 0.77, 0.76, 0.77, 0.66, 0.74, 0.76, 0.78, 0.8]
+    m = _with_waits(_paired(1.10), waits_b, waits_c)
+    checks = {c.metric: c for c in check_paired(GateContext(nodeid="t", measurements=[m], tolerance=0.03,
+                                                            paired=True), "main (abc)")}
+    assert checks["qps"].verdict == "warn"
+    assert "not judged: other processes took unequal CPU time" in checks["qps"].message
+    assert "cpu_ms_per_op decides" in checks["qps"].message
+    assert checks["cpu_ms_per_op"].verdict == "pass"
+    # no confirmation pairs are spent on what will not be judged
+    assert extra_pairs(m.info["ab_base_rounds"], m.info["ab_candidate_rounds"], 0.03) == 0
+    slower_cpu = _with_waits(_paired(1.10), waits_b, waits_c, cpu_factor=1.10)
+    checks = {c.metric: c for c in check_paired(GateContext(nodeid="t", measurements=[slower_cpu],
+                                                            tolerance=0.03, paired=True), "main (abc)")}
+    assert checks["cpu_ms_per_op"].verdict == "fail"
+
+
+def test_wall_time_is_judged_when_both_sides_waited_alike() -> None:
+    """A steady neighbour, or the workload's own servers, take the same share from both sides."""
+    waits = [0.30 + 0.005 * (i % 3) for i in range(12)]
+    m = _with_waits(_paired(1.10), waits, [w + 0.01 for w in waits])
+    (qps,) = [c for c in check_paired(GateContext(nodeid="t", measurements=[m], tolerance=0.03, paired=True),
+                                      "main (abc)") if c.metric == "qps"]
+    assert qps.verdict == "fail"

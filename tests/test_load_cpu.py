@@ -141,3 +141,45 @@ async def test_backends_born_and_gone_between_samples_are_counted(agentmem_servi
     result = await _run(op, service_pids=service_pids_of(service_manager(pytestconfig)), total=10)
     assert result.errors == 0
     assert result.resources["services_cpu_s"] > 10 * 0.002, result.resources
+
+
+@pytest.mark.skipif(not __import__("os").path.exists("/proc/self/task"), reason="Linux /proc only")
+def test_a_competing_process_shows_as_run_queue_wait_a_sleep_does_not() -> None:
+    """The wait share of a round: time ready to run while other processes held the CPUs."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from pytest_agentmem.load.fixtures import WAIT_SHARE, round_figures
+    from pytest_agentmem.load.resources import run_queue_wait_s
+
+    def burn(seconds: float) -> float:
+        start = run_queue_wait_s()
+        end = time.perf_counter() + seconds
+        while time.perf_counter() < end:
+            pass
+        return (run_queue_wait_s() or 0.0) - (start or 0.0)
+
+    assert run_queue_wait_s() is not None
+    start = run_queue_wait_s() or 0.0
+    time.sleep(0.2)
+    assert (run_queue_wait_s() or 0.0) - start < 0.05  # sleeping is not waiting for a CPU
+    cpus = sorted(os.sched_getaffinity(0))
+    spinners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(2 * len(cpus))]
+    try:
+        time.sleep(0.2)
+        waited = burn(1.0)
+    finally:
+        for proc in spinners:
+            proc.kill()
+            proc.wait()
+    assert waited > 0.1  # with twice as many spinners as CPUs, most of the second is waiting
+
+    result = asyncio.run(run_load(_sleep_1ms, validate(_sleep_1ms, duration=0.2, name="w")))
+    assert 0.0 <= round_figures(result)[WAIT_SHARE] <= 1.0
+    assert "process_wait_s" in result.resources
+
+
+async def _sleep_1ms(i: int) -> None:
+    await asyncio.sleep(0.001)

@@ -7,16 +7,32 @@ p survives Holm-Bonferroni across the test's comparisons at ``alpha``. A run tha
 looks regressed after its first pairs (change beyond the tolerance at a loose
 ``SCREEN_ALPHA``) gets as many pairs again before that decision, so a failure
 always stands on re-measured evidence.
+
+Wall-time metrics (throughput, latencies) are judged only when the machine
+treated both sides alike. Each round records its *wait share*: the part of its
+wall time the measuring process was ready to run while other processes held
+the CPUs (:func:`pytest_agentmem.load.resources.run_queue_wait_s`). Pairing
+cancels a neighbour that takes the same share from both sides; a load that
+comes and goes within seconds does not take the same share, and then the wall
+time of a pair measures the machine, not the code (measured here, other jobs
+keeping the load average at 13 on 2 cores: the process waited 72 % of each
+round, one side's wait differed from the other's by 4 points in the median
+pair, and unchanged code lost 11 % of its throughput "significantly"). When
+the median pair differs by more than :data:`WAIT_IMBALANCE`, wall-time metrics
+are reported, not judged, and ``cpu_ms_per_op`` - which such waiting does not
+change - decides.
 """
 
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Sequence
 
 from ..gate.checks import ALPHA, GateContext, fmt, label, pct
-from ..gate.directions import compared, is_primary, latency_floor
+from ..gate.directions import CPU_COST_METRICS, compared, is_primary, is_time_like, latency_floor
 from ..gate.verdict import CheckResult, Verdict
+from ..load.fixtures import WAIT_SHARE
 from ..measurement import Measurement
 from .paired import PairedChange, compare_pairs
 
@@ -26,6 +42,34 @@ SCREEN_ALPHA = 0.20
 MIN_CONFIRM_PAIRS = 6
 #: Smallest error-rate increase that can fail (one error in a thousand operations).
 ERROR_RATE_FLOOR = 0.001
+#: Largest median difference of the two sides' wait shares (share of a round's wall time)
+#: at which wall-time metrics are still judged.
+WAIT_IMBALANCE = 0.02
+
+
+def is_wall_time(metric: str) -> bool:
+    """Throughput and latencies: what another process's use of the CPUs changes."""
+    return is_time_like(metric) and metric not in CPU_COST_METRICS
+
+
+def interference(base: Sequence[dict[str, float]], cand: Sequence[dict[str, float]]) -> tuple[float, float, float] | None:
+    """(median wait share of the base, of the candidate, median per-pair difference); None if unknown."""
+    pairs = [(b[WAIT_SHARE], c[WAIT_SHARE]) for b, c in zip(base, cand) if WAIT_SHARE in b and WAIT_SHARE in c]
+    if not pairs:
+        return None
+    return (statistics.median(b for b, _ in pairs), statistics.median(c for _, c in pairs),
+            statistics.median(abs(c - b) for b, c in pairs))
+
+
+def unequal_machine(base: Sequence[dict[str, float]], cand: Sequence[dict[str, float]]) -> str | None:
+    """Why wall-time metrics cannot be judged on these pairs (see the module docstring), or None."""
+    found = interference(base, cand)
+    if found is None or found[2] <= WAIT_IMBALANCE:
+        return None
+    wb, wc, diff = found
+    return (f"not judged: other processes took unequal CPU time from the two sides (each waited for a "
+            f"CPU, base {wb:.0%} and candidate {wc:.0%} of a round, {diff:.0%} apart in the median "
+            f"pair); cpu_ms_per_op decides")
 
 
 def worse_than(c: PairedChange, tolerance: float) -> bool:
@@ -59,7 +103,10 @@ def extra_pairs(base: list[dict[str, float]], cand: list[dict[str, float]], tole
                 gate_metrics: Sequence[str] = ()) -> int:
     """Pairs to add before deciding: as many again when a gated metric looks regressed."""
     m = Measurement("screen", {}, info={"ab_base_rounds": base, "ab_candidate_rounds": cand})
-    for change in compare_run(m, gate_metrics).values():
+    skip_wall = unequal_machine(base, cand) is not None  # they will not be judged: no pairs for them
+    for metric, change in compare_run(m, gate_metrics).items():
+        if skip_wall and is_wall_time(metric):
+            continue
         if worse_than(change, tolerance) and (change.p_value is None or change.p_value <= SCREEN_ALPHA):
             return max(MIN_CONFIRM_PAIRS, len(cand))
     return 0
@@ -91,10 +138,13 @@ def check_paired(ctx: GateContext, where: str, alpha: float = ALPHA) -> list[Che
                 message=f"{m.name}: not compared ({reason})", kind="paired"))
             continue
         initial = m.info.get("ab_initial_pairs")
+        unequal = unequal_machine(m.info.get("ab_base_rounds") or [], m.info["ab_candidate_rounds"])
         for metric, c in compare_run(m, ctx.gate_metrics).items():
             regressed = worse_than(c, ctx.tolerance) and c.p_value is not None and c.p_value <= alpha
             verdict: Verdict
-            if regressed:
+            if unequal and is_wall_time(metric):
+                verdict, tail = ("warn" if worse_than(c, ctx.tolerance) else "pass"), f"; {unequal}"
+            elif regressed:
                 verdict, tail = "fail", (f", confirmed on {c.pairs - initial} more pairs" if initial else "")
             elif worse_than(c, ctx.tolerance):
                 verdict, tail = "warn", ", worse but not significant"

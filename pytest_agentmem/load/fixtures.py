@@ -103,7 +103,7 @@ class Perf:
         paired = getattr(pacer, "paired", None)
         result = await self._one_round(op, spec, number, rounds,
                                        probe=not (paired is not None and paired(spec.name)))
-        await pacer.after_round(spec.name, number, result.metrics())
+        await pacer.after_round(spec.name, number, round_figures(result))
         return result
 
     async def _one_round(self, op: Op, spec: Any, number: int, rounds: int, *,
@@ -187,6 +187,20 @@ class Perf:
         keys = {k for r in measurement.rounds for k in r}
         measurement.metrics = {k: _median([r[k] for r in measurement.rounds if k in r]) for k in sorted(keys)}
         return measurement
+
+
+#: Beside the metrics in a round's figures: the share of its wall time the process
+#: waited for a CPU another process held (see load.resources.run_queue_wait_s).
+WAIT_SHARE = "wait_share"
+
+
+def round_figures(result: LoadResult) -> dict[str, float]:
+    """A round's metrics plus its :data:`WAIT_SHARE` (when the platform tells it)."""
+    figures = result.metrics()
+    wait = result.resources.get("process_wait_s")
+    if wait is not None and result.duration_s > 0:
+        figures[WAIT_SHARE] = min(1.0, max(0.0, float(wait) / float(result.duration_s)))
+    return figures
 
 
 def _median(values: list[float]) -> float:

@@ -31,6 +31,7 @@ the runner calls about once a second (and at start and stop).
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
@@ -54,6 +55,28 @@ def process_clock_s(pid: int) -> float | None:
         return time.clock_gettime(((~pid) << 3) | 2)  # CPUCLOCK_SCHED, process-wide
     except (OSError, OverflowError, AttributeError, ValueError):
         return None
+
+
+def run_queue_wait_s() -> float | None:
+    """Seconds this process's threads have spent ready to run but waiting for a CPU.
+
+    The second field of Linux's ``/proc/<pid>/task/<tid>/schedstat``, summed over
+    the threads: time the scheduler gave to *other* processes while ours could
+    have run. A neighbour that takes the CPU shows here; an operation waiting
+    for I/O or a lock (sleeping) does not. None where it cannot be read.
+    """
+    total = 0
+    try:
+        tasks = os.listdir("/proc/self/task")
+    except OSError:
+        return None
+    for tid in tasks:
+        try:
+            with open(f"/proc/self/task/{tid}/schedstat", "rb") as fh:
+                total += int(fh.read().split()[1])
+        except (OSError, IndexError, ValueError):
+            continue  # a thread that ended meanwhile
+    return total / 1e9
 
 
 def _cpu_s(proc: psutil.Process) -> float:
@@ -96,6 +119,7 @@ class ResourceSampler:
         self._me = psutil.Process()
         self._start_cpu = 0.0
         self._start_wall = 0.0
+        self._start_wait: float | None = None
         self._start_services_cpu = 0.0
         self._rss_max = 0
         self._services_rss_max = 0
@@ -115,6 +139,7 @@ class ResourceSampler:
         pids = self._pids()
         self._start_services_cpu = services_cpu_total(pids) if pids else 0.0
         self._start_wall = time.perf_counter()
+        self._start_wait = run_queue_wait_s()
         self._start_cpu = _cpu_s(self._me)
         self._sample_rss(pids)
 
@@ -140,6 +165,7 @@ class ResourceSampler:
     def stop(self) -> dict[str, float]:
         """The figures of the run (CPU read again now, RSS sampled once more)."""
         cpu = _cpu_s(self._me) - self._start_cpu + self.extra_cpu_s
+        wait = run_queue_wait_s()
         wall = max(time.perf_counter() - self._start_wall, 1e-9)
         pids = self._pids()
         services_cpu = (max(0.0, services_cpu_total(pids) - self._start_services_cpu)
@@ -150,6 +176,9 @@ class ResourceSampler:
             "process_cpu_pct": round(100.0 * cpu / wall, 1),
             "process_rss_mb_max": round(max(self._rss_max, self.extra_rss_max) / MB, 1),
         }
+        if wait is not None and self._start_wait is not None:
+            out["process_wait_s"] = round(wait - self._start_wait, 4)
+            out["process_wait_pct"] = round(100.0 * (wait - self._start_wait) / wall, 1)
         if self._service_pids is not None:
             out["services_cpu_s"] = round(services_cpu, 4)
             out["services_cpu_pct"] = round(100.0 * services_cpu / wall, 1)

@@ -173,7 +173,7 @@ def merge_resources(parts: Sequence[dict[str, float]], wall_s: float) -> dict[st
     out: dict[str, float] = {}
     for part in parts:
         for key, value in part.items():
-            if key.endswith("_cpu_s"):
+            if key.endswith(("_cpu_s", "_wait_s")):
                 out[key] = out.get(key, 0.0) + value
             elif key.endswith("_max"):
                 out[key] = max(out.get(key, 0.0), value)
@@ -181,6 +181,8 @@ def merge_resources(parts: Sequence[dict[str, float]], wall_s: float) -> dict[st
         out["process_cpu_pct"] = 100.0 * out["process_cpu_s"] / wall_s
     if "services_cpu_s" in out and wall_s > 0:
         out["services_cpu_pct"] = 100.0 * out["services_cpu_s"] / wall_s
+    if "process_wait_s" in out and wall_s > 0:
+        out["process_wait_pct"] = 100.0 * out["process_wait_s"] / wall_s
     return out
 
 
