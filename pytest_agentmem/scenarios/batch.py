@@ -37,12 +37,15 @@ __all__ = ["test_agentmem_scenario_batch_operations"]
 
 BATCH = 100
 USER = "batch-user"
-#: Memories set aside for the delete batches: enough for the first rounds and the
-#: confirmation rounds the gate may ask for (at least 5, as many as the first pass).
-DELETE_ROUNDS = 7
+#: Rounds' worth of memories set aside for the delete batches: the first rounds and the
+#: confirmation rounds the gate may ask for (at least 5, more for a large family; 11
+#: were seen). Should even more be asked for, a batch is added inside the operation.
+DELETE_ROUNDS = 16
 
 
-@pytest.mark.agentmem_perf(max_error_rate=0.0, min_accuracy=1.0)
+# tolerance 0.3: Postgres-bound operations' CPU per op (the server's counted) rose 10-22 %
+# with a neighbour spinning on the same core (cache pressure, context switches).
+@pytest.mark.agentmem_perf(max_error_rate=0.0, min_accuracy=1.0, tolerance=0.3)
 async def test_agentmem_scenario_batch_operations(memory_repo: Any, perf: Any) -> None:
     """add_batch, concurrent updates and deletes in batches of 100: items/s, then every item checked."""
     batches = scaled(8)
@@ -88,6 +91,8 @@ async def test_agentmem_scenario_batch_operations(memory_repo: Any, perf: Any) -
     deleted: list[str] = []
 
     async def delete(i: int) -> None:
+        if len(doomed) < BATCH:  # rare: more confirmation rounds than set aside for
+            doomed.extend(str(m) for m in await memory_repo.add_batch([memory(next(numbers)) for _ in range(BATCH)]))
         targets = [doomed.popleft() for _ in range(BATCH)]
         await asyncio.gather(*(memory_repo.delete(t) for t in targets))
         deleted.extend(targets)
