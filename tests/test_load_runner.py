@@ -1,7 +1,7 @@
 """The load runner measured on operations of known duration (they test the instrument).
 
 Margins are wide enough for a shared, noisy 2-core machine; the benchmarks with
-tight figures live in tests/perf/test_load_perf.py.
+tight figures live in tests/bench/test_load_perf.py.
 """
 
 from __future__ import annotations

@@ -199,7 +199,7 @@ async def _run_ops(phase: _Phase, op: Op, timeout: float | None, index: int = -1
     operation ``index``, timed from its ``intended`` start. ``timeout``
     seconds cancels an operation (a timeout and an error). The closed loop's
     path without a timeout is the runner's hot path: one branch per operation
-    more than a bare loop (see tests/perf/test_load_perf.py).
+    more than a bare loop (see tests/bench/test_load_perf.py).
     """
     append = phase.latencies.append
     next_index = phase.next_index

@@ -20,8 +20,8 @@ from typing import Any
 
 import pytest
 
-from ..config import env_value
 from ..datasets.corpus import memory_corpus
+from .sizing import scaled
 
 __all__ = [
     "test_agentmem_scenario_add",
@@ -31,8 +31,7 @@ __all__ = [
 ]
 
 
-def _scaled(n: int) -> int:
-    return max(1, int(n * env_value("AGENTMEM_SCENARIO_SCALE")))
+_scaled = scaled
 
 
 async def _preload(service: Any, n: int) -> Any:

@@ -1,6 +1,6 @@
 """Benchmarks of GraphStore: 2-hop neighbourhoods over 100,000 edges (run with --agentmem-perf).
 
-    python -m pytest tests/perf/test_graph_perf.py --agentmem-perf -s
+    python -m pytest tests/bench/test_graph_perf.py --agentmem-perf -s
 
 One user's graph: 20,000 entities, 100,000 random relations with 8 predicates
 (mean degree 10 counting both directions, so a 2-hop neighbourhood holds about

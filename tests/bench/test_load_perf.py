@@ -1,6 +1,6 @@
 """Benchmarks of the load engine itself (run with --agentmem-perf).
 
-    python -m pytest tests/perf/test_load_perf.py --agentmem-perf -p no:cacheprovider -s
+    python -m pytest tests/bench/test_load_perf.py --agentmem-perf -p no:cacheprovider -s
 
 Each benchmark interleaves what it compares in the same run and quotes medians
 and ratios (the machine is shared and noisy); the figures are printed and

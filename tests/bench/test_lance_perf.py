@@ -1,6 +1,6 @@
 """Benchmarks of LanceDBMemoryStore over 100,000 memories (run with --agentmem-perf).
 
-    python -m pytest tests/perf/test_lance_perf.py --agentmem-perf -s
+    python -m pytest tests/bench/test_lance_perf.py --agentmem-perf -s
 
 100,000 clustered 384-dim vectors (all-MiniLM-L6-v2's size) in 1,000 users,
 inserted with add_batch; the vector index (IVF_HNSW_SQ) is built once; then

@@ -1,6 +1,6 @@
 """Provisioning time of the local servers (run with --agentmem-perf).
 
-    python -m pytest tests/perf/test_services_perf.py --agentmem-perf -s -p no:cacheprovider
+    python -m pytest tests/bench/test_services_perf.py --agentmem-perf -s -p no:cacheprovider
 
 Starts and stops each server several times, interleaved, and records the medians;
 also the cold start of Postgres (initdb) against the cached cluster, in the same run.

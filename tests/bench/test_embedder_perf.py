@@ -1,6 +1,6 @@
 """Benchmarks of the real embedder (run with --agentmem-perf).
 
-    python -m pytest tests/perf/test_embedder_perf.py --agentmem-perf -s
+    python -m pytest tests/bench/test_embedder_perf.py --agentmem-perf -s
 
 All runs use the embedder without caches (every text goes to the model) and
 texts no run has seen, so they measure the model and the batching, not a cache.

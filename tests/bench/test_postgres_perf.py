@@ -1,6 +1,6 @@
 """Benchmarks of PostgresMemoryRepository (run with --agentmem-perf).
 
-    python -m pytest tests/perf/test_postgres_perf.py --agentmem-perf -s
+    python -m pytest tests/bench/test_postgres_perf.py --agentmem-perf -s
 
 Search: 100,000 clustered 384-dim vectors (all-MiniLM-L6-v2's size) in 1,000
 users, bulk-loaded with add_batch, HNSW built once; top-10 searches at
@@ -9,7 +9,7 @@ of the rows: the exact path), with recall@10 against exact search on the same
 queries. Batch insert: add_batch against raw COPY of the same rows into an
 identical table, interleaved in one run, medians of the rounds.
 
-    python -m pytest tests/perf/test_postgres_perf.py --agentmem-perf -s -k batch
+    python -m pytest tests/bench/test_postgres_perf.py --agentmem-perf -s -k batch
 """
 
 from __future__ import annotations
