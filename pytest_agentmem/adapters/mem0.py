@@ -67,7 +67,6 @@ from ..memory.validation import (
     is_scalar,
 )
 from .mem0_backend import (
-    INSTALL_HINT,
     ForbiddenLLM,
     Mem0LLMCalled,
     Mem0MissingError,
