@@ -17,7 +17,6 @@ from pytest_agentmem.adapters.mem0 import (  # noqa: E402
 from pytest_agentmem.adapters.mem0_backend import ForbiddenLLM, Mem0LLMCalled  # noqa: E402
 from pytest_agentmem.memory.model import InvalidMemoryError, MemoryNotFoundError  # noqa: E402
 
-pytestmark = pytest.mark.asyncio
 memory_service = mem0_memory_service
 
 ALICE = ["I love dogs and take my puppy to the park", "I work as an accountant in Berlin",
@@ -25,6 +24,7 @@ ALICE = ["I love dogs and take my puppy to the park", "I work as an accountant i
 BOB = ["I have three cats and a parrot", "My dog is called Rex and he loves walks"]
 
 
+@pytest.mark.asyncio
 async def test_add_then_search_finds_it_for_the_right_user_only(memory_service: Mem0MemoryService) -> None:
     stored = await memory_service.add_batch(ALICE, user_id="alice",
                                             metadata=[{"dia_id": f"D1:{i}"} for i in range(len(ALICE))])
@@ -40,6 +40,7 @@ async def test_add_then_search_finds_it_for_the_right_user_only(memory_service: 
     assert memory_service.llm_calls == 0
 
 
+@pytest.mark.asyncio
 async def test_update_delete_history_and_no_stale_answer(memory_service: Mem0MemoryService) -> None:
     memory = await memory_service.add("I drink coffee every morning", user_id="u", metadata={"topic": "drinks"})
     got = await memory_service.get(memory.id)
@@ -61,6 +62,7 @@ async def test_update_delete_history_and_no_stale_answer(memory_service: Mem0Mem
         ("DELETE", "I switched to green tea", None)]
 
 
+@pytest.mark.asyncio
 async def test_delete_all_of_one_user_keeps_the_others(memory_service: Mem0MemoryService) -> None:
     await memory_service.add_batch(ALICE, user_id="alice")
     await memory_service.add_batch(BOB, user_id="bob")
@@ -69,6 +71,7 @@ async def test_delete_all_of_one_user_keeps_the_others(memory_service: Mem0Memor
     assert len(await memory_service.search("pets", user_id="bob", limit=5)) == len(BOB)
 
 
+@pytest.mark.asyncio
 async def test_filters_mem0_can_do_and_a_clear_error_for_those_it_cannot(
         memory_service: Mem0MemoryService) -> None:
     await memory_service.add("I like tea", user_id="u", metadata={"topic": "drinks", "n": 3})
@@ -85,6 +88,7 @@ async def test_filters_mem0_can_do_and_a_clear_error_for_those_it_cannot(
         await memory_service.search("", user_id="u")
 
 
+@pytest.mark.asyncio
 async def test_no_llm_is_called_and_one_that_was_would_fail(memory_service: Mem0MemoryService) -> None:
     await memory_service.add("I moved to Lisbon last spring", user_id="u")
     await memory_service.search("Where does the user live?", user_id="u")
@@ -98,6 +102,7 @@ async def test_no_llm_is_called_and_one_that_was_would_fail(memory_service: Mem0
     llm.calls = 0  # the fixture fails a test whose Mem0 called an LLM
 
 
+@pytest.mark.asyncio
 async def test_telemetry_is_off_although_mem0_was_imported_first(memory_service: Mem0MemoryService) -> None:
     # This module imported mem0 (importorskip) before the adapter set MEM0_TELEMETRY.
     from mem0.memory import main, telemetry
@@ -105,3 +110,15 @@ async def test_telemetry_is_off_although_mem0_was_imported_first(memory_service:
     await memory_service.add("I like tea", user_id="u")
     assert telemetry.MEM0_TELEMETRY is False and main.MEM0_TELEMETRY is False
     assert telemetry._oss_telemetry_instance is None  # no PostHog client was made for events
+
+
+def test_the_shipped_scenarios_run_against_mem0_with_one_override(
+        pytester: pytest.Pytester, service_urls: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """What the README tells users to do: one line in a conftest, the scenarios unchanged."""
+    monkeypatch.setenv("AGENTMEM_SCENARIO_SCALE", "0.05")
+    pytester.makeconftest("from pytest_agentmem.adapters.mem0 import mem0_memory_service as memory_service\n")
+    pytester.makepyfile(test_scenarios="from pytest_agentmem.scenarios.standard import (  # noqa: F401\n"
+                                       "    test_agentmem_scenario_add, test_agentmem_scenario_add_batch,\n"
+                                       "    test_agentmem_scenario_search, test_agentmem_scenario_update_delete)\n")
+    result = pytester.runpytest("--agentmem-perf", *service_urls, "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=4)
