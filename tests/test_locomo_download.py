@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from pytest_agentmem.datasets.locomo import DOWNLOAD_COMMAND, SHA256, download_target, locomo_path
-from pytest_agentmem.datasets.locomo_download import LocomoDownloadError, download, main
+from pytest_agentmem.datasets.locomo import DOWNLOAD_COMMAND, SHA256, download_target, locomo_path, main
+from pytest_agentmem.datasets.locomo_download import LocomoDownloadError, download
 
 
 @pytest.fixture

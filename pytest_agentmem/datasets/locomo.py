@@ -177,7 +177,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """``python -m pytest_agentmem.datasets.locomo download [--to PATH] [--url URL]``."""
     from .locomo_download import main as command
 
-    return command(argv)
+    return command(argv, sha256=SHA256, default_target=download_target)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ import sys
 import tempfile
 import urllib.error
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from ..errors import AgentmemError
@@ -95,10 +95,12 @@ def download(target: Path, *, url: str = URL, sha256: str, timeout: float = 60.0
     return True
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """The command line (``download [--to PATH] [--url URL]``); returns the exit status."""
-    from .locomo import SHA256, download_target
+def main(argv: Sequence[str] | None, *, sha256: str, default_target: Callable[[], Path]) -> int:
+    """The command line (``download [--to PATH] [--url URL]``); returns the exit status.
 
+    ``sha256`` is the expected hash and ``default_target()`` the path written without
+    ``--to`` (:mod:`.locomo` passes its own, so this module does not import it).
+    """
     parser = argparse.ArgumentParser(
         prog="python -m pytest_agentmem.datasets.locomo",
         description="Fetch LoCoMo's locomo10.json (CC BY-NC 4.0) and check its sha256.")
@@ -110,14 +112,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     fetch.add_argument("--url", default=URL, help=f"where to download it from (default {URL})")
     fetch.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the server")
     args = parser.parse_args(argv)
-    target = (args.to if args.to is not None else download_target()).expanduser()
+    target = (args.to if args.to is not None else default_target()).expanduser()
     try:
-        fetched = download(target, url=args.url, sha256=SHA256, timeout=args.timeout)
+        fetched = download(target, url=args.url, sha256=sha256, timeout=args.timeout)
     except LocomoDownloadError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    print(f"{'downloaded' if fetched else 'already there'}: {target} (sha256 {SHA256[:12]}... ok)")
-    if args.to is not None and target.resolve() != download_target().expanduser().resolve():
+    print(f"{'downloaded' if fetched else 'already there'}: {target} (sha256 {sha256[:12]}... ok)")
+    if args.to is not None and target.resolve() != default_target().expanduser().resolve():
         print(f"the LoCoMo scenario reads it with: pytest --agentmem-locomo {target} "
               f"(or AGENTMEM_LOCOMO={target})")
     return 0
