@@ -232,6 +232,11 @@ OPTIONS: tuple[Option, ...] = (
            "fixture (default: the offline all-MiniLM-L6-v2 int8 model; other models need a "
            "reachable model hub)", ini="agentmem_embedding_model", env="AGENTMEM_EMBEDDING_MODEL",
            metavar="NAME"),
+    # --- data sets
+    Option("locomo_path", "--agentmem-locomo", "path of LoCoMo's locomo10.json (default: "
+           "../shared/data/locomo10.json next to the rootdir if there, else locomo10.json in "
+           "AGENTMEM_CACHE_DIR, where `python -m pytest_agentmem.datasets.locomo download` puts it)",
+           ini="agentmem_locomo", env="AGENTMEM_LOCOMO", parse=parse_path, metavar="PATH"),
     # --- reports
     Option("report_path", "--agentmem-report", "write a JSON report of every measured result "
            "to PATH", ini="agentmem_report", metavar="PATH"),
@@ -296,8 +301,6 @@ ENVIRONMENT: tuple[EnvVar, ...] = (
     # --- scenarios and data sets
     EnvVar("AGENTMEM_SCENARIO_SCALE", "size factor of the standard scenarios (e.g. 0.5 or 4)",
            default=1.0, parse=parse_scale),
-    EnvVar("AGENTMEM_LOCOMO", "path of locomo10.json (default ../shared/data/locomo10.json "
-           "next to the rootdir)", parse=parse_path),
     EnvVar("AGENTMEM_LOCOMO_CONVERSATIONS", "how many LoCoMo conversations the LoCoMo scenario "
            "stores (0: all)", default=0, parse=parse_count),
     # --- same-run A/B
@@ -373,10 +376,11 @@ class Settings:
     ab_role: str | None = None  # "base" in the base side's process of an A/B run
     report_path: Path | None = None
     html_path: Path | None = None
+    locomo_path: Path | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-_PATH_FIELDS = {"baselines_dir", "report_path", "html_path"}
+_PATH_FIELDS = {"baselines_dir", "report_path", "html_path", "locomo_path"}
 
 
 def _resolve(config: pytest.Config, opt: Option) -> Any:

@@ -90,4 +90,6 @@ def test_missing_file_and_wrong_checksum(tmp_path: Path, monkeypatch: pytest.Mon
     monkeypatch.setenv("AGENTMEM_LOCOMO", str(bad))
     assert locomo_path() == bad
     monkeypatch.delenv("AGENTMEM_LOCOMO")
-    assert locomo_path(rootdir="/x/main") == Path("/x/main/../shared/data/locomo10.json")
+    monkeypatch.setenv("AGENTMEM_CACHE_DIR", str(tmp_path / "cache"))
+    # no ../shared/data copy next to the rootdir: where the download command puts it
+    assert locomo_path(rootdir="/x/main") == tmp_path / "cache" / "locomo10.json"

@@ -1,8 +1,13 @@
 """LoCoMo (Maharana et al., ACL 2024): long conversations with evidence-annotated questions.
 
-The data (CC BY-NC 4.0) is never copied into this package; it is read from
-``$AGENTMEM_LOCOMO``, a path given, or ``../shared/data/locomo10.json`` seen from
-the pytest rootdir, and its sha256 is checked. :func:`evidence_recall` computes
+The data (CC BY-NC 4.0) is never copied into this package; it is read from a
+path given (``--agentmem-locomo`` / ini ``agentmem_locomo`` / ``$AGENTMEM_LOCOMO``),
+else ``../shared/data/locomo10.json`` seen from the pytest rootdir if it is there,
+else ``locomo10.json`` in ``$AGENTMEM_CACHE_DIR``, where the download command puts it::
+
+    python -m pytest_agentmem.datasets.locomo download [--to PATH] [--url URL]
+
+Its sha256 is checked (:mod:`.locomo_download` fetches and checks it). :func:`evidence_recall` computes
 LoCoMo's own retrieval metric: store every turn as a memory of its conversation,
 search with the question, count the fraction of the question's evidence turns
 among the top k.
@@ -15,6 +20,7 @@ import inspect
 import json
 import os
 import re
+import sys
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +30,9 @@ from ..errors import AgentmemError
 
 SHA256 = "79fa87e90f04081343b8c8debecb80a9a6842b76a7aa537dc9fdf651ea698ff4"
 ENV_VAR = "AGENTMEM_LOCOMO"
-DEFAULT_RELATIVE = Path("..") / "shared" / "data" / "locomo10.json"
+FILE_NAME = "locomo10.json"
+DEFAULT_RELATIVE = Path("..") / "shared" / "data" / FILE_NAME
+DOWNLOAD_COMMAND = "python -m pytest_agentmem.datasets.locomo download"
 _EVIDENCE = re.compile(r"D\d+:\d+")
 _SESSION = re.compile(r"^session_(\d+)$")
 
@@ -66,16 +74,26 @@ class Locomo:
         return [t for t in self.turns if t.conversation_id == conversation_id]
 
 
+def download_target() -> Path:
+    """Where the download command writes by default: ``$AGENTMEM_LOCOMO`` if set, else
+    ``locomo10.json`` in ``$AGENTMEM_CACHE_DIR`` (``~/.cache/pytest-agentmem``)."""
+    from ..config import env_value
+
+    explicit = env_value(ENV_VAR)
+    return Path(explicit) if explicit is not None else Path(env_value("AGENTMEM_CACHE_DIR")) / FILE_NAME
+
+
 def locomo_path(path: str | os.PathLike[str] | None = None, *, rootdir: str | os.PathLike[str] | None = None) -> Path:
-    """Where the data is: ``path``, else ``$AGENTMEM_LOCOMO``, else ``rootdir/../shared/data``."""
+    """Where the data is: ``path``, else ``$AGENTMEM_LOCOMO``, else ``rootdir/../shared/data``
+    if the file is there, else the download command's default (:func:`download_target`)."""
     if path is not None:
         return Path(path)
     from ..config import env_value
 
-    explicit = env_value(ENV_VAR)
-    if explicit is not None:
-        return Path(explicit)
-    return Path(rootdir if rootdir is not None else os.getcwd()) / DEFAULT_RELATIVE
+    if env_value(ENV_VAR) is not None:
+        return download_target()
+    shared = Path(rootdir if rootdir is not None else os.getcwd()) / DEFAULT_RELATIVE
+    return shared if shared.is_file() else download_target()
 
 
 def load_locomo(path: str | os.PathLike[str] | None = None, *, rootdir: str | os.PathLike[str] | None = None,
@@ -87,8 +105,9 @@ def load_locomo(path: str | os.PathLike[str] | None = None, *, rootdir: str | os
     """
     where = locomo_path(path, rootdir=rootdir)
     if not where.is_file():
-        raise LocomoMissing(f"LoCoMo data not found at {where}: download data/locomo10.json from "
-                            f"github.com/snap-research/LoCoMo (CC BY-NC 4.0) and set ${ENV_VAR} to it")
+        raise LocomoMissing(f"LoCoMo data not found at {where}: get it (CC BY-NC 4.0, not shipped) with "
+                            f"`{DOWNLOAD_COMMAND}`, or give its path with --agentmem-locomo PATH "
+                            f"(or ${ENV_VAR})")
     raw = where.read_bytes()
     if verify:
         digest = hashlib.sha256(raw).hexdigest()
@@ -152,3 +171,14 @@ async def evidence_recall(data: Locomo, search: SearchFn, *, k: int = 10,
         top = set(list(found)[:k])
         total += sum(1 for e in q.evidence if e in top) / len(q.evidence)
     return total / len(chosen)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m pytest_agentmem.datasets.locomo download [--to PATH] [--url URL]``."""
+    from .locomo_download import main as command
+
+    return command(argv, sha256=SHA256, default_target=download_target)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

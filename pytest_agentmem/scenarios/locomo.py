@@ -13,8 +13,10 @@ reworded each time so no cache answers, under load for speed), and the
 fraction of its evidence turns among the top k is LoCoMo's retrieval metric
 (reference on the same data, a plain TF-IDF retriever over raw turns: recall@5
 0.413, recall@10 0.496, recall@25 0.597). The data file is read from
-``$AGENTMEM_LOCOMO`` or ``../shared/data/locomo10.json`` next to the rootdir; the
-test skips when it is missing. ``$AGENTMEM_LOCOMO_CONVERSATIONS`` limits how many
+``--agentmem-locomo PATH`` (ini ``agentmem_locomo``, ``$AGENTMEM_LOCOMO``), else
+``../shared/data/locomo10.json`` next to the rootdir, else where
+``python -m pytest_agentmem.datasets.locomo download`` puts it; the test skips
+when it is missing, naming that command. ``$AGENTMEM_LOCOMO_CONVERSATIONS`` limits how many
 of the 10 conversations are used (default: all).
 """
 
@@ -27,6 +29,7 @@ import pytest
 
 from ..config import env_value
 from ..datasets.locomo import LocomoMissing, load_locomo
+from ..session import get_session
 
 __all__ = ["test_agentmem_scenario_locomo_recall"]
 
@@ -38,7 +41,8 @@ async def test_agentmem_scenario_locomo_recall(memory_service: Any, perf: Any,
                                                pytestconfig: pytest.Config) -> None:
     """Store LoCoMo's turns, search its questions under load, score evidence recall@k."""
     try:
-        data = load_locomo(rootdir=pytestconfig.rootpath, categories=(1, 2, 3, 4))
+        data = load_locomo(get_session(pytestconfig).settings.locomo_path, rootdir=pytestconfig.rootpath,
+                           categories=(1, 2, 3, 4))
     except LocomoMissing as exc:
         pytest.skip(str(exc))
     limit = env_value("AGENTMEM_LOCOMO_CONVERSATIONS")
