@@ -6,3 +6,4 @@ module; override ``memory_service`` (or ``memory_repo``) in a conftest to swap t
 
 from pytest_agentmem.scenarios.locomo import *  # noqa: F401,F403,E402
 from pytest_agentmem.scenarios.standard import *  # noqa: F401,F403
+from pytest_agentmem.scenarios.users import *  # noqa: F401,F403,E402
