@@ -31,6 +31,7 @@ import pytest
 
 from ..config import Settings
 from ..errors import BaselineError, ConfigurationError, PerformanceRegression
+from ..load.result import cache_note
 from ..marker import PerfMarker, perf_marker_of
 from ..measurement import Measurement, measurements_of
 from ..session import get_session
@@ -221,6 +222,9 @@ class GatePlugin:
                               baseline_path=str(path) if path else None, fingerprint=current_fp)
         _state(item).verdict = verdict
         self.verdicts.append(verdict)
+        # say what was measured: a run answered mostly by a cache did not measure the store
+        verdict.notes.extend(note for m in measurements if m.kind == "load"
+                             for note in [cache_note(m.name, m.metrics)] if note)
         try:
             ctx = self._context(item, measurements, verdict.notes, current_fp)
             extra = [f for found in item.ihook.pytest_agentmem_gate_checks(item=item) for f in found]

@@ -6,6 +6,13 @@ rounds, lets the gate ask for confirmation rounds, and files one
 :class:`~pytest_agentmem.measurement.Measurement` (``kind="load"``) under the
 test; ``perf.record(name, **metrics)`` files other measured figures
 (``kind="record"``; calling it again with the same name adds a round).
+
+Each measured round also reads the counters that the test's fixtures
+registered (:mod:`pytest_agentmem.counters`, e.g. the ``memory_service``'s
+result- and embedding-cache hits) before and after its measured phase, so the
+run's figures say how much of it a cache answered (``LoadResult.caches`` and
+the ``*_cache_hit_rate`` metrics). In-process runs only: with ``processes=N``
+the operations run in other processes, whose counters this one cannot read.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ from typing import Any
 
 import pytest
 
+from ..counters import counter_delta, counter_sources, read_counters
 from ..errors import ConfigurationError
 from ..marker import perf_marker_of
 from ..measurement import Measurement, measurements_of
@@ -51,7 +59,8 @@ class Perf:
     async def run(self, op: Op, *, concurrency: int | None = None, rate: float | None = None,
                   duration: float | None = None, total: int | None = None, warmup: int = 0,
                   timeout: float | None = None, name: str | None = None,
-                  rounds: int | None = None, processes: int | None = None) -> LoadResult:
+                  rounds: int | None = None, processes: int | None = None,
+                  think: float | None = None) -> LoadResult:
         """Measure ``op`` and file the measurement under this test; return the result.
 
         ``concurrency``: virtual users in closed loop (default 1); in open loop
@@ -61,12 +70,16 @@ class Perf:
         seconds cancels an operation (a timeout and an error); ``rounds``
         measured rounds (default: the marker's ``rounds``, else --agentmem-rounds, else 1), merged into
         the returned result; ``processes`` spreads closed-loop users over worker
-        processes (``op`` must then be picklable).
+        processes (``op`` must then be picklable); ``think`` seconds: the mean
+        (exponential) think time of each closed-loop user before each of its
+        operations, not counted in latency (users then offer about
+        ``concurrency / think`` operations per second).
         """
         rounds = self._rounds(rounds)
         label = self._claim_name(name)
         spec = validate(op, concurrency=concurrency, rate=rate, duration=duration, total=total,
-                        warmup=warmup, timeout=timeout, name=label, processes=processes)
+                        warmup=warmup, timeout=timeout, name=label, processes=processes,
+                        think=think)
         pacer = pacer_for(self._item)
         if spec.warmup and getattr(pacer, "warmup_first", False):
             # warm up before waiting for the other side (which warms up at the same time)
@@ -114,13 +127,24 @@ class Perf:
         """
         if number:
             spec = _without_warmup(spec)  # the system is warm after the first round
+        sources = counter_sources(self._item) if not (spec.processes and spec.processes > 1) else {}
+        warmup = 0
+        if sources and spec.warmup:
+            # warm up apart, so that the counters read next cover the measured phase only
+            warmup = spec.warmup
+            await run_load(op, replace(spec, warmup=0, total=spec.warmup, duration=None))
+            spec = _without_warmup(spec)
         label = spec.name if rounds == 1 else f"{spec.name} (round {number + 1})"
         progress = Progress(self._item.config, label)
+        before = read_counters(sources)
         try:
             result = await run_load(op, spec, on_tick=progress.update if progress.enabled else None,
                                     service_pids=self._service_pids)
         finally:
             progress.close()
+        if sources:
+            result.caches = counter_delta(before, read_counters(sources))
+            result.warmup_ops = result.warmup_ops or warmup
         if probe:
             probe_after_round(result)  # interleaved calibration: the machine this round saw
         return result

@@ -19,6 +19,13 @@ Conventions, the same everywhere in the engine:
   that does more work raises it. Merged rounds: total CPU / total successes.
 - ``cancelled`` counts the operations still running when the run ended and
   cut off (see :mod:`.runner`): errors of their own type, never successes.
+- ``caches`` holds how the system's cache counters (see
+  :mod:`pytest_agentmem.counters`) moved during the measured phase; when a
+  cache was asked, ``metrics()`` adds its hit rate (``result_cache_hit_rate``,
+  ``embedding_cache_hit_rate``: hits / lookups) beside ``qps``, and
+  :func:`cache_note` says when most lookups were hits (the run measured the
+  cache, not the store or the model).
+- ``think_s``: the mean think time of closed-loop users (``think=``), else ``None``.
 """
 
 from __future__ import annotations
@@ -41,6 +48,15 @@ CANCELLED_AT_END = "CancelledAtEndOfRun"
 
 #: How many sample messages are kept per exception type.
 MAX_ERROR_SAMPLES = 3
+
+#: The hit-rate metrics a run on a system with caches adds: (metric, hits counter, lookups counter, label).
+CACHE_RATES = (
+    ("result_cache_hit_rate", "result_cache_hits", "result_cache_lookups", "result-cache"),
+    ("embedding_cache_hit_rate", "embedding_cache_hits", "embedding_lookups", "embedding-cache"),
+)
+
+#: A run whose cache hit rate reaches this fraction measured the cache (see :func:`cache_note`).
+MOSTLY_CACHED = 0.5
 
 
 @dataclass
@@ -77,6 +93,9 @@ class LoadResult:
     #: Interleaved calibration probe readings, one per round (see gate/calibration.py).
     calibration: list[dict[str, float]] = field(default_factory=list, repr=False)
     loop: str = ""  # the event loop class the run used
+    #: How the system's cache counters moved in the measured phase (see the module docstring).
+    caches: dict[str, float] = field(default_factory=dict)
+    think_s: float | None = None  # mean think time of closed-loop users
 
     @classmethod
     def build(cls, *, histogram: HdrHistogram, ops: int, errors: int, duration_s: float,
@@ -107,8 +126,16 @@ class LoadResult:
         return self.ops - self.errors
 
     def metrics(self) -> dict[str, float]:
-        """The headline gated metrics (qps, latencies in ms, error_rate)."""
-        return {key: float(getattr(self, key)) for key in GATED_METRICS}
+        """The headline gated metrics (qps, latencies in ms, error_rate), and the
+        cache hit rates when the system's caches were asked (:func:`cache_rates`)."""
+        return {**{key: float(getattr(self, key)) for key in GATED_METRICS}, **cache_rates(self.caches)}
+
+    @property
+    def offered_rate(self) -> float | None:
+        """Operations per second the closed-loop users offer: users / (think + mean latency)."""
+        if self.think_s is None or not self.concurrency:
+            return None
+        return self.concurrency / (self.think_s + self.mean_ms / 1000.0)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-able dict; the histogram as its standard base64 encoding."""
@@ -116,8 +143,10 @@ class LoadResult:
             "name": self.name, "mode": self.mode, "ops": self.ops, "errors": self.errors,
             "timeouts": self.timeouts, "cancelled": self.cancelled, "warmup_ops": self.warmup_ops,
             "duration_s": self.duration_s, "concurrency": self.concurrency, "rate": self.rate,
-            "processes": self.processes, "loop": self.loop,
+            "processes": self.processes, "loop": self.loop, "think_s": self.think_s,
+            "offered_rate": self.offered_rate,
             **self.metrics(),
+            "caches": dict(self.caches),
             "missed_schedule": dict(self.missed_schedule),
             "timeline": [dict(entry) for entry in self.timeline],
             "errors_by_type": {k: {"count": v["count"], "samples": list(v["samples"])}
@@ -132,6 +161,8 @@ class LoadResult:
         """One line for humans: ``name: 1234 ops, 411.3 ops/s, p50 ... errors``."""
         mode = (f"open loop {self.rate:g}/s" if self.mode == "open"
                 else f"closed loop x{self.concurrency}")
+        if self.think_s is not None:
+            mode += f" thinking {self.think_s:g} s"
         text = (f"{self.name}: {mode}, {self.ops} ops in {self.duration_s:.2f} s, "
                 f"{self.qps:.1f} ops/s, p50 {self.p50_ms:.2f} ms, p95 {self.p95_ms:.2f} ms, "
                 f"p99 {self.p99_ms:.2f} ms, max {self.max_ms:.2f} ms, errors {self.errors}")
@@ -141,7 +172,34 @@ class LoadResult:
             text += f" ({self.cancelled} cancelled at the end of the run)"
         if self.missed_schedule.get("count"):
             text += f", missed schedule {int(self.missed_schedule['count'])}"
+        for metric, _, _, what in CACHE_RATES:
+            rate = self.metrics().get(metric)
+            if rate is not None:
+                text += f", {what} hits {rate:.0%}"
         return text
+
+
+def cache_rates(caches: dict[str, float]) -> dict[str, float]:
+    """``result_cache_hit_rate`` / ``embedding_cache_hit_rate`` of the caches that were asked."""
+    rates: dict[str, float] = {}
+    for metric, hits, lookups, _ in CACHE_RATES:
+        asked = caches.get(lookups, 0.0)
+        if asked > 0:
+            rates[metric] = min(1.0, max(0.0, caches.get(hits, 0.0) / asked))
+    return rates
+
+
+def cache_note(name: str, metrics: dict[str, float]) -> str | None:
+    """``"search_repeated: 98% result-cache hits: this measured the cache, not the store"``
+    when most of a run's cache lookups were hits (:data:`MOSTLY_CACHED`), else ``None``."""
+    result = metrics.get("result_cache_hit_rate")
+    if result is not None and result >= MOSTLY_CACHED:
+        return f"{name}: {result:.0%} result-cache hits: this measured the cache, not the store"
+    embedded = metrics.get("embedding_cache_hit_rate")
+    if embedded is not None and embedded >= MOSTLY_CACHED:
+        return (f"{name}: {embedded:.0%} embedding-cache hits: most texts were not embedded, "
+                "this measured the cache, not the model")
+    return None
 
 
 def cpu_per_op_ms(resources: dict[str, float], successes: int) -> float:
@@ -215,9 +273,19 @@ def merge_results(results: Sequence[LoadResult], *, name: str | None = None) -> 
         errors_by_type=merge_errors(r.errors_by_type for r in results),
         resources=merge_resources([r.resources for r in results], duration),
         loop=first.loop, calibration=[dict(c) for r in results for c in r.calibration],
+        caches=merge_caches([r.caches for r in results]), think_s=first.think_s,
     )
     merged.rounds = [r.metrics() for r in results]
     return merged
+
+
+def merge_caches(parts: Sequence[dict[str, float]]) -> dict[str, float]:
+    """Cache counters of several rounds: the sum of each."""
+    out: dict[str, float] = {}
+    for part in parts:
+        for key, value in part.items():
+            out[key] = out.get(key, 0.0) + value
+    return out
 
 
 def _merge_missed(parts: Sequence[dict[str, float]]) -> dict[str, float]:

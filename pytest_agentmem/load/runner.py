@@ -6,6 +6,12 @@ runner only starts operations, times them and counts what happened.
 
 Closed loop (``rate=None``): ``concurrency`` virtual users, each a task running
 operations back to back; latency is from the call to the return of ``op``.
+With ``think=T`` each user thinks before each of its operations (the first
+included) for an exponentially distributed time of mean ``T`` seconds, not
+counted in any latency: ``N`` users then offer about ``N / (T + latency)``
+operations per second from the start (an exponential first wait is the
+steady state: no burst of ``N`` operations at once), and a user in the
+middle of its thinking when the run ends is simply stopped.
 
 Open loop (``rate=R``): operation ``k`` is due at ``start + k / R`` whatever
 happened before, launched as its own task, and its latency is measured from
@@ -45,6 +51,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import math
+import random
 import sys
 import time
 from collections.abc import Callable
@@ -89,7 +96,7 @@ class _Phase:
 
     __slots__ = ("latencies", "errors", "timeouts", "cancelled", "cut", "by_type", "next_index",
                  "limit", "stopping", "end_ns", "hist", "intervals", "_last_errors", "start_ns", "_last_tick_ns",
-                 "missed", "missed_lag_ns", "missed_max_ns", "capped")
+                 "missed", "missed_lag_ns", "missed_max_ns", "capped", "think", "thinking", "draw")
 
     def __init__(self, first_index: int, limit: int) -> None:
         self.latencies: list[int] = []
@@ -111,6 +118,26 @@ class _Phase:
         self.missed_lag_ns = 0
         self.missed_max_ns = 0
         self.capped = 0
+        self.think: float | None = None  # closed loop: users' mean think time (s)
+        self.thinking: set[asyncio.Task[Any]] = set()  # users thinking right now
+        self.draw = random.Random().expovariate
+
+    def stop(self) -> None:
+        """No new operation starts; users that are thinking stop now."""
+        self.stopping = True
+        for task in list(self.thinking):
+            task.cancel()
+        self.thinking.clear()
+
+    async def think_once(self, mean: float) -> None:
+        """One user's think time: exponential with mean ``mean`` seconds (ended by :meth:`stop`)."""
+        task = asyncio.current_task()
+        assert task is not None
+        self.thinking.add(task)
+        try:
+            await asyncio.sleep(self.draw(1.0 / mean))
+        finally:
+            self.thinking.discard(task)
 
     def fail(self, exc: BaseException | None, *, timed_out: bool = False,
              cut: bool = False) -> None:
@@ -207,18 +234,21 @@ async def _run_ops(phase: _Phase, op: Op, timeout: float | None, index: int = -1
     end_ns = phase.end_ns  # the users start after the phase began
     clock = _clock
     closed = index < 0
+    think = phase.think if closed else None
     done = 0
     while True:
         if closed:
+            if think is not None:
+                await phase.think_once(think)
             if phase.stopping:
                 return
             index = next_index()
             if index >= limit:
-                phase.stopping = True
+                phase.stop()
                 return
             intended = clock()
             if intended >= end_ns:  # on time even when the ops never yield to the loop's timer
-                phase.stopping = True
+                phase.stop()
                 return
         try:
             if timeout is None:
@@ -256,6 +286,7 @@ async def _closed_phase(phase: _Phase, op: Op, spec: LoadSpec, *, measured: bool
                         on_tick: TickCallback | None, sampler: ResourceSampler | None) -> float:
     """Run the users until the phase ends; return the phase's wall time in seconds."""
     loop = asyncio.get_running_loop()
+    phase.think = spec.think
     users = [loop.create_task(_run_ops(phase, op, spec.timeout), name=f"{_USER_TASK}{k}")
              for k in range(spec.concurrency or 1)]
     return await _supervise(phase, users, spec, measured=measured, on_tick=on_tick, sampler=sampler)
@@ -276,7 +307,7 @@ async def _supervise(phase: _Phase, workers: list[asyncio.Task[Any]], spec: Load
     try:
         if measured and spec.duration is not None:
             _, pending = await asyncio.wait(workers, timeout=spec.duration)
-            phase.stopping = True
+            phase.stop()
             if pending:
                 _, pending = await asyncio.wait(pending, timeout=drain_grace(spec, phase))
             if pending:
@@ -470,7 +501,7 @@ def _result_of(phase: _Phase, spec: LoadSpec, elapsed: float, threshold_ns: floa
     return LoadResult.build(
         histogram=phase.hist, ops=phase.ops, errors=phase.errors, duration_s=elapsed,
         name=spec.name, timeouts=phase.timeouts, cancelled=phase.cancelled, concurrency=spec.concurrency, rate=spec.rate,
-        warmup_ops=spec.warmup, mode=spec.mode, processes=1,
+        warmup_ops=spec.warmup, mode=spec.mode, processes=1, think_s=spec.think,
         missed_schedule=phase.missed_schedule(threshold_ns) if spec.rate is not None else {},
         timeline=timeline_of(phase.intervals), errors_by_type=phase.by_type,
         resources=resources, loop=loop_name(),

@@ -32,6 +32,7 @@ class LoadSpec:
     name: str = "load"
     processes: int | None = None
     tick_s: float = 1.0
+    think: float | None = None  # closed loop: mean think time (s) before each user's operation
 
     @property
     def mode(self) -> str:
@@ -41,7 +42,7 @@ class LoadSpec:
 def validate(op: Any, *, concurrency: int | None = None, rate: float | None = None,
              duration: float | None = None, total: int | None = None, warmup: int = 0,
              timeout: float | None = None, name: str = "load",
-             processes: int | None = None) -> LoadSpec:
+             processes: int | None = None, think: float | None = None) -> LoadSpec:
     """Check the arguments of a run; raise :class:`ConfigurationError` saying what to fix."""
     if not callable(op):
         raise ConfigurationError(f"perf.run: op must be an async callable taking the op index, got {op!r}")
@@ -72,12 +73,19 @@ def validate(op: Any, *, concurrency: int | None = None, rate: float | None = No
                                      f"(concurrency={concurrency or 1})")
         if processes > 1:
             _check_picklable(op)
+    if think is not None:
+        if not is_number(think) or not 0 < think < math.inf:
+            raise ConfigurationError(f"perf.run: think must be a number of seconds > 0 (the users' "
+                                     f"mean think time), got {think!r}")
+        if rate is not None:
+            raise ConfigurationError("perf.run: think= paces closed-loop users (concurrency=N); "
+                                     "an open loop (rate=) has its own schedule: give one of them")
     if rate is None:
         concurrency = concurrency or 1
     return LoadSpec(concurrency=concurrency, rate=None if rate is None else float(rate),
                     duration=None if duration is None else float(duration), total=total,
                     warmup=warmup, timeout=None if timeout is None else float(timeout),
-                    name=name, processes=processes)
+                    name=name, processes=processes, think=None if think is None else float(think))
 
 
 def _is_int(value: Any) -> bool:

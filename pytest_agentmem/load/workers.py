@@ -127,7 +127,7 @@ def _merge(parts: list[dict[str, Any]], spec: LoadSpec, sampler: ResourceSampler
         concurrency=spec.concurrency, rate=None, warmup_ops=spec.warmup, mode="closed",
         processes=len(parts), timeline=timeline,
         errors_by_type=merge_errors(p["errors_by_type"] for p in parts),
-        resources=resources, loop=parts[0]["loop"],
+        resources=resources, loop=parts[0]["loop"], think_s=spec.think,
     )
 
 

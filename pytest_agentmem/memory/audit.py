@@ -14,6 +14,17 @@ write started and when it was acknowledged, or the error it ended with), then
                          faults=agentmem_faults, queries=[("note 7", {"user_id": "u"})])
     report.assert_clean()   # "acknowledged 812, found 812, wrong 0, ..."
 
+Updates are logged too (``await log.update(memory_service, memory_id, text)``):
+each memory must hold the content of its last acknowledged write (add or
+update); an update still in flight, or one whose call overlapped that last
+one, may have landed instead (either content is accepted). Any other content
+is ``changed``. Updates of memories added before the log began are checked the same way. ``acknowledged`` counts acknowledged writes (adds and
+updates); those of a memory that is gone all count as lost.
+
+The audit reads through ``target.get(memory_id)`` only (a missing memory: a
+:class:`~.model.MemoryNotFoundError`, any ``KeyError`` or ``None``), so it
+checks a user's own ``memory_service`` as well as a repository.
+
 Writes are judged by when they were acknowledged against the faults' window
 (from the first fault's start to the last one's end, ``time.monotonic``):
 
@@ -34,6 +45,7 @@ Writes are judged by when they were acknowledged against the faults' window
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -50,7 +62,7 @@ class Write:
     """One write as the client saw it (``time.monotonic`` times)."""
 
     key: str
-    kind: str  # "add" or "delete"
+    kind: str  # "add", "update" or "delete"
     started: float
     acked: float | None = None
     error: str | None = None
@@ -88,6 +100,18 @@ class WriteLog:
         write.memory_id = memory.id
         return memory
 
+    async def update(self, target: Any, memory_id: str, text: str) -> Any:
+        """``await target.update(memory_id, text)`` (a MemoryService), logged."""
+        write = self._begin("update", memory_id)
+        write.content = text
+        try:
+            memory = await target.update(memory_id, text)
+        except BaseException as exc:
+            write.error = f"{type(exc).__name__}: {exc}"[:200]
+            raise
+        write.acked = time.monotonic()
+        return memory
+
     async def delete(self, target: Any, memory_id: str) -> None:
         """``await target.delete(memory_id)``, logged."""
         write = self._begin("delete", memory_id)
@@ -100,6 +124,10 @@ class WriteLog:
 
     def acknowledged_adds(self) -> list[Write]:
         return [w for w in self.writes if w.kind == "add" and not w.in_flight]
+
+    def acknowledged(self) -> int:
+        """How many adds and updates were acknowledged."""
+        return sum(1 for w in self.writes if w.kind in ("add", "update") and not w.in_flight)
 
 
 @dataclass
@@ -168,41 +196,85 @@ def fault_window(faults: Any) -> tuple[float, float] | None:
             max(f.ended if f.ended is not None else now for f in history))
 
 
+#: Reads the audit keeps in flight at once.
+AUDIT_READS = 16
+
+
+async def read_memory(target: Any, memory_id: str) -> Any:
+    """``target.get(memory_id)``, or ``None`` when no memory has this id."""
+    try:
+        return await target.get(memory_id)
+    except (MemoryNotFoundError, KeyError):
+        return None
+
+
+def accepted_contents(writes: Sequence[Write]) -> tuple[str | None, set[str | None]]:
+    """(the last acknowledged content, every content the store may hold) of one memory's writes."""
+    acked = [w for w in writes if not w.in_flight]
+    last = max(acked, key=lambda w: w.acked or 0.0)
+    accepted = {last.content}
+    for w in writes:
+        # an update in flight may have landed; one that overlapped the last may have committed after it
+        if w.kind == "update" and (w.in_flight or (w.acked or 0.0) > last.started):
+            accepted.add(w.content)
+    return last.content, accepted
+
+
 async def audit(log: WriteLog, repository: Any, *, service: Any = None, faults: Any = None,
                 queries: Iterable[tuple[str, dict[str, Any]]] = (), graph: Any = None,
                 graph_users: Sequence[str] = (), limit: int = 10) -> AuditReport:
-    """Check the store against what ``log`` says was acknowledged (see the module doc)."""
+    """Check the store against what ``log`` says was acknowledged (see the module doc).
+
+    ``repository`` is anything with ``get(memory_id)``: a repository, or the
+    ``memory_service`` itself (a user's system offers no more than its API).
+    """
     report = AuditReport()
     window = fault_window(faults)
     first_fault = window[0] if window else float("inf")
     deletes = {w.memory_id: w for w in log.writes if w.kind == "delete"}
     deleted_ids = {mid for mid, w in deletes.items() if not w.in_flight}
 
-    for write in log.acknowledged_adds():
-        delete = deletes.get(write.memory_id)
-        if delete is not None:
-            continue  # judged as a delete below (or in doubt when the delete was in flight)
-        report.acknowledged += 1
-        try:
-            memory = await repository.get(write.memory_id)
-        except MemoryNotFoundError:
-            when = "before" if write.acked is not None and write.acked < first_fault else "during/after"
-            if when == "before":
-                report.lost_before_fault += 1
-            else:
-                report.lost_after += 1
-            report.problems.append(f"lost ({when} the faults): {write.key} {write.memory_id}")
+    by_memory: dict[str, list[Write]] = {}
+    for write in log.writes:
+        # an acknowledged add, or an update (of a memory added before the log began, too);
+        # a deleted memory is judged as a delete below (or in doubt when the delete was in flight)
+        if ((write.kind == "add" and not write.in_flight or write.kind == "update")
+                and write.memory_id is not None and write.memory_id not in deletes):
+            by_memory.setdefault(write.memory_id, []).append(write)
+    by_memory = {mid: writes for mid, writes in by_memory.items() if any(not w.in_flight for w in writes)}
+    gate = asyncio.Semaphore(AUDIT_READS)
+
+    async def read(memory_id: str) -> Any:
+        async with gate:
+            return await read_memory(repository, memory_id)
+
+    ids = list(by_memory)
+    stored = await asyncio.gather(*(read(mid) for mid in ids))
+    for memory_id, memory in zip(ids, stored):
+        writes = by_memory[memory_id]
+        acked = [w for w in writes if not w.in_flight]
+        report.acknowledged += len(acked)
+        if memory is None:
+            for write in acked:
+                when = "before" if write.acked is not None and write.acked < first_fault else "during/after"
+                if when == "before":
+                    report.lost_before_fault += 1
+                else:
+                    report.lost_after += 1
+                report.problems.append(f"lost ({when} the faults): {write.key} {write.kind} {memory_id}")
             continue
-        report.found += 1
-        if memory.content != write.content:
+        expected, accepted = accepted_contents(writes)
+        if memory.content in accepted:
+            report.found += len(acked)
+        else:
+            report.found += len(acked) - 1
             report.changed += 1
-            report.problems.append(f"changed: {write.memory_id}: {memory.content!r} != {write.content!r}")
+            report.problems.append(f"changed: {memory_id}: {memory.content!r} != {expected!r} "
+                                   "(its last acknowledged version)")
 
     for memory_id in deleted_ids:
         report.deleted += 1
-        try:
-            await repository.get(memory_id)
-        except MemoryNotFoundError:
+        if await read_memory(repository, memory_id) is None:
             continue
         report.deleted_served += 1
         report.problems.append(f"deleted but still in the store: {memory_id}")

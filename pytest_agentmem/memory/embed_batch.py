@@ -3,6 +3,9 @@
 The model runs on one thread (onnxruntime releases the GIL and uses the cores
 itself), never on the event loop. While the model computes one batch, the
 texts that arrive are queued and go to the model together as the next batch.
+A queued text whose callers all stopped waiting (cancelled: a timeout, the end
+of a load run) is dropped before it reaches the model, so an overloaded
+system does not keep computing answers nobody waits for.
 """
 
 from __future__ import annotations
@@ -44,8 +47,12 @@ class Batcher:
         self.pending: dict[str, tuple[str, asyncio.Future[np.ndarray]]] = {}
         self.inflight: dict[str, asyncio.Future[np.ndarray]] = {}
         self.task: asyncio.Task[None] | None = None
+        self.waiters: dict[str, int] = {}  # callers waiting for each queued or computing text
+        self.dropped = 0  # queued texts dropped because no caller waited for them any more
 
     def submit(self, digest: str, text: str) -> asyncio.Future[np.ndarray]:
+        """The future of ``text``'s vector; call :meth:`release` once no longer waiting for it."""
+        self.waiters[digest] = self.waiters.get(digest, 0) + 1
         existing = self.inflight.get(digest) or (self.pending[digest][1] if digest in self.pending else None)
         if existing is not None:
             return existing
@@ -54,6 +61,19 @@ class Batcher:
         if self.task is None:
             self.task = asyncio.get_running_loop().create_task(self._drain())
         return future
+
+    def release(self, digest: str) -> None:
+        """A caller of :meth:`submit` stopped waiting (answered or cancelled); the last one to
+        go drops the text if it is still queued."""
+        left = self.waiters.get(digest, 0) - 1
+        if left > 0:
+            self.waiters[digest] = left
+            return
+        self.waiters.pop(digest, None)
+        entry = self.pending.pop(digest, None)
+        if entry is not None:
+            self.dropped += 1
+            entry[1].cancel()
 
     async def _drain(self) -> None:
         loop = asyncio.get_running_loop()

@@ -217,8 +217,12 @@ class Embedder:
     async def _compute(self, texts: dict[str, str]) -> dict[str, np.ndarray]:
         batcher = self._batcher()
         futures = {digest: batcher.submit(digest, text) for digest, text in texts.items()}
-        # shield: one caller's cancellation must not cancel a vector others wait for
-        results = await asyncio.gather(*(asyncio.shield(f) for f in futures.values()))
+        try:
+            # shield: one caller's cancellation must not cancel a vector others wait for
+            results = await asyncio.gather(*(asyncio.shield(f) for f in futures.values()))
+        finally:
+            for digest in futures:
+                batcher.release(digest)  # a text nobody waits for any more is not computed
         return dict(zip(futures, results))
 
     def _batcher(self) -> Batcher:

@@ -11,7 +11,9 @@ The session ``embedder`` loads the model once (``AGENTMEM_EMBEDDING_MODEL`` name
 another fastembed model) and keeps its on-disk embedding cache in pytest's cache
 directory (``.pytest_cache/d/agentmem``), so repeated runs do not re-embed
 their data sets. Its model id is filed in the run's session (``embedding_model``)
-for the baselines' fingerprint.
+for the baselines' fingerprint. The ``memory_service`` fixture registers its
+service's cache counters (:mod:`pytest_agentmem.counters`), so every load run
+of the test records its result- and embedding-cache hit rates.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
+from ..counters import watch_counters
 from ..session import get_session
 from .embedder import Embedder, EmbedderMissingError, default_cache_dir
 from .result_cache import RedisResultCache, ResultCache
@@ -117,12 +120,17 @@ def memory_service_fixture(*, repository: str = "memory_repo", embedder: str = "
         model = fixtures[embedder]
         if embedding_cache == "test" and hasattr(model, "per_test"):
             model = model.per_test()
-        yield MemoryService(fixtures[repository], model, result_cache=cache)
+        built = MemoryService(fixtures[repository], model, result_cache=cache)
+        # every load run of the test records the service's cache hit rates beside its QPS
+        request = fixtures["request"]
+        watch_counters(request.node, request.fixturename or "memory_service", built.cache_stats)
+        yield built
 
     # Declare the named fixtures as parameters, so pytest (and the service
     # provisioning, which looks at a test's fixture closure) sees the dependency.
     service.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
-        [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY) for name in dict.fromkeys(needed)])
+        [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY)
+         for name in dict.fromkeys([*needed, "request"])])
     service = pytest_asyncio.fixture(service)
     return service
 

@@ -116,6 +116,27 @@ class MemoryService:
         if self.result_cache is not None:
             await self.result_cache.invalidate(_namespaced(await self.cache_namespace(), tuple(scopes)))
 
+    def cache_stats(self) -> dict[str, float]:
+        """Cumulative cache counters (see :data:`pytest_agentmem.counters.COUNTERS`).
+
+        ``result_cache_*`` count the searches that asked the result cache and those
+        it answered; ``embedding_*`` the texts the embedder was asked for and those
+        its caches answered (when the embedder keeps ``stats``). The ``perf``
+        fixture records their change over every load run beside its QPS.
+        """
+        counts: dict[str, float] = {}
+        cache = self.result_cache
+        hits, misses = getattr(cache, "hits", None), getattr(cache, "misses", None)
+        if isinstance(hits, int) and isinstance(misses, int):
+            counts["result_cache_hits"] = hits
+            counts["result_cache_lookups"] = hits + misses
+        stats = getattr(self.embedder, "stats", None)
+        texts, cached = getattr(stats, "texts", None), getattr(stats, "hits", None)
+        if isinstance(texts, int) and isinstance(cached, int):
+            counts["embedding_cache_hits"] = cached
+            counts["embedding_lookups"] = texts
+        return counts
+
     async def cache_namespace(self) -> str:
         """The digest of the repository's ``cache_namespace()`` (read once) that this
         service's result-cache keys and counters are filed under."""

@@ -15,6 +15,7 @@ batch operations       :mod:`.batch` (add, update, delete by 100)     ``memory_r
 caches                 :mod:`.caches` (result cache),                 ``memory_service``,
                        :mod:`.embedding` (model and embedding cache)  ``embedder``
 accuracy               :mod:`.locomo` (LoCoMo evidence recall)        ``memory_service``
+concurrent users       :mod:`.users` (1,000 -> 20,000 agents, audit)  ``memory_service``
 =====================  =============================================  ====================
 
 Each scenario checks correctness beside speed and runs against whatever its
@@ -37,7 +38,9 @@ from .locomo import *  # noqa: F401,F403
 from .locomo import __all__ as _locomo
 from .standard import *  # noqa: F401,F403
 from .standard import __all__ as _standard
+from .users import *  # noqa: F401,F403
+from .users import __all__ as _users
 from .vector_search import *  # noqa: F401,F403
 from .vector_search import __all__ as _vector_search
 
-__all__ = [*_standard, *_vector_search, *_graph, *_batch, *_caches, *_embedding, *_locomo]
+__all__ = [*_standard, *_vector_search, *_graph, *_batch, *_caches, *_embedding, *_locomo, *_users]

@@ -115,45 +115,24 @@ async def test_overhead_against_a_hand_written_loop_on_redis_gets(perf, redis_cl
           f"CPU-per-op overhead (median ratio - 1) {cpu_overhead:.1f} %")
 
 
-@pytest.mark.agentmem_perf(min_qps=9_000, max_p50_ms=2_100)
-async def test_20000_users_awaiting_a_2s_op(perf) -> None:
-    """The goal figures are the marker's thresholds (the gate re-measures before failing).
+@pytest.mark.agentmem_perf(max_process_cpu_pct=25)
+async def test_engine_overhead_of_20000_thinking_users(perf) -> None:
+    """ENGINE OVERHEAD ONLY, not a system figure: 20,000 users of the concurrent-users scenario
+    (think time THINK_S, so 100 operations/s) doing nothing, on this process's event loop.
 
-    A hand-written loop of 20,000 coroutines timing the same op runs first: when
-    the machine is busy both fall short of 10,000/s, and their ratio shows
-    whether the runner is the bottleneck.
+    The users against the real services are the scenario
+    (``pytest_agentmem/scenarios/users.py``, run by tests/perf/test_scenarios.py);
+    this measures what driving them costs: the CPU share of this process (one core
+    = 100 %) is the driver's own, and the no-op's latency is the loop's delay.
+    It shows one process suffices to drive 20,000 users at that rate.
     """
-    async def two_seconds(index: int) -> None:
-        await asyncio.sleep(2.0)
+    from pytest_agentmem.scenarios.users import THINK_S
 
     users, seconds = 20_000, 10.0
-    reference = await _timed_hand_loop(two_seconds, users, seconds)
-    result = await perf.run(two_seconds, concurrency=users, duration=seconds, name="20k-users-2s")
-    perf.record("20k_users", qps=result.qps, p50_ms=result.p50_ms, p99_ms=result.p99_ms,
-                hand_loop_qps=reference, runner_vs_hand_loop=result.qps / reference,
-                process_cpu_pct=result.resources["process_cpu_pct"])
-    print(f"\n20,000 users x 2 s op, {result.loop}: {result.describe()}; "
-          f"cpu {result.resources['process_cpu_pct']} %, rss {result.resources['process_rss_mb_max']} MB; "
-          f"hand-written loop {reference:,.0f} ops/s (runner/hand {result.qps / reference:.3f})")
-
-
-async def _timed_hand_loop(op, users: int, duration: float) -> float:
-    """``users`` coroutines timing ``op`` back to back (no histogram); ops per second."""
-    stop = False
-    latencies: list[int] = []
-
-    async def worker() -> None:
-        while not stop:
-            t0 = time.perf_counter_ns()
-            await op(0)
-            latencies.append(time.perf_counter_ns() - t0)
-
-    def end() -> None:
-        nonlocal stop
-        stop = True
-
-    handle = asyncio.get_running_loop().call_later(duration, end)
-    start = time.perf_counter()
-    await asyncio.gather(*(worker() for _ in range(users)))
-    handle.cancel()
-    return len(latencies) / (time.perf_counter() - start)
+    result = await perf.run(noop, concurrency=users, think=THINK_S, duration=seconds,
+                            name="20k-thinking-users-noop")
+    cpu = result.resources["process_cpu_pct"]
+    perf.record("20k_thinking_users", process_cpu_pct=cpu, served_per_s=result.qps,
+                offered_per_s=users / THINK_S, rss_mb=result.resources["process_rss_mb_max"])
+    print(f"\n20,000 users thinking {THINK_S:g} s, no-op op, {result.loop}: {result.describe()}; "
+          f"driver cpu {cpu:.1f} % of one core, rss {result.resources['process_rss_mb_max']:.0f} MB")
