@@ -16,6 +16,7 @@ SCENARIOS = [
     "test_agentmem_scenario_vector_search_lancedb", "test_agentmem_scenario_graph_hops",
     "test_agentmem_scenario_batch_operations", "test_agentmem_scenario_result_cache",
     "test_agentmem_scenario_embedding", "test_agentmem_scenario_locomo_recall",
+    "test_agentmem_scenario_concurrent_users",
 ]
 
 # A graph store of the user's own (pure Python, no services): the catalogue's graph

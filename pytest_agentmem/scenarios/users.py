@@ -179,8 +179,8 @@ def holds(result: Any) -> bool:
 
 # Capacity is machine-bound: the steps' figures are reported, not compared with a stored baseline
 # (an overloaded step's error rate is the finding "this machine holds N users", not a regression).
-# Gated: no acknowledged write lost or wrong, and the first, light step (5 actions/s) holds.
-@pytest.mark.agentmem_perf(baseline=False, max_lost=0, max_wrong=0, min_largest_users_holding=STEPS[0])
+# Gated: no acknowledged write lost or wrong.
+@pytest.mark.agentmem_perf(baseline=False, max_lost=0, max_wrong=0)
 async def test_agentmem_scenario_concurrent_users(memory_service: Any, perf: Any) -> None:
     """1,000 -> 20,000 agents searching, adding and updating their own memories; then the audit."""
     corpus = memory_corpus(400, users=1)
