@@ -13,7 +13,7 @@ reworded each time so no cache answers, under load for speed), and the
 fraction of its evidence turns among the top k is LoCoMo's retrieval metric
 (reference on the same data, a plain TF-IDF retriever over raw turns: recall@5
 0.413, recall@10 0.496, recall@25 0.597; the shipped service's hybrid search,
-full-text fused with the embedding: 0.548, 0.643, 0.744).
+full-text fused with the embedding: 0.538, 0.641, 0.737).
 
 Token savings: the tokens of the ``TOKEN_K`` memories retrieved for a question
 against the tokens of its whole conversation (every turn, as stored), counted
