@@ -12,7 +12,7 @@ reciprocal rank fusion score ``1/(k + dense rank) + 1/(k + lexical rank)``
 (:data:`RRF_K`). Both branches apply the same WHERE clause, so scopes and
 metadata filters hold for every row either returns.
 
-Choices, measured on LoCoMo (categories 1-4, 1,540 questions, evidence recall@10;
+Choices, measured on LoCoMo (categories 1-4, 1,533 questions, evidence recall@10, branch lists fused offline;
 dense alone 0.448; ``tests/perf/test_retrieval_quality.py`` reproduces the
 ablation):
 
