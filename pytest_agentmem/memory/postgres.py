@@ -27,12 +27,23 @@ rows. Search therefore takes one of two paths:
 
 Filters whose set proved large are remembered (bounded) so later searches go
 straight to the index; that memory can only cost speed, never correctness.
+
+Search ranks by ``mode`` (:data:`~.pg_hybrid.SEARCH_MODES`): ``"dense"`` (the
+embedding, as above), ``"lexical"`` (Postgres full-text search over the generated
+``content_tsv`` column, GIN-indexed) or ``"hybrid"``, both branches fused by
+reciprocal rank fusion in one statement (:mod:`.pg_hybrid`), each branch taking
+the same path (exact or index) and the same WHERE clause as a dense search.
+Lexical and hybrid searches need the query text (``text=``); without it a search
+is dense. A table made by an older version gets the column in :meth:`setup`
+(``ALTER TABLE ... ADD COLUMN IF NOT EXISTS``, a rewrite of the table); if setup
+was not run on it, text searches fall back to dense and say so in the log.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import math
 import os
 import re
@@ -47,6 +58,18 @@ from ..errors import AgentmemError
 from .model import HistoryEvent, InvalidMemoryError, Memory, MemoryNotFoundError
 from .pg_batch import check_memories, dumps, iter_records
 from .pg_filters import Where, compile_selection
+from .pg_hybrid import (
+    FUSION_DEPTH,
+    RRF_K,
+    SEARCH_MODES,
+    TSV_COLUMN,
+    exact_dense_cte,
+    fused_sql,
+    index_dense_cte,
+    lexical_cte,
+    lexical_sql,
+    tsv_column_sql,
+)
 from .validation import (
     check_dim,
     check_limit,
@@ -61,6 +84,7 @@ from .validation import (
 #: pgvector's upper bound for ``hnsw.ef_search``.
 MAX_EF_SEARCH = 1000
 _BIG_FILTER_MEMORY = 4096
+_log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -118,12 +142,17 @@ class PostgresMemoryRepository:
     exactly; ``overfetch``: the iterative scan fetches ``limit * overfetch`` rows
     before re-sorting (relaxed order), which lifted recall@10 at 1% selectivity
     from 0.97 to 0.995.
+
+    ``search_mode`` is the default of :meth:`search`'s ``mode`` when it is given
+    the query text: ``"hybrid"`` (default), ``"dense"`` or ``"lexical"``;
+    ``fusion_depth`` rows of each branch are fused, with RRF constant ``rrf_k``.
     """
 
     def __init__(self, pool: Any, *, dim: int, table: str = "memories",
                  ef_search: int | None = 100, filtered_ef_search: int = 100,
                  exact_threshold: int = 2000, max_scan_tuples: int = 50_000,
-                 overfetch: float = 2.0,
+                 overfetch: float = 2.0, search_mode: str = "hybrid",
+                 fusion_depth: int = FUSION_DEPTH, rrf_k: int = RRF_K,
                  hnsw_m: int = 16, hnsw_ef_construction: int = 64,
                  acquire_timeout: float | None = PoolSettings.acquire_timeout) -> None:
         check_dim(dim)
@@ -133,7 +162,9 @@ class PostgresMemoryRepository:
                                        ("exact_threshold", exact_threshold, 0, 10**8),
                                        ("max_scan_tuples", max_scan_tuples, 1, 2**31 - 1),
                                        ("hnsw_m", hnsw_m, 2, 100),
-                                       ("hnsw_ef_construction", hnsw_ef_construction, 4, 1000)):
+                                       ("hnsw_ef_construction", hnsw_ef_construction, 4, 1000),
+                                       ("fusion_depth", fusion_depth, 1, 10_000),
+                                       ("rrf_k", rrf_k, 0, 10**6)):
             if not isinstance(value, int) or not low <= value <= high:
                 raise ValueError(f"{name} must be an int in {low}..{high}, got {value!r}")
         self.pool = pool
@@ -147,12 +178,19 @@ class PostgresMemoryRepository:
         if not 1.0 <= overfetch <= 10.0:
             raise ValueError(f"overfetch must be in 1..10, got {overfetch!r}")
         self.overfetch = overfetch
+        self.search_mode = check_search_mode(search_mode)
+        self.fusion_depth = fusion_depth
+        self.rrf_k = rrf_k
+        #: False once a text search found no ``content_tsv`` column (setup not run on an old table).
+        self.lexical_available = True
         self.hnsw_m = hnsw_m
         self.hnsw_ef_construction = hnsw_ef_construction
         self.acquire_timeout = acquire_timeout
         self._big_filters: OrderedDict[tuple[Any, ...], None] = OrderedDict()
         #: How searches were served: "exact", "index", "index_fallback" -> count.
-        self.search_paths: dict[str, int] = {"exact": 0, "index": 0, "index_fallback": 0}
+        self.search_paths: dict[str, int] = {"exact": 0, "index": 0, "index_fallback": 0,
+                                             "hybrid_exact": 0, "hybrid_index": 0,
+                                             "hybrid_fallback": 0, "lexical": 0}
 
     # ------------------------------------------------------------------ schema
 
@@ -173,7 +211,8 @@ class PostgresMemoryRepository:
                 metadata jsonb NOT NULL DEFAULT '{{}}'::jsonb,
                 embedding vector({self.dim}) NOT NULL,
                 created_at timestamptz NOT NULL DEFAULT now(),
-                updated_at timestamptz)""",
+                updated_at timestamptz,
+                {tsv_column_sql()})""",
             # UPDATE and DELETE events only (ADD is derived, see the module doc).
             # One index only (the key): history is read per memory, in seq order.
             f"""CREATE TABLE IF NOT EXISTS {h} (
@@ -190,6 +229,9 @@ class PostgresMemoryRepository:
             f"CREATE INDEX IF NOT EXISTS {t}_agent_idx ON {t} (agent_id)",
             f"CREATE INDEX IF NOT EXISTS {t}_run_idx ON {t} (run_id)",
             f"CREATE INDEX IF NOT EXISTS {t}_metadata_idx ON {t} USING gin (metadata jsonb_path_ops)",
+            # A table made before hybrid search: add the lexemes (rewrites the table once).
+            f"ALTER TABLE {t} ADD COLUMN IF NOT EXISTS {tsv_column_sql()}",
+            f"CREATE INDEX IF NOT EXISTS {t}_{TSV_COLUMN}_idx ON {t} USING gin ({TSV_COLUMN})",
         ]
         async with self._acquire() as conn:
             async with conn.transaction():
@@ -208,6 +250,7 @@ class PostgresMemoryRepository:
         if declared != f"vector({self.dim})":
             raise AgentmemError(f"table {t!r} exists with embedding {declared}, but this repository "
                                 f"has dim={self.dim}: use another table or drop it")
+        self.lexical_available = True
         if vector_index:
             await self.create_vector_index()
 
@@ -369,27 +412,36 @@ class PostgresMemoryRepository:
             return int(await conn.fetchval(f"SELECT count(*) FROM {self.table} WHERE {where.sql()}",
                                            *where.params))
 
-    async def search(self, vector: np.ndarray, *, user_id: str | None = None,
+    async def search(self, vector: np.ndarray | None, *, user_id: str | None = None,
                      agent_id: str | None = None, run_id: str | None = None,
                      filters: dict[str, Any] | None = None, limit: int = 10,
-                     exact: bool = False) -> list[Memory]:
-        """The ``limit`` memories nearest to ``vector`` (cosine), best first.
+                     exact: bool = False, text: str | None = None,
+                     mode: str | None = None) -> list[Memory]:
+        """The ``limit`` memories best matching ``vector`` and/or ``text``, best first.
 
-        ``score`` is the cosine similarity. Results never include the embedding
-        (use :meth:`get`). ``exact=True`` scans every matching row (ground truth).
+        ``mode`` (default: :attr:`search_mode` when ``text`` is given, else
+        ``"dense"``): ``"dense"`` ranks by cosine distance to ``vector`` and
+        ``score`` is the cosine similarity; ``"lexical"`` ranks ``text`` by
+        full-text search (``score``: ``ts_rank``; ``vector`` may be None);
+        ``"hybrid"`` fuses both (``score``: the RRF score). Results never include
+        the embedding (use :meth:`get`). ``exact=True`` scans every matching row
+        in the dense branch (ground truth).
         """
-        query = check_vector(vector, self.dim, what="query vector")
+        mode = check_search_mode(mode if mode is not None else (self.search_mode if text is not None else "dense"))
+        if mode != "dense":
+            if not isinstance(text, str) or not text.strip():
+                raise InvalidMemoryError(f"search mode {mode!r} needs the query text: pass text=")
+            if not self.lexical_available:
+                mode = "dense"
         limit = check_limit(limit)
-        where = compile_selection(Where(first=3), check_selection(  # $1 query vector, $2 limit
-            user_id=user_id, agent_id=agent_id, run_id=run_id, filters=filters))
-        async with self._acquire() as conn:
-            if exact:
-                rows, _ = await self._exact(conn, query, limit, where, cap=None)
-            elif where.empty:
-                rows = await self._unfiltered(conn, query, limit)
-            else:
-                rows = await self._filtered(conn, query, limit, where)
-        return [_memory(r, score=1.0 - float(r["distance"])) for r in rows]
+        where = compile_selection(Where(first=1 if mode == "lexical" else 3), check_selection(
+            user_id=user_id, agent_id=agent_id, run_id=run_id, filters=filters))  # $1 vector, $2 limit
+        if mode == "lexical":
+            return await self._text_search(self._lexical, None, text, limit, where, exact)
+        query = check_vector(vector, self.dim, what="query vector")
+        if mode == "hybrid":
+            return await self._text_search(self._hybrid, query, text, limit, where, exact)
+        return await self._dense(query, limit, where, exact)
 
     async def cache_namespace(self) -> str:
         """Names this repository's data for caches shared between processes and runs:
@@ -403,6 +455,90 @@ class PostgresMemoryRepository:
         return "postgres:" + json.dumps([*row, self.table])
 
     # ------------------------------------------------------------------ search paths
+
+    async def _text_search(self, run: Any, query: np.ndarray | None, text: str, limit: int,
+                           where: Where, exact: bool) -> list[Memory]:
+        """Run a lexical or hybrid search; on a table without the lexemes, fall back to dense."""
+        import asyncpg
+
+        try:
+            async with self._acquire() as conn:
+                rows = await run(conn, query, text, limit, where, exact)
+        except asyncpg.UndefinedColumnError as exc:
+            if TSV_COLUMN not in str(exc):
+                raise
+            self.lexical_available = False
+            _log.warning("table %r has no %s column (made by an older version; await repo.setup() "
+                         "adds it): searching by the embedding alone", self.table, TSV_COLUMN)
+            if query is None:
+                raise InvalidMemoryError(f"lexical search needs the {TSV_COLUMN} column of table "
+                                         f"{self.table!r}: run await repo.setup() once") from None
+            return await self._dense(query, limit, where, exact)
+        return [_memory(r, score=float(r["score"])) for r in rows]
+
+    async def _dense(self, query: np.ndarray, limit: int, where: Where, exact: bool) -> list[Memory]:
+        async with self._acquire() as conn:
+            if exact:
+                rows, _ = await self._exact(conn, query, limit, where, cap=None)
+            elif where.empty:
+                rows = await self._unfiltered(conn, query, limit)
+            else:
+                rows = await self._filtered(conn, query, limit, where)
+        return [_memory(r, score=1.0 - float(r["distance"])) for r in rows]
+
+    async def _lexical(self, conn: Any, query: None, text: str, limit: int, where: Where,
+                       exact: bool) -> list[Any]:
+        """Full-text search alone; ``where`` is numbered from $1 ($n text, $n+1 limit)."""
+        n = where.first + len(where.params)
+        sql = lexical_sql(self.table, _T_COLUMNS,
+                          lexical_cte(self.table, where.sql(), f"${n}", f"${n + 1}"), f"${n + 1}")
+        self.search_paths["lexical"] += 1
+        return list(await conn.fetch(sql, *where.params, text, limit))
+
+    async def _hybrid(self, conn: Any, query: np.ndarray, text: str, limit: int, where: Where,
+                      exact: bool) -> list[Any]:
+        """Dense and lexical branches fused in one statement, on the dense search's path.
+
+        Parameters: $1 vector, $2 the dense branch's fetch, $3.. the filter, then
+        text, depth, limit (and the exact scan's cap).
+        """
+        depth = max(limit, self.fusion_depth)
+        n = where.first + len(where.params)
+        text_p, depth_p, limit_p, cap_p = (f"${n + i}" for i in range(4))
+        lexical = lexical_cte(self.table, where.sql(), text_p, depth_p)
+        args = (text, depth, limit)
+
+        async def exact_scan(cap: int | None) -> tuple[list[Any], int]:
+            dense = exact_dense_cte(self.table, where.sql(), "$2", cap_p)
+            sql = fused_sql(self.table, _T_COLUMNS, dense, lexical, limit_p, self.rrf_k)
+            rows = await conn.fetch(sql, query, depth, *where.params, *args, None if cap is None else cap + 1)
+            return list(rows), (int(rows[0]["matched"]) if rows else 0)
+
+        if exact:
+            return (await exact_scan(None))[0]
+        key = where.key()
+        if not where.empty and key not in self._big_filters:
+            cap = max(self.exact_threshold, depth)
+            rows, matched = await exact_scan(cap)
+            if matched <= cap:
+                self.search_paths["hybrid_exact"] += 1
+                return rows
+            self._remember_big(key)
+        fetch = min(10_000, math.ceil(depth * self.overfetch)) if not where.empty else depth
+        ef = max(self.filtered_ef_search if not where.empty else (self.ef_search or 40), min(fetch, MAX_EF_SEARCH))
+        settings = f"SET LOCAL hnsw.ef_search = {int(ef)}"
+        if not where.empty:
+            settings += (f"; SET LOCAL hnsw.iterative_scan = relaxed_order; "
+                         f"SET LOCAL hnsw.max_scan_tuples = {int(self.max_scan_tuples)}")
+        dense = index_dense_cte(self.table, where.sql(), "$2", depth_p)
+        sql = fused_sql(self.table, _T_COLUMNS, dense, lexical, limit_p, self.rrf_k)
+        rows = await self._in_transaction(conn, settings, sql, query, fetch, *where.params, *args)
+        if rows and int(rows[0]["dense_n"]) >= depth:
+            self.search_paths["hybrid_index"] += 1
+            return rows
+        # The index gave fewer than ``depth`` rows: a small set, or an index gap.
+        self.search_paths["hybrid_fallback"] += 1
+        return (await exact_scan(None))[0]
 
     async def _unfiltered(self, conn: Any, query: np.ndarray, limit: int) -> list[Any]:
         ef = max(self.ef_search or 40, limit)
@@ -495,8 +631,16 @@ class PostgresMemoryRepository:
 
 
 _COLUMNS = "id, content, user_id, agent_id, run_id, metadata, created_at, updated_at"
+_T_COLUMNS = ", ".join(f"t.{c}" for c in _COLUMNS.split(", "))
 #: The columns ``add_batch`` copies, in the order of :func:`.pg_batch.iter_records`.
 COPY_COLUMNS = ("id", "content", "user_id", "agent_id", "run_id", "metadata", "embedding", "created_at")
+
+
+def check_search_mode(mode: Any) -> str:
+    """A search mode: one of :data:`~.pg_hybrid.SEARCH_MODES`."""
+    if mode not in SEARCH_MODES:
+        raise InvalidMemoryError(f"search mode must be one of {', '.join(SEARCH_MODES)}; got {mode!r}")
+    return str(mode)
 
 
 def with_add_events(memory_id: str, rows: Sequence[Any]) -> list[HistoryEvent]:

@@ -18,12 +18,19 @@ their server, database and table, or directory, and when it was made), so
 services on different stores, or on a store made anew in another run, never
 read each other's results from a shared cache; two handles on the same data
 share them. A repository without it gets a namespace private to the service.
+
+Search ranks by :attr:`MemoryService.search_mode`: ``"hybrid"`` (default; the
+query's embedding and its text, fused by the repository), ``"dense"`` or
+``"lexical"`` (the text alone: nothing is embedded). The service passes the text
+(``text=``, ``mode=``) only to a repository whose ``search()`` takes a ``text``
+parameter; any other repository is searched by the embedding alone, as before.
 """
 
 from __future__ import annotations
 
 import functools
 import hashlib
+import inspect
 import uuid
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -31,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ConfigurationError
-from .model import HistoryEvent, InvalidMemoryError, Memory, MemoryRepository
+from .model import SEARCH_MODES, HistoryEvent, InvalidMemoryError, Memory, MemoryRepository
 from .result_cache import SearchResultCache, delete_all_scopes, result_key, search_scopes, write_scopes
 from .validation import check_content, check_limit, check_metadata, check_selection, check_texts
 
@@ -40,7 +47,7 @@ class MemoryService:
     """Embedder + repository + optional result cache: the full add/search path."""
 
     def __init__(self, repository: MemoryRepository, embedder: Any, *,
-                 result_cache: SearchResultCache | None = None) -> None:
+                 result_cache: SearchResultCache | None = None, search_mode: str = "hybrid") -> None:
         repo_dim = getattr(repository, "dim", None)
         if repo_dim is not None and repo_dim != embedder.dim:
             raise ConfigurationError(f"the repository holds {repo_dim}-dim vectors but the embedder "
@@ -50,6 +57,24 @@ class MemoryService:
         self.result_cache = result_cache
         self._model = str(getattr(embedder, "model_id", None) or getattr(embedder, "model_name", "model"))
         self._namespace: str | None = None
+        #: Whether the repository's search() takes the query text (hybrid/lexical search).
+        self.text_search = _takes_text(repository)
+        self.search_mode = search_mode
+
+    @property
+    def search_mode(self) -> str:
+        """``"hybrid"``, ``"dense"`` or ``"lexical"``; ``"dense"`` is what a repository
+        without text search gets, whatever was asked."""
+        return self._search_mode if self.text_search else "dense"
+
+    @search_mode.setter
+    def search_mode(self, mode: str) -> None:
+        if mode not in SEARCH_MODES:
+            raise ConfigurationError(f"search_mode must be one of {', '.join(SEARCH_MODES)}; got {mode!r}")
+        if mode == "lexical" and not self.text_search:
+            raise ConfigurationError(f"search_mode='lexical' needs a repository whose search() takes the "
+                                     f"query text; {type(self.repository).__qualname__}.search does not")
+        self._search_mode = mode
 
     # -- writes
 
@@ -162,24 +187,39 @@ class MemoryService:
         check_content(query)
         check_limit(limit)
         check_selection(user_id=user_id, agent_id=agent_id, run_id=run_id, filters=filters)
-        vector = await self.embedder.embed_one(query)
+        mode = self.search_mode
+        vector = None if mode == "lexical" else await self.embedder.embed_one(query)
         if self.result_cache is None:
-            return await self._search(vector, user_id, agent_id, run_id, filters, limit)
+            return await self._search(vector, query, mode, user_id, agent_id, run_id, filters, limit)
         namespace = await self.cache_namespace()
         scopes = _namespaced(namespace, search_scopes(user_id=user_id, agent_id=agent_id, run_id=run_id))
         key = result_key(self._model, query, user_id=user_id, agent_id=agent_id, run_id=run_id,
-                         filters=filters, limit=limit, namespace=namespace)
+                         filters=filters, limit=limit,
+                         namespace=namespace if mode == "dense" else f"{namespace}/{mode}")
         cached, token = await self.result_cache.lookup(key, scopes)
         if cached is not None:
             return cached
-        results = await self._search(vector, user_id, agent_id, run_id, filters, limit)
+        results = await self._search(vector, query, mode, user_id, agent_id, run_id, filters, limit)
         await self.result_cache.store(key, scopes, token, results)
         return results
 
-    async def _search(self, vector: np.ndarray, user_id: str | None, agent_id: str | None,
-                      run_id: str | None, filters: dict[str, Any] | None, limit: int) -> list[Memory]:
-        return await self.repository.search(vector, user_id=user_id, agent_id=agent_id, run_id=run_id,
-                                            filters=filters, limit=limit)
+    async def _search(self, vector: np.ndarray | None, query: str, mode: str, user_id: str | None,
+                      agent_id: str | None, run_id: str | None, filters: dict[str, Any] | None,
+                      limit: int) -> list[Memory]:
+        if not self.text_search:
+            return await self.repository.search(vector, user_id=user_id, agent_id=agent_id,  # type: ignore[arg-type]
+                                                run_id=run_id, filters=filters, limit=limit)
+        return await self.repository.search(vector, user_id=user_id, agent_id=agent_id,  # type: ignore[call-arg]
+                                            run_id=run_id, filters=filters, limit=limit, text=query, mode=mode)
+
+
+def _takes_text(repository: Any) -> bool:
+    """Whether ``repository.search`` has a ``text`` parameter (hybrid/lexical search)."""
+    try:
+        parameters = inspect.signature(repository.search).parameters
+    except (AttributeError, TypeError, ValueError):
+        return False
+    return "text" in parameters and "mode" in parameters
 
 
 @functools.lru_cache(maxsize=8192)
