@@ -13,7 +13,7 @@ reciprocal rank fusion score ``1/(k + dense rank) + 1/(k + lexical rank)``
 metadata filters hold for every row either returns.
 
 Choices, measured on LoCoMo (categories 1-4, 1,533 questions, evidence recall@10, branch lists fused offline;
-dense alone 0.448; ``tests/perf/test_retrieval_quality.py`` reproduces the
+dense alone 0.448; ``tests/bench/test_retrieval_quality.py`` reproduces the
 ablation):
 
 * ranking ``ts_rank`` (0.600 alone) over ``ts_rank_cd`` (0.580) and a BM25

@@ -212,11 +212,11 @@ async def test_agentmem_scenario_concurrent_users(memory_service: Any, perf: Any
     audit_s = time.perf_counter() - t0
     perf.record("audit", acknowledged=float(report.acknowledged), found=float(report.found),
                 lost=float(report.lost), wrong=float(report.wrong))
-    print("\nconcurrent users (think %g s, mix %s):\n  %s\n  largest step holding p95 <= %.0f ms and "
-          "error rate < %.1f%%: %d users\n  audit: %s\n  wall %.1f s (seeding %.1f s, audit %.1f s)"
-          % (THINK_S, "/".join(f"{kind} {share:.0%}" for kind, share in MIX), "\n  ".join(lines),
-             P95_SLO_MS, MAX_ERROR_RATE * 100, held, report, time.perf_counter() - started,
-             seeding, audit_s))
+    mix = "/".join(f"{kind} {share:.0%}" for kind, share in MIX)
+    steps = "\n  ".join(lines)
+    print(f"\nconcurrent users (think {THINK_S:g} s, mix {mix}):\n  {steps}\n  largest step holding p95 <= "
+          f"{P95_SLO_MS:.0f} ms and error rate < {MAX_ERROR_RATE * 100:.1f}%: {held} users\n  audit: {report}\n"
+          f"  wall {time.perf_counter() - started:.1f} s (seeding {seeding:.1f} s, audit {audit_s:.1f} s)")
     for problem in report.problems[:10]:
         print(f"  audit: {problem}")
     # the gate fails the test on the audit's figures and the held step (see the marker)

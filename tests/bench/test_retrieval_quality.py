@@ -2,7 +2,7 @@
 
 Reproduces the README's "Retrieval quality" table::
 
-    python -m pytest -p no:cacheprovider -q tests/perf/test_retrieval_quality.py --agentmem-perf -s
+    python -m pytest -p no:cacheprovider -q tests/bench/test_retrieval_quality.py --agentmem-perf -s
 
 Every question of categories 1-4 is searched once per mode (evidence recall@5,
 @10, @25, overall and per category), then the search path's throughput of

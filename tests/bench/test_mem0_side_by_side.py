@@ -1,7 +1,7 @@
 """Side by side in one run: the shipped memory service against Mem0 OSS (the adapter),
 plus the embedder's coalesced ceiling, on the same Postgres, model and LoCoMo questions.
 
-    AGENTMEM_LOCOMO_CONVERSATIONS=3 python -m pytest tests/perf/test_mem0_side_by_side.py \\
+    AGENTMEM_LOCOMO_CONVERSATIONS=3 python -m pytest tests/bench/test_mem0_side_by_side.py \\
         --agentmem-perf -s -p no:cacheprovider
 
 Both systems store the same LoCoMo turns (``"<speaker>: <text>"``, ``dia_id`` in the
