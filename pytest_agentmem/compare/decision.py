@@ -10,8 +10,8 @@ always stands on re-measured evidence.
 
 Wall-time metrics (throughput, latencies) are judged only when the machine
 treated both sides alike. Each round records its *wait share*: the part of its
-wall time the measuring process was ready to run while other processes held
-the CPUs (:func:`pytest_agentmem.load.resources.run_queue_wait_s`). Pairing
+wall time the event loop's thread (which runs the operations) was ready to run
+while other threads held the CPUs (:func:`pytest_agentmem.load.resources.run_queue_wait_s`). Pairing
 cancels a neighbour that takes the same share from both sides; a load that
 comes and goes within seconds does not take the same share, and then the wall
 time of a pair measures the machine, not the code (measured here, other jobs

@@ -31,7 +31,6 @@ the runner calls about once a second (and at start and stop).
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
@@ -58,25 +57,21 @@ def process_clock_s(pid: int) -> float | None:
 
 
 def run_queue_wait_s() -> float | None:
-    """Seconds this process's threads have spent ready to run but waiting for a CPU.
+    """Seconds the calling thread has spent ready to run but waiting for a CPU.
 
-    The second field of Linux's ``/proc/<pid>/task/<tid>/schedstat``, summed over
-    the threads: time the scheduler gave to *other* processes while ours could
-    have run. A neighbour that takes the CPU shows here; an operation waiting
-    for I/O or a lock (sleeping) does not. None where it cannot be read.
+    The second field of Linux's ``/proc/thread-self/schedstat``: time the
+    scheduler gave to *other* threads while this one could have run. Called from
+    the event loop's thread, which runs every operation of a run, it is the time
+    a neighbour held the CPU the operations needed; an operation waiting for I/O
+    or a lock (sleeping) does not count. (Summing every thread of the process
+    would lose the wait of threads that end between two readings.) None where it
+    cannot be read.
     """
-    total = 0
     try:
-        tasks = os.listdir("/proc/self/task")
-    except OSError:
+        with open("/proc/thread-self/schedstat", "rb") as fh:
+            return int(fh.read().split()[1]) / 1e9
+    except (OSError, IndexError, ValueError):
         return None
-    for tid in tasks:
-        try:
-            with open(f"/proc/self/task/{tid}/schedstat", "rb") as fh:
-                total += int(fh.read().split()[1])
-        except (OSError, IndexError, ValueError):
-            continue  # a thread that ended meanwhile
-    return total / 1e9
 
 
 def _cpu_s(proc: psutil.Process) -> float:
