@@ -29,6 +29,7 @@ of the 10 conversations are used (default: all).
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 from typing import Any
 
@@ -45,6 +46,8 @@ __all__ = ["test_agentmem_scenario_locomo_recall"]
 KS = (5, 10, 25)
 #: Memories a question puts in the model's context (token savings).
 TOKEN_K = 10
+#: Questions in flight in the quality pass.
+QUALITY_CONCURRENCY = 16
 
 
 @pytest.mark.agentmem_perf(max_error_rate=0.0, min_recall_at_10=0.60, min_token_savings=0.9)
@@ -68,15 +71,18 @@ async def test_agentmem_scenario_locomo_recall(memory_service: Any, perf: Any,
                                        metadata=[{"dia_id": t.dia_id, "speaker": t.speaker} for t in turns])
     questions = [q for q in data.questions if q.conversation_id in set(conversations)]
 
-    # Quality: every question once, as asked.
-    found: list[list[str]] = []
-    retrieved_tokens = full_tokens = 0
-    for question in questions:
-        memories = await memory_service.search(question.question, user_id=question.conversation_id,
-                                               limit=max(KS))
-        found.append([str(m.metadata.get("dia_id")) for m in memories])
-        retrieved_tokens += sum(tokens.count_many(m.content for m in memories[:TOKEN_K]))
-        full_tokens += history_tokens[question.conversation_id]
+    # Quality: every question once, as asked (16 at a time: the order does not matter).
+    slots = asyncio.Semaphore(QUALITY_CONCURRENCY)
+
+    async def answer(question: Any) -> list[Any]:
+        async with slots:
+            return list(await memory_service.search(question.question, user_id=question.conversation_id,
+                                                    limit=max(KS)))
+
+    answers = await asyncio.gather(*(answer(q) for q in questions))
+    found = [[str(m.metadata.get("dia_id")) for m in memories] for memories in answers]
+    retrieved_tokens = sum(sum(tokens.count_many(m.content for m in memories[:TOKEN_K])) for memories in answers)
+    full_tokens = sum(history_tokens[q.conversation_id] for q in questions)
     recalls = {}
     for k in KS:
         scores = [sum(e in set(found[i][:k]) for e in q.evidence) / len(q.evidence)

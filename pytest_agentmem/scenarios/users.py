@@ -33,7 +33,7 @@ The rate
 The ramp
     Each step is one ``perf.run`` (``users_<N>``: served rate, p50/p95/p99,
     error rate, cache hit rates) of ``N`` closed-loop users with ``think=``,
-    held :data:`HOLD_S` seconds x ``$AGENTMEM_SCENARIO_SCALE`` (50 s at scale 1;
+    held :data:`HOLD_S` seconds x ``$AGENTMEM_SCENARIO_SCALE`` (31 s at scale 1;
     with seeding and the audit the scenario takes about a minute), and one
     ``perf.record`` (``step_<N>``: users, offered and served rate, the actions'
     mix). The agents are the same across steps: a step adds agents to those of
@@ -72,7 +72,7 @@ __all__ = ["test_agentmem_scenario_concurrent_users"]
 #: Virtual users (agents) of each step of the ramp.
 STEPS = (1_000, 5_000, 10_000, 20_000)
 #: Seconds each step is held at scale 1 (x ``$AGENTMEM_SCENARIO_SCALE``).
-HOLD_S = (8.0, 10.0, 12.0, 20.0)
+HOLD_S = (5.0, 6.0, 8.0, 12.0)
 #: Mean think time of an agent between two actions (seconds, exponential).
 THINK_S = 200.0
 #: Shares of search, add and update among an agent's actions.
