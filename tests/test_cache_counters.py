@@ -42,6 +42,8 @@ def test_the_note_names_the_cache_that_answered() -> None:
                                                       "embedding_cache_hit_rate": 0.9})
     assert cache_note("search", {"result_cache_hit_rate": 0.02, "embedding_cache_hit_rate": 0.3}) is None
     assert cache_note("noop", {"qps": 1.0}) is None
+    # half the texts from the cache (an update, then a search of the same text) is not "most"
+    assert cache_note("update_then_search", {"result_cache_hit_rate": 0.0, "embedding_cache_hit_rate": 0.5}) is None
 
 
 def test_sources_are_summed_and_a_broken_one_is_skipped() -> None:

@@ -55,7 +55,7 @@ CACHE_RATES = (
     ("embedding_cache_hit_rate", "embedding_cache_hits", "embedding_lookups", "embedding-cache"),
 )
 
-#: A run whose cache hit rate reaches this fraction measured the cache (see :func:`cache_note`).
+#: A run whose cache hit rate exceeds this fraction measured the cache (see :func:`cache_note`).
 MOSTLY_CACHED = 0.5
 
 
@@ -193,10 +193,10 @@ def cache_note(name: str, metrics: dict[str, float]) -> str | None:
     """``"search_repeated: 98% result-cache hits: this measured the cache, not the store"``
     when most of a run's cache lookups were hits (:data:`MOSTLY_CACHED`), else ``None``."""
     result = metrics.get("result_cache_hit_rate")
-    if result is not None and result >= MOSTLY_CACHED:
+    if result is not None and result > MOSTLY_CACHED:
         return f"{name}: {result:.0%} result-cache hits: this measured the cache, not the store"
     embedded = metrics.get("embedding_cache_hit_rate")
-    if embedded is not None and embedded >= MOSTLY_CACHED:
+    if embedded is not None and embedded > MOSTLY_CACHED:
         return (f"{name}: {embedded:.0%} embedding-cache hits: most texts were not embedded, "
                 "this measured the cache, not the model")
     return None

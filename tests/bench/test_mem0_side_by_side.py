@@ -28,6 +28,7 @@ pytest.importorskip("mem0", reason="mem0ai is not installed: pip install 'pytest
 from pytest_agentmem.adapters.mem0 import mem0_service_fixture  # noqa: E402
 from pytest_agentmem.config import env_value  # noqa: E402
 from pytest_agentmem.datasets.locomo import LocomoMissing, load_locomo  # noqa: E402
+from pytest_agentmem.memory.tokens import TokenCounter, token_savings  # noqa: E402
 from pytest_agentmem.services.fixtures import pg_database_fixture  # noqa: E402
 from pytest_agentmem.session import get_session  # noqa: E402
 
@@ -38,6 +39,7 @@ CONCURRENCY = 16
 ROUNDS = 3
 SECONDS = 6.0
 KS = (5, 10, 25)
+TOKEN_K = 10  # memories a question puts in the model's context (as the LoCoMo scenario)
 DEFAULT_CONVERSATIONS = 3
 
 
@@ -48,15 +50,20 @@ async def _load(service: Any, data: Any, conversations: list[str]) -> None:
                                 metadata=[{"dia_id": t.dia_id} for t in turns])
 
 
-async def _recall(service: Any, questions: list[Any]) -> dict[str, float]:
+async def _recall(service: Any, questions: list[Any], tokens: TokenCounter,
+                  history: dict[str, int]) -> dict[str, float]:
+    """Evidence recall@k, and token savings of the top ``TOKEN_K`` against the whole conversation."""
     found = []
+    retrieved = 0
     for question in questions:
         memories = await service.search(question.question, user_id=question.conversation_id, limit=max(KS))
         assert all(m.user_id == question.conversation_id for m in memories)
         found.append([str(m.metadata.get("dia_id")) for m in memories])
-    return {f"recall_at_{k}": statistics.fmean(
+        retrieved += sum(tokens.count_many(m.content for m in memories[:TOKEN_K]))
+    full = sum(history[q.conversation_id] for q in questions)
+    return {**{f"recall_at_{k}": statistics.fmean(
         sum(e in set(f[:k]) for e in q.evidence) / len(q.evidence) for f, q in zip(found, questions))
-        for k in KS}
+        for k in KS}, "token_savings": token_savings(retrieved, full)}
 
 
 @pytest.mark.agentmem_perf(max_error_rate=0.0, baseline=False)
@@ -71,10 +78,12 @@ async def test_locomo_search_ours_vs_mem0_and_the_embedder_ceiling(
     conversations = data.conversations[:limit]
     questions = [q for q in data.questions if q.conversation_id in set(conversations)]
     systems = {"agentmem": memory_service, "mem0": mem0_service}
+    tokens = TokenCounter.load()
+    history = {c: sum(tokens.count_many(f"{t.speaker}: {t.text}" for t in data.turns_of(c))) for c in conversations}
     recalls = {}
     for name, service in systems.items():
         await _load(service, data, conversations)
-        recalls[name] = await _recall(service, questions)
+        recalls[name] = await _recall(service, questions, tokens, history)
         perf.record(f"{name}_locomo", **recalls[name])
 
     asked = itertools.count()
@@ -118,11 +127,12 @@ async def test_locomo_search_ours_vs_mem0_and_the_embedder_ceiling(
     assert mem0_service.llm_calls == 0
     print(f"\nLoCoMo, {len(conversations)} conversations, {len(questions)} questions (categories 1-4), "
           f"concurrency {CONCURRENCY}, {ROUNDS} interleaved rounds of {SECONDS:.0f} s")
-    print("| system | search QPS | p95 ms | CPU ms / search | recall@5 | recall@10 | recall@25 |")
+    print("| system | search QPS | p95 ms | CPU ms / search | recall@5 | recall@10 | recall@25 | token savings |")
     for name in systems:
         r = recalls[name]
         print(f"| {name} | {median_qps[name]:.0f} | {median_p95[name]:.1f} | {median_cpu[name]:.1f} | "
-              f"{r['recall_at_5']:.3f} | {r['recall_at_10']:.3f} | {r['recall_at_25']:.3f} |")
+              f"{r['recall_at_5']:.3f} | {r['recall_at_10']:.3f} | {r['recall_at_25']:.3f} | "
+              f"{r['token_savings']:.3f} |")
     print(f"| embedder ceiling (single questions, coalesced) | {median_qps['embedder']:.0f} | "
-          f"{median_p95['embedder']:.1f} | {median_cpu['embedder']:.1f} | | | |")
+          f"{median_p95['embedder']:.1f} | {median_cpu['embedder']:.1f} | | | | |")
     print(f"rounds QPS {qps}; CPU ms/op {cpu}; ours/Mem0 per round {[f'{r:.2f}' for r in ratios]}")
