@@ -291,8 +291,11 @@ async def audit(log: WriteLog, repository: Any, *, service: Any = None, faults: 
         if service is None:
             continue
         served = await service.search(text, limit=limit, **scopes)
-        vector = await service.embedder.embed_one(text)
-        truth = await repository.search(vector, limit=limit, **scopes)
+        uncached = getattr(service, "search_uncached", None)  # the same ranking (hybrid...), no cache
+        if uncached is not None:
+            truth = await uncached(text, limit=limit, **scopes)
+        else:
+            truth = await repository.search(await service.embedder.embed_one(text), limit=limit, **scopes)
         served_ids, true_ids = [m.id for m in served], [m.id for m in truth]
         gone = [mid for mid in served_ids if mid in deleted_ids]
         if gone:

@@ -203,6 +203,18 @@ class MemoryService:
         await self.result_cache.store(key, scopes, token, results)
         return results
 
+    async def search_uncached(self, query: str, *, user_id: str | None = None, agent_id: str | None = None,
+                              run_id: str | None = None, filters: dict[str, Any] | None = None,
+                              limit: int = 10) -> list[Memory]:
+        """The store's own answer to :meth:`search` (same mode), past the result cache: the truth
+        a cached answer is checked against."""
+        check_content(query)
+        check_limit(limit)
+        check_selection(user_id=user_id, agent_id=agent_id, run_id=run_id, filters=filters)
+        mode = self.search_mode
+        vector = None if mode == "lexical" else await self.embedder.embed_one(query)
+        return await self._search(vector, query, mode, user_id, agent_id, run_id, filters, limit)
+
     async def _search(self, vector: np.ndarray | None, query: str, mode: str, user_id: str | None,
                       agent_id: str | None, run_id: str | None, filters: dict[str, Any] | None,
                       limit: int) -> list[Memory]:
