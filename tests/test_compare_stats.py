@@ -147,3 +147,26 @@ def test_wall_time_is_judged_when_both_sides_waited_alike() -> None:
     (qps,) = [c for c in check_paired(GateContext(nodeid="t", measurements=[m], tolerance=0.03, paired=True),
                                       "main (abc)") if c.metric == "qps"]
     assert qps.verdict == "fail"
+
+
+def test_figures_not_judged_spend_none_of_the_tests_alpha() -> None:
+    """With qps and p95 not judged, cpu_ms_per_op is the one question: Holm does not divide by 3."""
+    from pytest_agentmem.gate.checks import holm_family
+
+    rng = random.Random(3)
+    base, cand = [], []
+    for i in range(20):
+        b_cpu = 1.0 + rng.gauss(0, 0.08)
+        base.append({"qps": 1000.0, "p95_ms": 1.0, "cpu_ms_per_op": b_cpu, "wait_share": 0.30})
+        cand.append({"qps": 1000.0 * rng.uniform(0.8, 1.2), "p95_ms": rng.uniform(0.8, 1.2),
+                     "cpu_ms_per_op": b_cpu * 1.06 * (1 + rng.gauss(0, 0.05)),
+                     "wait_share": 0.30 + (0.12 if i % 2 else -0.12)})
+    m = Measurement("op", {"qps": 0.0}, info={"ab_base_rounds": base, "ab_candidate_rounds": cand})
+    checks = holm_family(check_paired(GateContext(nodeid="t", measurements=[m], tolerance=0.03, paired=True),
+                                      "main (abc)"))
+    by_metric = {c.metric: c for c in checks}
+    assert not by_metric["qps"].judged and not by_metric["p95_ms"].judged
+    cpu = by_metric["cpu_ms_per_op"]
+    assert cpu.judged and cpu.p_value is not None and cpu.p_value <= 0.05
+    assert cpu.p_adjusted is None or cpu.p_adjusted == cpu.p_value  # a family of one
+    assert cpu.verdict == "fail", cpu.message

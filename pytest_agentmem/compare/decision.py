@@ -142,7 +142,8 @@ def check_paired(ctx: GateContext, where: str, alpha: float = ALPHA) -> list[Che
         for metric, c in compare_run(m, ctx.gate_metrics).items():
             regressed = worse_than(c, ctx.tolerance) and c.p_value is not None and c.p_value <= alpha
             verdict: Verdict
-            if unequal and is_wall_time(metric):
+            judged = not (unequal and is_wall_time(metric))
+            if not judged:
                 verdict, tail = ("warn" if worse_than(c, ctx.tolerance) else "pass"), f"; {unequal}"
             elif regressed:
                 verdict, tail = "fail", (f", confirmed on {c.pairs - initial} more pairs" if initial else "")
@@ -157,5 +158,5 @@ def check_paired(ctx: GateContext, where: str, alpha: float = ALPHA) -> list[Che
                 message=_describe(label(m, metric), c, ctx.tolerance, where, tail), kind="paired",
                 direction=c.direction,
                 raw_change=(c.candidate / c.base - 1) if c.base and not c.additive else None,
-                interval=c.interval, pairs=c.pairs))
+                interval=c.interval, pairs=c.pairs, judged=judged))
     return results

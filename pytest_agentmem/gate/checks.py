@@ -205,6 +205,7 @@ def _decide(ctx: GateContext, m: Measurement, metric: str, samples: list[float],
     tolerance = _tolerance(ctx, final.normalised)
     name = label(m, metric)
     verdict: Verdict
+    judged = True
     if final.p_value is None and is_time_like(metric) and regressed(final, tolerance, ctx.alpha):
         # One timing against one timing: a busy neighbour alone can do that, and
         # there are no rounds to test or re-measure. Said, not failed.
@@ -216,7 +217,7 @@ def _decide(ctx: GateContext, m: Measurement, metric: str, samples: list[float],
         excuse = machine_excuse(ctx, m, metric, samples[initial:] if rechecked else samples,
                                 base_samples, tolerance)
         if excuse:
-            verdict, tail = "warn", f"{tail}; {excuse}"
+            verdict, tail, judged = "warn", f"{tail}; {excuse}", False
         elif ctx.update:
             verdict, tail = "warn", tail + "; accepted by --update-baselines"
         else:
@@ -233,7 +234,8 @@ def _decide(ctx: GateContext, m: Measurement, metric: str, samples: list[float],
         change=final.change, tolerance=tolerance, p_value=final.p_value,
         confirmed=rechecked and verdict in ("fail", "warn") and regressed(final, tolerance, ctx.alpha),
         verdict=verdict, message=_describe(name, final, tolerance, tail), kind="baseline",
-        direction=final.direction, raw_change=final.raw_change, normalised=final.normalised)
+        direction=final.direction, raw_change=final.raw_change, normalised=final.normalised,
+        judged=judged)
 
 
 # --------------------------------------------------------------------------- slow machine
@@ -321,8 +323,12 @@ def run_checks(ctx: GateContext, checks: Sequence[CheckFunction] = CHECKS) -> li
 
 
 def holm_family(results: list[CheckResult], alpha: float = ALPHA) -> list[CheckResult]:
-    """Downgrade to ``warn`` the failed comparisons whose Holm-adjusted p exceeds ``alpha``."""
-    family = [c for c in results if c.kind in ("baseline", "paired") and c.p_value is not None]
+    """Downgrade to ``warn`` the failed comparisons whose Holm-adjusted p exceeds ``alpha``.
+
+    The family is the comparisons that are judged: a figure shown as "not judged"
+    (the machine moved it) asks no question, so it spends none of ``alpha``.
+    """
+    family = [c for c in results if c.kind in ("baseline", "paired") and c.p_value is not None and c.judged]
     m = len(family)
     if m <= 1:
         return results

@@ -56,6 +56,7 @@ class CheckResult:
     p_adjusted: float | None = None  # Holm-adjusted across the test's comparisons
     interval: tuple[float, float] | None = None  # confidence interval of ``change`` (paired)
     pairs: int | None = None  # paired rounds behind a ``paired`` check
+    judged: bool = True  # False: shown, not judged (the machine, not the code, moved it)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -66,7 +67,7 @@ class CheckResult:
             "message": self.message, "kind": self.kind, "direction": self.direction,
             "bound": self.bound, "normalised": self.normalised, "p_adjusted": self.p_adjusted,
             "interval": list(self.interval) if self.interval is not None else None,
-            "pairs": self.pairs,
+            "pairs": self.pairs, "judged": self.judged,
         }
 
 
