@@ -16,14 +16,13 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import os
 import sys
-import tempfile
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from .._files import atomic_writer
 from ..errors import AgentmemError
 
 #: The raw file in LoCoMo's public repository (github.com/snap-research/locomo).
@@ -59,39 +58,28 @@ def download(target: Path, *, url: str = URL, sha256: str, timeout: float = 60.0
         target.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise LocomoDownloadError(f"cannot create {target.parent}: {exc}; pass another --to PATH") from None
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
-    try:
-        digest = hashlib.sha256()
-        size = 0
-        with os.fdopen(fd, "wb") as out:
-            try:
-                with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 - the user's URL
-                    for chunk in iter(lambda: response.read(1 << 16), b""):
-                        size += len(chunk)
-                        if size > MAX_BYTES:
-                            raise LocomoDownloadError(f"{url} sent more than {MAX_BYTES:,} bytes: not LoCoMo's "
-                                                      "locomo10.json (2.8 MB); check --url")
-                        digest.update(chunk)
-                        out.write(chunk)
-            except (urllib.error.URLError, OSError, ValueError) as exc:
-                reason = getattr(exc, "reason", None) or exc
-                raise LocomoDownloadError(
-                    f"cannot download {url}: {reason}. Download data/locomo10.json from "
-                    f"github.com/snap-research/locomo by other means and pass its path with "
-                    f"--agentmem-locomo PATH (or $AGENTMEM_LOCOMO); or retry with --url") from None
-            out.flush()
-            os.fsync(out.fileno())
+    digest = hashlib.sha256()
+    size = 0
+    with atomic_writer(target, "wb", suffix=".part") as out:  # removed unless it is the right file
+        try:
+            with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 - the user's URL
+                for chunk in iter(lambda: response.read(1 << 16), b""):
+                    size += len(chunk)
+                    if size > MAX_BYTES:
+                        raise LocomoDownloadError(f"{url} sent more than {MAX_BYTES:,} bytes: not LoCoMo's "
+                                                  "locomo10.json (2.8 MB); check --url")
+                    digest.update(chunk)
+                    out.write(chunk)
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            reason = getattr(exc, "reason", None) or exc
+            raise LocomoDownloadError(
+                f"cannot download {url}: {reason}. Download data/locomo10.json from "
+                f"github.com/snap-research/locomo by other means and pass its path with "
+                f"--agentmem-locomo PATH (or $AGENTMEM_LOCOMO); or retry with --url") from None
         got = digest.hexdigest()
         if got != sha256:
             raise LocomoDownloadError(f"{url} gave {size:,} bytes with sha256 {got}, expected {sha256}: "
                                       "another version of LoCoMo or a corrupted download; it was removed")
-        os.replace(tmp, target)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
     return True
 
 
