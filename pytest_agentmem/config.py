@@ -224,8 +224,9 @@ OPTIONS: tuple[Option, ...] = (
            ini="agentmem_compare_tolerance", env="AGENTMEM_COMPARE_TOLERANCE",
            parse=parse_fraction, metavar="FRACTION"),
     Option("compare_pairs", "--agentmem-compare-pairs", "paired rounds of every perf.run in A/B "
-           "mode (each side's measured time is split over them; a suspect gets as many again)",
-           default=10, ini="agentmem_compare_pairs", env="AGENTMEM_COMPARE_PAIRS",
+           "mode (each side's measured time is split over them; a suspect gets as many again); "
+           "default: rounds of about 50 ms holding at least 20 operations, 10 to 200 pairs",
+           ini="agentmem_compare_pairs", env="AGENTMEM_COMPARE_PAIRS",
            parse=parse_pairs, metavar="N"),
     # --- components
     Option("embedding_model", "--agentmem-embedding-model", "fastembed model of the embedder "
@@ -372,7 +373,7 @@ class Settings:
     embedding_model: str | None = None
     compare: str | None = None
     compare_tolerance: float = 0.03
-    compare_pairs: int = 10
+    compare_pairs: int | None = None  # None: automatic (compare.pacer.auto_pairs)
     ab_role: str | None = None  # "base" in the base side's process of an A/B run
     report_path: Path | None = None
     html_path: Path | None = None

@@ -105,6 +105,20 @@ def test_a_suspect_gets_as_many_pairs_again() -> None:
     assert extra_pairs(same.info["ab_base_rounds"], same.info["ab_candidate_rounds"], 0.03) == 0
 
 
+def test_a_change_just_under_the_tolerance_whose_interval_reaches_beyond_it_gets_more_pairs() -> None:
+    """Estimated +2.8 % with a 3 % tolerance: not a failure yet, but not a pass to trust either."""
+    wobble = [-0.02, 0.015, -0.01, 0.02, 0.0, -0.015, 0.01, 0.025, -0.005, 0.005, -0.025, 0.012]
+    base = [{"qps": 1000.0, "error_rate": 0.0} for _ in wobble]
+    cand = [{"qps": 1000.0 / 1.028 * (1 + w), "error_rate": 0.0} for w in wobble]
+    m = Measurement("op", {"qps": 0.0}, info={"ab_base_rounds": base, "ab_candidate_rounds": cand})
+    (change,) = [c for c in check_paired(GateContext(nodeid="t", measurements=[m], tolerance=0.03,
+                                                     paired=True), "main (abc)") if c.metric == "qps"]
+    assert change.change is not None and 0.0 < change.change < 0.03 < change.interval[1]  # type: ignore[index]
+    assert change.verdict == "pass"
+    assert extra_pairs(base, cand, 0.03) == len(cand)
+    assert extra_pairs(base, cand, 0.10) == 0  # far from a 10 % tolerance: decided as it is
+
+
 def test_an_unpaired_run_is_new_not_failed() -> None:
     m = Measurement("op", {"qps": 1.0}, info={"ab_unpaired": "new test (not in the base)"})
     (check,) = check_paired(GateContext(nodeid="t", measurements=[m], paired=True), "main (abc)")

@@ -208,3 +208,35 @@ def test_rounds_paired_with_another_side_run_no_calibration_probe(pytester: pyte
             assert len(plain.calibration) == 2
     """)
     pytester.runpytest("--agentmem-perf", "-p", "no:cacheprovider").assert_outcomes(passed=1)
+
+
+def test_the_pacer_learns_how_long_a_run_is_and_what_it_offers(pytester: pytest.Pytester) -> None:
+    """The A/B pacer sizes its paired rounds from the run's measured time and offered operations."""
+    pytester.makeconftest("""
+        from pytest_agentmem.load.pacing import PlainPacer
+
+        PLANS = []
+
+        class Recording(PlainPacer):
+            async def plan(self, name, rounds, *, measured_s=None, expected_ops=None):
+                PLANS.append((name, rounds, measured_s, expected_ops))
+                return rounds
+
+        def pytest_agentmem_round_pacer(item):
+            return Recording(item)
+    """)
+    pytester.makepyfile("""
+        import pytest
+        from conftest import PLANS
+
+        @pytest.mark.agentmem_perf(baseline=False)
+        async def test_plans(perf):
+            async def noop(i):
+                return None
+
+            await perf.run(noop, duration=0.1, rounds=2, name="closed")
+            await perf.run(noop, duration=0.1, rate=200, name="open")
+            await perf.run(noop, total=30, name="count")
+            assert PLANS == [("closed", 2, 0.2, None), ("open", 1, 0.1, 20.0), ("count", 1, None, 30.0)]
+    """)
+    pytester.runpytest("--agentmem-perf", "-p", "no:cacheprovider").assert_outcomes(passed=1)

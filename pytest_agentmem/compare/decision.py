@@ -4,9 +4,11 @@ A metric of a paired run fails when, over all its pairs (the first ones and the
 confirmation pairs), the paired change (:mod:`.paired`) is worse than the
 tolerance, by more than the latency jitter floor, and the one-sided signed-rank
 p survives Holm-Bonferroni across the test's comparisons at ``alpha``. A run that
-looks regressed after its first pairs (change beyond the tolerance at a loose
-``SCREEN_ALPHA``) gets as many pairs again before that decision, so a failure
-always stands on re-measured evidence.
+may be regressed after its first pairs (the interval of the change reaches
+beyond the tolerance, and the change is worse at a loose ``SCREEN_ALPHA``) gets
+as many pairs again before that decision: a failure always stands on
+re-measured evidence, and a change just at the tolerance is decided on twice
+the pairs.
 
 Wall-time metrics (throughput, latencies) are judged only when the machine
 treated both sides alike. Each round records its *wait share*: the part of its
@@ -79,6 +81,16 @@ def worse_than(c: PairedChange, tolerance: float) -> bool:
     return c.change > tolerance and abs(c.candidate - c.base) > latency_floor(c.metric)
 
 
+def could_be_worse(c: PairedChange, tolerance: float) -> bool:
+    """The interval of the paired change reaches beyond the tolerance and the jitter floor."""
+    upper = c.interval[1]
+    if math.isnan(upper):
+        return False
+    if c.additive:
+        return upper > max(ERROR_RATE_FLOOR, tolerance * abs(c.base))
+    return upper > tolerance and abs(c.candidate - c.base) > latency_floor(c.metric)
+
+
 def paired_metrics(m: Measurement, gate_metrics: Sequence[str] = ()) -> list[str]:
     rounds = m.info.get("ab_candidate_rounds") or []
     names = sorted({k for r in rounds for k in r})
@@ -107,7 +119,7 @@ def extra_pairs(base: list[dict[str, float]], cand: list[dict[str, float]], tole
     for metric, change in compare_run(m, gate_metrics).items():
         if skip_wall and is_wall_time(metric):
             continue
-        if worse_than(change, tolerance) and (change.p_value is None or change.p_value <= SCREEN_ALPHA):
+        if could_be_worse(change, tolerance) and (change.p_value is None or change.p_value <= SCREEN_ALPHA):
             return max(MIN_CONFIRM_PAIRS, len(cand))
     return 0
 

@@ -34,7 +34,7 @@ from .determinism import pad_like_this_process
 from .early import take_over
 from .git import BaseRef, Worktree
 from .launch import BaseSide, check_usage, start_base
-from .pacer import PairedPacer
+from .pacer import PairedPacer, pairs_text
 from .peer import BaseProcess
 
 
@@ -126,7 +126,7 @@ class CompareCandidate:
             if reporter is not None and self.tests:
                 reporter.write_line(
                     f"agentmem A/B: base {self.where} in a worktree, {len(self.tests)} perf test(s), "
-                    f"{self.settings.compare_pairs} paired rounds a run, tolerance "
+                    f"{pairs_text(self.settings.compare_pairs)} a run, tolerance "
                     f"{self.settings.compare_tolerance:.0%}")
         return result
 

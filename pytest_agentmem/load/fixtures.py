@@ -86,7 +86,10 @@ class Perf:
             await run_load(op, replace(spec, warmup=0, total=spec.warmup, duration=None),
                            service_pids=None)
             spec = _without_warmup(spec)
-        planned = await pacer.plan(label, rounds)
+        offered = spec.offered_ops()
+        planned = await pacer.plan(label, rounds,
+                                   measured_s=None if spec.duration is None else spec.duration * rounds,
+                                   expected_ops=None if offered is None else offered * rounds)
         spec = split_spec(spec, rounds, planned)
         results: list[LoadResult] = []
         for number in range(planned):

@@ -28,8 +28,13 @@ class RoundPacer(Protocol):
     round is then skipped (the pairing already cancels the machine's speed).
     """
 
-    async def plan(self, name: str, rounds: int) -> int:
-        """The number of rounds to measure (``rounds`` asked; more splits the run's length)."""
+    async def plan(self, name: str, rounds: int, *, measured_s: float | None = None,
+                   expected_ops: float | None = None) -> int:
+        """The number of rounds to measure (``rounds`` asked; more splits the run's length).
+
+        ``measured_s``: the run's measured seconds over all ``rounds`` (None: it
+        ends by count); ``expected_ops``: the operations it will offer, when known.
+        """
 
     async def before_round(self, name: str, number: int) -> None:
         """Wait until round ``number`` (from 0) may start."""
@@ -50,7 +55,8 @@ class PlainPacer:
     def __init__(self, item: pytest.Item) -> None:
         self._item = item
 
-    async def plan(self, name: str, rounds: int) -> int:
+    async def plan(self, name: str, rounds: int, *, measured_s: float | None = None,
+                   expected_ops: float | None = None) -> int:
         return rounds
 
     async def before_round(self, name: str, number: int) -> None:

@@ -38,6 +38,23 @@ class LoadSpec:
     def mode(self) -> str:
         return "closed" if self.rate is None else "open"
 
+    def offered_ops(self) -> float | None:
+        """Operations one round offers at most, when its parameters say (else None).
+
+        A ``total``; in open loop ``rate x duration``; in closed loop with think
+        time ``concurrency x duration / think``. A closed loop without think time
+        offers as many as the operation allows: unknown before it runs.
+        """
+        known: list[float] = []
+        if self.total is not None:
+            known.append(float(self.total))
+        if self.duration is not None:
+            if self.rate is not None:
+                known.append(self.rate * self.duration)
+            elif self.think:
+                known.append((self.concurrency or 1) * self.duration / self.think)
+        return min(known) if known else None
+
 
 def validate(op: Any, *, concurrency: int | None = None, rate: float | None = None,
              duration: float | None = None, total: int | None = None, warmup: int = 0,

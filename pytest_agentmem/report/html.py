@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from html import escape
 from typing import Any
 
+from ..compare.pacer import pairs_text
 from ..presentation import (
     PERCENTILE_METRICS,
     Outcome,
@@ -128,7 +129,7 @@ def _run_meta(run: dict[str, Any]) -> str:
     compare = run.get("compare")
     if isinstance(compare, dict):
         bits.insert(0, f"A/B: this checkout vs {compare.get('ref')} ({str(compare.get('commit'))[:12]}), "
-                       f"{compare.get('pairs')} paired rounds a run, tolerance "
+                       f"{pairs_text(compare.get('pairs'))} a run, tolerance "
                        f"{float(compare.get('tolerance') or 0):.0%}")
     if run.get("duration_s") is not None:
         bits.append(f"{run['duration_s']:.1f} s")
