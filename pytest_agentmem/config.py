@@ -225,7 +225,8 @@ OPTIONS: tuple[Option, ...] = (
            parse=parse_fraction, metavar="FRACTION"),
     Option("compare_pairs", "--agentmem-compare-pairs", "paired rounds of every perf.run in A/B "
            "mode (each side's measured time is split over them; a suspect gets as many again); "
-           "default: rounds of about 50 ms holding at least 20 operations, 10 to 200 pairs",
+           "default: rounds of about 50 ms holding at least 20 operations and one per user, 10 "
+           "to 200 pairs",
            ini="agentmem_compare_pairs", env="AGENTMEM_COMPARE_PAIRS",
            parse=parse_pairs, metavar="N"),
     # --- components

@@ -12,19 +12,26 @@ async def _op(i: int) -> None:
     return None
 
 
-@pytest.mark.parametrize(("measured_s", "expected_ops", "pairs"), [
-    (2.0, None, 40),            # rounds of 50 ms
-    (0.6, None, 12),
-    (0.3, None, MIN_AUTO_PAIRS),  # a short run still gets enough pairs for a test
-    (60.0, None, MAX_AUTO_PAIRS),  # a long run gets longer rounds, not thousands of hand-overs
-    (10.0, 1000.0, 50),         # a run that offers 1,000 operations: 20 a round
-    (2.0, 100.0, MIN_AUTO_PAIRS),
-    (None, 2000.0, 100),        # ends by count: by operations only
-    (None, None, MIN_AUTO_PAIRS),
+@pytest.mark.parametrize(("run", "rounds", "pairs"), [
+    ({"duration": 2.0}, 1, 40),                     # rounds of 50 ms
+    ({"duration": 0.6}, 1, 12),
+    ({"duration": 0.3}, 2, 12),                     # the measured time of all rounds asked
+    ({"duration": 0.3}, 1, MIN_AUTO_PAIRS),         # a short run still gets enough pairs for a test
+    ({"duration": 60.0}, 1, MAX_AUTO_PAIRS),        # a long run gets longer rounds, not thousands of hand-overs
+    ({"duration": 10.0, "rate": 100}, 1, 50),       # 1,000 arrivals: 20 a round
+    ({"duration": 2.0, "rate": 50}, 1, MIN_AUTO_PAIRS),
+    ({"total": 2000}, 1, 100),                      # ends by count: by operations only
+    ({"total": 2000, "concurrency": 50}, 1, 40),    # a round holds at least one operation per user
+    # 20,000 agents thinking 200 s for 12 s offer 1,200 operations: far fewer than a round needs
+    ({"duration": 12.0, "concurrency": 20000, "think": 200.0}, 1, MIN_AUTO_PAIRS),
+    ({"duration": 10.0, "concurrency": 8, "processes": 2}, 1, MIN_AUTO_PAIRS),  # workers start each round
 ])
-def test_auto_pairs_aim_at_short_rounds_that_hold_enough_operations(
-        measured_s: float | None, expected_ops: float | None, pairs: int) -> None:
-    assert auto_pairs(measured_s, expected_ops) == pairs
+def test_auto_pairs_aim_at_short_rounds_that_hold_enough_operations(run: dict, rounds: int, pairs: int) -> None:
+    assert auto_pairs(validate(_op, **run), rounds) == pairs
+
+
+def test_without_a_spec_the_fewest_pairs() -> None:
+    assert auto_pairs(None) == MIN_AUTO_PAIRS
 
 
 def test_the_reports_say_how_rounds_are_paired() -> None:

@@ -211,15 +211,15 @@ def test_rounds_paired_with_another_side_run_no_calibration_probe(pytester: pyte
 
 
 def test_the_pacer_learns_how_long_a_run_is_and_what_it_offers(pytester: pytest.Pytester) -> None:
-    """The A/B pacer sizes its paired rounds from the run's measured time and offered operations."""
+    """The A/B pacer sizes its paired rounds from what the run measures (its spec, warm-up done)."""
     pytester.makeconftest("""
         from pytest_agentmem.load.pacing import PlainPacer
 
         PLANS = []
 
         class Recording(PlainPacer):
-            async def plan(self, name, rounds, *, measured_s=None, expected_ops=None):
-                PLANS.append((name, rounds, measured_s, expected_ops))
+            async def plan(self, name, rounds, spec=None):
+                PLANS.append((name, rounds, spec.duration, spec.rate, spec.total, spec.warmup))
                 return rounds
 
         def pytest_agentmem_round_pacer(item):
@@ -236,7 +236,8 @@ def test_the_pacer_learns_how_long_a_run_is_and_what_it_offers(pytester: pytest.
 
             await perf.run(noop, duration=0.1, rounds=2, name="closed")
             await perf.run(noop, duration=0.1, rate=200, name="open")
-            await perf.run(noop, total=30, name="count")
-            assert PLANS == [("closed", 2, 0.2, None), ("open", 1, 0.1, 20.0), ("count", 1, None, 30.0)]
+            await perf.run(noop, total=30, warmup=5, name="count")
+            assert PLANS == [("closed", 2, 0.1, None, None, 0), ("open", 1, 0.1, 200, None, 0),
+                             ("count", 1, None, None, 30, 5)]
     """)
     pytester.runpytest("--agentmem-perf", "-p", "no:cacheprovider").assert_outcomes(passed=1)

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from ..load.pacing import PlainPacer, checked_extra
+from ..load.spec import LoadSpec
 from ..measurement import Measurement
 from .channel import PeerError
 from .coordinator import Plan, Side
@@ -36,34 +37,41 @@ def pairs_text(pairs: int | None) -> str:
     return f"{pairs} paired rounds" if pairs else f"paired rounds of about {ROUND_TARGET_S * 1000:.0f} ms"
 
 
-def auto_pairs(measured_s: float | None, expected_ops: float | None) -> int:
-    """How many paired rounds to split a run into when the user did not say.
+def auto_pairs(spec: LoadSpec | None, rounds: int = 1) -> int:
+    """How many paired rounds to split a run of ``rounds`` rounds of ``spec`` into by default.
 
     Short rounds pair better. The host's own disturbances (other tenants of a
     cloud VM, frequency changes) come in bursts of a tenth of a second to a
     second: measured here on a quiet machine, a CPU-bound operation's cost per
     operation stayed within 2 % in most 0.2 s windows but rose 10-60 % in a
     quarter of them. A burst then lands on one side of a 0.2 s pair only, while
-    rounds of 50 ms put both sides of most pairs inside the same burst. With
-    the same measured time, the spread of the per-pair ratios fell from 6.2 %
-    (rounds of 0.36 s) and 2.5-3.3 % (0.09-0.18 s) to 2.9 % with four times as
-    many pairs at 45 ms, so the paired change's interval narrowed about 3x
-    (robust standard error 1.7 % -> 0.3 %). A round costs the hand-over between
-    the processes (about 2 ms of wall time, not measured).
+    rounds of 50 ms put both sides of most pairs inside the same burst. With the
+    same 2 s measured a side, the 90 % interval of the paired change was 11-16
+    points wide over 10 pairs of 0.2 s and 1-4 points over 40 pairs of 50 ms.
+    A round costs the hand-over between the processes (about 2 ms of wall
+    time, not measured).
 
-    ``measured_s``: the run's measured seconds on one side (None: ends by count);
-    ``expected_ops``: the operations the run will offer when known (a fixed
-    ``total``, an arrival rate or think time), so that a round still holds
-    :data:`MIN_ROUND_OPS` of them.
+    So: rounds of :data:`ROUND_TARGET_S` of the run's measured time, but, when
+    the run says how many operations it offers (a ``total``, a ``rate``, think
+    time), each round expected to hold :data:`MIN_ROUND_OPS` of them and at least
+    one per closed-loop user (a round starts every user anew: 20,000 agents that
+    think for minutes need long rounds); within :data:`MIN_AUTO_PAIRS` ..
+    :data:`MAX_AUTO_PAIRS`. A run over worker processes (``processes=N``) starts
+    them every round: it gets the fewest.
     """
+    if spec is None or (spec.processes and spec.processes > 1):
+        return MIN_AUTO_PAIRS
     candidates: list[int] = []
-    if measured_s is not None and measured_s > 0:
-        candidates.append(round(measured_s / ROUND_TARGET_S))
-    if expected_ops is not None and expected_ops > 0:
-        candidates.append(math.floor(expected_ops / MIN_ROUND_OPS))
+    if spec.duration is not None:
+        candidates.append(round(spec.duration * rounds / ROUND_TARGET_S))
+    offered = spec.offered_ops()
+    if offered is not None:
+        per_round = max(MIN_ROUND_OPS, spec.concurrency or 0) if spec.mode == "closed" else MIN_ROUND_OPS
+        candidates.append(math.floor(offered * rounds / per_round))
     if not candidates:
         return MIN_AUTO_PAIRS
     return max(MIN_AUTO_PAIRS, min(MAX_AUTO_PAIRS, min(candidates)))
+
 
 #: Decides the extra pairs from (base rounds, candidate rounds); candidate side only.
 ExtraDecision = Callable[[str, list[dict[str, float]], list[dict[str, float]]], int]
@@ -131,9 +139,8 @@ class PairedPacer:
         plan = self._plans.get(name)
         return plan is not None and plan.paired
 
-    async def plan(self, name: str, rounds: int, *, measured_s: float | None = None,
-                   expected_ops: float | None = None) -> int:
-        pairs = self._pairs if self._pairs is not None else auto_pairs(measured_s, expected_ops)
+    async def plan(self, name: str, rounds: int, spec: LoadSpec | None = None) -> int:
+        pairs = self._pairs if self._pairs is not None else auto_pairs(spec, rounds)
         plan: Plan = await self._call("arrive", self.nodeid, name, max(rounds, pairs))
         self._plans[name] = plan
         self._planned[name] = plan.rounds if plan.paired else rounds

@@ -86,10 +86,7 @@ class Perf:
             await run_load(op, replace(spec, warmup=0, total=spec.warmup, duration=None),
                            service_pids=None)
             spec = _without_warmup(spec)
-        offered = spec.offered_ops()
-        planned = await pacer.plan(label, rounds,
-                                   measured_s=None if spec.duration is None else spec.duration * rounds,
-                                   expected_ops=None if offered is None else offered * rounds)
+        planned = await pacer.plan(label, rounds, spec)
         spec = split_spec(spec, rounds, planned)
         results: list[LoadResult] = []
         for number in range(planned):

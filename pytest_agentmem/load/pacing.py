@@ -15,6 +15,7 @@ import pytest
 
 from ..errors import ConfigurationError
 from ..measurement import Measurement
+from .spec import LoadSpec
 
 
 class RoundPacer(Protocol):
@@ -28,12 +29,11 @@ class RoundPacer(Protocol):
     round is then skipped (the pairing already cancels the machine's speed).
     """
 
-    async def plan(self, name: str, rounds: int, *, measured_s: float | None = None,
-                   expected_ops: float | None = None) -> int:
+    async def plan(self, name: str, rounds: int, spec: LoadSpec | None = None) -> int:
         """The number of rounds to measure (``rounds`` asked; more splits the run's length).
 
-        ``measured_s``: the run's measured seconds over all ``rounds`` (None: it
-        ends by count); ``expected_ops``: the operations it will offer, when known.
+        ``spec``: what one of the ``rounds`` asked measures (its duration, total,
+        rate, users...), from which a pacer may size shorter rounds.
         """
 
     async def before_round(self, name: str, number: int) -> None:
@@ -55,8 +55,7 @@ class PlainPacer:
     def __init__(self, item: pytest.Item) -> None:
         self._item = item
 
-    async def plan(self, name: str, rounds: int, *, measured_s: float | None = None,
-                   expected_ops: float | None = None) -> int:
+    async def plan(self, name: str, rounds: int, spec: LoadSpec | None = None) -> int:
         return rounds
 
     async def before_round(self, name: str, number: int) -> None:
