@@ -12,14 +12,15 @@ import pytest
 MARKER = "agentmem_perf"
 MARKER_HELP = (
     f"{MARKER}(min_qps=, max_p50_ms=, max_p95_ms=, max_p99_ms=, max_error_rate=, "
-    "min_recall=, tolerance=, baseline=True, rounds=, gate=()): a performance test, run only "
-    "with --agentmem-perf; keywords set absolute acceptance thresholds (min_<metric>/"
-    "max_<metric> for any measured metric), per-test overrides of the regression tolerance, "
+    "min_recall=, tolerance=, compare_tolerance=, baseline=True, rounds=, gate=()): a "
+    "performance test, run only with --agentmem-perf; keywords set absolute acceptance "
+    "thresholds (min_<metric>/max_<metric> for any measured metric), per-test overrides of the "
+    "regression tolerance (compare_tolerance: in A/B mode only), "
     "and metrics gated beside qps, p95_ms, error_rate and cpu_ms_per_op (gate=)"
 )
 
 _THRESHOLD = re.compile(r"^(min|max)_([a-z][a-z0-9_]*)$")
-_OTHER_KEYWORDS = {"tolerance", "baseline", "rounds", "gate"}
+_OTHER_KEYWORDS = {"tolerance", "compare_tolerance", "baseline", "rounds", "gate"}
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,13 @@ class PerfMarker:
     rounds: int | None = None
     raw: dict[str, Any] = field(default_factory=dict)
     gate: tuple[str, ...] = ()  # metrics gated beside the primary set
+    compare_tolerance: float | None = None  # A/B mode only; else ``tolerance`` applies there too
+
+    def tolerance_for(self, compare: bool) -> float | None:
+        """The test's own tolerance in A/B (``compare``) or stored-baseline mode, if it sets one."""
+        if compare and self.compare_tolerance is not None:
+            return self.compare_tolerance
+        return self.tolerance
 
 
 def parse_marker(mark: pytest.Mark, nodeid: str) -> PerfMarker:
@@ -54,7 +62,7 @@ def parse_marker(mark: pytest.Mark, nodeid: str) -> PerfMarker:
         raise pytest.UsageError(f"{where} takes keywords only, got positional {mark.args!r}; "
                                 "write e.g. agentmem_perf(max_p95_ms=50)")
     thresholds: list[Threshold] = []
-    tolerance: float | None = None
+    tolerances: dict[str, float] = {}
     baseline = True
     rounds: int | None = None
     gate: tuple[str, ...] = ()
@@ -62,10 +70,10 @@ def parse_marker(mark: pytest.Mark, nodeid: str) -> PerfMarker:
         match = _THRESHOLD.match(key)
         if match:
             thresholds.append(Threshold(match[2], match[1], _number(where, key, value)))
-        elif key == "tolerance":
-            tolerance = _number(where, key, value)
-            if tolerance < 0:
-                raise pytest.UsageError(f"{where}: tolerance must be >= 0 (a fraction: 0.15 = 15%), got {value!r}")
+        elif key in ("tolerance", "compare_tolerance"):
+            tolerances[key] = _number(where, key, value)
+            if tolerances[key] < 0:
+                raise pytest.UsageError(f"{where}: {key} must be >= 0 (a fraction: 0.15 = 15%), got {value!r}")
         elif key == "baseline":
             if not isinstance(value, bool):
                 raise pytest.UsageError(f"{where}: baseline must be True or False, got {value!r}")
@@ -84,7 +92,8 @@ def parse_marker(mark: pytest.Mark, nodeid: str) -> PerfMarker:
             known = "min_<metric>, max_<metric>, " + ", ".join(sorted(_OTHER_KEYWORDS))
             raise pytest.UsageError(f"{where}: unknown keyword {key!r}; known keywords: {known} "
                                     "(e.g. min_qps, max_p95_ms, max_error_rate, min_recall)")
-    return PerfMarker(tuple(thresholds), tolerance, baseline, rounds, dict(mark.kwargs), gate)
+    return PerfMarker(tuple(thresholds), tolerances.get("tolerance"), baseline, rounds, dict(mark.kwargs), gate,
+                      tolerances.get("compare_tolerance"))
 
 
 def _number(where: str, key: str, value: Any) -> float:

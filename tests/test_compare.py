@@ -97,7 +97,8 @@ def test_a_slower_candidate_fails_naming_ref_commit_change_and_p(pytester: pytes
 
 def test_a_a_passes_and_reports_the_paired_change(pytester: pytest.Pytester, repo: Path) -> None:
     commit(repo, {"pytest.ini": INI, "work.py": WORK.format(version="same", units=40),
-                  "test_op.py": PERF_TEST.format(marker="tolerance=0.5", name="test_op")}, "base")
+                  "test_op.py": PERF_TEST.format(marker="tolerance=0.9, compare_tolerance=0.5",
+                                                 name="test_op")}, "base")
     report = repo / "report.json"
     result = pytester.runpytest_subprocess("--agentmem-compare", "HEAD", f"--agentmem-report={report}")
     result.assert_outcomes(passed=1)
@@ -108,6 +109,7 @@ def test_a_a_passes_and_reports_the_paired_change(pytester: pytest.Pytester, rep
     paired = [c for c in record["checks"] if c["kind"] == "paired"]
     assert {c["metric"] for c in paired} >= {"qps", "p95_ms"}
     assert all(c["pairs"] >= 4 and c["interval"] is not None for c in paired)
+    assert {c["tolerance"] for c in paired} == {0.5}  # the test's A/B tolerance, not its stored-mode one
     info = record["measurements"][0]["info"]
     # 0.6 s measured a side: automatic rounds of 50 ms (as many again if the screen asked)
     assert len(info["ab_base_rounds"]) == len(info["ab_candidate_rounds"]) in (12, 24)

@@ -96,7 +96,7 @@ def test_unknown_marker_keyword_is_a_usage_error(pytester: pytest.Pytester) -> N
 
 @pytest.mark.parametrize("marker", ["agentmem_perf(10)", "agentmem_perf(max_p95_ms='fast')",
                                     "agentmem_perf(tolerance=-1)", "agentmem_perf(baseline='yes')",
-                                    "agentmem_perf(rounds=0)"])
+                                    "agentmem_perf(rounds=0)", "agentmem_perf(compare_tolerance=-0.1)"])
 def test_bad_marker_values_are_usage_errors(pytester: pytest.Pytester, marker: str) -> None:
     pytester.makepyfile(f"""
         import pytest
@@ -126,3 +126,13 @@ def test_async_tests_using_factory_made_fixtures_run_without_asyncio_marks(pytes
             assert await text_redis.get("k") == "v"
     """)
     pytester.runpytest("--agentmem-services=local").assert_outcomes(passed=1)
+
+
+def test_a_compare_tolerance_applies_in_a_b_mode_only() -> None:
+    from pytest_agentmem.marker import parse_marker
+
+    both = parse_marker(pytest.mark.agentmem_perf(tolerance=0.2, compare_tolerance=0.08).mark, "t")
+    assert both.tolerance_for(compare=True) == 0.08 and both.tolerance_for(compare=False) == 0.2
+    stored_only = parse_marker(pytest.mark.agentmem_perf(tolerance=0.2).mark, "t")
+    assert stored_only.tolerance_for(compare=True) == 0.2  # a test's own tolerance holds in both modes
+    assert parse_marker(pytest.mark.agentmem_perf(compare_tolerance=0.08).mark, "t").tolerance_for(False) is None

@@ -45,7 +45,8 @@ def is_perf_item(item: pytest.Item) -> bool:
 
 def _tolerance(item: pytest.Item, settings: Settings) -> float:
     marker = perf_marker_of(item)
-    return marker.tolerance if marker is not None and marker.tolerance is not None else settings.compare_tolerance
+    own = marker.tolerance_for(compare=True) if marker is not None else None
+    return own if own is not None else settings.compare_tolerance
 
 
 def _gate_metrics(item: pytest.Item) -> tuple[str, ...]:

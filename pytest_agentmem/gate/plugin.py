@@ -145,7 +145,8 @@ class GatePlugin:
         marker = _marker(item)
         baseline = self._baseline_of(item)
         default = settings.compare_tolerance if settings.compare else settings.tolerance
-        tolerance = marker.tolerance if marker.tolerance is not None else default
+        own = marker.tolerance_for(compare=bool(settings.compare))
+        tolerance = own if own is not None else default
         speed, extra = None, 0.0
         if baseline is not None:
             differs = machine_differences(baseline.fingerprint, current_fp)

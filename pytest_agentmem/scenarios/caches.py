@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 
 from ..datasets.corpus import memory_corpus
-from .sizing import scaled, scaled_seconds
+from .sizing import AB_TOLERANCE, scaled, scaled_seconds
 
 __all__ = ["test_agentmem_scenario_result_cache"]
 
@@ -42,7 +42,7 @@ def _rate(before: tuple[int, int], after: tuple[int, int]) -> float:
     return hits / (hits + misses) if hits + misses else 0.0
 
 
-@pytest.mark.agentmem_perf(max_error_rate=0.0, min_hit_rate=0.9)
+@pytest.mark.agentmem_perf(max_error_rate=0.0, min_hit_rate=0.9, compare_tolerance=AB_TOLERANCE)
 async def test_agentmem_scenario_result_cache(memory_service: Any, perf: Any) -> None:
     """50 questions asked over and over: the result cache's hit rate and hit-path QPS."""
     cache = getattr(memory_service, "result_cache", None)

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from .sizing import scaled_seconds
+from .sizing import AB_TOLERANCE, scaled_seconds
 
 __all__ = ["test_agentmem_scenario_embedding"]
 
@@ -40,7 +40,7 @@ def _text() -> str:
     return f"Note {n}: the user said they would visit their sister in city {n % 97} next month"
 
 
-@pytest.mark.agentmem_perf(max_error_rate=0.0, min_hit_rate=1.0)
+@pytest.mark.agentmem_perf(max_error_rate=0.0, min_hit_rate=1.0, compare_tolerance=AB_TOLERANCE)
 async def test_agentmem_scenario_embedding(embedder: Any, perf: Any) -> None:
     """Texts per second of the model (batched, single, 16 concurrent single calls) and the cache hit path."""
     model = embedder.uncached() if hasattr(embedder, "uncached") else embedder

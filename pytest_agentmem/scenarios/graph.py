@@ -25,7 +25,7 @@ from typing import Any
 
 import pytest
 
-from .sizing import scaled, scaled_seconds
+from .sizing import AB_TOLERANCE, scaled, scaled_seconds
 
 __all__ = ["test_agentmem_scenario_graph_hops"]
 
@@ -65,7 +65,7 @@ def _expected(edges: list[tuple[str, str, str]], start: str, hops: int,
     return set(seen) - {start}
 
 
-@pytest.mark.agentmem_perf(max_error_rate=0.0, min_accuracy=1.0)
+@pytest.mark.agentmem_perf(max_error_rate=0.0, min_accuracy=1.0, compare_tolerance=AB_TOLERANCE)
 async def test_agentmem_scenario_graph_hops(graph_store: Any, perf: Any) -> None:
     """1-, 2- and 3-hop neighbourhoods: checked exact against a BFS, then QPS per hop count."""
     entities = scaled(3_000, minimum=100)

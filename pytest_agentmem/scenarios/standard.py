@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from ..datasets.corpus import memory_corpus
-from .sizing import scaled
+from .sizing import AB_TOLERANCE, scaled
 
 __all__ = [
     "test_agentmem_scenario_add",
@@ -44,7 +44,7 @@ async def _preload(service: Any, n: int) -> Any:
     return corpus
 
 
-@pytest.mark.agentmem_perf(max_error_rate=0.0)
+@pytest.mark.agentmem_perf(max_error_rate=0.0, compare_tolerance=AB_TOLERANCE)
 async def test_agentmem_scenario_add(memory_service: Any, perf: Any) -> None:
     """Single adds (embed + store + history) from 8 concurrent agents."""
     corpus = memory_corpus(_scaled(400), users=8)
@@ -61,7 +61,7 @@ async def test_agentmem_scenario_add(memory_service: Any, perf: Any) -> None:
     assert result.errors == 0, result.errors_by_type
 
 
-@pytest.mark.agentmem_perf(max_error_rate=0.0)
+@pytest.mark.agentmem_perf(max_error_rate=0.0, compare_tolerance=AB_TOLERANCE)
 async def test_agentmem_scenario_add_batch(memory_service: Any, perf: Any) -> None:
     """Batches of 32 memories: throughput in items per second."""
     batch = 32
@@ -79,7 +79,7 @@ async def test_agentmem_scenario_add_batch(memory_service: Any, perf: Any) -> No
     perf.record("add_batch_items", items_per_s=result.qps * batch)
 
 
-@pytest.mark.agentmem_perf(max_error_rate=0.0, min_recall=0.8)
+@pytest.mark.agentmem_perf(max_error_rate=0.0, min_recall=0.8, compare_tolerance=AB_TOLERANCE)
 async def test_agentmem_scenario_search(memory_service: Any, perf: Any) -> None:
     """Searches of one user's memories by 16 concurrent agents, with retrieval quality."""
     corpus = await _preload(memory_service, _scaled(2000))
@@ -118,7 +118,7 @@ def _version(text: str) -> int:
     return int(tail[1].rstrip("]")) if len(tail) == 2 and tail[1].rstrip("]").isdigit() else -1
 
 
-@pytest.mark.agentmem_perf(max_error_rate=0.0)
+@pytest.mark.agentmem_perf(max_error_rate=0.0, compare_tolerance=AB_TOLERANCE)
 async def test_agentmem_scenario_update_delete(memory_service: Any, perf: Any) -> None:
     """Update-then-search and add-delete-then-search: never a stale answer."""
     corpus = await _preload(memory_service, _scaled(200))
