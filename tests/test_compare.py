@@ -149,6 +149,51 @@ def test_a_test_on_one_side_only_is_new_or_removed(pytester: pytest.Pytester, re
     result.stdout.no_fnmatch_line("*FAIL*")
 
 
+CAPACITY_TEST = '''
+import os
+
+import pytest
+
+import work
+
+
+@pytest.mark.agentmem_perf(baseline=False, max_error_rate=0.0)
+async def test_capacity(perf):
+    with open(os.environ["AB_RAN_FILE"], "a") as fh:
+        fh.write(work.__file__ + "\\n")
+
+    async def one(i):
+        work.op(i)
+
+    await perf.run(one, duration=0.3, name="capacity")
+'''
+
+
+def test_a_test_with_baseline_false_is_not_compared(pytester: pytest.Pytester, repo: Path) -> None:
+    """Nothing to compare with in either mode: the candidate runs it once, its thresholds gate."""
+    commit(repo, {"pytest.ini": INI, "work.py": WORK.format(version="v", units=30),
+                  "test_op.py": PERF_TEST.format(marker="tolerance=0.5", name="test_op"),
+                  "test_capacity.py": CAPACITY_TEST}, "base")
+    ran = repo / "ran.txt"
+    report = repo / "report.json"
+    os.environ["AB_RAN_FILE"] = str(ran)
+    try:
+        result = pytester.runpytest_subprocess("--agentmem-compare", "HEAD", f"--agentmem-report={report}")
+    finally:
+        del os.environ["AB_RAN_FILE"]
+    result.assert_outcomes(passed=2)
+    result.stdout.fnmatch_lines(["*agentmem A/B: base HEAD * 1 perf test(s) (1 more not compared: baseline=False)*"])
+    result.stdout.no_fnmatch_line("*removed (only in HEAD)*")
+    assert ran.read_text().splitlines() == [str(repo / "work.py")]  # the base never ran it
+    import json
+
+    records = {r["nodeid"]: r for r in json.loads(report.read_text())["tests"]}
+    capacity = records["test_capacity.py::test_capacity"]
+    assert not [c for c in capacity["checks"] if c["kind"] == "paired"]
+    assert any(c["metric"] == "error_rate" and c["verdict"] == "pass" for c in capacity["checks"])
+    assert [c for c in records["test_op.py::test_op"]["checks"] if c["kind"] == "paired"]
+
+
 def test_an_unknown_ref_is_a_usage_error_with_a_hint(pytester: pytest.Pytester, repo: Path) -> None:
     commit(repo, {"pytest.ini": INI, "work.py": WORK.format(version="v", units=30),
                   "test_op.py": PERF_TEST.format(marker="", name="test_op")}, "base")

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -93,6 +93,7 @@ class Coordinator:
         self.candidate_tests: list[str] | None = None  # known once the candidate collected
         self.services: dict[str, str] = {}  # URLs of the servers the base shares
         self.base_tests: list[str] | None = None
+        self.not_compared: set[str] = set()  # the candidate's tests that opt out (baseline=False)
         self.peer_gone: str | None = None
         self.ended: str | None = None
         self.wait_s = wait_s
@@ -151,15 +152,19 @@ class Coordinator:
 
     @property
     def removed_tests(self) -> list[str]:
-        """Tests of the base the candidate does not have."""
-        cand = set(self.candidate_tests or ())
+        """Tests of the base the candidate does not have (not those it runs uncompared)."""
+        cand = set(self.candidate_tests or ()) | self.not_compared
         return [t for t in self.base_tests or () if t not in cand]
 
     # ------------------------------------------------------------------ protocol
 
-    def collected(self, tests: list[str], services: dict[str, str]) -> None:
-        """The candidate's perf tests in order, and the servers the base is to share."""
+    def collected(self, tests: list[str], services: dict[str, str], not_compared: Sequence[str] = ()) -> None:
+        """The candidate's perf tests to compare, in order, and the servers the base is to share.
+
+        ``not_compared``: perf tests the candidate runs without comparing them (the base skips them).
+        """
         with self._cond:
+            self.not_compared = set(not_compared)
             self.candidate_tests = list(tests)
             self.services = dict(services)
             self._cond.notify_all()

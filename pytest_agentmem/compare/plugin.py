@@ -43,6 +43,12 @@ def is_perf_item(item: pytest.Item) -> bool:
     return item.get_closest_marker(MARKER) is not None or "perf" in getattr(item, "fixturenames", ())
 
 
+def _compared(item: pytest.Item) -> bool:
+    """False for a test marked ``agentmem_perf(baseline=False)``: it has no reference to compare with."""
+    marker = perf_marker_of(item)
+    return marker is None or marker.baseline
+
+
 def _tolerance(item: pytest.Item, settings: Settings) -> float:
     marker = perf_marker_of(item)
     own = marker.tolerance_for(compare=True) if marker is not None else None
@@ -77,6 +83,7 @@ class CompareCandidate:
         self.server: PeerServer | None = None
         self.coordinator: Coordinator | None = None
         self.tests: list[str] = []
+        self.not_compared: list[str] = []
         self.notes: list[str] = []
         self._interrupted = False
         handed_over = take_over()  # first: a base started before the re-exec is ours to stop
@@ -113,7 +120,10 @@ class CompareCandidate:
 
     @pytest.hookimpl(trylast=True)
     def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
-        self.tests = [i.nodeid for i in items if is_perf_item(i) and not i.get_closest_marker("skip")]
+        perf = [i for i in items if is_perf_item(i) and not i.get_closest_marker("skip")]
+        # agentmem_perf(baseline=False): compared with nothing in either mode, only its thresholds gate
+        self.not_compared = [i.nodeid for i in perf if not _compared(i)]
+        self.tests = [i.nodeid for i in perf if _compared(i)]
 
     @pytest.hookimpl(wrapper=True)
     def pytest_collection_finish(self, session: pytest.Session) -> Generator[None, None, None]:
@@ -122,12 +132,14 @@ class CompareCandidate:
             services: dict[str, str] = {}
             for name, service in service_manager(self.config).running.items():
                 services[name] = _next_db(service.url) if name == "redis" else service.url
-            self.coordinator.collected(self.tests, services)
+            self.coordinator.collected(self.tests, services, self.not_compared)
             reporter = self.config.pluginmanager.get_plugin("terminalreporter")
             if reporter is not None and self.tests:
+                skipped = (f" ({len(self.not_compared)} more not compared: baseline=False)"
+                           if self.not_compared else "")
                 reporter.write_line(
-                    f"agentmem A/B: base {self.where} in a worktree, {len(self.tests)} perf test(s), "
-                    f"{pairs_text(self.settings.compare_pairs)} a run, tolerance "
+                    f"agentmem A/B: base {self.where} in a worktree, {len(self.tests)} perf test(s)"
+                    f"{skipped}, {pairs_text(self.settings.compare_pairs)} a run, tolerance "
                     f"{self.settings.compare_tolerance:.0%}")
         return result
 
@@ -154,7 +166,7 @@ class CompareCandidate:
             self.coordinator.test_finished("candidate", nodeid)
 
     def pytest_agentmem_gate_checks(self, item: pytest.Item) -> list[CheckFunction]:
-        if self.coordinator is None:
+        if self.coordinator is None or item.nodeid in self.not_compared:
             return []
 
         def paired(ctx: GateContext) -> list[Any]:
