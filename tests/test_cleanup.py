@@ -12,6 +12,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+from interrupts import sigint_as_default
 
 RECORD_AND_WAIT = """
     import asyncio, json, os
@@ -49,7 +50,7 @@ def _start_run(pytester: pytest.Pytester, hold: float) -> tuple[subprocess.Popen
     env = dict(os.environ, AGENTMEM_TEST_RECORD=str(record), AGENTMEM_TEST_HOLD=str(hold))
     proc = subprocess.Popen([sys.executable, "-m", "pytest", "-p", "no:cacheprovider",
                              "--agentmem-services=local", "-q"], cwd=pytester.path, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, preexec_fn=sigint_as_default)
     deadline = time.monotonic() + 90
     while not record.exists():
         if proc.poll() is not None or time.monotonic() > deadline:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+from interrupts import sigint_as_default
 
 pytestmark = pytest.mark.slow
 
@@ -232,7 +233,8 @@ def test_nothing_is_left_after_a_run_or_a_sigint(pytester: pytest.Pytester, repo
                   "test_op.py": slow}, "base")
     proc = subprocess.Popen([sys.executable, "-m", "pytest", "-p", "no:cacheprovider",
                              "--agentmem-compare", "HEAD"], cwd=repo, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+                            stderr=subprocess.STDOUT, text=True,
+                            preexec_fn=sigint_as_default)
     lines: list[str] = []
     reader = threading.Thread(target=lambda: lines.extend(proc.stdout or ()), daemon=True)
     reader.start()  # (iterating the pipe appends line by line)

@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from interrupts import sigint_as_default
 
 from pytest_agentmem.services.containers import LABEL_PID, LABEL_RUN, docker_engine_answers
 
@@ -160,7 +161,7 @@ def _start_run(pytester: pytest.Pytester, docker_env: dict[str, str],
     env = _inner_env(docker_env, AGENTMEM_TEST_RECORD=str(record), AGENTMEM_TEST_HOLD=str(hold))
     proc = subprocess.Popen([sys.executable, "-m", "pytest", "-p", "no:cacheprovider",
                              "--agentmem-services=docker", "-q"], cwd=pytester.path, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, preexec_fn=sigint_as_default)
     deadline = time.monotonic() + 180
     while not record.exists():
         if proc.poll() is not None or time.monotonic() > deadline:

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from ..datasets.corpus import memory_corpus
-from .sizing import AB_TOLERANCE, scaled
+from .sizing import AB_TOLERANCE, AB_WRITE_TOLERANCE, scaled
 
 __all__ = [
     "test_agentmem_scenario_add",
@@ -118,7 +118,7 @@ def _version(text: str) -> int:
     return int(tail[1].rstrip("]")) if len(tail) == 2 and tail[1].rstrip("]").isdigit() else -1
 
 
-@pytest.mark.agentmem_perf(max_error_rate=0.0, compare_tolerance=AB_TOLERANCE)
+@pytest.mark.agentmem_perf(max_error_rate=0.0, compare_tolerance=AB_WRITE_TOLERANCE)
 async def test_agentmem_scenario_update_delete(memory_service: Any, perf: Any) -> None:
     """Update-then-search and add-delete-then-search: never a stale answer."""
     corpus = await _preload(memory_service, _scaled(200))
