@@ -74,21 +74,26 @@ def unequal_machine(base: Sequence[dict[str, float]], cand: Sequence[dict[str, f
             f"pair); cpu_ms_per_op decides")
 
 
+def allowed_change(c: PairedChange, tolerance: float) -> float:
+    """The largest change of ``c`` within the tolerance (a rate's: a difference, at least the floor)."""
+    return max(ERROR_RATE_FLOOR, tolerance * abs(c.base)) if c.additive else tolerance
+
+
+def _beyond(c: PairedChange, change: float, tolerance: float) -> bool:
+    """``change`` (of ``c``) exceeds the tolerance and ``c`` exceeds the metric's jitter floor."""
+    if c.additive:
+        return change > allowed_change(c, tolerance)
+    return change > tolerance and abs(c.candidate - c.base) > latency_floor(c.metric)
+
+
 def worse_than(c: PairedChange, tolerance: float) -> bool:
     """The paired change exceeds the tolerance and the jitter floor of the metric."""
-    if c.additive:
-        return c.change > max(ERROR_RATE_FLOOR, tolerance * abs(c.base))
-    return c.change > tolerance and abs(c.candidate - c.base) > latency_floor(c.metric)
+    return _beyond(c, c.change, tolerance)
 
 
 def could_be_worse(c: PairedChange, tolerance: float) -> bool:
     """The interval of the paired change reaches beyond the tolerance and the jitter floor."""
-    upper = c.interval[1]
-    if math.isnan(upper):
-        return False
-    if c.additive:
-        return upper > max(ERROR_RATE_FLOOR, tolerance * abs(c.base))
-    return upper > tolerance and abs(c.candidate - c.base) > latency_floor(c.metric)
+    return not math.isnan(c.interval[1]) and _beyond(c, c.interval[1], tolerance)
 
 
 def paired_metrics(m: Measurement, gate_metrics: Sequence[str] = ()) -> list[str]:
@@ -127,7 +132,7 @@ def extra_pairs(base: list[dict[str, float]], cand: list[dict[str, float]], tole
 def _describe(name: str, c: PairedChange, tolerance: float, where: str, tail: str) -> str:
     if c.additive:
         change = f"{c.change:+.4g} [{c.interval[0]:+.4g}, {c.interval[1]:+.4g}]"
-        tol = f"tolerance +{max(ERROR_RATE_FLOOR, tolerance * abs(c.base)):.4g}"
+        tol = f"tolerance +{allowed_change(c, tolerance):.4g}"
     else:
         change = f"{pct(c.change)} [{pct(c.interval[0])}, {pct(c.interval[1])}]"
         tol = f"tolerance {pct(tolerance, signed=False)}"

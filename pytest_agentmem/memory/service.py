@@ -184,11 +184,8 @@ class MemoryService:
                      run_id: str | None = None, filters: dict[str, Any] | None = None,
                      limit: int = 10) -> list[Memory]:
         """The ``limit`` memories most similar to ``query`` in these scopes, best first."""
-        check_content(query)
-        check_limit(limit)
-        check_selection(user_id=user_id, agent_id=agent_id, run_id=run_id, filters=filters)
-        mode = self.search_mode
-        vector = None if mode == "lexical" else await self.embedder.embed_one(query)
+        mode, vector = await self._query(query, limit, user_id=user_id, agent_id=agent_id, run_id=run_id,
+                                         filters=filters)
         if self.result_cache is None:
             return await self._search(vector, query, mode, user_id, agent_id, run_id, filters, limit)
         namespace = await self.cache_namespace()
@@ -208,12 +205,17 @@ class MemoryService:
                               limit: int = 10) -> list[Memory]:
         """The store's own answer to :meth:`search` (same mode), past the result cache: the truth
         a cached answer is checked against."""
+        mode, vector = await self._query(query, limit, user_id=user_id, agent_id=agent_id, run_id=run_id,
+                                         filters=filters)
+        return await self._search(vector, query, mode, user_id, agent_id, run_id, filters, limit)
+
+    async def _query(self, query: str, limit: int, **selection: Any) -> tuple[str, np.ndarray | None]:
+        """Check a search's arguments; (the search mode, the query's embedding unless lexical)."""
         check_content(query)
         check_limit(limit)
-        check_selection(user_id=user_id, agent_id=agent_id, run_id=run_id, filters=filters)
+        check_selection(**selection)
         mode = self.search_mode
-        vector = None if mode == "lexical" else await self.embedder.embed_one(query)
-        return await self._search(vector, query, mode, user_id, agent_id, run_id, filters, limit)
+        return mode, (None if mode == "lexical" else await self.embedder.embed_one(query))
 
     async def _search(self, vector: np.ndarray | None, query: str, mode: str, user_id: str | None,
                       agent_id: str | None, run_id: str | None, filters: dict[str, Any] | None,
