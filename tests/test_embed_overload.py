@@ -28,7 +28,7 @@ async def test_texts_of_cancelled_callers_are_not_computed(embedder: Embedder) -
         caller.cancel()
     await asyncio.gather(*callers, return_exceptions=True)
     batcher = model._batcher()
-    while batcher.task is not None:  # the batch in the model's hands finishes
+    while batcher.busy:  # the batches in the model's hands finish
         await asyncio.sleep(0.01)
     assert batcher.dropped >= 300 - 2 * 32, batcher.dropped  # at most the batches already running
     assert model.model_batches - before <= 2

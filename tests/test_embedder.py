@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 
 import numpy as np
 import pytest
 
 from pytest_agentmem.memory.cache import DiskVectorCache, LRUVectorCache
+from pytest_agentmem.memory.embed_batch import ModelRunner, default_workers
 from pytest_agentmem.memory.embedder import (
     Embedder,
     EmbedderUnavailableError,
@@ -57,6 +59,74 @@ async def test_concurrent_calls_are_coalesced_into_batches(embedder: Embedder) -
     assert batches < len(texts) / 4, f"{batches} model batches for {len(texts)} concurrent calls"
     direct = await model.embed(texts)
     np.testing.assert_allclose(np.sum(np.stack(results) * direct, axis=1), 1.0, atol=2e-3)
+
+
+class RecordingRunner(ModelRunner):
+    """The real model on ``workers`` threads, recording each batch's size and how many ran at once.
+
+    With ``meet``, every batch waits (up to 10 s) until ``meet`` batches are running
+    together: batches that do not run side by side fail with ``BrokenBarrierError``.
+    """
+
+    def __init__(self, embedder: Embedder, workers: int, meet: int = 0) -> None:
+        super().__init__(embedder._runner.loaded, max_batch=32, workers=workers)
+        self.sizes: list[int] = []
+        self.active = self.most = 0
+        self.lock = threading.Lock()
+        self.barrier = threading.Barrier(meet) if meet else None
+
+    def compute(self, texts: list[str]) -> np.ndarray:
+        with self.lock:
+            self.sizes.append(len(texts))
+            self.active += 1
+            self.most = max(self.most, self.active)
+        try:
+            if self.barrier is not None:
+                self.barrier.wait(timeout=10)
+            return super().compute(texts)
+        finally:
+            with self.lock:
+                self.active -= 1
+
+
+async def test_queued_texts_are_split_between_workers_that_run_side_by_side(embedder: Embedder) -> None:
+    runner = RecordingRunner(embedder, workers=2, meet=2)
+    model = Embedder(runner.loaded, _runner=runner)
+    try:
+        texts = [f"side by side question {i} about the holidays" for i in range(16)]
+        vectors = await asyncio.gather(*(model.embed_one(t) for t in texts))
+    finally:
+        runner.executor.shutdown(wait=True)
+    assert runner.sizes == [8, 8] and runner.most == 2
+    direct = await embedder.uncached().embed(texts)
+    np.testing.assert_allclose(np.sum(np.stack(vectors) * direct, axis=1), 1.0, atol=2e-3)
+
+
+async def test_one_call_with_many_texts_uses_every_worker(embedder: Embedder) -> None:
+    runner = RecordingRunner(embedder, workers=2, meet=2)
+    model = Embedder(runner.loaded, _runner=runner)
+    try:
+        await model.embed([f"a long list, text {i}" for i in range(40)])
+    finally:
+        runner.executor.shutdown(wait=True)
+    assert runner.sizes == [20, 20]
+
+
+async def test_one_worker_runs_one_batch_at_a_time(embedder: Embedder) -> None:
+    runner = RecordingRunner(embedder, workers=1)
+    model = Embedder(runner.loaded, _runner=runner)
+    try:
+        await asyncio.gather(*(model.embed_one(f"one at a time {i}") for i in range(16)))
+        await model.embed([f"then a list, text {i}" for i in range(40)])
+    finally:
+        runner.executor.shutdown(wait=True)
+    assert runner.sizes == [16, 32, 8] and runner.most == 1
+
+
+def test_workers_default_to_the_usable_cores_and_must_be_positive(embedder: Embedder) -> None:
+    assert 1 <= embedder.workers == default_workers() <= 8
+    with pytest.raises(ValueError, match="workers must be at least 1"):
+        ModelRunner(embedder._runner.loaded, max_batch=32, workers=0)
 
 
 async def test_identical_concurrent_texts_are_embedded_once(embedder: Embedder) -> None:

@@ -129,8 +129,14 @@ def _link_or_copy(source: Path, target: Path) -> None:
 
 
 def load_model(model_name: str | None = None, *, cache_dir: str | Path | None = None,
-               threads: int | None = None) -> LoadedModel:
+               threads: int | None = 1) -> LoadedModel:
     """Load ``model_name`` (default: the offline all-MiniLM-L6-v2) with fastembed.
+
+    ``threads``: onnxruntime threads per model run. The default, 1, runs each call
+    on its caller's thread, so concurrent callers run side by side (the embedder's
+    workers, Mem0's thread pool) and no idle onnxruntime thread spins for CPU time
+    while a neighbour holds the other core (see :mod:`.embed_batch`); ``None`` is
+    onnxruntime's default (one thread per physical core).
 
     Raises :class:`EmbedderMissingError` if fastembed or the model packages are not
     installed and :class:`EmbedderUnavailableError` if the model cannot be loaded.

@@ -8,11 +8,12 @@ are truncated by the tokenizer: only their beginning is embedded. Empty texts an
 texts over :data:`~pytest_agentmem.memory.model.MAX_CONTENT_CHARS` characters are
 rejected with :class:`~pytest_agentmem.memory.model.InvalidMemoryError`.
 
-The model runs on one private thread (onnxruntime releases the GIL and uses the
-cores itself), never on the event loop. Concurrent ``embed`` calls are coalesced:
-while the model computes one batch, the texts that arrive are queued and go to
-the model together as the next batch (continuous dynamic batching; an optional
-``batch_window`` also waits that long before a batch starts when the model is idle).
+The model runs on private threads, one per usable core by default, each running
+a whole batch single-threaded, never on the event loop. Concurrent ``embed`` calls
+are coalesced: while the workers compute, the texts that arrive are queued and go
+to the next free worker together as its batch (continuous dynamic batching; an
+optional ``batch_window`` also waits that long before a batch starts when a worker
+is idle). See :mod:`.embed_batch` for why and what it measured.
 """
 
 from __future__ import annotations
@@ -84,11 +85,11 @@ class Embedder:
 
     def __init__(self, loaded: LoadedModel, *, l1: LRUVectorCache | None = None,
                  l2: RedisVectorCache | None = None, disk: DiskVectorCache | None = None,
-                 max_batch: int = 32, batch_window: float = 0.0,
+                 max_batch: int = 32, batch_window: float = 0.0, workers: int | None = None,
                  _runner: ModelRunner | None = None) -> None:
         if max_batch < 1:
             raise ValueError(f"max_batch must be at least 1, got {max_batch}")
-        self._runner = _runner or ModelRunner(loaded, max_batch)
+        self._runner = _runner or ModelRunner(loaded, max_batch, workers)
         self.l1 = l1
         self.l2 = l2
         self.disk = disk
@@ -101,14 +102,20 @@ class Embedder:
     @classmethod
     def load(cls, model_name: str | None = None, *, cache_dir: str | Path | None = None,
              l1_size: int = 10_000, disk_cache: bool = True, redis: Any = None,
-             threads: int | None = None, max_batch: int = 32, batch_window: float = 0.0) -> Embedder:
-        """Load the model and set up the caches (``redis``: a ``redis.asyncio`` client for L2)."""
+             threads: int | None = 1, workers: int | None = None, max_batch: int = 32,
+             batch_window: float = 0.0) -> Embedder:
+        """Load the model and set up the caches (``redis``: a ``redis.asyncio`` client for L2).
+
+        ``workers``: model threads running batches side by side (default: one per
+        usable core, at most 8); ``threads``: onnxruntime threads inside each run
+        (see :func:`~pytest_agentmem.memory.embed_model.load_model`).
+        """
         cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
         loaded = load_model(model_name, cache_dir=cache, threads=threads)
         return cls(loaded, l1=LRUVectorCache(l1_size) if l1_size else None,
                    l2=RedisVectorCache(redis) if redis is not None else None,
                    disk=DiskVectorCache(cache / "embeddings.sqlite3") if disk_cache else None,
-                   max_batch=max_batch, batch_window=batch_window)
+                   max_batch=max_batch, batch_window=batch_window, workers=workers)
 
     def with_redis(self, client: Any, **kwargs: Any) -> Embedder:
         """The same model, L1 and disk cache, with ``client`` as the L2 (own stats)."""
@@ -237,8 +244,13 @@ class Embedder:
         """Embed without an event loop (for data-set preparation outside async code)."""
         return asyncio.run(self.embed(texts))
 
+    @property
+    def workers(self) -> int:
+        """Model threads running batches side by side (all embedders sharing the model)."""
+        return self._runner.workers
+
     def close(self) -> None:
-        """Stop the model thread and close the disk cache (only if this embedder owns them)."""
+        """Stop the model threads and close the disk cache (only if this embedder owns them)."""
         if self._owns_runner:
             self._runner.executor.shutdown(wait=True)
             if self.disk is not None:

@@ -43,15 +43,20 @@ def _cache_dir(config: pytest.Config) -> Path:
 
 
 def embedder_fixture(*, model_name: str | None = None, scope: str = "session", disk_cache: bool = True,
-                     max_batch: int = 32, batch_window: float = 0.0) -> Callable[..., Any]:
-    """Make a fixture giving a loaded :class:`Embedder` (skips if the packages are missing)."""
+                     max_batch: int = 32, batch_window: float = 0.0, workers: int | None = None,
+                     threads: int | None = 1) -> Callable[..., Any]:
+    """Make a fixture giving a loaded :class:`Embedder` (skips if the packages are missing).
+
+    ``workers`` and ``threads``: see :meth:`Embedder.load`.
+    """
 
     @pytest.fixture(scope=scope)  # type: ignore[call-overload]
     def embedder(pytestconfig: pytest.Config) -> Iterator[Embedder]:
         try:
             name = model_name or get_session(pytestconfig).settings.embedding_model
             loaded = Embedder.load(name, cache_dir=_cache_dir(pytestconfig), disk_cache=disk_cache,
-                                   max_batch=max_batch, batch_window=batch_window)
+                                   max_batch=max_batch, batch_window=batch_window, workers=workers,
+                                   threads=threads)
         except EmbedderMissingError as exc:
             pytest.skip(f"no embedding model: {exc}")
         get_session(pytestconfig).embedding_model = loaded.model_id

@@ -12,10 +12,15 @@ from __future__ import annotations
 
 import itertools
 import statistics
+import sys
+from pathlib import Path
 
 import pytest
 
-from pytest_agentmem.memory.embedder import Embedder
+from pytest_agentmem.memory.embedder import Embedder, load_model
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from neighbours import Neighbour  # noqa: E402
 
 ROUNDS = 3
 _fresh = itertools.count()
@@ -66,3 +71,49 @@ async def test_embedder_batch_single_and_micro_batched(perf, embedder: Embedder)
           f"{single_rates} /s (p50 {figures['single_p50_ms']:.1f} ms, p95 {figures['single_p95_ms']:.1f} ms); "
           f"32 concurrent single calls {coalesced_rates} /s (p95 {figures['coalesced_p95_ms']:.1f} ms, "
           f"mean model batch {mean_batch:.1f}); medians {figures}")
+
+
+# One model thread per core, each run single-threaded (the embedder's design), against one
+# thread handing each batch to onnxruntime's own thread pool (its default, the design before):
+# what a busy machine does to the CPU per text the gate compares. Interleaved rounds, quiet
+# and next to a spinning process per core.
+@pytest.mark.agentmem_perf(baseline=False)
+async def test_embedder_cpu_per_text_next_to_a_busy_neighbour(perf, embedder: Embedder) -> None:
+    designs = {"workers": embedder.uncached(),
+               "ort_pool": Embedder(load_model(threads=None), workers=1)}
+
+    def single(model: Embedder):
+        async def op(index: int) -> None:
+            await model.embed_one(fresh_text())
+        return op
+
+    cpu: dict[tuple[str, str], list[float]] = {}
+    qps: dict[tuple[str, str], list[float]] = {}
+    try:
+        for model in designs.values():
+            await model.embed([fresh_text() for _ in range(32)])  # warm the session
+        for number in range(ROUNDS):
+            for condition in ("quiet", "busy"):
+                neighbour = Neighbour() if condition == "busy" else None
+                try:
+                    for name, model in designs.items():
+                        result = await perf.run(single(model), concurrency=16, duration=2.0, warmup=16,
+                                                name=f"{name}-{condition}-{number}")
+                        cpu.setdefault((name, condition), []).append(result.cpu_ms_per_op)
+                        qps.setdefault((name, condition), []).append(result.qps)
+                finally:
+                    if neighbour is not None:
+                        neighbour.stop()
+    finally:
+        designs["ort_pool"].close()
+    median = {key: statistics.median(v) for key, v in cpu.items()}
+    growth = {name: median[(name, "busy")] / median[(name, "quiet")] for name in designs}
+    perf.record("cpu_per_text", **{f"{n}_{c}_ms": v for (n, c), v in median.items()},
+                **{f"{n}_busy_vs_quiet": g for n, g in growth.items()},
+                **{f"{n}_{c}_qps": statistics.median(v) for (n, c), v in qps.items()})
+    print(f"\nCPU ms per text at concurrency 16, medians of {ROUNDS}: "
+          + ", ".join(f"{n} {c} {v:.2f}" for (n, c), v in median.items())
+          + f"; busy/quiet: {growth}; texts/s: " + ", ".join(
+              f"{n} {c} {statistics.median(v):.0f}" for (n, c), v in qps.items()))
+    # the figure the gate compares must not grow with a neighbour's load
+    assert growth["workers"] < 1.15, growth

@@ -31,6 +31,9 @@ from pathlib import Path
 
 import pytest
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from neighbours import Neighbour  # noqa: E402
+
 UNITS = 100
 SLOWDOWNS = (0.0, 0.03, 0.05, 0.10, 0.25)
 DURATION_S = 2.0  # measured time of the perf.run on each side
@@ -97,23 +100,6 @@ def make_repo(root: Path) -> tuple[Path, str, dict[float, str]]:
         _git(repo, "commit", "-qam", f"{slowdown:.0%} slower")
         commits[slowdown] = _git(repo, "rev-parse", "HEAD")
     return repo, base, commits
-
-
-class Neighbour:
-    """One process per core spinning in a loop: a noisy neighbour on a shared machine.
-
-    Each in a session of its own, as another job's processes are (with the kernel's
-    autogroup scheduling, a session is a scheduling group).
-    """
-
-    def __init__(self) -> None:
-        self.procs = [subprocess.Popen([sys.executable, "-c", "while True: pass"], start_new_session=True)
-                      for _ in range(os.cpu_count() or 2)]
-
-    def stop(self) -> None:
-        for proc in self.procs:
-            proc.kill()
-            proc.wait()
 
 
 def run_pytest(repo: Path, report: Path, compare: str | None) -> tuple[dict, float]:

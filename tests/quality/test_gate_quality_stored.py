@@ -32,6 +32,7 @@ import statistics
 import subprocess
 import sys
 import time
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -42,6 +43,9 @@ from pytest_agentmem.gate.calibration import probe_slowdowns, summarise_probes
 from pytest_agentmem.gate.checks import GateContext, run_checks, screen
 from pytest_agentmem.gate.plugin import MIN_CONFIRM_ROUNDS
 from pytest_agentmem.measurement import Measurement
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from neighbours import Neighbour  # noqa: E402
 
 UNITS = 100
 ROUNDS = 5
@@ -84,25 +88,6 @@ for r in range(rounds):
     probes.append(round_probe(probe_budget(wall)))
 print(json.dumps({"rows": out, "probes": probes}))
 '''
-
-SPIN = "while True:\n    pass\n"
-
-
-class Neighbour:
-    """One spinning process per core, for the duration of a ``with`` block."""
-
-    def __enter__(self) -> Neighbour:
-        self.procs = [subprocess.Popen([sys.executable, "-c", SPIN])
-                      for _ in range(os.cpu_count() or 1)]
-        time.sleep(0.1)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        for proc in self.procs:
-            proc.kill()
-        for proc in self.procs:
-            proc.wait()
-
 
 def measure(slowdown: float, rounds: int) -> dict[str, Any]:
     units = round(UNITS * (1 + slowdown))
