@@ -9,7 +9,8 @@ Each plugin object keeps its own state (:mod:`.plugin` registers them);
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import pytest
@@ -25,6 +26,10 @@ class AgentmemSession:
     settings: Settings
     #: The id of the embedding model the ``embedder`` fixture loaded (None: none loaded).
     embedding_model: str | None = None
+    #: Probes of the components the fixtures loaded, which the gate's calibration measures
+    #: beside its own (name -> one run of a fixed piece of work, returning operations per
+    #: second); see :mod:`pytest_agentmem.gate.calibration`.
+    speed_probes: dict[str, Callable[[], float]] = field(default_factory=dict)
 
 
 SESSION_KEY = pytest.StashKey[AgentmemSession]()

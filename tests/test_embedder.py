@@ -8,6 +8,7 @@ import threading
 import numpy as np
 import pytest
 
+from pytest_agentmem.gate.plugin import GatePlugin
 from pytest_agentmem.memory.cache import DiskVectorCache, LRUVectorCache
 from pytest_agentmem.memory.embed_batch import ModelRunner, default_workers
 from pytest_agentmem.memory.embedder import (
@@ -16,7 +17,7 @@ from pytest_agentmem.memory.embedder import (
     load_model,
 )
 from pytest_agentmem.memory.model import MAX_CONTENT_CHARS, InvalidMemoryError
-from pytest_agentmem.session import get_session
+from pytest_agentmem.session import get_session, plugin_of
 
 
 def cos(a: np.ndarray, b: np.ndarray) -> float:
@@ -212,6 +213,17 @@ async def test_redis_l2_cache_is_shared(embedder: Embedder, redis_client) -> Non
 
 def test_model_name_is_in_the_session(embedder: Embedder, pytestconfig: pytest.Config) -> None:
     assert get_session(pytestconfig).embedding_model == embedder.model_id
+
+
+def test_the_embedder_gives_the_gate_a_probe_of_the_model(embedder: Embedder,
+                                                          pytestconfig: pytest.Config) -> None:
+    name = f"embedding model {embedder.model_id}"
+    probe = get_session(pytestconfig).speed_probes[name]
+    before = (embedder.stats.computed, embedder.model_batches)
+    assert probe() > 0
+    assert (embedder.stats.computed, embedder.model_batches) == before  # no counter moved
+    components = plugin_of(pytestconfig, GatePlugin).calibration()["components"]
+    assert components[name] > 0  # what a baseline records beside the Python probe
 
 
 def test_an_unknown_model_fails_clearly(tmp_path) -> None:

@@ -77,8 +77,10 @@ def test_malformed_or_future_baseline_is_a_clear_error_and_untouched(
     assert "Traceback" not in result.stdout.str()
 
 
-def _foreign_baseline(pytester: pytest.Pytester, qps: float, p95: float, ops_per_s: float) -> None:
-    """A baseline of test_search recorded on a machine twice as fast (by its probe)."""
+def _foreign_baseline(pytester: pytest.Pytester, qps: float, p95: float, ops_per_s: float,
+                      here_ops_per_s: float | None = None, components: dict | None = None,
+                      here_components: dict | None = None) -> None:
+    """A baseline of test_search recorded on another machine, twice as fast by default (by its probe)."""
     path = baseline_path(bdir(pytester), "test_perf.py::test_search")
     path.parent.mkdir(exist_ok=True)
     data = {
@@ -86,13 +88,45 @@ def _foreign_baseline(pytester: pytest.Pytester, qps: float, p95: float, ops_per
         "created": "2025-01-01T00:00:00+00:00",
         "fingerprint": {"machine": {"cpu_model": "Fast CPU 9000", "cpu_count": 64, "memory_gb": 512,
                                     "os": "Linux", "arch": "x86_64"}, "stack": {"python": "3.11.7"}},
-        "calibration": {"probe": PROBE_NAME, "ops_per_s": ops_per_s, "spread": 0.02},
+        "calibration": {"probe": PROBE_NAME, "ops_per_s": ops_per_s, "spread": 0.02,
+                        "components": components or {}},
         "measurements": {"search": {"kind": "record", "metrics": {"qps": qps, "p95_ms": p95},
                                     "rounds": rounds(qps=qps, p95_ms=p95)}},
     }
     path.write_text(json.dumps(data))
+    here = ops_per_s / 2 if here_ops_per_s is None else here_ops_per_s
     (pytester.path / "calibration.json").write_text(json.dumps(
-        {"probe": PROBE_NAME, "ops_per_s": ops_per_s / 2, "spread": 0.03, "samples": []}))
+        {"probe": PROBE_NAME, "ops_per_s": here, "spread": 0.03, "samples": [],
+         "components": here_components or {}}))
+
+
+def test_a_component_probe_excuses_what_the_python_probe_does_not(project: pytest.Pytester) -> None:
+    # Python runs as fast here as on the baseline's machine, the embedding model at half the
+    # speed (another CPU's vector units): 2000 qps / 6 ms there may be 1000 qps / 12 ms here
+    model = "embedding model m@1"
+    _foreign_baseline(project, qps=2000, p95=6.0, ops_per_s=40000, here_ops_per_s=40000,
+                      components={model: 100.0}, here_components={model: 50.0})
+    result = run(project)
+    result.assert_outcomes(passed=2)
+    result.stdout.fnmatch_lines([
+        "*search.p95_ms*12*12[*]*pass*",
+        "*normalised by the calibration probe (this machine runs it at 1.00x the baseline machine's "
+        "speed, embedding model m@1 at 0.50x), each figure normalised by the probe that favours it;*",
+    ])
+    # beyond what either probe explains, it still fails
+    slow = rounds(qps=1000, p95_ms=18.0, error_rate=0.0, recall=0.95)
+    figures(project, with_search(rounds=slow, confirm=slow))
+    result = run(project)
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(["*search.p95_ms 18 > baseline 12 (normalised to this machine) (+50%*"])
+
+
+def test_without_the_component_probe_the_python_probe_alone_decides(project: pytest.Pytester) -> None:
+    _foreign_baseline(project, qps=2000, p95=6.0, ops_per_s=40000, here_ops_per_s=40000,
+                      components={"embedding model m@1": 100.0}, here_components={})
+    result = run(project)
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(["*search.p95_ms 12 > baseline 6*(+100%*"])
 
 
 def test_baseline_from_another_machine_is_normalised_and_warned(project: pytest.Pytester) -> None:

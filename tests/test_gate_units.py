@@ -19,7 +19,7 @@ from pytest_agentmem.gate.baseline import (
     write_baseline,
 )
 from pytest_agentmem.gate.benchmark import _blocks
-from pytest_agentmem.gate.calibration import speed_ratio
+from pytest_agentmem.gate.calibration import PROBE_NAME, measure_component, speed_ratio, speed_ratios
 from pytest_agentmem.gate.checks import (
     GateContext,
     compare_samples,
@@ -129,6 +129,25 @@ def test_normalisation_scales_time_like_metrics_only() -> None:
     assert not c.normalised
     assert speed_ratio({"probe": "a", "ops_per_s": 100}, {"probe": "a", "ops_per_s": 50}) == 0.5
     assert speed_ratio({"probe": "a", "ops_per_s": 100}, {"probe": "b", "ops_per_s": 50}) is None
+
+
+def test_speed_ratios_add_the_components_both_machines_probed() -> None:
+    stored = {"probe": "a", "ops_per_s": 100, "components": {"model": 40.0, "gone": 10.0, "bad": 0}}
+    current = {"probe": "a", "ops_per_s": 50, "components": {"model": 20.0, "new": 5.0, "bad": 3.0}}
+    assert speed_ratios(stored, current) == {PROBE_NAME: 0.5, "model": 0.5}  # Python's under PROBE_NAME
+    assert speed_ratios({"probe": "a", "ops_per_s": 100}, current) == {PROBE_NAME: 0.5}  # an older baseline
+    assert speed_ratios(None, current) == {}
+
+
+def test_a_component_probe_that_fails_or_measures_nothing_is_left_out() -> None:
+    rates = iter([0.0, 10.0, 30.0, 20.0, 40.0, 50.0])
+    assert measure_component(lambda: next(rates)) == 30.0  # the first call warms up, unmeasured
+
+    def broken() -> float:
+        raise RuntimeError("model gone")
+
+    assert measure_component(broken) is None
+    assert measure_component(lambda: 0.0) is None
 
 
 def test_benchmark_blocks_and_format() -> None:

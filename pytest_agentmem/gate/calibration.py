@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import statistics
 import time
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from ..load.probe import (  # the probe itself runs in the load engine, after each round
@@ -30,8 +31,8 @@ from ..load.probe import (  # the probe itself runs in the load engine, after ea
 )
 
 __all__ = ["PROBE_CPU", "PROBE_MAX_S", "PROBE_MIN_S", "PROBE_NAME", "PROBE_ROUND_SHARE", "PROBE_WALL",
-           "measure_probe", "probe_after_round", "probe_budget", "probe_slowdowns", "round_probe",
-           "slowdown", "speed_ratio", "summarise_probes"]
+           "measure_component", "measure_probe", "probe_after_round", "probe_budget", "probe_slowdowns",
+           "round_probe", "slowdown", "speed_ratio", "speed_ratios", "summarise_probes"]
 
 
 def measure_probe(repetitions: int = 7, seconds: float = 0.06) -> dict[str, Any]:
@@ -56,14 +57,64 @@ def measure_probe(repetitions: int = 7, seconds: float = 0.06) -> dict[str, Any]
             "spread": max(trimmed) / min(trimmed) - 1, "samples": rates}
 
 
+def _rate_ratio(old: Any, new: Any) -> float | None:
+    if (not isinstance(old, (int, float)) or not isinstance(new, (int, float))
+            or isinstance(old, bool) or isinstance(new, bool) or old <= 0 or new <= 0):
+        return None
+    return float(new) / float(old)
+
+
 def speed_ratio(stored: dict[str, Any] | None, current: dict[str, Any] | None) -> float | None:
     """This machine's speed relative to the baseline's (< 1: this one is slower)."""
     if not stored or not current or stored.get("probe") != current.get("probe"):
         return None
-    old, new = stored.get("ops_per_s"), current.get("ops_per_s")
-    if not isinstance(old, (int, float)) or not isinstance(new, (int, float)) or old <= 0 or new <= 0:
+    return _rate_ratio(stored.get("ops_per_s"), current.get("ops_per_s"))
+
+
+# Components probes. The probe above is Python; a component's own code can stand
+# differently between two machines: the embedding model's matrix products run on the
+# vector units (AVX2 on one CPU, AVX-512 on another, NEON on ARM), which Python code
+# barely uses. A fixture that loads such a component registers a probe of it
+# (``AgentmemSession.speed_probes``: a name and a function that runs a fixed piece
+# of its work once and returns operations per second), and the calibration measures
+# it beside the Python probe, under ``"components"``.
+
+#: Runs of a component's probe whose median is its rate (after one run unmeasured).
+COMPONENT_REPETITIONS = 5
+
+
+def measure_component(probe: Callable[[], float], repetitions: int = COMPONENT_REPETITIONS) -> float | None:
+    """The median rate of ``repetitions`` calls of ``probe`` (after one warm-up call).
+
+    None if the probe fails or returns no positive rate: a component that cannot be
+    probed is left out of the comparison, never guessed.
+    """
+    try:
+        probe()
+        rates = [float(probe()) for _ in range(repetitions)]
+    except Exception:  # noqa: BLE001 - a probe is optional; the gate goes on without it
         return None
-    return float(new) / float(old)
+    rate = statistics.median(rates)
+    return rate if rate > 0 else None
+
+
+def speed_ratios(stored: dict[str, Any] | None, current: dict[str, Any] | None) -> dict[str, float]:
+    """This machine's speed relative to the baseline's, per probe both measured.
+
+    The Python probe under its name (``PROBE_NAME``), each component under its own.
+    """
+    out: dict[str, float] = {}
+    main = speed_ratio(stored, current)
+    if main is not None:
+        out[PROBE_NAME] = main
+    old: Mapping[str, Any] = (stored or {}).get("components") or {}
+    new: Mapping[str, Any] = (current or {}).get("components") or {}
+    if isinstance(old, Mapping) and isinstance(new, Mapping):
+        for name in sorted(set(old) & set(new)):
+            ratio = _rate_ratio(old[name], new[name])
+            if ratio is not None:
+                out[name] = ratio
+    return out
 
 
 # The interleaved probe (run by the load engine after each round, see

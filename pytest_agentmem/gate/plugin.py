@@ -45,7 +45,7 @@ from .baseline import (
     write_baseline,
 )
 from .benchmark import benchmark_measurement
-from .calibration import measure_probe, probe_slowdowns, speed_ratio
+from .calibration import PROBE_NAME, measure_component, measure_probe, probe_slowdowns, speed_ratios
 from .checks import CHECKS, GateContext, run_checks, screen
 from .directions import is_primary
 from .fingerprint import fingerprint, machine_differences, stack_differences
@@ -113,9 +113,16 @@ class GatePlugin:
         return get_session(self.config).settings
 
     def calibration(self) -> dict[str, Any]:
-        """This process's calibration probe (measured on first use, then kept)."""
+        """This process's calibration probe (measured on first use, then kept), with the probes
+        of the components loaded so far (each measured once, when first needed)."""
         if self.probe is None:
             self.probe = measure_probe()
+        components = self.probe.setdefault("components", {})
+        for name, probe in get_session(self.config).speed_probes.items():
+            if name not in components:
+                rate = measure_component(probe)
+                if rate is not None:
+                    components[name] = rate
         return self.probe
 
     def _baseline_of(self, item: pytest.Item) -> Baseline | None:
@@ -147,24 +154,28 @@ class GatePlugin:
         default = settings.compare_tolerance if settings.compare else settings.tolerance
         own = marker.tolerance_for(compare=bool(settings.compare))
         tolerance = own if own is not None else default
-        speed, extra = None, 0.0
+        speed, components, extra = None, (), 0.0
         if baseline is not None:
             differs = machine_differences(baseline.fingerprint, current_fp)
             if differs:
                 here = self.calibration()
-                speed = speed_ratio(baseline.calibration, here)
+                ratios = speed_ratios(baseline.calibration, here)
+                speed = ratios.pop(PROBE_NAME, None)
                 if speed is None:
                     notes.append("baseline recorded on another machine (" + "; ".join(differs) + ") and "
                                  "holds no usable calibration: compared as is; record a baseline on "
                                  "this machine with --update-baselines")
                 else:
+                    components = tuple(ratios.values())
                     there = float((baseline.calibration or {}).get("spread", 0.0))
                     extra = min(MAX_EXTRA_TOLERANCE, float(here.get("spread", 0.0)) + there)
+                    also = "".join(f", {name} at {ratio:.2f}x" for name, ratio in ratios.items())
+                    by = (" each figure normalised by the probe that favours it;" if ratios else "")
                     notes.append(
                         "baseline recorded on another machine (" + "; ".join(differs) + "): latency and "
                         f"throughput baselines normalised by the calibration probe (this machine runs it at "
-                        f"{speed:.2f}x the baseline machine's speed), tolerance widened by {extra * 100:.0f}%; "
-                        "record a baseline on this machine with --update-baselines")
+                        f"{speed:.2f}x the baseline machine's speed{also}),{by} tolerance widened by "
+                        f"{extra * 100:.0f}%; record a baseline on this machine with --update-baselines")
             stack = stack_differences(baseline.fingerprint, current_fp)
             if stack:
                 notes.append("software differs from the baseline's: " + "; ".join(stack))
@@ -172,7 +183,7 @@ class GatePlugin:
         return GateContext(
             nodeid=item.nodeid, measurements=measurements, thresholds=marker.thresholds,
             tolerance=tolerance, baseline=baseline, compare=marker.baseline, speed=speed,
-            extra_tolerance=extra, update=settings.update_baselines,
+            component_speeds=components, extra_tolerance=extra, update=settings.update_baselines,
             initial_rounds=initial, slowdown=probe_slowdowns(baseline, measurements, initial),
             gate_metrics=marker.gate, paired=bool(settings.compare))
 

@@ -11,7 +11,8 @@ The session ``embedder`` loads the model once (``AGENTMEM_EMBEDDING_MODEL`` name
 another fastembed model) and keeps its on-disk embedding cache in pytest's cache
 directory (``.pytest_cache/d/agentmem``), so repeated runs do not re-embed
 their data sets. Its model id is filed in the run's session (``embedding_model``)
-for the baselines' fingerprint. The ``memory_service`` fixture registers its
+for the baselines' fingerprint, and its speed probe (``speed_probes``) for the
+calibration against a baseline from another machine. The ``memory_service`` fixture registers its
 service's cache counters (:mod:`pytest_agentmem.counters`), so every load run
 of the test records its result- and embedding-cache hit rates.
 """
@@ -59,7 +60,9 @@ def embedder_fixture(*, model_name: str | None = None, scope: str = "session", d
                                    threads=threads)
         except EmbedderMissingError as exc:
             pytest.skip(f"no embedding model: {exc}")
-        get_session(pytestconfig).embedding_model = loaded.model_id
+        session = get_session(pytestconfig)
+        session.embedding_model = loaded.model_id
+        session.speed_probes[f"embedding model {loaded.model_id}"] = loaded.speed_probe
         try:
             yield loaded
         finally:
