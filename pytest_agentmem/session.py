@@ -18,6 +18,19 @@ import pytest
 from .config import Settings
 
 
+@dataclass(frozen=True)
+class SpeedProbe:
+    """A probe of a component a fixture loaded (see :mod:`pytest_agentmem.gate.calibration`).
+
+    ``run`` does a fixed piece of the component's work once and returns operations per
+    second; ``fixture`` names the fixture that loaded it: only tests that use that
+    fixture are normalised by it.
+    """
+
+    fixture: str
+    run: Callable[[], float]
+
+
 @dataclass
 class AgentmemSession:
     """The settings of the run and what the fixtures learned about its stack."""
@@ -27,9 +40,8 @@ class AgentmemSession:
     #: The id of the embedding model the ``embedder`` fixture loaded (None: none loaded).
     embedding_model: str | None = None
     #: Probes of the components the fixtures loaded, which the gate's calibration measures
-    #: beside its own (name -> one run of a fixed piece of work, returning operations per
-    #: second); see :mod:`pytest_agentmem.gate.calibration`.
-    speed_probes: dict[str, Callable[[], float]] = field(default_factory=dict)
+    #: beside its own; see :class:`SpeedProbe`.
+    speed_probes: dict[str, SpeedProbe] = field(default_factory=dict)
 
 
 SESSION_KEY = pytest.StashKey[AgentmemSession]()

@@ -28,7 +28,7 @@ import pytest
 
 from pytest_agentmem.gate.plugin import GatePlugin
 from pytest_agentmem.measurement import Measurement, measurements_of
-from pytest_agentmem.session import plugin_of
+from pytest_agentmem.session import SpeedProbe, get_session, plugin_of
 
 HERE = Path(__file__).parent
 
@@ -37,7 +37,12 @@ HERE = Path(__file__).parent
 def _calibration(request):
     fixed = HERE / "calibration.json"
     if fixed.exists():
-        plugin_of(request.config, GatePlugin).probe = json.loads(fixed.read_text())
+        probe = json.loads(fixed.read_text())
+        plugin_of(request.config, GatePlugin).probe = probe
+        # its components as if a fixture had loaded them (``record``, unless it says which)
+        for name, rate in probe.get("components", {}).items():
+            get_session(request.config).speed_probes[name] = SpeedProbe(
+                probe.get("components_fixture", "record"), lambda rate=rate: rate)
 
 
 @pytest.fixture

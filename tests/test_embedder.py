@@ -219,8 +219,9 @@ def test_the_embedder_gives_the_gate_a_probe_of_the_model(embedder: Embedder,
                                                           pytestconfig: pytest.Config) -> None:
     name = f"embedding model {embedder.model_id}"
     probe = get_session(pytestconfig).speed_probes[name]
+    assert probe.fixture == "embedder"  # only tests using it are normalised by it
     before = (embedder.stats.computed, embedder.model_batches)
-    assert probe() > 0
+    assert probe.run() > 0
     assert (embedder.stats.computed, embedder.model_batches) == before  # no counter moved
     components = plugin_of(pytestconfig, GatePlugin).calibration()["components"]
     assert components[name] > 0  # what a baseline records beside the Python probe

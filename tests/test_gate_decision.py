@@ -79,7 +79,7 @@ def test_malformed_or_future_baseline_is_a_clear_error_and_untouched(
 
 def _foreign_baseline(pytester: pytest.Pytester, qps: float, p95: float, ops_per_s: float,
                       here_ops_per_s: float | None = None, components: dict | None = None,
-                      here_components: dict | None = None) -> None:
+                      here_components: dict | None = None, components_fixture: str = "record") -> None:
     """A baseline of test_search recorded on another machine, twice as fast by default (by its probe)."""
     path = baseline_path(bdir(pytester), "test_perf.py::test_search")
     path.parent.mkdir(exist_ok=True)
@@ -97,7 +97,7 @@ def _foreign_baseline(pytester: pytest.Pytester, qps: float, p95: float, ops_per
     here = ops_per_s / 2 if here_ops_per_s is None else here_ops_per_s
     (pytester.path / "calibration.json").write_text(json.dumps(
         {"probe": PROBE_NAME, "ops_per_s": here, "spread": 0.03, "samples": [],
-         "components": here_components or {}}))
+         "components": here_components or {}, "components_fixture": components_fixture}))
 
 
 def test_a_component_probe_excuses_what_the_python_probe_does_not(project: pytest.Pytester) -> None:
@@ -121,9 +121,13 @@ def test_a_component_probe_excuses_what_the_python_probe_does_not(project: pytes
     result.stdout.fnmatch_lines(["*search.p95_ms 18 > baseline 12 (normalised to this machine) (+50%*"])
 
 
-def test_without_the_component_probe_the_python_probe_alone_decides(project: pytest.Pytester) -> None:
+@pytest.mark.parametrize("loaded_by", ["nothing", "a fixture the test does not use"])
+def test_without_the_component_probe_the_python_probe_alone_decides(project: pytest.Pytester,
+                                                                    loaded_by: str) -> None:
+    model = "embedding model m@1"
+    here = {} if loaded_by == "nothing" else {model: 50.0}
     _foreign_baseline(project, qps=2000, p95=6.0, ops_per_s=40000, here_ops_per_s=40000,
-                      components={"embedding model m@1": 100.0}, here_components={})
+                      components={model: 100.0}, here_components=here, components_fixture="embedder")
     result = run(project)
     result.assert_outcomes(passed=1, failed=1)
     result.stdout.fnmatch_lines(["*search.p95_ms 12 > baseline 6*(+100%*"])

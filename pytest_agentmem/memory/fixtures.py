@@ -28,7 +28,7 @@ import pytest
 import pytest_asyncio
 
 from ..counters import watch_counters
-from ..session import get_session
+from ..session import SpeedProbe, get_session
 from .embedder import Embedder, EmbedderMissingError, default_cache_dir
 from .result_cache import RedisResultCache, ResultCache
 
@@ -52,7 +52,8 @@ def embedder_fixture(*, model_name: str | None = None, scope: str = "session", d
     """
 
     @pytest.fixture(scope=scope)  # type: ignore[call-overload]
-    def embedder(pytestconfig: pytest.Config) -> Iterator[Embedder]:
+    def embedder(request: pytest.FixtureRequest) -> Iterator[Embedder]:
+        pytestconfig = request.config
         try:
             name = model_name or get_session(pytestconfig).settings.embedding_model
             loaded = Embedder.load(name, cache_dir=_cache_dir(pytestconfig), disk_cache=disk_cache,
@@ -62,7 +63,8 @@ def embedder_fixture(*, model_name: str | None = None, scope: str = "session", d
             pytest.skip(f"no embedding model: {exc}")
         session = get_session(pytestconfig)
         session.embedding_model = loaded.model_id
-        session.speed_probes[f"embedding model {loaded.model_id}"] = loaded.speed_probe
+        session.speed_probes[f"embedding model {loaded.model_id}"] = SpeedProbe(request.fixturename,
+                                                                                loaded.speed_probe)
         try:
             yield loaded
         finally:
