@@ -10,7 +10,7 @@ import pytest
 
 from pytest_agentmem.gate.plugin import GatePlugin
 from pytest_agentmem.memory.cache import DiskVectorCache, LRUVectorCache
-from pytest_agentmem.memory.embed_batch import ModelRunner, default_workers
+from pytest_agentmem.memory.embed_batch import ModelRunner, cgroup_cpu_limit, default_workers
 from pytest_agentmem.memory.embedder import (
     Embedder,
     EmbedderUnavailableError,
@@ -122,6 +122,26 @@ async def test_one_worker_runs_one_batch_at_a_time(embedder: Embedder) -> None:
     finally:
         runner.executor.shutdown(wait=True)
     assert runner.sizes == [16, 32, 8] and runner.most == 1
+
+
+@pytest.mark.parametrize("v2, v1, expected", [
+    ("max 100000\n", None, None),              # cgroup v2, no quota
+    ("150000 100000\n", None, 2),              # docker --cpus=1.5: 2 threads
+    ("100000 100000\n", None, 1),
+    (None, ("-1", "100000"), None),             # cgroup v1, no quota
+    (None, ("400000", "100000"), 4),
+    (None, None, None),                         # no cgroup files (not Linux, or hidden)
+    ("garbage", None, None),
+])
+def test_a_container_cpu_quota_limits_the_default_workers(tmp_path, v2, v1, expected) -> None:
+    cpu_max, v1_dir = tmp_path / "cpu.max", tmp_path / "cpu"
+    if v2 is not None:
+        cpu_max.write_text(v2)
+    if v1 is not None:
+        v1_dir.mkdir()
+        (v1_dir / "cpu.cfs_quota_us").write_text(v1[0] + "\n")
+        (v1_dir / "cpu.cfs_period_us").write_text(v1[1] + "\n")
+    assert cgroup_cpu_limit(cpu_max, v1_dir) == expected
 
 
 def test_workers_default_to_the_usable_cores_and_must_be_positive(embedder: Embedder) -> None:

@@ -21,9 +21,11 @@ model, so an overloaded system does not keep computing answers nobody waits for.
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
 
@@ -33,12 +35,38 @@ from .embed_model import EmbedderUnavailableError, LoadedModel
 MAX_DEFAULT_WORKERS = 8
 
 
-def usable_cores() -> int:
-    """The cores this process may run on (its CPU affinity), at least 1."""
+#: Where a container's CPU quota is read: cgroup v2, then v1 (quota, period).
+CGROUP_V2_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")
+CGROUP_V1_CPU = Path("/sys/fs/cgroup/cpu")
+
+
+def cgroup_cpu_limit(v2: Path = CGROUP_V2_CPU_MAX, v1: Path = CGROUP_V1_CPU) -> int | None:
+    """The CPUs a cgroup quota allows this process (``docker --cpus=2``: 2), rounded up; None: no quota."""
     try:
-        return max(1, len(os.sched_getaffinity(0)))
+        quota, period = v2.read_text().split()[:2]
+    except (OSError, ValueError):
+        try:
+            quota = (v1 / "cpu.cfs_quota_us").read_text().strip()
+            period = (v1 / "cpu.cfs_period_us").read_text().strip()
+        except OSError:
+            return None
+    try:
+        allowed, per = int(quota), int(period)
+    except ValueError:  # "max": no quota
+        return None
+    if allowed <= 0 or per <= 0:  # v1 says -1 for no quota
+        return None
+    return max(1, math.ceil(allowed / per))
+
+
+def usable_cores() -> int:
+    """The cores this process may run on: its CPU affinity, and a container's CPU quota; at least 1."""
+    try:
+        cores = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):  # not Linux
-        return max(1, os.cpu_count() or 1)
+        cores = os.cpu_count() or 1
+    limit = cgroup_cpu_limit()
+    return max(1, min(cores, limit) if limit else cores)
 
 
 def default_workers() -> int:
