@@ -159,7 +159,7 @@ def test_gate_quality_stored_baseline_slower_machine(perf, capsys: pytest.Captur
     for _ in range(RUNS):
         for condition in CONDITIONS:  # interleaved: the machine's drift hits every cell alike
             if condition == "neighbour":
-                with Neighbour():
+                with Neighbour(own_session=False):
                     for s in SLOWDOWNS:
                         results[(condition, s)].append(decide(baseline, s))
             else:
