@@ -162,9 +162,9 @@ class GatePlugin:
                 ratios = speed_ratios(baseline.calibration, here)
                 speed = ratios.pop(PROBE_NAME, None)
                 used = set(getattr(item, "fixturenames", ()))  # a component the test did not use excuses nothing
+                probes = get_session(self.config).speed_probes
                 ratios = {name: ratio for name, ratio in ratios.items()
-                          if name in get_session(self.config).speed_probes
-                          and get_session(self.config).speed_probes[name].fixture in used}
+                          if name in probes and probes[name].fixture in used}
                 if speed is None:
                     notes.append("baseline recorded on another machine (" + "; ".join(differs) + ") and "
                                  "holds no usable calibration: compared as is; record a baseline on "

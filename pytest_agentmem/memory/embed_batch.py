@@ -148,10 +148,10 @@ class Batcher:
             # Let the callers that are already runnable queue their texts first.
             await asyncio.sleep(self.window)
         except asyncio.CancelledError:
-            self.starting = None
             self._fail_pending()
             raise
-        self.starting = None
+        finally:
+            self.starting = None
         self._dispatch()
 
     def _dispatch(self) -> None:
