@@ -5,6 +5,13 @@ from __future__ import annotations
 import pytest
 
 
+@pytest.fixture(autouse=True)
+def _not_in_ci(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Inner runs judge as on a developer's machine whatever CI says (``CI=true`` turns
+    ``--agentmem-strict`` on by default); the tests of that default set it themselves."""
+    monkeypatch.delenv("CI", raising=False)
+
+
 @pytest.fixture
 def service_urls(agentmem_services) -> list[str]:  # type: ignore[no-untyped-def]
     """Command-line options that point an inner pytester run at this run's servers.

@@ -66,14 +66,35 @@ def parse_service_mode(value: str) -> ServiceMode:
     return ServiceMode(mode)
 
 
+def parse_tolerance(flag: str) -> Callable[[str], float]:
+    """:func:`parse_fraction` whose usage error names ``flag``."""
+
+    def parse(value: str) -> float:
+        try:
+            return parse_fraction(value)
+        except pytest.UsageError as exc:
+            raise pytest.UsageError(f"{flag}: {exc}") from None
+
+    return parse
+
+
 def parse_fraction(value: str) -> float:
-    """A non-negative fraction; ``15%`` and ``0.15`` both mean 0.15."""
+    """A non-negative fraction; ``15%`` and ``0.15`` both mean 0.15.
+
+    A bare number above 1 is refused: ``5`` would mean 500 %, which is never what
+    was meant; the error names both spellings.
+    """
     text = str(value).strip()
+    percent = text.endswith("%")
     try:
-        number = float(text[:-1]) / 100 if text.endswith("%") else float(text)
+        number = float(text[:-1]) / 100 if percent else float(text)
     except ValueError:
-        raise pytest.UsageError(f"expected a fraction like 0.15 or 15%, got {value!r}") from None
-    if not 0 <= number < 100:
+        raise pytest.UsageError(f"expected a fraction like 0.15 or a percentage like 15%, got {value!r}") from None
+    if not percent and number > 1:
+        raise pytest.UsageError(
+            f"{value!r} would mean {number:.0%}: write a fraction (e.g. {number / 100:g}) or a "
+            f"percentage with its sign (e.g. {text}%)")
+    if not 0 <= number <= 10:  # NaN fails too
         raise pytest.UsageError(f"expected a fraction between 0 and 1 (e.g. 0.15 or 15%), got {value!r}")
     return number
 
@@ -208,7 +229,12 @@ OPTIONS: tuple[Option, ...] = (
     Option("tolerance", "--agentmem-tolerance", "default allowed regression against the "
            "baseline, as a fraction or percentage (per test: agentmem_perf(tolerance=...))",
            default=0.15, ini="agentmem_tolerance", env="AGENTMEM_TOLERANCE",
-           parse=parse_fraction, metavar="FRACTION"),
+           parse=parse_tolerance("--agentmem-tolerance"), metavar="FRACTION"),
+    Option("strict", "--agentmem-strict", "fail the run when a perf test was skipped, a figure was not "
+           "judged (no baseline, a busy machine, another machine's baselines...) or a test has no "
+           "baseline; on by default when the environment says CI=true (turn it off with ini "
+           "agentmem_strict = false or AGENTMEM_STRICT=0)", ini="agentmem_strict", env="AGENTMEM_STRICT",
+           parse=parse_bool, is_flag=True),
     Option("rounds", "--agentmem-rounds", "measured rounds of every perf.run unless the test says "
            "otherwise (agentmem_perf(rounds=...) or perf.run(rounds=...)); default 1, and a "
            "suspected regression is re-measured anyway", ini="agentmem_rounds",
@@ -222,7 +248,7 @@ OPTIONS: tuple[Option, ...] = (
            "(paired rounds cancel the machine's drift, so it is tighter than against stored "
            "baselines; per test: agentmem_perf(tolerance=...))", default=0.03,
            ini="agentmem_compare_tolerance", env="AGENTMEM_COMPARE_TOLERANCE",
-           parse=parse_fraction, metavar="FRACTION"),
+           parse=parse_tolerance("--agentmem-compare-tolerance"), metavar="FRACTION"),
     Option("compare_pairs", "--agentmem-compare-pairs", "paired rounds of every perf.run in A/B "
            "mode (each side's measured time is split over them; a suspect gets as many again); "
            "default: rounds of about 50 ms holding at least 20 operations and one per user, 10 "
@@ -370,6 +396,7 @@ class Settings:
     redis_url: str | None = None
     service_timeout: int = 60
     tolerance: float = 0.15
+    strict: bool = False
     rounds: int | None = None
     embedding_model: str | None = None
     compare: str | None = None
@@ -402,6 +429,11 @@ def _resolve(config: pytest.Config, opt: Option) -> Any:
     return _parsed(raw, opt.parse, source)
 
 
+def running_in_ci() -> bool:
+    """``CI`` says true (GitHub Actions, GitLab CI, CircleCI, Travis... all set it)."""
+    return os.environ.get("CI", "").strip().lower() in ("1", "true", "yes", "on")
+
+
 def load_settings(config: pytest.Config) -> Settings:
     """Resolve every option of :data:`OPTIONS` into a :class:`Settings`."""
     known = {f.name for f in fields(Settings)}
@@ -415,6 +447,8 @@ def load_settings(config: pytest.Config) -> Settings:
         (values if opt.dest in known else extra)[opt.dest] = value
     if values.get("baselines_dir") is None:
         values["baselines_dir"] = Path(config.rootpath) / "perf_baselines"
+    if values.get("strict") is None:
+        values["strict"] = running_in_ci()
     if os.environ.get(AB_ADDRESS_ENV):
         # the base side of an A/B run: the candidate's servers, no comparison of its own
         values.update(ab_role="base", compare=None, perf=True, update_baselines=False,

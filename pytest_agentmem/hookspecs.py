@@ -8,6 +8,7 @@ import pytest
 
 if TYPE_CHECKING:
     from .gate.checks import CheckFunction
+    from .gate.verdict import TestVerdict
     from .load.pacing import RoundPacer
     from .measurement import Measurement
 
@@ -43,4 +44,13 @@ def pytest_agentmem_gate_checks(item: pytest.Item) -> list[CheckFunction]:
     Each takes the :class:`~pytest_agentmem.gate.checks.GateContext` and returns
     :class:`~pytest_agentmem.gate.verdict.CheckResult` values; their comparisons
     join the test's Holm-Bonferroni family. The A/B mode adds its paired checks.
+    """
+
+
+def pytest_agentmem_verdict_changed(config: pytest.Config, verdict: TestVerdict) -> None:
+    """Called when the end of the run changed a test's verdict after its test ended.
+
+    The speed figures measured against another machine's baselines are judged at the
+    end of the run (:mod:`pytest_agentmem.gate.across`); the reports refresh the test's
+    record from the new ``verdict``.
     """

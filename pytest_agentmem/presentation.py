@@ -14,7 +14,7 @@ This module imports nothing from the package: every layer may use it.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from ._enum import StrEnum
@@ -30,9 +30,9 @@ class Outcome(StrEnum):
 
     FAILED = "failed"  # a check failed: a regression or a breached threshold
     ERROR = "error"  # the gate could not decide, or the test itself failed
-    NO_BASELINE = "no-baseline"  # passed its thresholds; nothing stored to compare with yet
+    NOT_JUDGED = "not-judged"  # none failed, some figures not judged (no baseline, busy machine...)
     UPDATED = "updated"  # the run wrote a new baseline
-    PASSED = "passed"
+    PASSED = "passed"  # every figure judged, none failed
     UNCHECKED = "unchecked"  # measured, but no verdict reached the report
     SKIPPED = "skipped"
 
@@ -40,10 +40,9 @@ class Outcome(StrEnum):
 class Verdict(StrEnum):
     """The verdict of one check, in the order every table lists them (bad news first)."""
 
-    FAIL = "fail"  # fails the test
-    WARN = "warn"  # looked worse, not significant or not confirmed: shown, does not fail
-    NEW = "new"  # nothing to compare with yet
-    PASS = "pass"
+    FAIL = "fail"  # judged: regressed (fails the test)
+    NOT_JUDGED = "not-judged"  # shown, not decided; the check's ``reason`` says why
+    PASS = "pass"  # judged: within its tolerance, or not significantly worse
 
 
 #: Rank of each outcome / verdict name in listing order (unknown names sort last).
@@ -76,6 +75,85 @@ def _count(names: Iterable[object], ranks: Mapping[str, int]) -> dict[str, int]:
     for name in names:
         found[str(name)] = found.get(str(name), 0) + 1
     return dict(sorted(found.items(), key=lambda kv: ranks.get(kv[0], len(ranks))))
+
+
+# --------------------------------------------------------------------------- headline
+
+#: What to do about each reason a figure was not judged.
+NOT_JUDGED_ADVICE: dict[str, str] = {
+    "no baseline": "record one with --update-baselines",
+    "another machine's baseline": "record this machine's with --update-baselines, or gate with "
+                                  "--agentmem-compare",
+    "tests and probes disagree": "record this machine's with --update-baselines, or gate with "
+                                 "--agentmem-compare",
+    "machine busy": "re-run on a quiet machine, or gate with --agentmem-compare",
+    "workload changed": "record the new workload's baseline with --update-baselines",
+    "one round": "measure several rounds",
+    "baseline updated": "this run recorded the baseline",
+    "sides unequal": "re-run on a quiet machine",
+    "new": "nothing to compare with in the base",
+}
+
+#: How a test's status on one side (correctness or speed) is written in the headline.
+STATUS_ORDER = ("failed", "not-judged", "partly-judged", "passed")
+
+
+def _status_counts(records: Iterable[Mapping[str, Any]], side: str) -> dict[str, int]:
+    found: dict[str, int] = {}
+    for record in records:
+        status = str(record.get(side) or "none")
+        if status != "none":
+            found[status] = found.get(status, 0) + 1
+    return {k: found[k] for k in STATUS_ORDER if k in found}
+
+
+def not_judged_reasons(records: Iterable[Mapping[str, Any]], speed: bool | None = None) -> dict[str, int]:
+    """How many figures were not judged for each reason (most first)."""
+    found: dict[str, int] = {}
+    for record in records:
+        for check in record.get("checks") or ():
+            if check.get("verdict") == Verdict.NOT_JUDGED and (speed is None or bool(check.get("speed")) == speed):
+                reason = str(check.get("reason") or "not judged")
+                found[reason] = found.get(reason, 0) + 1
+    return dict(sorted(found.items(), key=lambda kv: -kv[1]))
+
+
+def headline(records: Sequence[Mapping[str, Any]]) -> str:
+    """``12 perf tests: correctness 12 passed; speed 3 passed, 8 not judged (...); 1 skipped (...)``.
+
+    ``records`` are the tests' report records (a ``TestVerdict.to_dict()`` each, or a
+    skipped test's ``{"nodeid", "outcome": "skipped", "message"}``). A figure that was not
+    judged is never counted as passed; the reasons and what to do are said.
+    """
+    ran = [r for r in records if r.get("outcome") != Outcome.SKIPPED]
+    skipped = [r for r in records if r.get("outcome") == Outcome.SKIPPED]
+    text = f"{len(ran)} perf test{'s' if len(ran) != 1 else ''}"
+    parts: list[str] = []
+    errors = sum(1 for r in ran if r.get("outcome") == Outcome.ERROR)
+    updated = sum(1 for r in ran if r.get("outcome") == Outcome.UPDATED)
+    for side in ("correctness", "speed"):
+        counts = _status_counts((r for r in ran if r.get("outcome") not in (Outcome.ERROR, Outcome.UPDATED)), side)
+        if not counts:
+            continue
+        part = f"{side} " + ", ".join(f"{n} {k.replace('-', ' ')}" for k, n in counts.items())
+        reasons = not_judged_reasons((r for r in ran if r.get("outcome") != Outcome.UPDATED),
+                                     speed=side == "speed")
+        if reasons and (counts.get("not-judged") or counts.get("partly-judged")):
+            part += " (" + "; ".join(f"{reason}: {NOT_JUDGED_ADVICE.get(reason, 'see the table')}"
+                                     for reason in reasons) + ")"
+        parts.append(part)
+    if updated:
+        parts.append(f"{updated} baseline{'s' if updated != 1 else ''} updated")
+    if errors:
+        parts.append(f"{errors} error{'s' if errors != 1 else ''}")
+    unchecked = sum(1 for r in ran if r.get("outcome") == Outcome.UNCHECKED)
+    if unchecked:
+        parts.append(f"{unchecked} unchecked")
+    if skipped:
+        names = ", ".join(short_test(str(r.get("nodeid", "?"))) + (f" ({r['message']})" if r.get("message") else "")
+                          for r in skipped[:3])
+        parts.append(f"{len(skipped)} skipped: {names}" + (" ..." if len(skipped) > 3 else ""))
+    return text + (": " + "; ".join(parts) if parts else "")
 
 
 # --------------------------------------------------------------------------- percentiles

@@ -22,7 +22,7 @@ def test_pass_with_thresholds_and_no_baseline_says_so(project: pytest.Pytester) 
         "*agentmem performance gate*",
         "*test*metric*value*baseline*change*verdict*",
         "*search.p95_ms*12*max 50*pass*",
-        "*search.qps*1000*new*",
+        "*search.qps*1000*not judged: no baseline*",
         "*no baseline yet*--update-baselines*",
     ])
 

@@ -27,7 +27,10 @@ def test_markers_lists_agentmem_perf(pytester: pytest.Pytester) -> None:
 
 @pytest.mark.parametrize(("args", "message"), [
     (["--agentmem-services=kubernetes"], "*unknown mode 'kubernetes'; choose one of auto, docker, local, external*"),
-    (["--agentmem-tolerance=lots"], "*expected a fraction like 0.15 or 15%, got 'lots'*"),
+    (["--agentmem-tolerance=lots"], "*expected a fraction like 0.15 or a percentage like 15%, got 'lots'*"),
+    (["--agentmem-tolerance=5"], "*'5' would mean 500%: write a fraction (e.g. 0.05) or a percentage with "
+                                 "its sign (e.g. 5%)*"),
+    (["--agentmem-compare-tolerance=3"], "*--agentmem-compare-tolerance*'3' would mean 300%*"),
     (["--agentmem-service-timeout=0"], "*expected a positive whole number, got '0'*"),
     (["--agentmem-postgres-url=mysql://root:hunter2@db/x"], "*expected a URL starting with postgres:// or postgresql://*"),
 ])

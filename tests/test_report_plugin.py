@@ -81,7 +81,7 @@ def test_json_report_has_every_result_and_verdict(pytester: pytest.Pytester) -> 
     assert run["started_at"] and run["finished_at"] and run["python"] and run["pytest"]
     assert run["fingerprint"]["machine"]["cpu_count"] >= 1
     assert run["settings"]["perf"] is True and run["services"] == []
-    assert doc["summary"]["headline"] == "5 perf tests: 0 passed, 1 regressed, 4 new"
+    assert doc["summary"]["headline"] == ("5 perf tests: correctness 1 failed, 2 partly judged (no baseline: record one with --update-baselines); speed 3 not judged (no baseline: record one with --update-baselines)")
 
     tests = {t["nodeid"].split("::")[1]: t for t in doc["tests"]}
     assert set(tests) == {"test_search", "test_recall_ok", "test_recall_low",
@@ -94,7 +94,7 @@ def test_json_report_has_every_result_and_verdict(pytester: pytest.Pytester) -> 
     assert check["verdict"] == "fail" and "recall" in check["message"]
 
     search = tests["test_search"]
-    assert search["outcome"] == "no-baseline"
+    assert search["outcome"] == "not-judged"
     (measurement,) = search["measurements"]
     load = measurement["load"]
     assert load["ops"] > 50 and 0 < load["errors"] < load["ops"]
@@ -104,7 +104,7 @@ def test_json_report_has_every_result_and_verdict(pytester: pytest.Pytester) -> 
     assert curve[0][0] == 0.0 and curve[-1][0] == 100.0 and len(curve) > 10
     assert all(a[1] <= b[1] for a, b in zip(curve, curve[1:]))
     assert 1.5 < dict(map(tuple, curve))[50.0] < 500  # ~2 ms sleeps on a busy machine
-    assert any(c["metric"] == "p95_ms" and c["verdict"] == "new" for c in search["checks"])
+    assert any(c["metric"] == "p95_ms" and c["verdict"] == "not-judged" and c["reason"] == "no baseline" for c in search["checks"])
 
 
 def test_json_report_redacts_service_urls() -> None:
@@ -148,7 +148,7 @@ def test_markdown_summary_is_appended_to_github_step_summary(
     result.stdout.fnmatch_lines(["agentmem: markdown summary appended to *step_summary.md"])
     text = summary.read_text(encoding="utf-8")
     assert text.startswith("## earlier step\n\n")  # appended, not overwritten
-    assert "### pytest-agentmem: 4 perf tests: 0 passed, 1 regressed, 3 new" in text
+    assert "### pytest-agentmem: 4 perf tests: correctness 1 failed, 1 partly judged (no baseline: record one with --update-baselines); speed 2 not judged, 1 partly judged (no baseline: record one with --update-baselines)" in text
     lines = text.splitlines()
     header = lines.index("| test | metric | value | baseline | change | verdict |")
     assert lines[header + 1] == "|---|---|---:|---:|---|---|"
@@ -156,7 +156,7 @@ def test_markdown_summary_is_appended_to_github_step_summary(
     assert all(row.count(" | ") == 5 for row in rows)  # pipes in names are escaped
     assert rows[0].startswith("| test_perf.py::test_recall_low | recall | 0.5 | ≥ 0.9 (limit) |")
     assert rows[0].endswith("❌ fail |")
-    assert "| test_perf.py::test_named[a\\|b] | items_per_s | 120 | – | – | 🆕 new |" in rows
+    assert "| test_perf.py::test_named[a\\|b] | items_per_s | 120 | – | – | ⚠️ not judged: no baseline |" in rows
     assert "&lt;script&gt;" in text and "<script>" not in text
     assert "Why they failed" in text
 
@@ -177,13 +177,13 @@ def test_junit_xml_carries_the_figures_as_properties(pytester: pytest.Pytester) 
     props = {case.get("name"): {p.get("name"): p.get("value") for p in case.iter("property")}
              for case in root.iter("testcase")}
     ok = props["test_recall"]
-    assert ok["agentmem.outcome"] == "no-baseline"
+    assert ok["agentmem.outcome"] == "not-judged"
     assert float(ok["agentmem.quality.recall"]) == 0.95
     assert float(ok["agentmem.quality.recall.min_limit"]) == 0.9
     assert ok["agentmem.quality.recall.min_verdict"] == "pass"
     assert float(ok["agentmem.quality.p95_ms"]) == 12.5
     assert float(ok["agentmem.quality.p95_ms.max_limit"]) == 20
-    assert ok["agentmem.quality.p95_ms.verdict"] == "new"
+    assert ok["agentmem.quality.p95_ms.verdict"] == "not-judged"
     low = props["test_recall_low"]
     assert low["agentmem.outcome"] == "failed" and low["agentmem.quality.recall.min_verdict"] == "fail"
 
@@ -207,7 +207,7 @@ def test_html_report_is_self_contained_with_charts_and_escaped(pytester: pytest.
     assert "test_named[&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt;]" in page
     # headline banner, summary table, and the charts of the load test
     assert "1 of 5 perf tests FAILED" in page
-    assert "5 perf tests: 0 passed, 1 regressed, 4 new" in page
+    assert "5 perf tests: correctness 1 failed, 2 partly judged (no baseline: record one with --update-baselines); speed 3 not judged (no baseline: record one with --update-baselines)" in page
     assert page.count("<svg") >= 3
     for title in ("Latency distribution", "Throughput and p95 over time", "Errors by type"):
         assert f"<title>{title}</title>" in page
@@ -246,7 +246,7 @@ def test_xdist_controller_writes_the_combined_report(
     assert doc["run"]["workers"] == 2
     assert len(doc["tests"]) == 4
     assert {t["worker"] for t in doc["tests"]} <= {"gw0", "gw1"} and all(t["worker"] for t in doc["tests"])
-    assert doc["summary"]["outcomes"] == {"failed": 1, "no-baseline": 3}
+    assert doc["summary"]["outcomes"] == {"failed": 1, "not-judged": 3}
     assert summary.read_text().count("### pytest-agentmem") == 1  # once, by the controller
     assert "1 of 4 perf tests FAILED" in (pytester.path / "r.html").read_text()
     # the gate's terminal summary on the controller sees the workers' verdicts

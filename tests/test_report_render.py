@@ -54,7 +54,7 @@ def records() -> list[dict]:
     bad = TestVerdict("tests/perf/test_s.py::test_search[<img src=x onerror=alert(1)>]", "failed",
                       [_check("p95_ms", 6.0, 4.0, "fail"), _check("p50_ms", 1.0, 1.0, "pass")],
                       [search], fingerprint={"machine": {"cpu_model": "Test CPU", "cpu_count": 2}})
-    new = TestVerdict("tests/perf/test_s.py::test_new", "no-baseline", [_check("p95_ms", 3.0, None, "new")])
+    new = TestVerdict("tests/perf/test_s.py::test_new", "not-judged", [_check("p95_ms", 3.0, None, "not-judged", reason="no baseline")])
     return [build_record(bad.nodeid, bad, [search], pytest_outcome="failed", duration_s=1.0),
             build_record(new.nodeid, new, [], pytest_outcome="passed", duration_s=0.5)]
 
@@ -68,14 +68,15 @@ def test_percentile_curve_reads_the_histogram() -> None:
 
 def test_records_are_json_and_headline_counts(records: list[dict]) -> None:
     json.dumps(records, allow_nan=False)
-    assert headline(records) == "2 perf tests: 0 passed, 1 regressed, 1 new"
+    assert headline(records) == ("2 perf tests: speed 1 failed, 1 not judged "
+                                 "(no baseline: record one with --update-baselines)")
     assert jsonable({"a": float("nan"), "b": (1, float("inf"))}) == {"a": None, "b": [1, None]}
 
 
 def test_markdown_table_puts_failures_first_and_escapes(records: list[dict]) -> None:
     text = render_markdown(records)
     rows = [line for line in text.splitlines() if line.startswith("| test_s.py")]
-    assert [r.rsplit("|", 2)[-2].strip() for r in rows] == ["❌ fail", "🆕 new", "✅ pass"]
+    assert [r.rsplit("|", 2)[-2].strip() for r in rows] == ["❌ fail", "⚠️ not judged: no baseline", "✅ pass"]
     assert "&lt;img src=x onerror=alert(1)&gt;" in rows[0] and "<img" not in text
     assert "+50.0% worse, p=0.004" in rows[0]
     assert cell("a|b\nc") == "a\\|b c"

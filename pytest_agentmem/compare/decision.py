@@ -151,8 +151,8 @@ def check_paired(ctx: GateContext, where: str, alpha: float = ALPHA) -> list[Che
             reason = m.info.get("ab_unpaired") or "not measured on the base side"
             results.append(CheckResult(
                 measurement=m.name, metric="-", value=math.nan, baseline=None, limit=None,
-                change=None, tolerance=ctx.tolerance, p_value=None, confirmed=False, verdict="new",
-                message=f"{m.name}: not compared ({reason})", kind="paired"))
+                change=None, tolerance=ctx.tolerance, p_value=None, confirmed=False, verdict="not-judged",
+                message=f"{m.name}: not judged: not compared ({reason})", kind="paired", reason="new"))
             continue
         initial = m.info.get("ab_initial_pairs")
         unequal = unequal_machine(m.info.get("ab_base_rounds") or [], m.info["ab_candidate_rounds"])
@@ -160,12 +160,13 @@ def check_paired(ctx: GateContext, where: str, alpha: float = ALPHA) -> list[Che
             regressed = worse_than(c, ctx.tolerance) and c.p_value is not None and c.p_value <= alpha
             verdict: Verdict
             judged = not (unequal and is_wall_time(metric))
+            reason = None
             if not judged:
-                verdict, tail = ("warn" if worse_than(c, ctx.tolerance) else "pass"), f"; {unequal}"
+                verdict, tail, reason = "not-judged", f"; {unequal}", "sides unequal"
             elif regressed:
                 verdict, tail = "fail", (f", confirmed on {c.pairs - initial} more pairs" if initial else "")
             elif worse_than(c, ctx.tolerance):
-                verdict, tail = "warn", ", worse but not significant"
+                verdict, tail = "pass", ", worse but not significant"
             else:
                 verdict, tail = "pass", ""
             results.append(CheckResult(
@@ -175,5 +176,5 @@ def check_paired(ctx: GateContext, where: str, alpha: float = ALPHA) -> list[Che
                 message=_describe(label(m, metric), c, ctx.tolerance, where, tail), kind="paired",
                 direction=c.direction,
                 raw_change=(c.candidate / c.base - 1) if c.base and not c.additive else None,
-                interval=c.interval, pairs=c.pairs, judged=judged))
+                interval=c.interval, pairs=c.pairs, reason=reason))
     return results

@@ -174,7 +174,7 @@ class CompareCandidate:
             outcome = self.coordinator.base_outcomes.get(item.nodeid) if self.coordinator else None
             if outcome and outcome[0] == "failed":
                 for check in results:
-                    if check.verdict == "new":
+                    if check.verdict == "not-judged" and check.reason == "new":
                         check.message += f"; the base side failed: {outcome[1]}"
             return results
 

@@ -7,11 +7,18 @@ is never touched); :func:`write_baseline` writes a temporary file in the same
 folder and ``os.replace``-s it, so a reader (or another xdist worker) sees the
 old file or the new one, never half of one.
 
-Each measurement may carry ``calibration``: the median of the interleaved
-calibration probe run between its rounds (see :mod:`.calibration`). The key is
-optional and additive, so the schema version stays 1: a file without it loads
-(no probe: the gate does not excuse a slow machine for it) and an older reader
-ignores it.
+Each measurement may carry ``calibration`` (the median of the interleaved
+calibration probe run between its rounds, see :mod:`.calibration`; kept for the
+reports and the cross-machine check) and ``workload`` (what was measured: the
+run's spec, scenario scale, data set, embedding model; a baseline of another
+workload is not compared). Both keys are optional and additive, so the schema
+version stays 1: a file without them loads and an older reader ignores them.
+
+Baselines per machine (asv keeps results per machine the same way): the files
+directly in the folder are the primary set; a machine whose figures differ from
+it (another runner type) keeps its own set in ``machines/<machine key>/``, which
+``--update-baselines`` writes there and the gate reads first on that machine
+(:func:`locate`, :func:`write_target`).
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ import hashlib
 import json
 import math
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,6 +59,7 @@ class StoredMeasurement:
     metrics: dict[str, float]
     rounds: tuple[dict[str, float], ...] = ()
     calibration: dict[str, Any] | None = None  # median interleaved probe of the rounds
+    workload: dict[str, Any] = field(default_factory=dict)  # what was measured (empty: not recorded)
 
     def samples(self, metric: str) -> list[float]:
         values = [r[metric] for r in self.rounds if metric in r]
@@ -84,12 +93,19 @@ def _entry(m: StoredMeasurement) -> dict[str, Any]:
                              "rounds": [dict(r) for r in m.rounds]}
     if m.calibration:
         entry["calibration"] = dict(m.calibration)
+    if m.workload:
+        entry["workload"] = dict(m.workload)
     return entry
 
 
 def _finite(values: dict[str, Any]) -> dict[str, float]:
-    return {k: float(v) for k, v in values.items()
-            if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)}
+    out: dict[str, float] = {}
+    for k, v in values.items():
+        if isinstance(v, (int, float)) and not isinstance(v, bool):
+            number = float(v)  # OverflowError for an integer beyond a float: malformed
+            if math.isfinite(number):
+                out[k] = number
+    return out
 
 
 def baseline_from(nodeid: str, measurements: list[Measurement], fingerprint: dict[str, Any],
@@ -97,7 +113,8 @@ def baseline_from(nodeid: str, measurements: list[Measurement], fingerprint: dic
     """The baseline this run's ``measurements`` make (non-finite values dropped)."""
     stored = {
         m.name: StoredMeasurement(m.kind, _finite(m.metrics), tuple(_finite(r) for r in m.rounds),
-                                  summarise_probes(getattr(m.load, "calibration", None) or []))
+                                  summarise_probes(getattr(m.load, "calibration", None) or []),
+                                  dict(getattr(m, "workload", None) or {}))
         for m in measurements
     }
     created = _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
@@ -126,7 +143,14 @@ def load_baseline(path: Path) -> Baseline | None:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise BaselineError(f"baseline file {path} is not valid JSON ({exc}); {_fix_hint(path)}") from exc
-    return _parse(path, data)
+    except (RecursionError, ValueError) as exc:  # nesting too deep; an integer of too many digits
+        raise BaselineError(f"baseline file {path} is malformed: {type(exc).__name__}: {exc}; "
+                            f"{_fix_hint(path)}") from exc
+    try:
+        return _parse(path, data)
+    except (OverflowError, RecursionError, TypeError, ValueError) as exc:  # e.g. float() of a huge int
+        raise BaselineError(f"baseline file {path} is malformed: {type(exc).__name__}: {exc}; "
+                            f"{_fix_hint(path)}") from exc
 
 
 def _parse(path: Path, data: Any) -> Baseline:
@@ -163,8 +187,13 @@ def _parse(path: Path, data: Any) -> Baseline:
                 isinstance(v, str) or (isinstance(v, (int, float)) and not isinstance(v, bool))
                 for v in probe.values())):
             raise bad(f'measurement {name!r}: "calibration" must be an object of numbers')
+        workload = entry.get("workload") or {}
+        if not isinstance(workload, dict) or not all(
+                isinstance(v, (str, int, float, bool, type(None))) for v in workload.values()):
+            raise bad(f'measurement {name!r}: "workload" must be an object of plain values')
         measurements[name] = StoredMeasurement(str(entry.get("kind", "load")), _finite(metrics),
-                                               tuple(_finite(r) for r in rounds), probe or None)
+                                               tuple(_finite(r) for r in rounds), probe or None,
+                                               dict(workload))
     fingerprint = data.get("fingerprint") or {}
     calibration = data.get("calibration")
     if not isinstance(fingerprint, dict) or not (calibration is None or isinstance(calibration, dict)):
@@ -193,3 +222,60 @@ def write_baseline(path: Path, baseline: Baseline) -> None:
         write_text_atomic(path, text)
     except OSError as exc:
         raise BaselineError(f"cannot write baseline file {path}: {exc}") from exc
+
+
+# --------------------------------------------------------------------------- sets per machine
+
+#: The folder of the per-machine sets, inside the baselines folder.
+MACHINES_DIR = "machines"
+#: The machine facts a machine key is made of (see gate.fingerprint.MACHINE_KEYS).
+_KEY_FACTS = ("arch", "cpu_model", "cpu_count", "memory_gb", "os")
+
+
+def machine_key(machine: Mapping[str, Any]) -> str:
+    """A readable folder name for a machine: ``x86_64-amd-epyc-2cpu-1a2b3c4d``.
+
+    The hash covers the machine facts and CPU flags that make two machines differ for
+    the gate (:func:`pytest_agentmem.gate.fingerprint.machine_differences`).
+    """
+    facts = {k: machine.get(k) for k in _KEY_FACTS}
+    flags = machine.get("cpu_flags") or {}
+    facts["cpu_flags"] = sorted(k for k, v in dict(flags).items() if v) if isinstance(flags, Mapping) else []
+    digest = hashlib.sha256(json.dumps(facts, sort_keys=True, default=str).encode()).hexdigest()[:8]
+    model = _UNSAFE.sub("-", str(machine.get("cpu_model") or "cpu").lower()).strip("-.")[:32] or "cpu"
+    return f"{machine.get('arch') or 'arch'}-{model}-{machine.get('cpu_count') or 0}cpu-{digest}"
+
+
+@dataclass(frozen=True)
+class Located:
+    """The baseline the gate compares a test with, and whose machine recorded it."""
+
+    path: Path  # the file read (or the file the primary set would hold)
+    baseline: Baseline | None
+    same_machine: bool  # recorded on this machine (its own set, or the primary set's machine)
+
+
+def locate(directory: Path, nodeid: str, machine: Mapping[str, Any], differs: Any) -> Located:
+    """This machine's baseline of ``nodeid``: its own set first, then the primary set.
+
+    ``differs(fingerprint) -> list[str]`` says how a baseline's machine differs from
+    this one (empty: the same). Raises :class:`BaselineError` for a malformed file.
+    """
+    own = baseline_path(Path(directory) / MACHINES_DIR / machine_key(machine), nodeid)
+    found = load_baseline(own)
+    if found is not None:
+        return Located(own, found, True)
+    primary = baseline_path(directory, nodeid)
+    found = load_baseline(primary)
+    return Located(primary, found, found is None or not differs(found.fingerprint))
+
+
+def write_target(directory: Path, nodeid: str, machine: Mapping[str, Any], located: Located) -> Path:
+    """Where ``--update-baselines`` writes this machine's baseline of ``nodeid``.
+
+    The primary set when it holds nothing for the test or was recorded on this
+    machine; else this machine's own set, so another machine's baseline is kept.
+    """
+    if located.same_machine:
+        return located.path
+    return baseline_path(Path(directory) / MACHINES_DIR / machine_key(machine), nodeid)

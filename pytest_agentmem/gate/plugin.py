@@ -14,7 +14,11 @@ and this process's calibration probe:
   fails the test with the messages of the failed checks
   (:class:`PerformanceRegression`) or a :class:`BaselineError`.
 - ``pytest_runtest_makereport``: shows those two errors as their message, no traceback.
-- ``pytest_terminal_summary``: the table of every verdict (see summary.py); a
+- ``pytest_sessionfinish`` (first): the speed figures measured against another
+  machine's baselines are judged relative to the run's other tests
+  (:mod:`.across`); a failure there, and under ``--agentmem-strict`` a skipped
+  perf test or a figure not judged, fails the run (its exit status).
+- ``pytest_terminal_summary``: the headline and the table of every verdict (see summary.py); a
   pytest-xdist worker sends its verdicts to the controller through the
   :class:`~pytest_agentmem.xdist.WorkerChannel`, so the controller's table
   holds every test's, as in a plain run.
@@ -36,29 +40,29 @@ from ..marker import PerfMarker, perf_marker_of
 from ..measurement import Measurement, measurements_of
 from ..session import get_session
 from ..xdist import WorkerChannel, is_worker
+from .across import Pending, pending_of, resolve
 from .baseline import (
     Baseline,
+    Located,
     baseline_from,
-    baseline_path,
     check_writable,
-    load_baseline,
+    locate,
     write_baseline,
+    write_target,
 )
 from .benchmark import benchmark_measurement
-from .calibration import PROBE_NAME, measure_component, measure_probe, probe_slowdowns, speed_ratios
+from .calibration import measure_component, measure_probe
 from .checks import CHECKS, GateContext, run_checks, screen
 from .directions import is_primary
-from .fingerprint import fingerprint, machine_differences, stack_differences
+from .fingerprint import fingerprint, machine_differences, machine_fingerprint, stack_differences
 from .stats import centre
-from .summary import render
+from .summary import render, strict_problems
 from .verdict import TestVerdict, verdict_from_dict
 
 #: Fewest extra rounds measured to confirm a suspected regression.
 MIN_CONFIRM_ROUNDS = 5
 #: Under --update-baselines, a perf.run measured with fewer rounds is topped up to this many.
 BASELINE_ROUNDS = 5
-#: Cap of the widening of the tolerance for a cross-machine (normalised) comparison.
-MAX_EXTRA_TOLERANCE = 0.25
 #: The worker channel's key of the verdicts.
 CHANNEL_KEY = "verdicts"
 
@@ -68,7 +72,7 @@ class _ItemState:
     """Per-test gate state: the loaded baseline and the rounds before confirmation."""
 
     loaded: bool = False
-    baseline: Baseline | None = None
+    located: Located | None = None
     error: BaselineError | None = None
     initial_rounds: dict[str, int] = field(default_factory=dict)
     topped_up: set[str] = field(default_factory=set)
@@ -106,6 +110,12 @@ class GatePlugin:
         self.verdicts: list[TestVerdict] = []
         #: This process's calibration probe (measured on first use; a test may set it).
         self.probe: dict[str, Any] | None = None
+        #: Perf tests that were skipped: node id -> the reason.
+        self.skipped: dict[str, str] = {}
+        #: Speed figures measured against another machine's baselines, judged at the end.
+        self.pending: list[Pending] = []
+        #: Lines the end of the run adds to the summary (late failures, strict mode).
+        self.closing: list[str] = []
         channel.add(CHANNEL_KEY, self._send, self._receive)
 
     @property
@@ -125,71 +135,57 @@ class GatePlugin:
                     components[name] = rate
         return self.probe
 
-    def _baseline_of(self, item: pytest.Item) -> Baseline | None:
-        """The stored baseline of ``item`` (loaded once; raises BaselineError if unusable).
-
-        None in A/B mode (``--agentmem-compare``): the base is measured in the same run.
-        """
+    def _located(self, item: pytest.Item) -> Located | None:
+        """The stored baseline of ``item`` and whose machine recorded it (loaded once; raises
+        BaselineError if unusable). None in A/B mode or for a test marked baseline=False."""
         state = _state(item)
         settings = self.settings
         if not state.loaded:
             state.loaded = True
             if _marker(item).baseline and not settings.compare:
-                path = baseline_path(settings.baselines_dir, item.nodeid)
+                here = machine_fingerprint()
                 try:
-                    state.baseline = load_baseline(path)
+                    state.located = locate(settings.baselines_dir, item.nodeid, here,
+                                           lambda fp: machine_differences(fp, {"machine": here}))
                 except BaselineError as exc:
                     if settings.update_baselines:
                         exc = BaselineError(f"{exc} (--update-baselines does not overwrite it)")
                     state.error = exc
         if state.error is not None:
             raise state.error
-        return state.baseline
+        return state.located
+
+    def _baseline_of(self, item: pytest.Item) -> Baseline | None:
+        located = self._located(item)
+        return located.baseline if located is not None else None
 
     def _context(self, item: pytest.Item, measurements: list[Measurement], notes: list[str],
                  current_fp: dict[str, Any]) -> GateContext:
         settings = self.settings
         marker = _marker(item)
-        baseline = self._baseline_of(item)
+        located = self._located(item)
+        baseline = located.baseline if located is not None else None
         default = settings.compare_tolerance if settings.compare else settings.tolerance
         own = marker.tolerance_for(compare=bool(settings.compare))
         tolerance = own if own is not None else default
-        speed, components, extra = None, (), 0.0
+        other = None
         if baseline is not None:
             differs = machine_differences(baseline.fingerprint, current_fp)
-            if differs:
-                here = self.calibration()
-                ratios = speed_ratios(baseline.calibration, here)
-                speed = ratios.pop(PROBE_NAME, None)
-                used = set(getattr(item, "fixturenames", ()))  # a component the test did not use excuses nothing
-                probes = get_session(self.config).speed_probes
-                ratios = {name: ratio for name, ratio in ratios.items()
-                          if name in probes and probes[name].fixture in used}
-                if speed is None:
-                    notes.append("baseline recorded on another machine (" + "; ".join(differs) + ") and "
-                                 "holds no usable calibration: compared as is; record a baseline on "
-                                 "this machine with --update-baselines")
-                else:
-                    components = tuple(ratios.values())
-                    there = float((baseline.calibration or {}).get("spread", 0.0))
-                    extra = min(MAX_EXTRA_TOLERANCE, float(here.get("spread", 0.0)) + there)
-                    also = "".join(f", {name} at {ratio:.2f}x" for name, ratio in ratios.items())
-                    by = (" each figure normalised by the probe that favours it;" if ratios else "")
-                    notes.append(
-                        "baseline recorded on another machine (" + "; ".join(differs) + "): latency and "
-                        f"throughput baselines normalised by the calibration probe (this machine runs it at "
-                        f"{speed:.2f}x the baseline machine's speed{also}),{by} tolerance widened by "
-                        f"{extra * 100:.0f}%; record a baseline on this machine with --update-baselines")
+            if differs and located is not None and not located.same_machine:
+                other = "; ".join(differs)
+                notes.append(
+                    f"baseline recorded on another machine ({other}): speed figures judged at the end of "
+                    "the run relative to the run's other tests; record this machine's baselines with "
+                    "--update-baselines (kept beside the others), or gate with --agentmem-compare")
             stack = stack_differences(baseline.fingerprint, current_fp)
             if stack:
                 notes.append("software differs from the baseline's: " + "; ".join(stack))
         initial = dict(_state(item).initial_rounds)
         return GateContext(
             nodeid=item.nodeid, measurements=measurements, thresholds=marker.thresholds,
-            tolerance=tolerance, baseline=baseline, compare=marker.baseline, speed=speed,
-            component_speeds=components, extra_tolerance=extra, update=settings.update_baselines,
-            initial_rounds=initial, slowdown=probe_slowdowns(baseline, measurements, initial),
-            gate_metrics=marker.gate, paired=bool(settings.compare))
+            tolerance=tolerance, baseline=baseline, compare=marker.baseline, other_machine=other,
+            update=settings.update_baselines, initial_rounds=initial, gate_metrics=marker.gate,
+            paired=bool(settings.compare))
 
     # ------------------------------------------------------------------ confirmation
 
@@ -230,12 +226,9 @@ class GatePlugin:
         settings = self.settings
         if settings.ab_role == "base" or not _is_gated(item, measurements):
             return None  # the base side of an A/B run is judged by the candidate
-        marker = _marker(item)
         current_fp = fingerprint(item.config)
-        path = (baseline_path(settings.baselines_dir, item.nodeid)
-                if marker.baseline and not settings.compare else None)
         verdict = TestVerdict(nodeid=item.nodeid, outcome="passed", measurements=measurements,
-                              baseline_path=str(path) if path else None, fingerprint=current_fp)
+                              fingerprint=current_fp)
         _state(item).verdict = verdict
         self.verdicts.append(verdict)
         # say what was measured: a run answered mostly by a cache did not measure the store
@@ -243,6 +236,8 @@ class GatePlugin:
                              for note in [cache_note(m.name, m.metrics)] if note)
         try:
             ctx = self._context(item, measurements, verdict.notes, current_fp)
+            located = self._located(item)
+            verdict.baseline_path = str(located.path) if located is not None else None
             extra = [f for found in item.ihook.pytest_agentmem_gate_checks(item=item) for f in found]
             verdict.checks = run_checks(ctx, [*CHECKS, *extra])
         except (BaselineError, ConfigurationError) as exc:
@@ -251,19 +246,18 @@ class GatePlugin:
             raise
         baseline = ctx.baseline
         verdict.baseline_fingerprint = baseline.fingerprint if baseline else None
+        verdict.settle()
         failures = verdict.failures
-        if failures:
-            verdict.outcome = "failed"
-        elif (marker.baseline and not settings.compare and baseline is None
-              and any(c.verdict == "new" for c in verdict.checks)):
-            verdict.outcome = "no-baseline"
-            if not settings.update_baselines:
-                verdict.notes.append(f"no baseline yet ({path}); record one with --update-baselines")
-        if settings.update_baselines and path is not None:
+        if settings.update_baselines and located is not None:
             if failures:
                 verdict.notes.append("baseline not updated: the test failed its thresholds")
             elif measurements:
-                self._update(item, verdict, path, baseline, measurements, current_fp)
+                path = write_target(settings.baselines_dir, item.nodeid, current_fp["machine"], located)
+                verdict.baseline_path = str(path)
+                self._update(item, verdict, path, baseline if located.same_machine else None,
+                             measurements, current_fp)
+        elif ctx.other_machine and not failures:
+            self.pending.extend(pending_of(verdict, ctx, baseline.measurements if baseline else None))
         if failures:
             raise PerformanceRegression([c.message for c in failures])
         return verdict
@@ -296,6 +290,9 @@ class GatePlugin:
     def pytest_runtest_makereport(self, item: pytest.Item,
                                   call: pytest.CallInfo[None]) -> Generator[None, Any, Any]:
         report = yield
+        if report.skipped and perf_marker_of(item) is not None and self.settings.perf:
+            reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr or "")
+            self.skipped.setdefault(item.nodeid, str(reason).removeprefix("Skipped: "))
         excinfo = call.excinfo
         if call.when == "call" and excinfo is not None and isinstance(
                 excinfo.value, (PerformanceRegression, BaselineError, ConfigurationError)):
@@ -304,23 +301,58 @@ class GatePlugin:
                                           *(f"  {line}" for line in lines[1:])])
         return report
 
-    # ------------------------------------------------------------------ summary
+    # ------------------------------------------------------------------ end of the run
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        """Judge the figures left for the end of the run; fail the run for what they found,
+        and under --agentmem-strict for what was skipped or not judged."""
+        if self.pending:
+            changed = resolve(self.pending)
+            self.pending = []
+            failed = [v for v in changed if v.outcome == "failed"]
+            for v in changed:
+                self.config.hook.pytest_agentmem_verdict_changed(config=self.config, verdict=v)
+            for v in failed:
+                self.closing.append(f"FAILED {v.nodeid} (judged at the end of the run against the "
+                                    "run's other tests: baselines from another machine)")
+                self.closing.extend(f"  {c.message}" for c in v.failures)
+            if failed:
+                _fail_session(session)
+        if is_worker(self.config) or not self.settings.strict or not self.settings.perf:
+            return
+        problems = strict_problems(self.verdicts, self.skipped)
+        if problems:
+            self.closing.append(f"--agentmem-strict: the run fails: {len(problems)} perf test"
+                                f"{'s' if len(problems) != 1 else ''} not fully judged")
+            self.closing.extend(f"  {line}" for line in problems)
+            _fail_session(session)
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         if is_worker(self.config):
             return
-        lines = render(self.verdicts)
-        if not lines:
+        lines = render(self.verdicts, self.skipped)
+        if not lines and not self.closing:
             return
         terminalreporter.write_sep("=", "agentmem performance gate")
         for line in lines:
             terminalreporter.write_line(line)
+        for line in self.closing:
+            terminalreporter.write_line(line, red=line.startswith(("FAILED", "--agentmem-strict")))
 
-    def _send(self) -> list[dict[str, Any]]:
-        return [v.to_dict() for v in self.verdicts]
+    def _send(self) -> dict[str, Any]:
+        return {"verdicts": [v.to_dict() for v in self.verdicts], "skipped": dict(self.skipped),
+                "closing": list(self.closing)}
 
-    def _receive(self, workerid: str, verdicts: Any) -> None:
-        self.verdicts.extend(verdict_from_dict(v) for v in verdicts)
+    def _receive(self, workerid: str, part: Any) -> None:
+        self.verdicts.extend(verdict_from_dict(v) for v in part.get("verdicts", []))
+        self.skipped.update(part.get("skipped", {}))
+        self.closing.extend(part.get("closing", []))
+
+
+def _fail_session(session: pytest.Session) -> None:
+    if session.exitstatus == pytest.ExitCode.OK:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 def confirm_rounds_for(base_rounds: int, family: int, alpha: float, cap: int = 12) -> int:

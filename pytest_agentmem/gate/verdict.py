@@ -18,8 +18,10 @@ from typing import Any, Literal
 
 from ..measurement import Measurement
 
-Verdict = Literal["pass", "fail", "new", "warn"]
-Outcome = Literal["passed", "failed", "no-baseline", "updated", "error"]
+Verdict = Literal["pass", "fail", "not-judged"]
+Outcome = Literal["passed", "failed", "not-judged", "updated", "error"]
+#: A test's status on one side of the gate (its correctness or its speed figures).
+Status = Literal["passed", "failed", "not-judged", "partly-judged", "none"]
 CheckKind = Literal["threshold", "baseline", "paired"]
 Direction = Literal["higher", "lower", "none"]
 
@@ -32,9 +34,11 @@ class CheckResult:
     or ``max``). ``kind="baseline"``: ``baseline`` is the stored robust value
     (median of its rounds, normalised to this machine when ``normalised``), and
     ``tolerance``/``p_value``/``confirmed`` say how the decision was made.
-    ``verdict``: ``pass``; ``fail`` (fails the test); ``new`` (no baseline for
-    this metric yet); ``warn`` (looked worse but not significant / not
-    confirmed, or a cross-machine baseline: shown, does not fail).
+    ``verdict`` is one of three: ``pass`` (judged, and within its tolerance or not
+    significantly worse: the message says which), ``fail`` (judged regressed: fails
+    the test), ``not-judged`` (shown, not decided; ``reason`` says why in a few
+    words: no baseline yet, the machine was busy, the workload changed...). A
+    figure is never "passed" unless it was judged.
     """
 
     measurement: str
@@ -56,7 +60,21 @@ class CheckResult:
     p_adjusted: float | None = None  # Holm-adjusted across the test's comparisons
     interval: tuple[float, float] | None = None  # confidence interval of ``change`` (paired)
     pairs: int | None = None  # paired rounds behind a ``paired`` check
-    judged: bool = True  # False: shown, not judged (the machine, not the code, moved it)
+    reason: str | None = None  # why a not-judged figure was not judged (short, plain words)
+    #: How the figure was judged when not against its own machine's baseline as measured
+    #: (e.g. "relative to the run's other 9 tests (they moved 0.83x)").
+    basis: str | None = None
+
+    @property
+    def judged(self) -> bool:
+        return self.verdict != "not-judged"
+
+    @property
+    def speed(self) -> bool:
+        """A speed figure (latency, throughput, CPU cost), not a correctness one."""
+        from .directions import is_time_like
+
+        return is_time_like(self.metric)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -67,7 +85,8 @@ class CheckResult:
             "message": self.message, "kind": self.kind, "direction": self.direction,
             "bound": self.bound, "normalised": self.normalised, "p_adjusted": self.p_adjusted,
             "interval": list(self.interval) if self.interval is not None else None,
-            "pairs": self.pairs, "judged": self.judged,
+            "pairs": self.pairs, "judged": self.judged, "reason": self.reason, "basis": self.basis,
+            "speed": self.speed,
         }
 
 
@@ -75,11 +94,14 @@ class CheckResult:
 class TestVerdict:
     """Everything the gate decided about one perf test.
 
-    ``outcome``: ``passed``; ``failed`` (a check failed); ``no-baseline`` (passed
-    its thresholds, nothing stored to compare with yet); ``updated`` (the run
-    wrote a new baseline, ``updated`` maps ``"<measurement>.<metric>"`` to
-    ``(old or None, new)``); ``error`` (the gate could not decide: malformed
-    baseline, threshold naming no measured metric...; ``notes`` say why).
+    ``outcome``: ``passed`` (every figure judged, none failed); ``failed`` (a check
+    failed); ``not-judged`` (none failed, but some figures were not judged: no
+    baseline yet, a busy machine, another machine's baselines... each check's
+    ``reason`` says which); ``updated`` (the run wrote a new baseline, ``updated``
+    maps ``"<measurement>.<metric>"`` to ``(old or None, new)``); ``error`` (the gate
+    could not decide: malformed baseline, threshold naming no measured metric...;
+    ``notes`` say why). :attr:`correctness` and :attr:`speed` give the same answer
+    for each side of the figures.
     """
 
     __test__ = False  # not a pytest test class despite the name
@@ -98,9 +120,31 @@ class TestVerdict:
     def failures(self) -> list[CheckResult]:
         return [c for c in self.checks if c.verdict == "fail"]
 
+    @property
+    def correctness(self) -> Status:
+        """The status of the correctness figures (error rates, recall, hit rates...)."""
+        return status_of([c for c in self.checks if not c.speed])
+
+    @property
+    def speed(self) -> Status:
+        """The status of the speed figures (throughput, latencies, CPU per operation)."""
+        return status_of([c for c in self.checks if c.speed])
+
+    def settle(self) -> None:
+        """Set ``outcome`` from the checks (``updated`` and ``error`` are kept)."""
+        if self.outcome in ("updated", "error"):
+            return
+        if self.failures:
+            self.outcome = "failed"
+        elif any(not c.judged for c in self.checks):
+            self.outcome = "not-judged"
+        else:
+            self.outcome = "passed"
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "nodeid": self.nodeid, "outcome": self.outcome,
+            "correctness": self.correctness, "speed": self.speed,
             "checks": [c.to_dict() for c in self.checks],
             "measurements": [measurement_to_dict(m) for m in self.measurements],
             "baseline_path": self.baseline_path, "notes": list(self.notes),
@@ -110,12 +154,26 @@ class TestVerdict:
         }
 
 
+def status_of(checks: list[CheckResult]) -> Status:
+    """``failed`` if one failed; ``passed`` if all were judged; ``not-judged`` if none
+    was; ``partly-judged`` in between; ``none`` without checks."""
+    if not checks:
+        return "none"
+    if any(c.verdict == "fail" for c in checks):
+        return "failed"
+    judged = sum(1 for c in checks if c.judged)
+    if judged == len(checks):
+        return "passed"
+    return "not-judged" if judged == 0 else "partly-judged"
+
+
 def measurement_to_dict(m: Measurement) -> dict[str, Any]:
     """A JSON-ready view of a measurement (``load`` via its own ``to_dict`` if any)."""
     load = getattr(m.load, "to_dict", None)
     return {
         "name": m.name, "kind": m.kind, "metrics": dict(m.metrics),
         "rounds": [dict(r) for r in m.rounds], "confirmations": m.confirmations,
+        "workload": dict(m.workload),
         "info": {k: v for k, v in m.info.items()
                  if isinstance(v, (str, int, float, bool, type(None))) or k.startswith("ab_")},
         "load": load() if callable(load) else None,
@@ -125,7 +183,7 @@ def measurement_to_dict(m: Measurement) -> dict[str, Any]:
 def check_from_dict(data: dict[str, Any]) -> CheckResult:
     """Inverse of :meth:`CheckResult.to_dict`."""
     names = CheckResult.__dataclass_fields__
-    values = {k: v for k, v in data.items() if k in names}
+    values = {k: v for k, v in data.items() if k in names and k not in ("judged", "speed")}
     if values.get("interval") is not None:
         values["interval"] = tuple(values["interval"])
     return CheckResult(**values)
@@ -136,7 +194,7 @@ def measurement_from_dict(data: dict[str, Any]) -> Measurement:
     return Measurement(name=data["name"], metrics=dict(data.get("metrics", {})),
                        rounds=[dict(r) for r in data.get("rounds", [])], load=data.get("load"),
                        kind=data.get("kind", "load"), confirmations=int(data.get("confirmations", 0)),
-                       info=dict(data.get("info", {})))
+                       info=dict(data.get("info", {})), workload=dict(data.get("workload") or {}))
 
 
 def verdict_from_dict(data: dict[str, Any]) -> TestVerdict:

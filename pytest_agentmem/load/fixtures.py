@@ -52,7 +52,44 @@ class Perf:
         self._service_pids = service_pids
         self._names: set[str] = set()
         self._records: dict[str, Measurement] = {}
+        self._facts: dict[str, Any] = {}
         self.results: list[LoadResult] = []
+
+    # ------------------------------------------------------------------ workload
+
+    def describe(self, **facts: str | int | float | bool | None) -> None:
+        """Say what the test's measurements measure beyond the run's spec: the data set's
+        identity and size (``dataset="locomo10", dataset_size=5882``), a model, a setting.
+
+        Stored with the baseline; a later run whose facts differ is not compared with it
+        ("not judged: workload changed (dataset_size 5882 -> 2941)").
+        """
+        bad = {k: v for k, v in facts.items() if not isinstance(v, (str, int, float, bool, type(None)))}
+        if bad:
+            raise ConfigurationError(f"perf.describe: facts must be plain values (str, int, float, "
+                                     f"bool or None); got {', '.join(f'{k}={v!r}' for k, v in bad.items())}")
+        self._facts.update(facts)
+        for m in measurements_of(self._item):
+            m.workload.update(facts)
+
+    def workload(self, spec: LoadSpec | None = None) -> dict[str, Any]:
+        """What a measurement of this test measures: ``spec``'s parameters, the scenario scale
+        (when set), the embedding model (when the test uses it) and :meth:`describe`'s facts."""
+        out: dict[str, Any] = {}
+        if spec is not None:
+            out.update(mode=spec.mode, concurrency=spec.concurrency, rate=spec.rate, duration=spec.duration,
+                       total=spec.total, warmup=spec.warmup, processes=spec.processes, think=spec.think,
+                       timeout=spec.timeout)
+        from ..config import env_value
+
+        scale = float(env_value("AGENTMEM_SCENARIO_SCALE"))
+        if scale != 1.0:
+            out["scale"] = scale
+        model = get_session(self._item.config).embedding_model
+        if model and "embedder" in getattr(self._item, "fixturenames", ()):
+            out["embedding_model"] = str(model)
+        out.update(self._facts)
+        return out
 
     # ------------------------------------------------------------------ run
 
@@ -80,6 +117,7 @@ class Perf:
         spec = validate(op, concurrency=concurrency, rate=rate, duration=duration, total=total,
                         warmup=warmup, timeout=timeout, name=label, processes=processes,
                         think=think)
+        workload = self.workload(spec)
         pacer = pacer_for(self._item)
         if spec.warmup and getattr(pacer, "warmup_first", False):
             # warm up before waiting for the other side (which warms up at the same time)
@@ -98,6 +136,7 @@ class Perf:
                 results.append(await self._paced_round(pacer, op, spec, len(results), planned + extra))
             measurement = self._measurement(label, results, confirmations=1, info=measurement.info)
         await pacer.finish(measurement)
+        measurement.workload.update(workload)
         measurements_of(self._item).append(measurement)
         self._item.ihook.pytest_agentmem_measurement(item=self._item, measurement=measurement)
         self.results.append(measurement.load)
@@ -107,7 +146,7 @@ class Perf:
     def _measurement(label: str, results: list[LoadResult], confirmations: int = 0,
                      info: dict[str, Any] | None = None) -> Measurement:
         merged = merge_results(results)
-        return Measurement(name=label, metrics=merged.metrics(), rounds=[r.metrics() for r in results],
+        return Measurement(name=label, metrics=merged.metrics(), rounds=[round_figures(r) for r in results],
                            load=merged, kind="load", confirmations=confirmations, info=dict(info or {}))
 
     async def _paced_round(self, pacer: RoundPacer, op: Op, spec: Any, number: int,
@@ -202,7 +241,8 @@ class Perf:
                 raise ConfigurationError(f"perf.record: name {name!r} is already used by a "
                                          "perf.run in this test; choose another name")
             self._names.add(name)
-            measurement = Measurement(name=name, metrics=dict(values), rounds=[values], kind="record")
+            measurement = Measurement(name=name, metrics=dict(values), rounds=[values], kind="record",
+                                      workload=self.workload())
             self._records[name] = measurement
             measurements_of(self._item).append(measurement)
             self._item.ihook.pytest_agentmem_measurement(item=self._item, measurement=measurement)

@@ -27,11 +27,10 @@ from . import svg
 from .markdown import change_text, metric_label, reference
 from .records import curve_from_metrics, sort_checks
 
-VERDICT_COLOR = {Verdict.FAIL: svg.RED, Verdict.WARN: svg.AMBER, Verdict.NEW: svg.BLUE,
-                 Verdict.PASS: svg.GREEN}
+VERDICT_COLOR = {Verdict.FAIL: svg.RED, Verdict.NOT_JUDGED: svg.AMBER, Verdict.PASS: svg.GREEN}
 OUTCOME_STYLE = {  # outcome -> (badge text, colour)
     Outcome.FAILED: ("REGRESSED", svg.RED), Outcome.ERROR: ("ERROR", svg.RED),
-    Outcome.NO_BASELINE: ("NEW", svg.BLUE), Outcome.UPDATED: ("BASELINE UPDATED", svg.BLUE),
+    Outcome.NOT_JUDGED: ("NOT JUDGED", svg.AMBER), Outcome.UPDATED: ("BASELINE UPDATED", svg.BLUE),
     Outcome.PASSED: ("PASSED", svg.GREEN), Outcome.UNCHECKED: ("UNCHECKED", svg.AMBER),
     Outcome.SKIPPED: ("SKIPPED", svg.GREY),
 }
@@ -109,14 +108,23 @@ def _banner(document: dict[str, Any]) -> str:
     outcomes: dict[str, int] = document["summary"].get("outcomes", {})
     bad = outcomes.get("failed", 0) + outcomes.get("error", 0)
     ran = sum(n for k, n in outcomes.items() if k != "skipped")
+    unjudged = outcomes.get("not-judged", 0) + outcomes.get("unchecked", 0)
     if bad:
         color, big = svg.RED, f"{bad} of {ran} perf tests FAILED"
     elif not ran:
         color, big = svg.GREY, "No perf tests ran"
-    elif outcomes.get("no-baseline") or outcomes.get("updated"):
-        color, big = svg.BLUE, "No regressions (some results have no baseline yet)"
+    elif unjudged or outcomes.get("skipped"):
+        skipped = outcomes.get("skipped", 0)
+        color = svg.AMBER
+        big = (f"{unjudged} of {ran} perf tests not fully judged" if unjudged else
+               f"{skipped} perf test{'s' if skipped != 1 else ''} skipped")
+        if unjudged and skipped:
+            big += f", {skipped} skipped"
+        big += ": no regression found in what was judged"
+    elif outcomes.get("updated"):
+        color, big = svg.BLUE, "Baselines updated"
     else:
-        color, big = svg.GREEN, f"All {ran} perf tests passed"
+        color, big = svg.GREEN, f"All {ran} perf tests passed, every figure judged"
     pills = "".join(f'<span class="pill">{n} {_e(OUTCOME_STYLE.get(k, (k,))[0].lower())}</span>'
                     for k, n in sorted(outcomes.items(), key=lambda kv: outcome_rank(kv[0])) if n)
     return (f'<section class="banner" style="background:{color}"><div>'
@@ -165,7 +173,7 @@ def _worst(record: dict[str, Any]) -> str:
     if not checks:
         return _e(record.get("message") or "; ".join(record.get("notes", [])) or "no figures checked")
     ranked = sort_checks([(record, c) for c in checks])
-    bad = [c for _, c in ranked if c.get("verdict") in ("fail", "warn")]
+    bad = [c for _, c in ranked if c.get("verdict") in ("fail", "not-judged")]
     if bad:
         c = bad[0]
         more = f" <span class='meta'>(+{len(bad) - 1} more)</span>" if len(bad) > 1 else ""
@@ -183,7 +191,7 @@ def _summary_table(records: Sequence[dict[str, Any]]) -> str:
     rows = []
     for record in records:
         outcome = str(record.get("outcome"))
-        css = {"failed": "v-fail", "error": "v-fail", "no-baseline": "v-new", "unchecked": "v-warn"}.get(outcome, "")
+        css = {"failed": "v-fail", "error": "v-fail", "not-judged": "v-warn", "unchecked": "v-warn"}.get(outcome, "")
         rows.append(f'<tr class="{css}"><td>{_badge(outcome)}</td>'
                     f'<td class="test"><a href="#{_anchor(record["nodeid"])}"><code>{_e(short_test(record["nodeid"]))}</code></a></td>'
                     f'<td class="nowrap">{_check_counts(record.get("checks", []))}</td>'
@@ -258,9 +266,14 @@ def _bars(measurement: dict[str, Any], checks: Sequence[dict[str, Any]]) -> str:
             continue
         verdict = str(check.get("verdict"))
         color = VERDICT_COLOR.get(verdict, svg.BLUE)
-        note = change_text(check).split(",")[0] if check.get("baseline") is not None else "no baseline"
+        if verdict == "not-judged":
+            note = f"not judged: {check.get('reason') or 'see the table'}"
+        else:
+            note = change_text(check).split(",")[0] if check.get("baseline") is not None else "no baseline"
+            if check.get("normalised"):
+                note += " (against the scaled baseline)"
         rows.append(svg.BarPair(str(check.get("metric")), float(value), check.get("baseline"), color, note,
-                                note_color=color if verdict in ("fail", "warn") else svg.MUTED))
+                                note_color=color if verdict in ("fail", "not-judged") else svg.MUTED))
     if not any(row.baseline is not None for row in rows):
         return ""  # nothing to compare with yet; the notes say so
     return svg.paired_bars("Baseline vs this run", rows)

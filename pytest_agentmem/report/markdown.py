@@ -25,8 +25,8 @@ from .records import headline, sort_checks
 __all__ = ["append_step_summary", "cell", "change_text", "metric_label", "paired_text",
            "reference", "render_markdown", "short_test", "table_rows"]
 
-VERDICT_LABEL = {"fail": "❌ fail", "warn": "⚠️ warn", "new": "🆕 new", "pass": "✅ pass"}
-OUTCOME_LABEL = {"error": "💥 error", "unchecked": "❔ unchecked", "failed": "❌ fail"}
+VERDICT_LABEL = {"fail": "❌ fail", "not-judged": "⚠️ not judged", "pass": "✅ pass"}
+OUTCOME_LABEL = {"error": "💥 error", "unchecked": "❔ unchecked", "failed": "❌ fail", "skipped": "⏭️ skipped"}
 MAX_ROWS = 300  # GitHub caps a step summary at 1 MiB; a huge run keeps its worst rows
 
 
@@ -53,7 +53,7 @@ def reference(check: dict[str, Any]) -> str:
         return "–"
     if check.get("kind") == "paired":
         return f"{compact_number(check['baseline'])} (base)"
-    mark = " (normalised)" if check.get("normalised") else ""
+    mark = " (scaled)" if check.get("normalised") else ""
     return f"{compact_number(check['baseline'])}{mark}"
 
 
@@ -66,6 +66,8 @@ def change_text(check: dict[str, Any]) -> str:
         return "breached" if check.get("verdict") == "fail" else "within limit"
     if check.get("kind") == "paired":
         return paired_text(check)
+    if check.get("verdict") == "not-judged":
+        return "–"  # a change against a baseline it was not judged by would read as a finding
     raw, signed = check.get("raw_change"), check.get("change")
     if check.get("baseline") == 0:
         value = check.get("value")
@@ -101,7 +103,9 @@ def table_rows(records: Sequence[dict[str, Any]]) -> list[list[str]]:
     """The table body: one row per check, bad news first; tests without checks too."""
     pairs = [(r, c) for r in records for c in r.get("checks", [])]
     rows = [[cell(short_test(r["nodeid"])), cell(metric_label(c, r)), cell(compact_number(c.get("value"))),
-             cell(reference(c)), cell(change_text(c)), VERDICT_LABEL.get(str(c.get("verdict")), cell(c.get("verdict")))]
+             cell(reference(c)), cell(change_text(c)),
+             VERDICT_LABEL.get(str(c.get("verdict")), cell(c.get("verdict")))
+             + (cell(f": {c['reason']}") if c.get("verdict") == "not-judged" and c.get("reason") else "")]
             for r, c in sort_checks(pairs)]
     for record in records:
         for key, (old, new) in (record.get("updated") or {}).items():
@@ -109,7 +113,7 @@ def table_rows(records: Sequence[dict[str, Any]]) -> list[list[str]]:
             rows.append([cell(short_test(record["nodeid"])), cell(key), cell(compact_number(new)),
                          cell(compact_number(old) if old is not None else "(none)"), change, "🔄 updated"])
     for record in records:
-        if record.get("checks") or record.get("outcome") in ("skipped", "passed"):
+        if record.get("checks") or record.get("outcome") == "passed":
             continue
         label = OUTCOME_LABEL.get(str(record.get("outcome")), cell(record.get("outcome")))
         why = record.get("message") or "; ".join(record.get("notes", [])) or "no verdict"

@@ -39,7 +39,7 @@ from .json_report import (
     write_json_report,
 )
 from .markdown import append_step_summary, render_markdown
-from .records import build_record
+from .records import build_record, jsonable
 
 #: The worker channel's key of the records and services.
 CHANNEL_KEY = "report"
@@ -98,6 +98,20 @@ class ReportPlugin:
             duration_s=round(duration, 4), message=message, worker=worker_id(item.config))
         # Messages and error samples may quote a DSN: no password reaches JSON, HTML or markdown.
         self.records[item.nodeid] = redact_value(record)
+
+    def pytest_agentmem_verdict_changed(self, verdict: Any) -> None:
+        """The end of the run judged more of a test's figures: refresh its record."""
+        record = self.records.get(verdict.nodeid)
+        if record is None:
+            return
+        fresh = verdict.to_dict()
+        patch = {k: fresh[k] for k in ("checks", "correctness", "speed", "notes")}
+        if record.get("outcome") != "error":
+            patch["outcome"] = fresh["outcome"]
+        record.update(redact_value(jsonable(patch)))
+        if fresh["outcome"] == "failed":
+            record["pytest_outcome"] = record.get("pytest_outcome", "passed")
+            record["message"] = "; ".join(c["message"] for c in fresh["checks"] if c["verdict"] == "fail")
 
     # ------------------------------------------------------------------ session
 
@@ -173,7 +187,9 @@ def report_records(config: pytest.Config) -> list[dict[str, Any]]:
 
 def junit_properties(verdict: Any) -> list[tuple[str, object]]:
     """``agentmem.<measurement>.<metric>[.baseline|.change|.p_value|.verdict|.<bound>_limit]``."""
-    props: list[tuple[str, object]] = [("agentmem.outcome", verdict.outcome)]
+    props: list[tuple[str, object]] = [("agentmem.outcome", verdict.outcome),
+                                       ("agentmem.correctness", verdict.correctness),
+                                       ("agentmem.speed", verdict.speed)]
     seen: set[str] = set()
     for check in verdict.checks:
         key = f"agentmem.{check.measurement}.{check.metric}" if check.measurement else f"agentmem.{check.metric}"
@@ -192,6 +208,8 @@ def junit_properties(verdict: Any) -> list[tuple[str, object]]:
         if check.p_value is not None:
             props.append((f"{key}.p_value", _num(check.p_value)))
         props.append((f"{key}.verdict", check.verdict))
+        if check.reason:
+            props.append((f"{key}.reason", check.reason))
     return props
 
 

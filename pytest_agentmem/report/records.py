@@ -13,6 +13,7 @@ import math
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from ..presentation import headline as presentation_headline
 from ..presentation import (
     CURVE_PERCENTILES,
     OUTCOME_RANK,
@@ -152,18 +153,5 @@ def counts(records: Sequence[dict[str, Any]]) -> dict[str, int]:
 
 
 def headline(records: Sequence[dict[str, Any]]) -> str:
-    """``"5 perf tests: 3 passed, 1 regressed, 1 new"`` (other outcomes only when present)."""
-    c = counts(records)
-    ran = [r for r in records if r.get("outcome") != "skipped"]
-    parts = [f"{c.get('passed', 0) + c.get('updated', 0)} passed",
-             f"{c.get('failed', 0)} regressed", f"{c.get('no-baseline', 0)} new"]
-    if c.get("updated"):
-        parts.append(f"{c['updated']} baselines updated")
-    if c.get("error"):
-        parts.append(f"{c['error']} error{'s' if c['error'] != 1 else ''}")
-    if c.get("unchecked"):
-        parts.append(f"{c['unchecked']} unchecked")
-    text = f"{len(ran)} perf test{'s' if len(ran) != 1 else ''}: " + ", ".join(parts)
-    if c.get("skipped"):
-        text += f" ({c['skipped']} skipped)"
-    return text
+    """The run in one line (see :func:`pytest_agentmem.presentation.headline`)."""
+    return presentation_headline(records)

@@ -1,0 +1,169 @@
+"""Speed figures against another machine's baselines: judged relative to the run's other tests.
+
+A baseline recorded on another machine cannot be compared as is: a different CPU
+moves every speed figure. Nor can a calibration probe say by how much: how far a
+piece of work moves from one CPU to another depends on the work (Python, the
+embedding model's vector units, Postgres), and a short probe carries its own noise
+(measured: probes read one machine at 0.38x and 0.76x the baseline's while its real
+search path ran at 0.9x, and a +57 % CPU regression passed behind them).
+
+So the run's own tests are the probe. At the end of the run, for each speed
+metric (``qps``, ``p95_ms``, ``cpu_ms_per_op`` ...), every figure the run measured
+against another machine's baseline gives a shift: how many times slower it is
+than its baseline. A test's figure is judged against its baseline scaled by the
+median shift of the OTHER tests' figures of that metric (leave-one-out, so a
+regressed test does not excuse itself), with the tolerance widened by how much
+those tests disagree with each other (:data:`SPREAD_Z` robust standard
+deviations of their log shifts): a test that moved more than the machine moved
+the others stands out; the same significance test as on one machine decides.
+
+Its blindness, said with every verdict: a change that slows every test alike
+moves the reference with it. The interleaved calibration probes watch for that
+(:func:`probe_disagreement`): when the run's tests moved far more than the probes
+did, no figure of that metric is called passed.  With fewer than
+:data:`MIN_PEERS` other figures of a metric, nothing can be told apart: not judged.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from .calibration import PROBE_CPU, PROBE_WALL, summarise_probes
+from .checks import PENDING, GateContext, decide, not_judged
+from .directions import CPU_COST_METRICS, direction_of
+from .stats import centre
+from .verdict import CheckResult, TestVerdict
+
+#: Fewest OTHER figures of the same metric a cross-machine judgement needs.
+MIN_PEERS = 4
+#: The tolerance is widened by this many robust standard deviations of the peers' log shifts.
+SPREAD_Z = 2.0
+#: The run's median shift may exceed the probes' by this factor times (1 + tolerance)
+#: before no figure of the metric is called passed (see :func:`probe_disagreement`).
+PROBE_MARGIN = 1.25
+
+
+@dataclass
+class Pending:
+    """One speed figure left to the end of the run."""
+
+    verdict: TestVerdict
+    check: CheckResult
+    samples: list[float]  # the decision's rounds
+    base_samples: list[float]
+    tolerance: float
+    kind: str = "load"
+    alpha: float = 0.05
+    initial_rounds: dict[str, int] = field(default_factory=dict)
+    #: the probe's slowdown in this measurement's rounds against its baseline's
+    #: ({"wall": x, "cpu": y}, > 1 slower), when both were measured
+    probe: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def shift(self) -> float | None:
+        """How many times slower than its baseline (> 1 slower), whatever the direction."""
+        value, base = centre(self.samples), centre(self.base_samples)
+        if not (value > 0 and base > 0 and math.isfinite(value) and math.isfinite(base)):
+            return None
+        return base / value if direction_of(self.check.metric) == "higher" else value / base
+
+
+def pending_of(verdict: TestVerdict, ctx: GateContext, stored: Any) -> list[Pending]:
+    """The figures of ``verdict`` left for the end of the run, with what deciding them needs."""
+    out: list[Pending] = []
+    for check in verdict.checks:
+        if check.verdict != "not-judged" or check.reason != PENDING:
+            continue
+        m = next((m for m in ctx.measurements if m.name == check.measurement), None)
+        base = stored.get(check.measurement) if stored else None
+        if m is None or base is None:
+            continue
+        out.append(Pending(verdict, check, m.samples(check.metric), base.samples(check.metric),
+                           ctx.tolerance, m.kind, ctx.alpha, dict(ctx.initial_rounds),
+                           _probe_slowdown(base.calibration, getattr(m.load, "calibration", None))))
+    return out
+
+
+def _probe_slowdown(stored: dict[str, Any] | None, readings: Any) -> dict[str, float]:
+    now = summarise_probes(list(readings or []))
+    if not stored or not now:
+        return {}
+    out: dict[str, float] = {}
+    for key, name in ((PROBE_WALL, "wall"), (PROBE_CPU, "cpu")):
+        old, new = stored.get(key), now.get(key)
+        if isinstance(old, (int, float)) and isinstance(new, (int, float)) and old > 0 and new > 0:
+            out[name] = float(old) / float(new)
+    return out
+
+
+def robust_sd(values: Sequence[float]) -> float:
+    """1.4826 x the median absolute deviation (the standard deviation for normal data)."""
+    if len(values) < 2:
+        return 0.0
+    mid = statistics.median(values)
+    return 1.4826 * statistics.median(abs(v - mid) for v in values)
+
+
+def probe_disagreement(metric: str, items: Sequence[Pending], tolerance: float) -> str | None:
+    """Why no figure of ``metric`` may be called passed: the run's tests moved far more
+    than the interleaved probes did (every test slower: the machine, or every test's code?)."""
+    shifts = [p.shift for p in items if p.shift]
+    key = "cpu" if metric in CPU_COST_METRICS else "wall"
+    probes = [p.probe[key] for p in items if key in p.probe]
+    if len(shifts) < MIN_PEERS + 1 or len(probes) < MIN_PEERS + 1:
+        return None
+    run, probe = statistics.median(shifts), statistics.median(probes)  # type: ignore[type-var]
+    if run <= probe * (1 + tolerance) * PROBE_MARGIN:
+        return None
+    return (f"the run's tests moved {run:.2f}x against their baselines while the calibration probes "
+            f"moved {probe:.2f}x: every test slower than the machine seems, so no {metric} figure can "
+            "be called passed against another machine's baselines")
+
+
+def resolve(pending: Sequence[Pending]) -> list[TestVerdict]:
+    """Judge every pending figure (in place in its verdict); the verdicts changed."""
+    by_metric: dict[str, list[Pending]] = {}
+    for p in pending:
+        by_metric.setdefault(p.check.metric, []).append(p)
+    changed: dict[int, TestVerdict] = {}
+    for metric, items in sorted(by_metric.items()):
+        suspicious = probe_disagreement(metric, items, statistics.median(p.tolerance for p in items))
+        for i, p in enumerate(items):
+            peers = [q.shift for j, q in enumerate(items) if j != i and q.shift]
+            new = _judge(p, peers, suspicious)  # type: ignore[arg-type]
+            checks = p.verdict.checks
+            checks[checks.index(p.check)] = new
+            p.check = new
+            changed[id(p.verdict)] = p.verdict
+    for verdict in changed.values():
+        verdict.settle()
+    return list(changed.values())
+
+
+def _judge(p: Pending, peers: list[float], suspicious: str | None) -> CheckResult:
+    check = p.check
+    advice = "record this machine's baselines with --update-baselines, or gate with --agentmem-compare"
+    if len(peers) < MIN_PEERS:
+        return not_judged(check.measurement, check.metric, check.value, "another machine's baseline",
+                          f"baseline recorded on another machine, and only {len(peers)} other test"
+                          f"{'s' if len(peers) != 1 else ''} measured {check.metric} in this run "
+                          f"(at least {MIN_PEERS} are needed to tell the machine from the code); {advice}",
+                          check.baseline)
+    logs = [math.log(s) for s in peers]
+    shift = math.exp(statistics.median(logs))
+    spread = robust_sd(logs)
+    tolerance = (1 + p.tolerance) * math.exp(SPREAD_Z * spread) - 1
+    basis = (f"x{shift:.2f}, the median shift of the run's other {len(peers)} tests against another "
+             f"machine's baselines, which spread {math.exp(spread) - 1:.0%}")
+    ctx = GateContext(nodeid=p.verdict.nodeid, measurements=(), tolerance=p.tolerance, alpha=p.alpha,
+                      initial_rounds=p.initial_rounds)
+    judged = decide(ctx, check.measurement, check.metric, p.samples, p.base_samples, kind=p.kind,
+                    speed=1 / shift, tolerance=tolerance, basis=basis)
+    if judged.verdict == "pass" and suspicious:
+        return not_judged(check.measurement, check.metric, judged.value, "tests and probes disagree",
+                          f"{suspicious}; {advice}", check.baseline)
+    return judged

@@ -1,0 +1,148 @@
+"""Another machine's baselines: speed figures judged at the end of the run, relative to the
+run's other tests (gate/across.py); correctness figures judged as always; too few tests to
+compare is said, not passed; the machine's own set is written beside the primary one.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+from gate_project import CONFTEST, bdir, figures, rounds, run
+
+from pytest_agentmem.gate.across import MIN_PEERS, Pending, resolve
+from pytest_agentmem.gate.baseline import MACHINES_DIR, SCHEMA, VERSION, baseline_path, machine_key
+from pytest_agentmem.gate.checks import PENDING, not_judged
+from pytest_agentmem.gate.fingerprint import machine_fingerprint
+from pytest_agentmem.gate.verdict import TestVerdict
+
+NAMES = [f"t{i}" for i in range(6)]
+TESTS = "import pytest\n" + "".join(
+    f"\n@pytest.mark.agentmem_perf\ndef test_{n}(record):\n    record({n!r})\n" for n in NAMES)
+OTHER = {"cpu_model": "Fast CPU 9000", "cpu_count": 64, "memory_gb": 512, "os": "Linux", "arch": "x86_64"}
+
+
+def _healthy(slower: dict[str, float] | None = None) -> dict[str, dict]:
+    """Each test's figures here: 1000 qps / 10 ms / 1 ms CPU an op (x ``slower[name]``)."""
+    out = {}
+    for i, name in enumerate(NAMES):
+        k = (slower or {}).get(name, 1.0) * (1 + i / 50)  # the tests move a little differently
+        out[name] = {"rounds": rounds(qps=1000 / k, p95_ms=10.0 * k, cpu_ms_per_op=1.0 * k, error_rate=0.0)}
+    return out
+
+
+def _foreign_baselines(pytester: pytest.Pytester, names: list[str], factor: float = 2.0) -> None:
+    """Baselines recorded on a machine ``factor`` times faster (the primary set)."""
+    for name in names:
+        nodeid = f"test_perf.py::test_{name}"
+        path = baseline_path(bdir(pytester), nodeid)
+        path.parent.mkdir(exist_ok=True)
+        metrics = {"qps": 1000 * factor, "p95_ms": 10.0 / factor, "cpu_ms_per_op": 1.0 / factor,
+                   "error_rate": 0.0}
+        path.write_text(json.dumps({
+            "schema": SCHEMA, "version": VERSION, "nodeid": nodeid, "created": "2026-01-01T00:00:00+00:00",
+            "fingerprint": {"machine": OTHER, "stack": {}},
+            "measurements": {name: {"kind": "record", "metrics": metrics, "rounds": rounds(**metrics)}}}))
+
+
+@pytest.fixture
+def project(pytester: pytest.Pytester) -> pytest.Pytester:
+    pytester.makeconftest(CONFTEST)
+    pytester.makepyfile(test_perf=TESTS)
+    figures(pytester, _healthy())
+    return pytester
+
+
+def test_a_machine_that_moved_every_test_alike_passes_every_figure_judged(project: pytest.Pytester) -> None:
+    _foreign_baselines(project, NAMES)
+    result = run(project)
+    result.assert_outcomes(passed=6)
+    assert result.ret == 0
+    out = result.stdout.str()
+    assert "speed 6 passed" in out and "not judged" not in out.split("agentmem performance gate")[1].split("\n")[1]
+    result.stdout.fnmatch_lines(["*t0.p95_ms*pass*", "*baseline recorded on another machine (cpu_model: "
+                                 "'Fast CPU 9000' -> *judged at the end of the run*"])
+
+
+def test_one_test_slower_than_the_machine_moved_the_others_fails_the_run(project: pytest.Pytester) -> None:
+    _foreign_baselines(project, NAMES)
+    figures(project, _healthy({"t3": 1.5}))
+    result = run(project)
+    assert result.ret == 1  # judged at the end of the run: the run fails
+    result.stdout.fnmatch_lines([
+        "*speed 1 failed, 5 passed*",
+        "FAILED test_perf.py::test_t3 (judged at the end of the run against the run's other tests*",
+        "*t3.p95_ms 15.9 > scaled baseline 10.4 (+53%, tolerance 29%, p=0.00*; baseline x2.08, the median "
+        "shift of the run's other 5 tests against another machine's baselines, which spread 6%)",
+    ])
+    # the JSON report says the same as the terminal
+    report = project.path / "r.json"
+    run(project, f"--agentmem-report={report}")
+    doc = json.loads(report.read_text())
+    t3 = next(t for t in doc["tests"] if t["nodeid"].endswith("test_t3"))
+    assert t3["outcome"] == "failed" and t3["speed"] == "failed" and t3["correctness"] == "passed"
+
+
+def test_too_few_tests_against_another_machine_are_not_judged_and_strict_fails(project: pytest.Pytester) -> None:
+    _foreign_baselines(project, NAMES[:2])  # the other four have no baseline at all
+    result = run(project)
+    assert result.ret == 0
+    result.stdout.fnmatch_lines([
+        "6 perf tests: correctness 4 not judged, 2 passed (no baseline: record one with --update-baselines); "
+        "speed 6 not judged (no baseline: record one with --update-baselines; another machine's baseline: "
+        "record this machine's with --update-baselines, or gate with --agentmem-compare)",
+        "*t0.p95_ms*not judged: another machine's baseline*",
+    ])
+    assert "only 1 other test measured p95_ms in this run" in result.stdout.str()
+    strict = run(project, "--agentmem-strict")
+    assert strict.ret == 1
+    strict.stdout.fnmatch_lines(["--agentmem-strict: the run fails: 6 perf tests not fully judged",
+                                 "  test_perf.py::test_t0: 3 figures not judged (another machine's baseline)"])
+
+
+def test_update_baselines_keeps_another_machines_set_and_writes_this_machines(project: pytest.Pytester) -> None:
+    _foreign_baselines(project, NAMES)
+    primary = baseline_path(bdir(project), "test_perf.py::test_t0")
+    before = primary.read_text()
+    run(project, "--update-baselines").assert_outcomes(passed=6)
+    assert primary.read_text() == before  # another machine's: kept
+    own = baseline_path(bdir(project) / MACHINES_DIR / machine_key(machine_fingerprint()), "test_perf.py::test_t0")
+    assert json.loads(own.read_text())["fingerprint"]["machine"]["cpu_model"] == machine_fingerprint()["cpu_model"]
+    # from now on this machine's own set decides, as on one machine: +50 % on one test fails it
+    figures(project, _healthy({"t3": 1.5}))
+    result = run(project)
+    result.assert_outcomes(passed=5, failed=1)
+    result.stdout.fnmatch_lines(["*PerformanceRegression: t3.*"])
+
+
+def _pending(name: str, factor: float, tolerance: float = 0.15) -> Pending:
+    verdict = TestVerdict(nodeid=f"t::{name}", outcome="not-judged")
+    base = [1.0, 1.01, 0.99, 1.0, 1.02]
+    check = not_judged(name, "cpu_ms_per_op", factor, PENDING, "pending", 1.0)
+    verdict.checks.append(check)
+    return Pending(verdict, check, [b * factor for b in base], base, tolerance)
+
+
+def test_resolve_is_leave_one_out_and_widens_by_the_peers_spread() -> None:
+    items = [_pending(f"a{i}", 0.5 * (1 + i / 100)) for i in range(6)] + [_pending("slow", 0.5 * 1.3)]
+    changed = resolve(items)
+    assert {v.nodeid for v in changed} == {p.verdict.nodeid for p in items}
+    verdicts = {p.verdict.nodeid: p.verdict for p in items}
+    assert verdicts["t::slow"].outcome == "failed"
+    assert all(verdicts[f"t::a{i}"].outcome == "passed" for i in range(6))
+    # peers that disagree widely: the tolerance widens with them, and a +30 % no longer stands out
+    wide = [_pending(f"w{i}", 0.5 * f) for i, f in enumerate((0.6, 0.8, 1.0, 1.25, 1.6, 2.0))]
+    wide.append(_pending("slow", 0.5 * 1.3))
+    resolve(wide)
+    slow = wide[-1].verdict
+    assert slow.outcome == "passed" and slow.checks[0].tolerance > 0.5
+    assert "spread" in slow.checks[0].message
+
+
+def test_resolve_with_too_few_peers_says_so() -> None:
+    items = [_pending(f"a{i}", 0.5) for i in range(MIN_PEERS)]  # each has MIN_PEERS - 1 peers
+    resolve(items)
+    check = items[0].verdict.checks[0]
+    assert check.verdict == "not-judged" and math.isclose(check.value, 0.5)
+    assert f"only {MIN_PEERS - 1} other tests measured cpu_ms_per_op" in check.message

@@ -1,0 +1,80 @@
+"""Judged or not judged, never confused: the headline counts them apart, a skipped perf test
+is named, ``--agentmem-strict`` (on by default under CI=true) fails a run that did not judge
+everything, and a changed workload is not compared with the old baseline.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from gate_project import bdir, make_project, run, stored
+
+SKIPPING = '''
+import pytest
+
+@pytest.mark.agentmem_perf
+def test_needs_data():
+    pytest.skip("no LoCoMo data: run python -m pytest_agentmem.datasets.locomo download")
+'''
+
+
+@pytest.fixture
+def project(pytester: pytest.Pytester) -> pytest.Pytester:
+    return make_project(pytester)
+
+
+def test_a_skipped_perf_test_is_named_and_strict_fails_the_run(project: pytest.Pytester) -> None:
+    run(project, "--update-baselines").assert_outcomes(passed=2)
+    project.makepyfile(test_data=SKIPPING)
+    result = run(project)
+    result.assert_outcomes(passed=2, skipped=1)
+    assert result.ret == 0
+    result.stdout.fnmatch_lines(["2 perf tests: correctness 1 passed; speed 2 passed; 1 skipped: "
+                                 "test_data.py::test_needs_data (no LoCoMo data: run python -m "
+                                 "pytest_agentmem.datasets.locomo download)"])
+    strict = run(project, "--agentmem-strict")
+    assert strict.ret == 1
+    strict.stdout.fnmatch_lines(["--agentmem-strict: the run fails: 1 perf test not fully judged",
+                                 "  test_data.py::test_needs_data: skipped (no LoCoMo data*"])
+
+
+@pytest.mark.parametrize("how, strict", [
+    ([], False), (["CI=true"], True), (["CI=true", "AGENTMEM_STRICT=0"], False), (["AGENTMEM_STRICT=1"], True),
+])
+def test_strict_is_on_by_default_under_ci(project: pytest.Pytester, monkeypatch: pytest.MonkeyPatch,
+                                          how: list[str], strict: bool) -> None:
+    for pair in how:
+        name, value = pair.split("=")
+        monkeypatch.setenv(name, value)
+    result = run(project)  # no baselines: every comparison not judged
+    result.assert_outcomes(passed=2)
+    assert result.ret == (1 if strict else 0)
+    assert ("--agentmem-strict: the run fails" in result.stdout.str()) == strict
+
+
+def test_without_the_perf_flag_strict_asks_nothing(project: pytest.Pytester) -> None:
+    result = project.runpytest("-p", "no:cacheprovider", "--agentmem-strict")
+    result.assert_outcomes(skipped=2)
+    assert result.ret == 0
+
+
+def test_a_changed_workload_is_not_judged_against_the_old_baseline(project: pytest.Pytester) -> None:
+    run(project, "--update-baselines").assert_outcomes(passed=2)
+    path = bdir(project)
+    data = stored(project, "test_perf.py::test_search")
+    data["measurements"]["search"]["workload"] = {"concurrency": 16, "dataset": "corpus-a"}
+    files = [p for p in path.glob("*.json") if json.loads(p.read_text())["nodeid"].endswith("test_search")]
+    files[0].write_text(json.dumps(data))
+    project.makeconftest(project.path.joinpath("conftest.py").read_text() + '''
+
+def pytest_agentmem_measurement(item, measurement):
+    measurement.workload.update(concurrency=8, dataset="corpus-a")
+''')
+    result = run(project)
+    result.assert_outcomes(passed=2)
+    result.stdout.fnmatch_lines([
+        "*search.p95_ms*not judged: workload changed*",
+        "*not judged (*figures): workload changed (concurrency 16 -> 8); record a baseline of this "
+        "workload with --update-baselines",
+    ])
