@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .calibration import PROBE_CPU, PROBE_WALL, summarise_probes
-from .checks import PENDING, GateContext, decide, not_judged
+from .checks import BUSY, DEFERRED, PENDING, GateContext, decide, not_judged
 from .directions import CPU_COST_METRICS, direction_of
 from .stats import centre
 from .verdict import CheckResult, TestVerdict
@@ -42,6 +42,9 @@ from .verdict import CheckResult, TestVerdict
 MIN_PEERS = 4
 #: The tolerance is widened by this many robust standard deviations of the peers' log shifts.
 SPREAD_Z = 2.0
+#: Widened by more than this, a figure is not judged: the run's tests moved too unevenly
+#: to see a change of the tolerance's size, and "passed" would be blindness.
+MAX_WIDENING = 0.25
 #: The run's median shift may exceed the probes' by this factor times (1 + tolerance)
 #: before no figure of the metric is called passed (see :func:`probe_disagreement`).
 PROBE_MARGIN = 1.25
@@ -76,7 +79,7 @@ def pending_of(verdict: TestVerdict, ctx: GateContext, stored: Any) -> list[Pend
     """The figures of ``verdict`` left for the end of the run, with what deciding them needs."""
     out: list[Pending] = []
     for check in verdict.checks:
-        if check.verdict != "not-judged" or check.reason != PENDING:
+        if check.verdict != "not-judged" or check.reason not in DEFERRED:
             continue
         m = next((m for m in ctx.measurements if m.name == check.measurement), None)
         base = stored.get(check.measurement) if stored else None
@@ -146,19 +149,28 @@ def resolve(pending: Sequence[Pending]) -> list[TestVerdict]:
 
 def _judge(p: Pending, peers: list[float], suspicious: str | None) -> CheckResult:
     check = p.check
-    advice = "record this machine's baselines with --update-baselines, or gate with --agentmem-compare"
+    busy = check.reason == BUSY
+    why = (check.message.split("not judged: ", 1)[-1] if busy else "baseline recorded on another machine")
+    advice = ("re-run on a quiet machine, or gate with --agentmem-compare" if busy else
+              "record this machine's baselines with --update-baselines, or gate with --agentmem-compare")
     if len(peers) < MIN_PEERS:
-        return not_judged(check.measurement, check.metric, check.value, "another machine's baseline",
-                          f"baseline recorded on another machine, and only {len(peers)} other test"
-                          f"{'s' if len(peers) != 1 else ''} measured {check.metric} in this run "
-                          f"(at least {MIN_PEERS} are needed to tell the machine from the code); {advice}",
-                          check.baseline)
+        return not_judged(check.measurement, check.metric, check.value, check.reason or PENDING,
+                          f"{why}, and only {len(peers)} other test{'s' if len(peers) != 1 else ''} "
+                          f"measured {check.metric} in this run (at least {MIN_PEERS} are needed to tell "
+                          f"the machine from the code); {advice}", check.baseline)
     logs = [math.log(s) for s in peers]
     shift = math.exp(statistics.median(logs))
     spread = robust_sd(logs)
-    tolerance = (1 + p.tolerance) * math.exp(SPREAD_Z * spread) - 1
-    basis = (f"x{shift:.2f}, the median shift of the run's other {len(peers)} tests against another "
-             f"machine's baselines, which spread {math.exp(spread) - 1:.0%}")
+    widening = math.exp(SPREAD_Z * spread) - 1
+    if widening > MAX_WIDENING:
+        return not_judged(check.measurement, check.metric, check.value, "tests moved unevenly",
+                          f"{why}, and the run's other {len(peers)} tests moved too unevenly against their "
+                          f"baselines ({check.metric} x{shift:.2f} in the median, spread {math.exp(spread) - 1:.0%})"
+                          f" to see a change of {p.tolerance:.0%}; {advice}", check.baseline)
+    tolerance = (1 + p.tolerance) * (1 + widening) - 1
+    where = "on this busy machine" if busy else "against another machine's baselines"
+    basis = (f"x{shift:.2f}, the median shift of the run's other {len(peers)} tests {where}, "
+             f"which spread {math.exp(spread) - 1:.0%}")
     ctx = GateContext(nodeid=p.verdict.nodeid, measurements=(), tolerance=p.tolerance, alpha=p.alpha,
                       initial_rounds=p.initial_rounds)
     judged = decide(ctx, check.measurement, check.metric, p.samples, p.base_samples, kind=p.kind,

@@ -18,9 +18,10 @@ triggered the re-measurement cannot by itself fail the test.
 
 Not judged, with the reason said:
 
-- a wall-time figure (throughput, latencies) of a run whose event loop waited for
-  a CPU much longer than the baseline's did (:func:`busy_reason`): other processes
-  took the CPU; ``cpu_ms_per_op``, which such waiting does not move, still decides;
+- a speed figure of a run on a busy machine (:func:`busy_reason`: its event loop
+  waited for a CPU, or other processes used cores, far more than when the baseline
+  was recorded): judged at the end of the run relative to the run's other tests,
+  as against another machine's baseline;
 - every figure of a measurement whose workload differs from the baseline's
   (:func:`workload_changes`: concurrency, rate, duration, scale, data set, model);
 - a speed figure measured once against a baseline measured once (no rounds to
@@ -45,7 +46,7 @@ from ..marker import Threshold
 from ..measurement import Measurement
 from ..presentation import format_number, format_percent
 from .baseline import Baseline
-from .directions import CPU_COST_METRICS, compared, direction_of, is_primary, is_time_like, latency_floor
+from .directions import compared, direction_of, is_primary, is_time_like, latency_floor
 from .stats import centre, p_worse, worse_change
 from .verdict import CheckKind, CheckResult, Direction, Verdict
 
@@ -194,29 +195,40 @@ def describe(name: str, c: Comparison, tolerance: float, tail: str, basis: str |
 # --------------------------------------------------------------------------- not judged
 
 #: The event loop of a run may wait this much more of its time for a CPU than the
-#: baseline's did before the run's wall-time figures are not judged (0.10: a tenth of
-#: the run's wall time more spent waiting for a CPU another process held).
+#: baseline's did (0.10: a tenth of the run's wall time more), or the machine's other
+#: processes use this many more cores than when the baseline was recorded, before the
+#: run counts as busy: its speed figures are then judged at the end of the run,
+#: relative to the run's other tests (:mod:`.across`), as against another machine.
 BUSY_MARGIN = 0.10
-#: The share of a round's wall time its event loop waited for a CPU (per-round figure,
-#: the same key as ``pytest_agentmem.load.fixtures.WAIT_SHARE``).
+BUSY_CORES = 0.5
+#: The per-round figures those are read from (the same keys as
+#: ``pytest_agentmem.load.fixtures.WAIT_SHARE`` / ``FOREIGN_CPU``).
 WAIT_SHARE = "wait_share"
+FOREIGN_CPU = "foreign_cpu"
 ADVICE_AB = "gate it with --agentmem-compare (same-run A/B)"
+
+
+def _median_of(rounds: Sequence[Mapping[str, float]], key: str) -> float | None:
+    values = [float(r[key]) for r in rounds if key in r]
+    return centre(values) if values else None
 
 
 def wait_share(rounds: Sequence[Mapping[str, float]]) -> float | None:
     """The median :data:`WAIT_SHARE` of ``rounds`` (None when the platform did not tell)."""
-    values = [float(r[WAIT_SHARE]) for r in rounds if WAIT_SHARE in r]
-    return centre(values) if values else None
+    return _median_of(rounds, WAIT_SHARE)
 
 
 def busy_reason(current: Sequence[Mapping[str, float]], stored: Sequence[Mapping[str, float]]) -> str | None:
-    """Why this run's wall-time figures are not judged against ``stored``: the CPU was
-    taken by other processes far more than when the baseline was recorded; else None."""
+    """Why this run counts as busy against ``stored``: other processes took the CPU far more
+    than when the baseline was recorded; else None."""
+    found = []
     now, then = wait_share(current), wait_share(stored)
-    if now is None or then is None or now - then <= BUSY_MARGIN:
-        return None
-    return (f"machine busy: the run waited {now:.0%} of its time for a CPU other processes held "
-            f"(baseline {then:.0%}); wall-time figures not judged, cpu_ms_per_op decides")
+    if now is not None and then is not None and now - then > BUSY_MARGIN:
+        found.append(f"the run waited {now:.0%} of its time for a CPU other processes held (baseline {then:.0%})")
+    now, then = _median_of(current, FOREIGN_CPU), _median_of(stored, FOREIGN_CPU)
+    if now is not None and then is not None and now - then > BUSY_CORES:
+        found.append(f"other processes used {now:.1f} cores (baseline {then:.1f})")
+    return "machine busy: " + " and ".join(found) if found else None
 
 
 def workload_changes(stored: Mapping[str, Any] | None, current: Mapping[str, Any] | None) -> list[str]:
@@ -256,8 +268,10 @@ def not_judged(m: Measurement | str, metric: str, value: float, reason: str, det
         raw_change=(value / baseline - 1) if baseline else None)
 
 
-#: The reason of a speed figure left to the end of the run (see :mod:`.across`).
+#: The reasons of a speed figure left to the end of the run (see :mod:`.across`).
 PENDING = "another machine's baseline"
+BUSY = "machine busy"
+DEFERRED = (PENDING, BUSY)
 
 
 def check_baseline(ctx: GateContext) -> list[CheckResult]:
@@ -287,9 +301,8 @@ def check_baseline(ctx: GateContext) -> list[CheckResult]:
                 results.append(not_judged(
                     m, metric, value, PENDING,
                     f"baseline recorded on another machine ({ctx.other_machine})", centre(base_samples)))
-            elif busy and is_time_like(metric) and metric not in CPU_COST_METRICS:
-                results.append(not_judged(m, metric, value, "machine busy", f"{busy}; or {ADVICE_AB}",
-                                          centre(base_samples)))
+            elif busy and is_time_like(metric) and not ctx.update:
+                results.append(not_judged(m, metric, value, BUSY, busy, centre(base_samples)))
             else:
                 results.append(decide(ctx, m, metric, samples, base_samples))
     return results
@@ -363,8 +376,8 @@ def screen(ctx: GateContext, m: Measurement) -> list[str]:
         base_samples = stored.samples(metric)
         if not (compared(metric, m.kind) and is_primary(metric, m.kind, ctx.gate_metrics) and base_samples):
             continue
-        if is_time_like(metric) and (ctx.other_machine or (busy and metric not in CPU_COST_METRICS)):
-            continue  # not judged here
+        if is_time_like(metric) and (ctx.other_machine or busy):
+            continue  # judged at the end of the run
         c = compare_samples(metric, m.samples(metric), base_samples, kind=m.kind)
         if regressed(c, ctx.tolerance, SCREEN_ALPHA):
             suspects.append(metric)

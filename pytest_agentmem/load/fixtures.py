@@ -256,6 +256,8 @@ class Perf:
 #: Beside the metrics in a round's figures: the share of its wall time the process
 #: waited for a CPU another process held (see load.resources.run_queue_wait_s).
 WAIT_SHARE = "wait_share"
+#: And the CPU, in cores, that the machine's other processes used meanwhile.
+FOREIGN_CPU = "foreign_cpu"
 
 
 def round_figures(result: LoadResult) -> dict[str, float]:
@@ -264,6 +266,9 @@ def round_figures(result: LoadResult) -> dict[str, float]:
     wait = result.resources.get("process_wait_s")
     if wait is not None and result.duration_s > 0:
         figures[WAIT_SHARE] = min(1.0, max(0.0, float(wait) / float(result.duration_s)))
+    foreign = result.resources.get("foreign_cpu_cores")
+    if foreign is not None:
+        figures[FOREIGN_CPU] = float(foreign)
     return figures
 
 

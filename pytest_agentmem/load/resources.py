@@ -74,6 +74,17 @@ def run_queue_wait_s() -> float | None:
         return None
 
 
+def machine_busy_s() -> float | None:
+    """CPU seconds every CPU of the machine has spent busy (all processes, the kernel, and
+    ``steal``: time the hypervisor gave to other guests). None where it cannot be read."""
+    try:
+        times = psutil.cpu_times()
+    except (psutil.Error, OSError):
+        return None
+    idle = float(times.idle) + float(getattr(times, "iowait", 0.0))
+    return float(sum(times)) - idle - float(getattr(times, "guest", 0.0)) - float(getattr(times, "guest_nice", 0.0))
+
+
 def _cpu_s(proc: psutil.Process) -> float:
     own = process_clock_s(proc.pid)
     if own is not None:
@@ -115,6 +126,7 @@ class ResourceSampler:
         self._start_cpu = 0.0
         self._start_wall = 0.0
         self._start_wait: float | None = None
+        self._start_busy: float | None = None
         self._start_services_cpu = 0.0
         self._rss_max = 0
         self._services_rss_max = 0
@@ -135,6 +147,7 @@ class ResourceSampler:
         self._start_services_cpu = services_cpu_total(pids) if pids else 0.0
         self._start_wall = time.perf_counter()
         self._start_wait = run_queue_wait_s()
+        self._start_busy = machine_busy_s()
         self._start_cpu = _cpu_s(self._me)
         self._sample_rss(pids)
 
@@ -160,6 +173,7 @@ class ResourceSampler:
     def stop(self) -> dict[str, float]:
         """The figures of the run (CPU read again now, RSS sampled once more)."""
         cpu = _cpu_s(self._me) - self._start_cpu + self.extra_cpu_s
+        busy = machine_busy_s()
         wait = run_queue_wait_s()
         wall = max(time.perf_counter() - self._start_wall, 1e-9)
         pids = self._pids()
@@ -174,6 +188,11 @@ class ResourceSampler:
         if wait is not None and self._start_wait is not None:
             out["process_wait_s"] = round(wait - self._start_wait, 4)
             out["process_wait_pct"] = round(100.0 * (wait - self._start_wait) / wall, 1)
+        if busy is not None and self._start_busy is not None:
+            # the CPU other processes of the machine took meanwhile, in cores: what a neighbour
+            # used (ours: this process, its workers' reported CPU, the services')
+            others = busy - self._start_busy - cpu - services_cpu
+            out["foreign_cpu_cores"] = round(max(0.0, others) / wall, 3)
         if self._service_pids is not None:
             out["services_cpu_s"] = round(services_cpu, 4)
             out["services_cpu_pct"] = round(100.0 * services_cpu / wall, 1)

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from ..datasets.corpus import memory_corpus
-from .sizing import AB_TOLERANCE, AB_WRITE_TOLERANCE, scaled
+from .sizing import AB_TOLERANCE, AB_WRITE_TOLERANCE, SEARCH_TOLERANCE, scaled
 
 __all__ = [
     "test_agentmem_scenario_add",
@@ -79,7 +79,8 @@ async def test_agentmem_scenario_add_batch(memory_service: Any, perf: Any) -> No
     perf.record("add_batch_items", items_per_s=result.qps * batch)
 
 
-@pytest.mark.agentmem_perf(max_error_rate=0.0, min_recall=0.8, compare_tolerance=AB_TOLERANCE)
+@pytest.mark.agentmem_perf(max_error_rate=0.0, min_recall=0.8, tolerance=SEARCH_TOLERANCE,
+                            compare_tolerance=AB_TOLERANCE)
 async def test_agentmem_scenario_search(memory_service: Any, perf: Any) -> None:
     """Searches of one user's memories by 16 concurrent agents, with retrieval quality."""
     corpus = await _preload(memory_service, _scaled(2000))
