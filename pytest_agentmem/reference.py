@@ -54,9 +54,10 @@ def _code(text: str | None) -> str:
     return f"`{text}`" if text else ""
 
 
-def _table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> list[str]:
+def _table(header: Sequence[str], rows: Iterable[Sequence[str]], *, raw: bool = False) -> list[str]:
+    """A markdown table; ``raw`` rows are already made safe (they may hold ``<br>``)."""
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(_cell(c) for c in row) + " |" for row in rows]
+    lines += ["| " + " | ".join(c if raw else _cell(c) for c in row) + " |" for row in rows]
     return lines
 
 
@@ -72,8 +73,11 @@ def _default(value: Any, *, flag: bool = False) -> str:
 
 
 def _option_row(opt: Option) -> list[str]:
-    names = " / ".join(f"`{flag}{' ' + opt.metavar if opt.metavar else ''}`" for flag in opt.flags)
-    return [names, _code(opt.ini), _code(opt.env), _default(opt.default, flag=opt.is_flag), opt.help]
+    names = [f"`{flag}{' ' + opt.metavar if opt.metavar else ''}`" for flag in opt.flags]
+    names += [f"ini `{opt.ini}`"] if opt.ini else []
+    names += [f"env `{opt.env}`"] if opt.env else []
+    default = _default(opt.default, flag=opt.is_flag)
+    return ["<br>".join(names), _cell(opt.help) + (f"; default {default}" if default else "")]
 
 
 def _env_row(var: EnvVar) -> list[str]:
@@ -92,8 +96,8 @@ def render() -> str:
     """The whole reference page."""
     lines = [_INTRO]
     lines += ["## Options, ini keys and environment variables", ""]
-    lines += _table(("option", "ini key", "environment", "default", "meaning"),
-                    (_option_row(opt) for opt in OPTIONS))
+    lines += _table(("option, ini key, environment variable", "meaning"),
+                    (_option_row(opt) for opt in OPTIONS), raw=True)
     lines += ["", "## Environment variables", "",
               "Process-level knobs that are not pytest options, read from the environment only "
               "(declared in `ENVIRONMENT`; an empty variable counts as unset).", ""]

@@ -21,6 +21,19 @@ from pytest_agentmem.config import OPTIONS
 from doc_examples import ROOT, Example, blocks, examples, pages
 
 EXAMPLES = examples()
+
+
+def _unique(found: list[Example]) -> list[Example]:
+    """The examples, those shown on several pages (the first test: README and getting started) once."""
+    seen: dict[tuple[object, ...], Example] = {}
+    for example in found:
+        key = (tuple((f.path, f.code) for f in example.files), tuple(example.args),
+               tuple(sorted(example.expect.items())), example.services, example.reason, example.output)
+        if key in seen:
+            seen[key].name += f"+{example.page}::{example.name}"
+        else:
+            seen[key] = example
+    return list(seen.values())
 README_MAX_LINES = 200
 
 
@@ -39,7 +52,7 @@ def test_the_pages_hold_examples() -> None:
 
 
 @pytest.mark.parametrize("example", [
-    pytest.param(e, id=e.id, marks=[pytest.mark.slow] if e.services else []) for e in EXAMPLES])
+    pytest.param(e, id=e.id, marks=[pytest.mark.slow] if e.services else []) for e in _unique(EXAMPLES)])
 def test_example(example: Example, pytester: pytest.Pytester, request: pytest.FixtureRequest) -> None:
     for file in example.files:
         path = pytester.path / file.path
