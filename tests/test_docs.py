@@ -14,11 +14,10 @@ from __future__ import annotations
 import re
 
 import pytest
+from doc_examples import ROOT, Example, blocks, examples, pages
 
 from pytest_agentmem import reference
 from pytest_agentmem.config import OPTIONS
-
-from doc_examples import ROOT, Example, blocks, examples, pages
 
 EXAMPLES = examples()
 
@@ -129,3 +128,22 @@ def test_the_readme_keeps_the_two_set_up_commands() -> None:
     assert ('pip install -e ".[dev]" && pytest tests/perf --agentmem-perf '
             "--agentmem-report=agentmem-report.json --agentmem-html=agentmem-report.html") in readme
     assert 'pip install -e ".[dev]" && pytest\n' in readme
+
+
+def test_the_readme_links_reach_pages_and_headings() -> None:
+    """mkdocs checks the site's links (`mkdocs build --strict`); the README is not part of the
+    site, so its links into docs/ are checked here: the page exists, the heading too."""
+    toc = pytest.importorskip("markdown.extensions.toc")
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    links = re.findall(r"\]\(((?!https?:)[^)#\s]+)(?:#([^)\s]+))?\)", readme)
+    assert links
+    broken = []
+    for target, anchor in links:
+        path = ROOT / target
+        if not path.exists():
+            broken.append(target)
+        elif anchor:
+            headings = re.findall(r"^#+\s+(.*?)\s*$", path.read_text(encoding="utf-8"), flags=re.M)
+            if anchor not in {toc.slugify(h, "-") for h in headings}:
+                broken.append(f"{target}#{anchor}")
+    assert not broken, f"README links to missing pages or headings: {broken}"
