@@ -147,3 +147,11 @@ def test_the_readme_links_reach_pages_and_headings() -> None:
             if anchor not in {toc.slugify(h, "-") for h in headings}:
                 broken.append(f"{target}#{anchor}")
     assert not broken, f"README links to missing pages or headings: {broken}"
+
+
+def test_every_option_pytest_shows_is_in_the_reference(pytester: pytest.Pytester) -> None:
+    """An option added beside OPTIONS (a plain ``addoption``) would be missing from the generated
+    reference: what ``pytest --help`` shows of the plugin must all be declared in OPTIONS."""
+    shown = set(re.findall(r"--agentmem-[a-z][a-z-]*[a-z]", pytester.runpytest("--help").stdout.str()))
+    declared = {flag for opt in OPTIONS for flag in opt.flags}
+    assert shown and shown <= declared, sorted(shown - declared)
