@@ -8,8 +8,8 @@ resolves the values into a frozen :class:`Settings`.
 The process-level knobs that are not pytest options (where a binary lives, the
 account servers run as, a scenario's size...) are declared once in
 :data:`ENVIRONMENT`, each with its default and meaning, and read with
-:func:`env_value`; no other module reads an ``AGENTMEM_*`` variable itself. The
-README's tables list both.
+:func:`env_value`; no other module reads an ``AGENTMEM_*`` variable itself.
+``docs/reference.md`` lists both, generated: ``python -m pytest_agentmem.reference``.
 """
 
 from __future__ import annotations

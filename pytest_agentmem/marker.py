@@ -20,7 +20,36 @@ MARKER_HELP = (
 )
 
 _THRESHOLD = re.compile(r"^(min|max)_([a-z][a-z0-9_]*)$")
-_OTHER_KEYWORDS = {"tolerance", "compare_tolerance", "baseline", "rounds", "gate"}
+
+
+@dataclass(frozen=True)
+class Keyword:
+    """One declared keyword of the marker (validation accepts these only; docs/reference.md lists them)."""
+
+    name: str  # ``min_<metric>`` / ``max_<metric>`` stand for the family of threshold keywords
+    value: str  # what it takes
+    help: str
+
+
+#: Every keyword ``agentmem_perf`` accepts, in the order the reference lists them.
+KEYWORDS: tuple[Keyword, ...] = (
+    Keyword("min_<metric>", "number", "absolute acceptance threshold: the test fails when the metric "
+            "(any the test measured: min_qps, min_recall, min_token_savings...) is below it"),
+    Keyword("max_<metric>", "number", "absolute acceptance threshold: the test fails when the metric "
+            "(max_p95_ms, max_p99_ms, max_error_rate, max_cpu_ms_per_op...) is above it"),
+    Keyword("tolerance", "fraction >= 0 (0.15 = 15%)", "the test's allowed regression against its "
+            "reference, in both modes (default --agentmem-tolerance, and --agentmem-compare-tolerance "
+            "in A/B mode)"),
+    Keyword("compare_tolerance", "fraction >= 0", "the test's allowed regression in A/B mode only "
+            "(wins over tolerance there)"),
+    Keyword("baseline", "True or False (default True)", "False: no reference in either mode, only "
+            "the thresholds gate (in A/B it runs once, on the candidate's side)"),
+    Keyword("rounds", "int >= 1", "measured rounds of every perf.run of the test (default "
+            "--agentmem-rounds, else 1)"),
+    Keyword("gate", "metric name or list of them", "metrics compared with the reference beside "
+            "the primary set (qps, p95_ms, error_rate, cpu_ms_per_op), e.g. gate=['p99_ms']"),
+)
+_OTHER_KEYWORDS = {k.name for k in KEYWORDS if "<" not in k.name}
 
 
 @dataclass(frozen=True)
@@ -68,6 +97,10 @@ def parse_marker(mark: pytest.Mark, nodeid: str) -> PerfMarker:
     gate: tuple[str, ...] = ()
     for key, value in mark.kwargs.items():
         match = _THRESHOLD.match(key)
+        if not match and key not in _OTHER_KEYWORDS:  # only declared keywords (KEYWORDS) pass
+            known = "min_<metric>, max_<metric>, " + ", ".join(sorted(_OTHER_KEYWORDS))
+            raise pytest.UsageError(f"{where}: unknown keyword {key!r}; known keywords: {known} "
+                                    "(e.g. min_qps, max_p95_ms, max_error_rate, min_recall)")
         if match:
             thresholds.append(Threshold(match[2], match[1], _number(where, key, value)))
         elif key in ("tolerance", "compare_tolerance"):
@@ -88,10 +121,8 @@ def parse_marker(mark: pytest.Mark, nodeid: str) -> PerfMarker:
                 raise pytest.UsageError(f"{where}: gate must be a metric name or a list of them, "
                                         f"e.g. gate=['p99_ms'], got {value!r}")
             gate = tuple(names)
-        else:
-            known = "min_<metric>, max_<metric>, " + ", ".join(sorted(_OTHER_KEYWORDS))
-            raise pytest.UsageError(f"{where}: unknown keyword {key!r}; known keywords: {known} "
-                                    "(e.g. min_qps, max_p95_ms, max_error_rate, min_recall)")
+        else:  # declared in KEYWORDS but not handled above
+            raise AssertionError(f"marker keyword {key!r} is declared but not parsed")
     return PerfMarker(tuple(thresholds), tolerances.get("tolerance"), baseline, rounds, dict(mark.kwargs), gate,
                       tolerances.get("compare_tolerance"))
 

@@ -1,4 +1,4 @@
-"""The README's reliability table: figures the reliability tests file, and their rendering.
+"""The reliability table of docs/figures.md: figures the reliability tests file, and their rendering.
 
 Each fault scenario (tests/test_faults.py), the property tests
 (tests/test_properties.py) and the soak (tests/quality/test_soak.py) call

@@ -149,30 +149,8 @@ def test_an_undeclared_variable_cannot_be_read() -> None:
         env_value("AGENTMEM_NOPE")
 
 
-def _readme_rows() -> list[str]:
-    from pathlib import Path
-
-    readme = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
-    start = readme.index("| option | ini / environment | meaning |")
-    end = readme.index("### The marker", start)
-    return [line for line in readme[start:end].splitlines() if line.startswith("| `")]
-
-
-def test_readme_tables_list_every_option_and_variable_once() -> None:
-    import re
-    from collections import Counter
-
-    from pytest_agentmem.config import ENVIRONMENT, OPTIONS
-
-    named: Counter[str] = Counter()  # what a row is about: flags (first cell), variables (first two)
-    for row in _readme_rows():
-        cells = row.strip("|").split("|")
-        named.update(re.findall(r"--[a-z-]+", cells[0]))
-        named.update(re.findall(r"\bAGENTMEM_[A-Z_]+\b", " ".join(cells[:2])))
-    expected = Counter(flag for opt in OPTIONS for flag in opt.flags)
-    expected.update(opt.env for opt in OPTIONS if opt.env)
-    expected.update(var.name for var in ENVIRONMENT if not var.internal)
-    assert named == expected
+# Every option and variable is listed in docs/reference.md, generated from OPTIONS and
+# ENVIRONMENT: tests/test_docs.py checks the page is current and complete.
 
 
 def test_no_module_reads_an_agentmem_variable_itself() -> None:

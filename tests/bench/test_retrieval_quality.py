@@ -1,6 +1,6 @@
 """Retrieval-quality ablation on LoCoMo: dense, lexical and hybrid search of the shipped service.
 
-Reproduces the README's "Retrieval quality" table::
+Reproduces the "Retrieval quality" table of docs/figures.md::
 
     python -m pytest -p no:cacheprovider -q tests/bench/test_retrieval_quality.py --agentmem-perf -s
 
