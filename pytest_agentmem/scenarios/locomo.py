@@ -70,6 +70,9 @@ async def test_agentmem_scenario_locomo_recall(memory_service: Any, perf: Any,
         await memory_service.add_batch(texts, user_id=conversation,
                                        metadata=[{"dia_id": t.dia_id, "speaker": t.speaker} for t in turns])
     questions = [q for q in data.questions if q.conversation_id in set(conversations)]
+    # what the figures measured: a baseline of other conversations is not compared with them
+    perf.describe(dataset="locomo10", conversations=len(conversations), questions=len(questions),
+                  memories=sum(len(data.turns_of(c)) for c in conversations))
 
     # Quality: every question once, as asked (16 at a time: the order does not matter).
     slots = asyncio.Semaphore(QUALITY_CONCURRENCY)
