@@ -37,10 +37,10 @@ KEYWORDS: tuple[Keyword, ...] = (
             "(any the test measured: min_qps, min_recall, min_token_savings...) is below it"),
     Keyword("max_<metric>", "number", "absolute acceptance threshold: the test fails when the metric "
             "(max_p95_ms, max_p99_ms, max_error_rate, max_cpu_ms_per_op...) is above it"),
-    Keyword("tolerance", "fraction >= 0 (0.15 = 15%)", "the test's allowed regression against its "
+    Keyword("tolerance", "fraction 0-1 (0.15) or percentage (\"15%\")", "the test's allowed regression against its "
             "reference, in both modes (default --agentmem-tolerance, and --agentmem-compare-tolerance "
             "in A/B mode)"),
-    Keyword("compare_tolerance", "fraction >= 0", "the test's allowed regression in A/B mode only "
+    Keyword("compare_tolerance", "fraction 0-1 or percentage", "the test's allowed regression in A/B mode only "
             "(wins over tolerance there)"),
     Keyword("baseline", "True or False (default True)", "False: no reference in either mode, only "
             "the thresholds gate (in A/B it runs once, on the candidate's side)"),
@@ -104,9 +104,7 @@ def parse_marker(mark: pytest.Mark, nodeid: str) -> PerfMarker:
         if match:
             thresholds.append(Threshold(match[2], match[1], _number(where, key, value)))
         elif key in ("tolerance", "compare_tolerance"):
-            tolerances[key] = _number(where, key, value)
-            if tolerances[key] < 0:
-                raise pytest.UsageError(f"{where}: {key} must be >= 0 (a fraction: 0.15 = 15%), got {value!r}")
+            tolerances[key] = _tolerance(where, key, value)
         elif key == "baseline":
             if not isinstance(value, bool):
                 raise pytest.UsageError(f"{where}: baseline must be True or False, got {value!r}")
@@ -125,6 +123,25 @@ def parse_marker(mark: pytest.Mark, nodeid: str) -> PerfMarker:
             raise AssertionError(f"marker keyword {key!r} is declared but not parsed")
     return PerfMarker(tuple(thresholds), tolerances.get("tolerance"), baseline, rounds, dict(mark.kwargs), gate,
                       tolerances.get("compare_tolerance"))
+
+
+def _tolerance(where: str, key: str, value: Any) -> float:
+    """A fraction (0.15) or a percentage string ("15%"); a bare number above 1 is refused:
+    ``tolerance=5`` would mean 500 %."""
+    if isinstance(value, str) and value.strip().endswith("%"):
+        from .config import parse_fraction
+
+        try:
+            return parse_fraction(value)
+        except pytest.UsageError as exc:
+            raise pytest.UsageError(f"{where}: {key}: {exc}") from None
+    number = _number(where, key, value)
+    if number < 0:
+        raise pytest.UsageError(f"{where}: {key} must be >= 0 (a fraction: 0.15 = 15%), got {value!r}")
+    if number > 1:
+        raise pytest.UsageError(f"{where}: {key}={value!r} would mean {number:.0%}; write a fraction "
+                                f"({key}={number / 100:g}) or a percentage ({key}=\"{number:g}%\")")
+    return number
 
 
 def _number(where: str, key: str, value: Any) -> float:

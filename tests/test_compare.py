@@ -284,7 +284,7 @@ import os
 import pytest
 
 
-@pytest.mark.agentmem_perf(tolerance=5.0)
+@pytest.mark.agentmem_perf(tolerance="500%")
 async def test_shared(perf, pg_pool, redis_client):
     port = await pg_pool.fetchval("SELECT inet_server_port()")
     database = await pg_pool.fetchval("SELECT current_database()")
