@@ -153,3 +153,32 @@ def test_resolve_with_too_few_peers_says_so() -> None:
     check = items[0].verdict.checks[0]
     assert check.verdict == "not-judged" and math.isclose(check.value, 0.5)
     assert f"only {MIN_PEERS - 1} other tests measured cpu_ms_per_op" in check.message
+
+
+REAL = '''
+import asyncio
+import pytest
+
+@pytest.mark.agentmem_perf
+async def test_noop(perf):
+    async def op(i):
+        await asyncio.sleep(0)
+    await perf.run(op, concurrency=2, total=40, name="noop")
+'''
+
+
+def test_a_run_against_another_machines_baseline_is_topped_up_to_enough_rounds(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_real=REAL)
+    args = ("--agentmem-perf", "-p", "no:cacheprovider", "-p", "no:randomly")
+    pytester.runpytest(*args, "--update-baselines").assert_outcomes(passed=1)
+    path = baseline_path(pytester.path / "perf_baselines", "test_real.py::test_noop")
+    data = json.loads(path.read_text())
+    data["fingerprint"]["machine"].update(OTHER)
+    path.write_text(json.dumps(data))
+    result = pytester.runpytest(*args, "--agentmem-report", "r.json")
+    result.assert_outcomes(passed=1)
+    test = json.loads((pytester.path / "r.json").read_text())["tests"][0]
+    [noop] = test["measurements"]
+    assert len(noop["rounds"]) >= 5  # the significance test has rounds to work on
+    assert test["speed"] == "not-judged"  # one test alone cannot tell the machine from the code
+    assert {c["reason"] for c in test["checks"] if c["speed"]} == {"another machine's baseline"}

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .calibration import PROBE_CPU, PROBE_WALL, summarise_probes
-from .checks import BUSY, DEFERRED, PENDING, GateContext, decide, not_judged
+from .checks import BUSY, DEFERRED, PENDING, GateContext, decide, holm_family, not_judged
 from .directions import CPU_COST_METRICS, direction_of
 from .stats import centre
 from .verdict import CheckResult, TestVerdict
@@ -143,6 +143,8 @@ def resolve(pending: Sequence[Pending]) -> list[TestVerdict]:
             p.check = new
             changed[id(p.verdict)] = p.verdict
     for verdict in changed.values():
+        # the test's comparisons are one family again, the late ones with the early ones
+        holm_family(verdict.checks, statistics.median(p.alpha for p in pending if p.verdict is verdict))
         verdict.settle()
     return list(changed.values())
 

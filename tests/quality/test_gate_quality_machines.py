@@ -29,6 +29,7 @@ Run: ``pytest tests/quality/test_gate_quality_machines.py --agentmem-perf -s -p 
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import statistics
@@ -150,6 +151,88 @@ def _search_cpu_ms(baselines: Path) -> float:
     return statistics.median(r["cpu_ms_per_op"] for r in rounds)
 
 
+# ----------------------------------------------------------------------------- other rules
+# The same runs judged by the alternatives the issue names, offline, on the figures each run's
+# JSON report holds and the baselines it was judged against: every figure's rounds against its
+# baseline's rounds, the same tolerance and significance test, only the reference differs.
+
+RULES = ("as measured", "probe", "probe favours", "relative")
+
+
+def _stored(baselines: Path) -> dict[str, dict[str, Any]]:
+    out = {}
+    for path in baselines.glob("*.json"):
+        data = json.loads(path.read_text())
+        out[data["nodeid"].rsplit("::", 1)[-1]] = data
+    return out
+
+
+def _probe_slowdown(stored_cal: dict[str, Any] | None, readings: list[dict[str, float]], key: str) -> float | None:
+    from pytest_agentmem.gate.calibration import summarise_probes
+
+    now = summarise_probes(readings)
+    if not stored_cal or not now or not stored_cal.get(key) or not now.get(key):
+        return None
+    return float(stored_cal[key]) / float(now[key])
+
+
+def alternatives(report: dict[str, Any], baselines: Path, metric: str = "cpu_ms_per_op") -> dict[str, dict[str, str]]:
+    """Per rule, each test's verdict on ``metric`` ("fail" if any of its runs failed, else "pass",
+    or "not judged") under the other cross-machine rules, on this run's figures."""
+    from pytest_agentmem.gate.across import MAX_WIDENING, MIN_PEERS, SPREAD_Z, robust_sd
+    from pytest_agentmem.gate.calibration import PROBE_CPU, PROBE_WALL
+    from pytest_agentmem.gate.checks import ALPHA, compare_samples, regressed
+
+    stored = _stored(baselines)
+    key = PROBE_CPU if metric == "cpu_ms_per_op" else PROBE_WALL
+    figures = []  # (test, samples, base samples, probe slowdown, tolerance)
+    for test in report["tests"]:
+        name = test["nodeid"].rsplit("::", 1)[-1]
+        base = stored.get(name)
+        if base is None:
+            continue
+        tolerance = next((c["tolerance"] for c in test["checks"] if c.get("tolerance") is not None
+                          and c.get("metric") == metric), None) or 0.15
+        for m in test["measurements"]:
+            entry = base["measurements"].get(m["name"])
+            samples = [r[metric] for r in m["rounds"] if metric in r]
+            base_samples = [r[metric] for r in (entry or {}).get("rounds", []) if metric in r]
+            if len(samples) >= 3 and len(base_samples) >= 3:
+                slow = _probe_slowdown((entry or {}).get("calibration"), (m.get("load") or {}).get("calibration") or [], key)
+                figures.append((name, samples, base_samples, slow, tolerance))
+    shifts = [statistics.median(s) / statistics.median(b) for _, s, b, _, _ in figures]
+    out: dict[str, dict[str, str]] = {rule: {} for rule in RULES}
+
+    def put(rule: str, test: str, verdict: str) -> None:
+        before = out[rule].get(test)
+        if before != "fail" and (verdict == "fail" or before in (None, "pass")):
+            out[rule][test] = verdict
+
+    for i, (test, samples, base, slow, tolerance) in enumerate(figures):
+        c = compare_samples(metric, samples, base)
+        put("as measured", test, "fail" if regressed(c, tolerance, ALPHA) else "pass")
+        if slow is None:
+            put("probe", test, "not judged")
+            put("probe favours", test, "not judged")
+        else:
+            c = compare_samples(metric, samples, base, speed=1 / slow)
+            put("probe", test, "fail" if regressed(c, tolerance, ALPHA) else "pass")
+            # the rule this issue retired: the more favourable of the probe and the raw figure
+            best = min(c.change, compare_samples(metric, samples, base).change)
+            put("probe favours", test, "fail" if regressed(c, tolerance, ALPHA) and best > tolerance else "pass")
+        peers = [math.log(s) for j, s in enumerate(shifts) if j != i and s > 0]
+        if len(peers) < MIN_PEERS:
+            put("relative", test, "not judged")
+            continue
+        widening = math.exp(SPREAD_Z * robust_sd(peers)) - 1
+        if widening > MAX_WIDENING:
+            put("relative", test, "not judged")
+            continue
+        c = compare_samples(metric, samples, base, speed=1 / math.exp(statistics.median(peers)))
+        put("relative", test, "fail" if regressed(c, (1 + tolerance) * (1 + widening) - 1, ALPHA) else "pass")
+    return out
+
+
 def judge(code: int, report: dict[str, Any], injected: bool) -> dict[str, Any]:
     tests = {t["nodeid"].rsplit("::", 1)[-1]: t for t in report["tests"]}
     search = tests.get(SEARCH_TEST, {})
@@ -196,6 +279,7 @@ def test_gate_quality_on_another_machine(perf, tmp_path: Path, capsys: pytest.Ca
                 if neighbour is not None:
                     neighbour.stop()
             row = judge(code, doc, inject > 0)
+            row["rules"] = alternatives(doc, baselines)
             results[(condition, inject)].append(row)
             with capsys.disabled():
                 change = row["search_cpu_change"]
@@ -221,6 +305,19 @@ def test_gate_quality_on_another_machine(perf, tmp_path: Path, capsys: pytest.Ca
                      f"            {passed:2d}/{len(rows)}          {unjudged:.0%}")
         key = f"{condition}_{round(inject * 100)}pct"
         figures[f"{key}_caught"], figures[f"{key}_false"], figures[f"{key}_called_passed"] = caught, false, passed
+    lines.append("  cpu_ms_per_op judged offline by each rule on the same runs "
+                 "(search caught / runs with a false failure / search called passed):")
+    for (condition, inject), rows in results.items():
+        if not rows:
+            continue
+        cells = []
+        for rule in RULES:
+            caught = sum(r["rules"][rule].get(SEARCH_TEST) == "fail" for r in rows) if inject else 0
+            false = sum(any(v == "fail" and (t != SEARCH_TEST or not inject) for t, v in r["rules"][rule].items())
+                        for r in rows)
+            passed = sum(r["rules"][rule].get(SEARCH_TEST) == "pass" for r in rows) if inject else 0
+            cells.append(f"{rule} {caught}/{false}/{passed}")
+        lines.append(f"    {condition:10s} {inject:+4.0%}: " + "; ".join(cells))
     figures["elapsed_s"] = time.perf_counter() - started
     lines.append(f"  elapsed {figures['elapsed_s']:.0f} s")
     with capsys.disabled():
@@ -231,3 +328,14 @@ def test_gate_quality_on_another_machine(perf, tmp_path: Path, capsys: pytest.Ca
         except OSError:
             pass
     perf.record("gate_quality_machines", **figures)
+
+
+if __name__ == "__main__":  # re-judge the reports of a finished benchmark: DIR [BASELINES]
+    folder = Path(sys.argv[1])
+    for path in sorted(folder.glob("r-*.json")):
+        condition = path.name.split("-")[1]
+        where = folder / ("baselines-here" if condition == "same" else "baselines-other")
+        print(path.name, json.dumps({rule: verdicts.get(SEARCH_TEST) for rule, verdicts in
+                                     alternatives(json.loads(path.read_text()), where).items()}),
+              "false:", {rule: sorted(t for t, v in verdicts.items() if v == "fail" and t != SEARCH_TEST)
+                         for rule, verdicts in alternatives(json.loads(path.read_text()), where).items()})
