@@ -15,8 +15,8 @@ and this process's calibration probe:
   (:class:`PerformanceRegression`) or a :class:`BaselineError`.
 - ``pytest_runtest_makereport``: shows those two errors as their message, no traceback.
 - ``pytest_sessionfinish`` (first): the speed figures measured against another
-  machine's baselines are judged relative to the run's other tests
-  (:mod:`.across`); a failure there, and under ``--agentmem-strict`` a skipped
+  machine's baselines, or on a busy machine, are judged relative to the run's
+  other tests (:mod:`.across`); a failure there, and under ``--agentmem-strict`` a skipped
   perf test or a figure not judged, fails the run (its exit status).
 - ``pytest_terminal_summary``: the headline and the table of every verdict (see summary.py); a
   pytest-xdist worker sends its verdicts to the controller through the
@@ -112,7 +112,7 @@ class GatePlugin:
         self.probe: dict[str, Any] | None = None
         #: Perf tests that were skipped: node id -> the reason.
         self.skipped: dict[str, str] = {}
-        #: Speed figures measured against another machine's baselines, judged at the end.
+        #: Speed figures judged at the end of the run (another machine's baselines, a busy machine).
         self.pending: list[Pending] = []
         #: Lines the end of the run adds to the summary (late failures, strict mode).
         self.closing: list[str] = []
@@ -154,10 +154,6 @@ class GatePlugin:
         if state.error is not None:
             raise state.error
         return state.located
-
-    def _baseline_of(self, item: pytest.Item) -> Baseline | None:
-        located = self._located(item)
-        return located.baseline if located is not None else None
 
     def _context(self, item: pytest.Item, measurements: list[Measurement], notes: list[str],
                  current_fp: dict[str, Any]) -> GateContext:

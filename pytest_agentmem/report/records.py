@@ -13,7 +13,6 @@ import math
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from ..presentation import headline as presentation_headline
 from ..presentation import (
     CURVE_PERCENTILES,
     OUTCOME_RANK,
@@ -24,6 +23,7 @@ from ..presentation import (
     outcome_rank,
     verdict_rank,
 )
+from ..presentation import headline as presentation_headline
 
 __all__ = ["CURVE_PERCENTILES", "OUTCOME_RANK", "PERCENTILE_METRICS", "VERDICT_RANK",
            "build_record", "counts", "curve_from_metrics", "headline", "jsonable",
