@@ -324,7 +324,11 @@ class GatePlugin:
                 self.closing.extend(f"  {c.message}" for c in v.failures)
             if failed:
                 _fail_session(session)
-        if is_worker(self.config) or not self.settings.strict or not self.settings.perf:
+        if is_worker(self.config):
+            return
+        if any(line.startswith("FAILED") for line in self.closing):
+            _fail_session(session)  # an xdist worker's late failure, received by the controller
+        if not self.settings.strict or not self.settings.perf:
             return
         problems = strict_problems(self.verdicts, self.skipped)
         if problems:
