@@ -31,6 +31,8 @@ class Measurement:
     kind: str = "load"  # "load" (perf.run), "record" (perf.record) or "benchmark"
     confirmations: int = 0  # extra measurement passes run to confirm a suspected regression
     info: dict[str, Any] = field(default_factory=dict)
+    #: Where the time went (statements, pool, I/O, Redis, profile): see pytest_agentmem.evidence.
+    evidence: dict[str, Any] = field(default_factory=dict)
 
     def samples(self, metric: str) -> list[float]:
         """Per-round values of ``metric`` (the headline value if no rounds)."""

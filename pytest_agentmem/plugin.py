@@ -26,6 +26,7 @@ as plugins too.
 from __future__ import annotations
 
 import importlib
+import os
 from collections.abc import Iterator
 
 import pytest
@@ -79,6 +80,8 @@ def pytest_cmdline_main(config: pytest.Config) -> None:
         settings = load_settings(config)
     except pytest.UsageError:
         return  # reported by pytest_configure
+    if settings.compare and settings.ab_role is None and settings.profile is True:
+        os.environ["AGENTMEM_PROFILE"] = "1"  # issue 23: the base side profiles its rounds too
     if settings.compare and settings.ab_role is None and not config.option.collectonly:
         from .compare.determinism import reexec_deterministic
         from .compare.early import starter
