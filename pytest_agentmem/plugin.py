@@ -35,6 +35,7 @@ from . import hookspecs
 from .asyncio_config import quiet_unset_loop_scope_warning
 from .collection import CollectionPlugin
 from .config import Settings, add_options, load_settings
+from .evidence.plugin import EvidencePlugin
 from .gate.plugin import GatePlugin
 from .load import loops
 from .marker import MARKER_HELP
@@ -118,6 +119,7 @@ def plugin_objects(config: pytest.Config, settings: Settings) -> Iterator[tuple[
     yield ServicesPlugin.NAME, ServicesPlugin(config, settings, channel)
     yield GatePlugin.NAME, GatePlugin(config, channel)
     yield ReportPlugin.NAME, ReportPlugin(config, channel)
+    yield EvidencePlugin.NAME, EvidencePlugin()  # issue 23: the baselines' statements and profiles
     if loops.wanted(config, settings.perf) and not config.pluginmanager.has_plugin(LOOPS_PLUGIN):
         yield LOOPS_PLUGIN, loops.UvloopLoops()
     yield from _compare_plugins(config, settings)

@@ -95,8 +95,8 @@ class Profiler:
         # a shell that waits for one line on stdin, then becomes py-spy (same pid): we allow
         # that pid to trace us in between
         self._process = subprocess.Popen(["/bin/sh", "-c", 'read go && exec "$@"', "py-spy", *argv],
-                                         stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                                         stderr=subprocess.PIPE, start_new_session=True)
+                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                         stderr=subprocess.STDOUT, start_new_session=True)
         _allow_tracer(self._process.pid)
         assert self._process.stdin is not None
         self._process.stdin.write(b"go\n")
@@ -115,8 +115,8 @@ class Profiler:
         return True
 
     def _read_stderr(self) -> None:
-        assert self._process is not None and self._process.stderr is not None
-        for raw in self._process.stderr:
+        assert self._process is not None and self._process.stdout is not None
+        for raw in self._process.stdout:  # py-spy's messages (stdout and stderr)
             line = raw.decode(errors="replace")
             self._stderr.append(line)
             if "Sampling process" in line:

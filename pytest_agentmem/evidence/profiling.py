@@ -20,6 +20,10 @@ from .profile import Profiler, py_spy_path
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 
 
+def _with(stem: Path, suffix: str) -> Path:
+    return stem.parent / (stem.name + suffix)
+
+
 def profile_stem(directory: Path, nodeid: str, name: str) -> Path:
     """``<directory>/<safe node id>--<safe run name>`` (no suffix)."""
     safe = _UNSAFE.sub("_", nodeid.replace("::", "__")).strip("._")[:120] or "test"
@@ -33,7 +37,7 @@ class RunProfile:
     def __init__(self, stem: Path, scope: str) -> None:
         self.stem = stem
         self.scope = scope  # "measured rounds" or "re-measurement rounds"
-        self.profiler = Profiler(stem.with_suffix(".folded"))
+        self.profiler = Profiler(_with(stem, ".folded"))
         self.running = False
 
     @staticmethod
@@ -66,16 +70,16 @@ def profile_figures(run: RunProfile, title: str, reference: dict[str, int] | Non
     if not folded:
         out["problem"] = run.problem or "py-spy recorded no samples (the rounds were too short?)"
         return out
-    svg = run.stem.with_suffix(".svg")
+    svg = _with(run.stem, ".svg")
     svg.write_text(render_flame(folded, f"{title} ({run.scope})"))
     out.update(folded=str(folded_path), svg=str(svg), samples=sum(folded.values()),
                errors=run.profiler.errors, top=top_functions(folded, 10))
     if reference:
-        diff = run.stem.with_suffix(".diff.svg")
+        diff = _with(run.stem, ".diff.svg")
         diff.write_text(render_diff(folded, reference, f"{title}: against {reference_label}"))
         out.update(diff_svg=str(diff), reference=reference_label,
                    grown=functions_grown(folded, reference, 10))
-        ref_svg = run.stem.with_suffix(".reference.svg")
+        ref_svg = _with(run.stem, ".reference.svg")
         ref_svg.write_text(render_flame(reference, f"{title}: {reference_label}"))
         out["reference_svg"] = str(ref_svg)
     return out

@@ -8,20 +8,24 @@ statements and functions grew against the baseline. A baseline refreshed without
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
 
-from ..gate.baseline import baseline_path
-
 VERSION = 1
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
 def evidence_path(baselines_dir: Path, nodeid: str) -> Path:
-    """``<baselines_dir>/evidence/<the baseline file's name>``."""
-    return Path(baselines_dir) / "evidence" / baseline_path(Path("."), nodeid).name
+    """``<baselines_dir>/evidence/<safe node id>-<10 hex of sha256(node id)>.json`` (the
+    baseline file's name, as gate.baseline.baseline_path spells it)."""
+    safe = _UNSAFE.sub("_", nodeid.replace("::", "__")).strip("._")[:100] or "test"
+    digest = hashlib.sha256(nodeid.encode()).hexdigest()[:10]
+    return Path(baselines_dir) / "evidence" / f"{safe}-{digest}.json"
 
 
 def load_reference(baselines_dir: Path, nodeid: str) -> dict[str, Any]:

@@ -38,6 +38,7 @@ from .json_report import (
     write_atomic,
     write_json_report,
 )
+from .evidence import failing_lines
 from .markdown import append_step_summary, render_markdown
 from .records import build_record
 
@@ -162,6 +163,11 @@ class ReportPlugin:
 
     @pytest.hookimpl(trylast=True)
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        evidence = failing_lines(list(self.records.values()))  # issue 23: where the time went
+        if evidence:
+            terminalreporter.write_sep("-", "agentmem: where the time went")
+            for line in evidence:
+                terminalreporter.write_line(line)
         for line in self.written:
             terminalreporter.write_line(line)
 
