@@ -106,8 +106,9 @@ class Profiler:
         deadline = time.monotonic() + ATTACH_TIMEOUT_S
         while not self._started.wait(0.02):
             if self._process.poll() is not None or time.monotonic() > deadline:
-                self._reader.join(timeout=2)
                 self._kill()
+                self._reader.join(timeout=2)
+                self._close()
                 message = " ".join(line.strip() for line in self._stderr if line.strip())
                 self.problem = f"py-spy could not attach to this process: {message or 'no answer'}"
                 return False
@@ -142,7 +143,7 @@ class Profiler:
                 self._kill()
         if self._reader is not None:
             self._reader.join(timeout=5)
-        self._process = None
+        self._close()
         if not self.output.exists():
             message = " ".join(line.strip() for line in self._stderr[-3:] if line.strip())
             self.problem = self.problem or f"py-spy wrote no profile: {message}"
@@ -153,3 +154,8 @@ class Profiler:
         if self._process is not None and self._process.poll() is None:
             self._process.kill()
             self._process.wait(timeout=10)
+
+    def _close(self) -> None:
+        if self._process is not None and self._process.stdout is not None:
+            self._process.stdout.close()
+        self._process = None

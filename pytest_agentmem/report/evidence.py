@@ -154,8 +154,8 @@ def _profile(evidence: dict[str, Any]) -> str:
     if grown:
         parts.append("<table><tr><th>function</th><th>self share</th><th>" + _e(profile.get("reference")) +
                      "</th><th>grew</th></tr>" + "".join(
-                         f"<tr><td><code>{_e(r['function'])}</code></td><td>{100 * r['self_share']:.1f} %</td>"
-                         f"<td>{100 * r['ref_self_share']:.1f} %</td><td>{100 * r['grew']:+.1f} pt</td></tr>"
+                         f"<tr><td><code>{_e(r.get('function'))}</code></td><td>{100 * r.get('self_share', 0):.1f} %</td>"
+                         f"<td>{100 * r.get('ref_self_share', 0):.1f} %</td><td>{100 * r.get('grew', 0):+.1f} pt</td></tr>"
                          for r in grown[:5]) + "</table>")
         parts.append(_embed(profile.get("diff_svg"), "differential flame graph"))
     parts.append(_embed(profile.get("svg"), "flame graph"))
