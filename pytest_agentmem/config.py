@@ -158,6 +158,8 @@ def parse_bool(value: str) -> bool:
 
 # --- evidence (issue 23): what the database, I/O and a profiler say beside every verdict
 EVIDENCE_KINDS = ("statements", "pool", "io", "redis")
+#: The profile's variable: the A/B candidate sets it for the base side's process too.
+PROFILE_ENV = "AGENTMEM_PROFILE"
 
 
 def parse_evidence(value: str) -> tuple[str, ...]:
@@ -269,7 +271,7 @@ OPTIONS: tuple[Option, ...] = (
            "a test that fails its gate is profiled during its re-measurement if py-spy is "
            "installed; false in the ini or environment switches that off too)", default=None,
            is_flag=True, ini="agentmem_profile",
-           env="AGENTMEM_PROFILE", parse=parse_bool),
+           env=PROFILE_ENV, parse=parse_bool),
     Option("profile_dir", "--agentmem-profile-dir", "folder of the flame graphs (default: "
            "agentmem-profiles next to the rootdir)", ini="agentmem_profile_dir",
            env="AGENTMEM_PROFILE_DIR", metavar="DIR"),

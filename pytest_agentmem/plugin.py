@@ -34,7 +34,7 @@ import pytest
 from . import hookspecs
 from .asyncio_config import quiet_unset_loop_scope_warning
 from .collection import CollectionPlugin
-from .config import Settings, add_options, load_settings
+from .config import PROFILE_ENV, Settings, add_options, load_settings
 from .evidence.plugin import EvidencePlugin
 from .gate.plugin import GatePlugin
 from .load import loops
@@ -82,7 +82,7 @@ def pytest_cmdline_main(config: pytest.Config) -> None:
     except pytest.UsageError:
         return  # reported by pytest_configure
     if settings.compare and settings.ab_role is None and settings.profile is True:
-        os.environ["AGENTMEM_PROFILE"] = "1"  # issue 23: the base side profiles its rounds too
+        os.environ[PROFILE_ENV] = "1"  # issue 23: the base side profiles its rounds too
     if settings.compare and settings.ab_role is None and not config.option.collectonly:
         from .compare.determinism import reexec_deterministic
         from .compare.early import starter
