@@ -276,3 +276,67 @@ def test_the_profile_shows_the_function_that_grew(pytester: pytest.Pytester,
     assert profile["grown"][0]["function"].startswith("extra_work")
     assert "extra_work" in Path(profile["diff_svg"]).read_text()
     result.stdout.fnmatch_lines(["*functions whose share of samples grew*", "*pt  extra_work*"])
+
+
+AB_WORK = '''
+import hashlib
+
+def op(i):
+    h = hashlib.sha256()
+    for u in range(30):
+        h.update(("%d-%d" % (i, u)).encode() * 40)
+    {extra}
+    return h.digest()
+
+def extra_work(i):
+    total = 0
+    for u in range(3000):
+        total += (i * u) % 7
+    return total
+'''
+
+AB_TEST = '''
+import pytest
+
+import work
+
+
+@pytest.mark.agentmem_perf
+async def test_op(perf):
+    async def one(i):
+        work.op(i)
+
+    await perf.run(one, duration=0.6, warmup=5, name="op")
+'''
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(py_spy_path() is None, reason="py-spy is not installed (pip install 'pytest-agentmem[profile]')")
+def test_ab_profiles_show_the_function_that_grew_against_the_base(pytester: pytest.Pytester) -> None:
+    import subprocess
+
+    def git(*args: str) -> None:
+        subprocess.run(["git", *args], cwd=pytester.path, check=True, capture_output=True)
+
+    git("init", "-q", "-b", "main")
+    git("config", "user.email", "t@example.invalid")
+    git("config", "user.name", "t")
+    pytester.makefile(".ini", pytest="[pytest]\nasyncio_default_fixture_loop_scope = function\n")
+    pytester.makepyfile(work=AB_WORK.format(extra="pass"), test_op=AB_TEST)
+    git("add", "-A")
+    git("commit", "-qm", "base")
+    pytester.makepyfile(work=AB_WORK.format(extra="extra_work(i)"))
+    git("commit", "-qam", "extra work")
+    result = pytester.runpytest_subprocess("--agentmem-compare", "HEAD~1", "--agentmem-profile",
+                                           "--agentmem-profile-dir", str(pytester.path / "profiles"),
+                                           "--agentmem-report", str(pytester.path / "r.json"))
+    result.assert_outcomes(failed=1)
+    evidence = json.loads((pytester.path / "r.json").read_text())["tests"][0]["measurements"][0]["evidence"]
+    profile = evidence["profile"]
+    if "problem" in profile:
+        pytest.skip(f"py-spy cannot attach here: {profile['problem']}")
+    assert evidence["reference"] == "base" and profile["reference"] == "the base (A/B)"
+    assert profile["grown"][0]["function"].startswith("extra_work")
+    for key in ("svg", "diff_svg", "reference_svg"):
+        assert Path(profile[key]).exists()
+    result.stdout.fnmatch_lines(["*functions whose share of samples grew (the base (A/B)):*", "*pt  extra_work*"])

@@ -18,6 +18,9 @@ from .flame import functions_grown, read_folded, render_diff, render_flame, top_
 from .profile import Profiler, py_spy_path
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
+#: Frames of the plugin's own work between two rounds (the calibration probe): their stacks are
+#: left out of the profile, which is of the measured rounds.
+BETWEEN_ROUNDS = ("probe_after_round (",)
 
 
 def _with(stem: Path, suffix: str) -> Path:
@@ -67,6 +70,7 @@ def profile_figures(run: RunProfile, title: str, reference: dict[str, int] | Non
     out: dict[str, Any] = {"scope": run.scope, "tool": "py-spy", "rate_hz": run.profiler.rate}
     folded_path = run.profiler.output
     folded = read_folded(folded_path) if folded_path.exists() else {}
+    folded = {stack: n for stack, n in folded.items() if not any(f in stack for f in BETWEEN_ROUNDS)}
     if not folded:
         out["problem"] = run.problem or "py-spy recorded no samples (the rounds were too short?)"
         return out

@@ -22,7 +22,7 @@ import pytest
 from ..session import get_session
 from .collector import RoundCollector, merge_rounds
 from .flame import read_folded
-from .profiling import RunProfile, profile_figures, profile_stem
+from .profiling import BETWEEN_ROUNDS, RunProfile, profile_figures, profile_stem
 from .sources import sources_of
 from .statements import statements_grown
 from .store import load_reference
@@ -94,8 +94,9 @@ class RunEvidence:
             if self.profile_problem:
                 evidence["profile"] = {"scope": self.profile.scope, "problem": self.profile_problem}
             else:
-                evidence["profile"] = {"scope": self.profile.scope,
-                                       "folded_stacks": read_folded(self.profile.profiler.output)}
+                stacks = read_folded(self.profile.profiler.output)
+                evidence["profile"] = {"scope": self.profile.scope, "folded_stacks": {
+                    s: n for s, n in stacks.items() if not any(f in s for f in BETWEEN_ROUNDS)}}
         measurement.evidence = evidence
 
     def compare(self, measurement: Any) -> None:
