@@ -20,6 +20,10 @@ from . import svg
 #: Largest flame graph embedded in the HTML page (bigger ones are linked only).
 EMBED_LIMIT = 1_500_000
 TOP = 10
+#: The terminal names a statement as grown when its time per operation grew by more than this
+#: share of the reference's whole database time per operation (pool resets and the like
+#: move by a few microseconds).
+MIN_GROWTH = 0.02
 
 
 def _e(value: Any) -> str:
@@ -189,11 +193,16 @@ def failing_lines(records: Sequence[dict[str, Any]], n: int = 3) -> list[str]:
             if not evidence:
                 continue
             head = f"{record['nodeid']} [{m.get('name')}]"
-            grown = [r for r in evidence.get("statements_grown") or [] if r.get("grew_ms_per_op", 0) > 0][:n]
+            floor = MIN_GROWTH * float(evidence.get("ref_db_ms_per_op") or 0.0)
+            grown = [r for r in evidence.get("statements_grown") or []
+                     if r.get("grew_ms_per_op", 0) > floor][:n]
             if grown:
                 lines.append(f"{head}: statements that grew against the {evidence.get('reference')}:")
                 lines += [f"  {r['grew_ms_per_op']:+.3g} ms/op  ({r.get('calls_per_op', 0):.2g} calls/op, "
                           f"mean {r.get('mean_ms', 0):.3g} ms)  {short_query(r['query'], 70)}" for r in grown]
+            elif evidence.get("statements_grown"):
+                lines.append(f"{head}: no statement grew by more than {MIN_GROWTH:.0%} of the "
+                             f"{evidence.get('reference')}'s database time per operation")
             elif evidence.get("statements"):
                 lines.append(f"{head}: top statements (no reference to compare with):")
                 lines += [f"  {r.get('ms_per_op', 0):.3g} ms/op  {short_query(r['query'], 70)}"
