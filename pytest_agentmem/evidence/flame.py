@@ -62,8 +62,9 @@ def shares(folded: Mapping[str, int]) -> tuple[dict[str, float], dict[str, float
 def top_functions(folded: Mapping[str, int], n: int = 10) -> list[dict[str, Any]]:
     """The ``n`` functions with the largest self share."""
     own, inclusive = shares(folded)
-    rows = [{"function": f, "self_share": s, "total_share": inclusive.get(f, 0.0)} for f, s in own.items()]
-    rows.sort(key=lambda r: -r["self_share"])
+    rows: list[dict[str, Any]] = [{"function": f, "self_share": s, "total_share": inclusive.get(f, 0.0)}
+                                  for f, s in own.items()]
+    rows.sort(key=lambda r: -float(r["self_share"]))
     return rows[:n]
 
 
@@ -71,12 +72,12 @@ def functions_grown(now: Mapping[str, int], reference: Mapping[str, int], n: int
     """Functions by the growth of their self share from ``reference`` to ``now`` (largest first)."""
     own_now, inc_now = shares(now)
     own_ref, inc_ref = shares(reference)
-    rows = []
+    rows: list[dict[str, Any]] = []
     for f in set(own_now) | set(own_ref):
         rows.append({"function": f, "self_share": own_now.get(f, 0.0), "ref_self_share": own_ref.get(f, 0.0),
                      "grew": own_now.get(f, 0.0) - own_ref.get(f, 0.0),
                      "total_share": inc_now.get(f, 0.0), "ref_total_share": inc_ref.get(f, 0.0)})
-    rows.sort(key=lambda r: -r["grew"])
+    rows.sort(key=lambda r: -float(r["grew"]))
     return rows[:n]
 
 

@@ -31,6 +31,7 @@ from ..redact import redact_text, redact_value
 from ..services.plugin import service_manager
 from ..session import get_session, plugin_of
 from ..xdist import WorkerChannel, is_worker, worker_id
+from .evidence import failing_lines
 from .json_report import (
     build_document,
     run_info,
@@ -38,7 +39,6 @@ from .json_report import (
     write_atomic,
     write_json_report,
 )
-from .evidence import failing_lines
 from .markdown import append_step_summary, render_markdown
 from .records import build_record
 
