@@ -340,3 +340,14 @@ def test_ab_profiles_show_the_function_that_grew_against_the_base(pytester: pyte
     for key in ("svg", "diff_svg", "reference_svg"):
         assert Path(profile[key]).exists()
     result.stdout.fnmatch_lines(["*functions whose share of samples grew (the base (A/B)):*", "*pt  extra_work*"])
+
+
+def test_the_readings_own_pool_reset_is_taken_out() -> None:
+    from pytest_agentmem.evidence.statements import without_own_reset
+
+    rows = [{"query": "RESET ALL", "calls": 1.0, "total_ms": 0.01, "rows": 0.0},
+            {"query": "CLOSE ALL", "calls": 5.0, "total_ms": 0.05, "rows": 0.0},
+            {"query": "SELECT 1", "calls": 3.0, "total_ms": 0.3, "rows": 3.0}]
+    out = without_own_reset(rows, ops=4)
+    assert [r["query"] for r in out] == ["CLOSE ALL", "SELECT 1"]
+    assert out[0]["calls"] == 4 and out[0]["calls_per_op"] == 1.0 and out[0]["total_ms"] == pytest.approx(0.04)

@@ -26,7 +26,7 @@ from .io import IOReader, io_delta, merge_io
 from .pool import pool_state, summarise_pool
 from .redis_stats import commandstats_delta, merge_commandstats, read_commandstats
 from .sources import EvidenceSources
-from .statements import StatementReader, merge_statements, statement_delta
+from .statements import StatementReader, merge_statements, statement_delta, without_own_reset
 
 #: Seconds between two samples of the pool and of the I/O counters.
 POOL_INTERVAL_S = 0.1
@@ -114,7 +114,8 @@ class RoundCollector:
             statuses = {}
             for name, reader in self._readers.items():
                 after = await reader.read()
-                rows += statement_delta(self._before["statements"].get(name, {}), after, ops=ops)
+                rows += without_own_reset(statement_delta(self._before["statements"].get(name, {}), after,
+                                                          ops=ops), ops=ops)
                 statuses[name] = (reader.status, reader.detail)
             out["statements"] = rows
             out["statements_status"] = _status(statuses)
