@@ -5,8 +5,8 @@ The search scenario (the memory service without result cache over 2,000 memories
 (``--update-baselines --agentmem-profile``), then run twice more with a regression
 injected through a conftest override of ``memory_service``, without any flag:
 
-- ``sql``: one extra real query per search, with a slower plan (an ``ILIKE`` over
-  the user's memories: a sequential scan, not a sleep). The gate must fail and the
+- ``sql``: one extra real query per search, with a slower plan (every memory sorted
+  by an inner product, which no index serves: a sequential scan and a sort, not a sleep). The gate must fail and the
   report must put that statement at the top of the statements that grew.
 - ``cpu``: Python CPU work per search (a pure-Python re-scoring of the results).
   The gate must fail; its re-measurement is profiled (py-spy installed) and the
@@ -54,9 +54,11 @@ class Injected:
         self.inner, self.pool = inner, pool
 
     async def search(self, query, **kwargs):
-        if MODE == "sql":  # one more real query, a sequential scan of the user's memories
-            await self.pool.fetchval("SELECT count(*) FROM memories WHERE user_id = $1 AND content ILIKE $2",
-                                     kwargs.get("user_id"), "%" + query.split()[-1].strip("?") + "%")
+        if MODE == "sql":  # one more real query: inner-product order, which no index serves (a sort of
+            # every memory by a distance computed for each: a slower plan, not a sleep)
+            await self.pool.fetch("SELECT id FROM memories ORDER BY embedding <#> "
+                                  "(SELECT embedding FROM memories WHERE user_id = $1 LIMIT 1) LIMIT 10",
+                                  kwargs.get("user_id"))
         found = await self.inner.search(query, **kwargs)
         if MODE == "cpu":
             rescore(found, query)
@@ -114,8 +116,8 @@ def test_the_evidence_names_the_injected_cause(pytester: pytest.Pytester, servic
     top = evidence["statements_grown"][0]
     print("\nsql: top statement that grew:", top["query"][:90], f"{top['grew_ms_per_op']:+.3f} ms/op;",
           f"db ms/op {evidence.get('ref_db_ms_per_op', 0):.3f} -> {evidence['db_ms_per_op']:.3f}")
-    assert "ILIKE" in top["query"] and top["ref_ms_per_op"] is None
-    result.stdout.fnmatch_lines(["*statements that grew against the baseline:", "*ms/op*ILIKE*"])
+    assert "<#>" in top["query"] and top["ref_ms_per_op"] is None
+    result.stdout.fnmatch_lines(["*statements that grew against the baseline:", "*ms/op*ORDER BY embedding <#>*"])
 
     monkeypatch.setenv("INJECT", "cpu")
     result = pytester.runpytest(*args)
