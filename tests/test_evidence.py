@@ -21,6 +21,7 @@ from pytest_agentmem.evidence.pool import pool_state
 from pytest_agentmem.evidence.profile import py_spy_path
 from pytest_agentmem.evidence.redis_stats import commandstats_delta, read_commandstats
 from pytest_agentmem.evidence.statements import StatementReader, statement_delta, statements_grown
+from pytest_agentmem.load.fixtures import PROFILED_RERUN
 from pytest_agentmem.report.evidence import evidence_html, failing_lines
 
 pytest_plugins = "pytester"
@@ -203,9 +204,9 @@ def test_an_extra_query_fails_the_gate_and_tops_the_statements_that_grew(
     assert evidence["pool"]["in_use_max"] >= 1 and evidence["io"]["process_net_sent"] > 0
     page = (pytester.path / "r.html").read_text()
     assert "Where the time went" in page and "body LIKE $1" in page
-    if py_spy_path() is not None:  # no --agentmem-profile: the re-measurement was profiled
+    if py_spy_path() is not None:  # no --agentmem-profile: a suspect's re-run was profiled, not gated
         profile = evidence["profile"]
-        assert profile["scope"] == "re-measurement rounds"
+        assert profile["scope"] == PROFILED_RERUN
         assert "problem" in profile or Path(profile["svg"]).exists()
 
 

@@ -98,13 +98,23 @@ class Perf:
                 results.append(await self._paced_round(pacer, op, spec, number, planned, evidence))
             measurement = self._measurement(label, results)
             extra = await pacer.extra_rounds(measurement)
+            paired = getattr(pacer, "paired", None)
+            paired_rounds = paired is not None and paired(label)
+            suspect_profile = bool(extra) and RunEvidence.profile_on_regression(self._item)
             if extra:
-                if RunEvidence.profile_on_regression(self._item):
-                    evidence.start_profile("re-measurement rounds")  # a suspect: where did the time go?
+                if suspect_profile and paired_rounds:
+                    # A/B: both sides profile their extra pairs alike, the paired change stays fair
+                    evidence.start_profile("re-measurement rounds")
                 for _ in range(extra):
                     results.append(await self._paced_round(pacer, op, spec, len(results), planned + extra,
                                                            evidence))
                 measurement = self._measurement(label, results, confirmations=1, info=measurement.info)
+            if suspect_profile and not paired_rounds and evidence.profile is None:
+                # a suspect: where did the time go? Profiled rounds of their own, after the
+                # re-measurement and not gated (the sampler takes CPU: it must not sway the verdict)
+                evidence.start_profile(PROFILED_RERUN)
+                for number in range(PROFILED_RERUN_ROUNDS):
+                    await self._one_round(op, spec, len(results) + number, 0, probe=False)
         finally:
             evidence.stop_profile()  # py-spy never outlives the run
         evidence.attach(measurement)
@@ -230,6 +240,10 @@ class Perf:
         measurement.metrics = {k: _median([r[k] for r in measurement.rounds if k in r]) for k in sorted(keys)}
         return measurement
 
+
+#: The scope of a suspect's profile in stored-baseline mode, and its rounds (not gated).
+PROFILED_RERUN = "re-measurement rounds after the gated ones (not gated)"
+PROFILED_RERUN_ROUNDS = 2
 
 #: Beside the metrics in a round's figures: the share of its wall time the process
 #: waited for a CPU another process held (see load.resources.run_queue_wait_s).

@@ -26,6 +26,7 @@ from pathlib import Path
 import pytest
 
 from pytest_agentmem.evidence.profile import py_spy_path
+from pytest_agentmem.load.fixtures import PROFILED_RERUN
 
 pytest_plugins = "pytester"
 
@@ -127,7 +128,7 @@ def test_the_evidence_names_the_injected_cause(pytester: pytest.Pytester, servic
         pytest.skip("py-spy is not installed: no profile of the re-measurement")
     assert "problem" not in profile, profile.get("problem")
     print("cpu: functions that grew:", [(r["function"], round(r["grew"], 3)) for r in profile["grown"][:3]])
-    assert profile["scope"] == "re-measurement rounds"
+    assert profile["scope"] == PROFILED_RERUN
     assert profile["grown"][0]["function"].startswith("rescore")
     assert "rescore" in Path(profile["svg"]).read_text() and "rescore" in Path(profile["diff_svg"]).read_text()
     assert any(r["function"].startswith("rescore") for r in profile["top"][:3])
