@@ -30,7 +30,7 @@ from .statements import StatementReader, merge_statements, statement_delta, with
 
 #: Seconds between two samples of the pool and of the I/O counters.
 POOL_INTERVAL_S = 0.1
-IO_INTERVAL_S = 0.5
+IO_INTERVAL_S = 1.0
 
 
 class RoundCollector:
@@ -86,7 +86,8 @@ class RoundCollector:
                                                sum(s["idle"] for s in states), sum(s["open"] for s in states),
                                                sum(waiting) if waiting else None])
             if self._io is not None and now >= next_io:
-                self._io_samples.append([round(now, 3), io_delta(self._before["io"], self._io.read())])
+                self._io_samples.append([round(now, 3),
+                                         io_delta(self._before["io"], self._io.read(relist=False))])
                 next_io = now + IO_INTERVAL_S
             await asyncio.sleep(POOL_INTERVAL_S)
 

@@ -86,10 +86,16 @@ class IOReader:
 
     def __init__(self, service_pids: Callable[[], Iterable[int]] | None = None) -> None:
         self._service_pids = service_pids
+        self._pids: list[int] = []
 
-    def read(self) -> dict[str, float]:
+    def read(self, *, relist: bool = True) -> dict[str, float]:
         """The counters now: ``process_disk_read``/``_write``, ``process_net_sent``/``_received``,
-        ``services_disk_read``/``_write`` (bytes; a key is missing where it cannot be read)."""
+        ``services_disk_read``/``_write`` (bytes; a key is missing where it cannot be read).
+
+        ``relist``: list the service processes anew (a walk of ``/proc``, tens of
+        milliseconds on a busy host); False reuses the last list, as the samples taken
+        during a round do (a backend born during the round is counted from the next listing).
+        """
         out: dict[str, float] = {}
         mine = _disk([os.getpid()])
         if mine is not None:
@@ -98,11 +104,12 @@ class IOReader:
         if net is not None:
             out["process_net_sent"], out["process_net_received"] = net
         if self._service_pids is not None:
-            try:
-                pids = list(self._service_pids())
-            except (psutil.Error, OSError):
-                pids = []
-            theirs = _disk(pids) if pids else None
+            if relist:
+                try:
+                    self._pids = list(self._service_pids())
+                except (psutil.Error, OSError):
+                    self._pids = []
+            theirs = _disk(self._pids) if self._pids else None
             if theirs is not None:
                 out["services_disk_read"], out["services_disk_write"] = theirs
         return out

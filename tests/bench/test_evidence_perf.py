@@ -5,6 +5,7 @@ every collector on (statements, pool, I/O; read before and after each round,
 sampled during it), and a py-spy profile running outside the process. The figures
 are the medians of the per-pair ratios (on / off), so the machine's drift cancels;
 other engineers load this machine, quote them with that said.
+Each block measures every variant once, in an order rotated from block to block.
 
 The memory service has no result cache here (every search embeds and queries
 Postgres, the questions' embeddings cached after their first use): the SQL is as
@@ -32,17 +33,27 @@ from pytest_agentmem.services.plugin import service_manager
 
 uncached_service = memory_service_fixture(result_cache=None)
 
-PAIRS = 7
-ROUND_S = 1.5
+BLOCKS = 8
+ROUND_S = 1.2
+#: The variants of each block (rotated from block to block): nothing, each collector alone,
+#: all of them, and the py-spy profile.
+VARIANTS = ("off", "statements", "pool", "io", "redis", "all", "profile")
 
 
-def _ratio(on: list[float], off: list[float]) -> float:
-    return statistics.median(a / b for a, b in zip(on, off) if b > 0)
+def _ratios(values: dict[str, list[float]], variant: str) -> list[float]:
+    return [a / b for a, b in zip(values[variant], values["off"]) if b > 0]
+
+
+def _summary(ratios: list[float]) -> tuple[float, float, float]:
+    """Median and the quartiles of the per-block ratios."""
+    q = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else [ratios[0]] * 3
+    return statistics.median(ratios), q[0], q[2]
 
 
 @pytest.mark.agentmem_perf(baseline=False)
-async def test_evidence_cost_on_the_search_scenario(uncached_service: Any, pg_pool: Any, perf: Any,
-                                                    request: pytest.FixtureRequest, tmp_path: Any) -> None:
+async def test_evidence_cost_on_the_search_scenario(uncached_service: Any, pg_pool: Any, redis_client: Any,
+                                                    perf: Any, request: pytest.FixtureRequest,
+                                                    tmp_path: Any) -> None:
     corpus = memory_corpus(2000, users=10, seed=3)
     for user in sorted(set(corpus.user_ids)):
         await uncached_service.add_batch([t for t, u in zip(corpus.texts, corpus.user_ids) if u == user],
@@ -56,37 +67,41 @@ async def test_evidence_cost_on_the_search_scenario(uncached_service: Any, pg_po
     spec = validate(search, concurrency=4, duration=ROUND_S, name="search")
     pids = service_pids_of(service_manager(request.config))
     await run_load(search, validate(search, concurrency=4, total=len(questions) * 2, name="warm"))
-    collector = RoundCollector(sources_of(request.node), EVIDENCE_KINDS, pids)
-    assert collector.active
+    sources = sources_of(request.node)
+    collectors = {kind: RoundCollector(sources, (kind,), pids) for kind in EVIDENCE_KINDS}
+    collectors["all"] = RoundCollector(sources, EVIDENCE_KINDS, pids)
+    variants = VARIANTS if py_spy_path() is not None else VARIANTS[:-1]
 
-    qps: dict[str, list[float]] = {"off": [], "evidence": [], "off2": [], "profile": []}
-    cpu: dict[str, list[float]] = {k: [] for k in qps}
-    have_py_spy = py_spy_path() is not None
-    for k in range(PAIRS):
-        order = ["off", "evidence"] if k % 2 == 0 else ["evidence", "off"]
-        if have_py_spy:
-            order += ["off2", "profile"] if k % 2 == 0 else ["profile", "off2"]
+    qps: dict[str, list[float]] = {v: [] for v in variants}
+    cpu: dict[str, list[float]] = {v: [] for v in variants}
+    for block in range(BLOCKS):
+        order = list(variants[block % len(variants):]) + list(variants[:block % len(variants)])
+        if block % 2:
+            order.reverse()
         for variant in order:
+            collector = collectors.get(variant)
             profiler = None
-            if variant == "evidence":
+            if collector is not None:
                 await collector.before()
             if variant == "profile":
-                profiler = Profiler(tmp_path / f"p{k}.folded")
+                profiler = Profiler(tmp_path / f"p{block}.folded")
                 assert profiler.start(), profiler.problem
             result = await run_load(search, spec, service_pids=pids)
-            if variant == "evidence":
+            if collector is not None:
                 evidence = await collector.after(result.ops)
-                assert evidence["statements_status"] == "ok"
+                if variant in ("statements", "all"):
+                    assert evidence["statements_status"] == "ok"
             if profiler is not None:
                 profiler.stop()
             qps[variant].append(result.qps)
             cpu[variant].append(result.metrics()["cpu_ms_per_op"])
-    figures = {"evidence_qps_ratio": _ratio(qps["evidence"], qps["off"]),
-               "evidence_cpu_ratio": _ratio(cpu["evidence"], cpu["off"]),
-               "qps_off_median": statistics.median(qps["off"])}
-    if have_py_spy:
-        figures.update(profile_qps_ratio=_ratio(qps["profile"], qps["off2"]),
-                       profile_cpu_ratio=_ratio(cpu["profile"], cpu["off2"]))
+    figures: dict[str, float] = {"qps_off_median": statistics.median(qps["off"])}
+    print(f"\nevidence cost on the search scenario ({BLOCKS} blocks of {ROUND_S} s rounds, "
+          "ratio on/off per block: median [quartiles])")
+    for variant in variants[1:]:
+        q, q1, q3 = _summary(_ratios(qps, variant))
+        c, c1, c3 = _summary(_ratios(cpu, variant))
+        figures[f"{variant}_qps_ratio"] = q
+        figures[f"{variant}_cpu_ratio"] = c
+        print(f"  {variant:10s} QPS {q:.3f} [{q1:.3f}, {q3:.3f}]   CPU/op {c:.3f} [{c1:.3f}, {c3:.3f}]")
     perf.record("evidence_cost", **figures)
-    print("\nevidence cost on the search scenario:",
-          {k: round(v, 4) for k, v in figures.items()})
