@@ -49,6 +49,7 @@ class RoundCollector:
         self._pool_samples: list[list[Any]] = []
         self._io_samples: list[list[Any]] = []
         self._t0 = 0.0
+        self._sampling_s = 0.0
 
     @property
     def active(self) -> bool:
@@ -67,6 +68,7 @@ class RoundCollector:
             except Exception:  # noqa: BLE001 - a server that refuses INFO: no Redis figures
                 self._before["redis"][name] = None
         self._pool_samples, self._io_samples = [], []
+        self._sampling_s = 0.0
         self._t0 = time.perf_counter()
         if self._io is not None:
             self._before["io"] = self._io.read()
@@ -76,7 +78,8 @@ class RoundCollector:
     async def _sample(self) -> None:
         next_io = 0.0
         while True:
-            now = time.perf_counter() - self._t0
+            began = time.perf_counter()
+            now = began - self._t0
             if "pool" in self.kinds and self._pools:
                 states = [pool_state(p) for p in self._pools.values()]
                 states = [s for s in states if s]
@@ -89,6 +92,7 @@ class RoundCollector:
                 self._io_samples.append([round(now, 3),
                                          io_delta(self._before["io"], self._io.read(relist=False))])
                 next_io = now + IO_INTERVAL_S
+            self._sampling_s += time.perf_counter() - began
             await asyncio.sleep(POOL_INTERVAL_S)
 
     async def after(self, ops: int) -> dict[str, Any]:
@@ -101,7 +105,9 @@ class RoundCollector:
             except asyncio.CancelledError:
                 pass
             self._task = None
-        out: dict[str, Any] = {"ops": int(ops), "duration_s": round(duration, 4)}
+        # the event loop's time the samples took during the round: the collectors' cost on it
+        out: dict[str, Any] = {"ops": int(ops), "duration_s": round(duration, 4),
+                               "sampling_s": round(self._sampling_s, 6)}
         if self._io is not None:
             total = io_delta(self._before["io"], self._io.read())
             out["io"] = total
@@ -149,8 +155,11 @@ def merge_rounds(rounds: list[dict[str, Any]]) -> dict[str, Any]:
     if not rounds:
         return {}
     ops = sum(int(r.get("ops", 0)) for r in rounds)
-    out: dict[str, Any] = {"ops": ops, "rounds": len(rounds),
-                           "duration_s": round(sum(float(r.get("duration_s", 0.0)) for r in rounds), 4)}
+    duration = sum(float(r.get("duration_s", 0.0)) for r in rounds)
+    sampling = sum(float(r.get("sampling_s", 0.0)) for r in rounds)
+    out: dict[str, Any] = {"ops": ops, "rounds": len(rounds), "duration_s": round(duration, 4),
+                           "sampling_s": round(sampling, 6),
+                           "sampling_share": round(sampling / duration, 6) if duration > 0 else 0.0}
     if any("statements" in r for r in rounds):
         out["statements"] = merge_statements([r.get("statements", []) for r in rounds], ops=ops)
         out["statements_status"] = rounds[-1].get("statements_status", "")

@@ -74,6 +74,7 @@ async def test_evidence_cost_on_the_search_scenario(uncached_service: Any, pg_po
 
     qps: dict[str, list[float]] = {v: [] for v in variants}
     cpu: dict[str, list[float]] = {v: [] for v in variants}
+    share: dict[str, list[float]] = {v: [] for v in variants}  # the loop's time spent sampling
     for block in range(BLOCKS):
         order = list(variants[block % len(variants):]) + list(variants[:block % len(variants)])
         if block % 2:
@@ -89,6 +90,7 @@ async def test_evidence_cost_on_the_search_scenario(uncached_service: Any, pg_po
             result = await run_load(search, spec, service_pids=pids)
             if collector is not None:
                 evidence = await collector.after(result.ops)
+                share[variant].append(evidence["sampling_s"] / evidence["duration_s"])
                 if variant in ("statements", "all"):
                     assert evidence["statements_status"] == "ok"
             if profiler is not None:
@@ -103,5 +105,7 @@ async def test_evidence_cost_on_the_search_scenario(uncached_service: Any, pg_po
         c, c1, c3 = _summary(_ratios(cpu, variant))
         figures[f"{variant}_qps_ratio"] = q
         figures[f"{variant}_cpu_ratio"] = c
-        print(f"  {variant:10s} QPS {q:.3f} [{q1:.3f}, {q3:.3f}]   CPU/op {c:.3f} [{c1:.3f}, {c3:.3f}]")
+        sampled = f"   sampling {100 * statistics.median(share[variant]):.3f} % of the round" \
+            if share[variant] else ""
+        print(f"  {variant:10s} QPS {q:.3f} [{q1:.3f}, {q3:.3f}]   CPU/op {c:.3f} [{c1:.3f}, {c3:.3f}]{sampled}")
     perf.record("evidence_cost", **figures)
