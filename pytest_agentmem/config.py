@@ -177,6 +177,27 @@ def parse_bool(value: str) -> bool:
     raise pytest.UsageError(f"expected true or false, got {value!r}")
 
 
+# --- evidence (issue 23): what the database, I/O and a profiler say beside every verdict
+EVIDENCE_KINDS = ("statements", "pool", "io", "redis")
+#: The profile's variable: the A/B candidate sets it for the base side's process too.
+PROFILE_ENV = "AGENTMEM_PROFILE"
+
+
+def parse_evidence(value: str) -> tuple[str, ...]:
+    """``all``, ``none`` or a comma list of :data:`EVIDENCE_KINDS`."""
+    text = str(value).strip().lower()
+    if text in ("all", "on", "1", "true", "yes"):
+        return EVIDENCE_KINDS
+    if text in ("none", "off", "0", "false", "no", ""):
+        return ()
+    kinds = tuple(dict.fromkeys(k.strip() for k in text.split(",") if k.strip()))
+    bad = [k for k in kinds if k not in EVIDENCE_KINDS]
+    if bad:
+        raise pytest.UsageError(f"unknown evidence {', '.join(bad)!s}: use all, none or a comma list "
+                                f"of {', '.join(EVIDENCE_KINDS)}")
+    return kinds
+
+
 # --------------------------------------------------------------------------- table
 
 
@@ -265,6 +286,21 @@ OPTIONS: tuple[Option, ...] = (
            "../shared/data/locomo10.json next to the rootdir if there, else locomo10.json in "
            "AGENTMEM_CACHE_DIR, where `python -m pytest_agentmem.datasets.locomo download` puts it)",
            ini="agentmem_locomo", env="AGENTMEM_LOCOMO", parse=parse_path, metavar="PATH"),
+    # --- evidence (issue 23): statements, pool, I/O, Redis and a profile beside every verdict
+    Option("evidence", "--agentmem-evidence", "what every measured round records beside its "
+           "figures: all (default), none, or a comma list of statements (pg_stat_statements), "
+           "pool (asyncpg pool use), io (disk and network bytes), redis (INFO commandstats)",
+           default=EVIDENCE_KINDS, ini="agentmem_evidence", env="AGENTMEM_EVIDENCE",
+           parse=parse_evidence, metavar="LIST"),
+    Option("profile", "--agentmem-profile", "record a py-spy sampling profile of the test "
+           "process during the measured rounds and write a flame graph per test (without it, "
+           "a test that fails its gate is profiled during its re-measurement if py-spy is "
+           "installed; false in the ini or environment switches that off too)", default=None,
+           is_flag=True, ini="agentmem_profile",
+           env=PROFILE_ENV, parse=parse_bool),
+    Option("profile_dir", "--agentmem-profile-dir", "folder of the flame graphs (default: "
+           "agentmem-profiles next to the rootdir)", ini="agentmem_profile_dir",
+           env="AGENTMEM_PROFILE_DIR", metavar="DIR"),
     # --- reports
     Option("report_path", "--agentmem-report", "write a JSON report of every measured result "
            "to PATH", ini="agentmem_report", metavar="PATH"),
@@ -406,10 +442,20 @@ class Settings:
     report_path: Path | None = None
     html_path: Path | None = None
     locomo_path: Path | None = None
+    # --- evidence (issue 23)
+    evidence: tuple[str, ...] = EVIDENCE_KINDS
+    #: True: profile the measured rounds; None: only a suspect's re-measurement; False: never.
+    profile: bool | None = None
+    profile_dir: Path | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def profile_on_regression(self) -> bool:
+        """True unless profiling was switched off (``agentmem_profile = false``)."""
+        return self.profile is not False
 
-_PATH_FIELDS = {"baselines_dir", "report_path", "html_path", "locomo_path"}
+
+_PATH_FIELDS = {"baselines_dir", "report_path", "html_path", "locomo_path", "profile_dir"}
 
 
 def _resolve(config: pytest.Config, opt: Option) -> Any:

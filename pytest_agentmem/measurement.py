@@ -32,6 +32,8 @@ class Measurement:
     confirmations: int = 0  # extra measurement passes run to confirm a suspected regression
     info: dict[str, Any] = field(default_factory=dict)
     workload: dict[str, Any] = field(default_factory=dict)
+    #: Where the time went (statements, pool, I/O, Redis, profile): see pytest_agentmem.evidence.
+    evidence: dict[str, Any] = field(default_factory=dict)
 
     def samples(self, metric: str) -> list[float]:
         """Per-round values of ``metric`` (the headline value if no rounds)."""

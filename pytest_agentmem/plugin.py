@@ -26,6 +26,7 @@ as plugins too.
 from __future__ import annotations
 
 import importlib
+import os
 from collections.abc import Iterator
 
 import pytest
@@ -33,7 +34,8 @@ import pytest
 from . import hookspecs
 from .asyncio_config import quiet_unset_loop_scope_warning
 from .collection import CollectionPlugin
-from .config import Settings, add_options, load_settings
+from .config import PROFILE_ENV, Settings, add_options, load_settings
+from .evidence.plugin import EvidencePlugin
 from .gate.plugin import GatePlugin
 from .load import loops
 from .marker import MARKER_HELP
@@ -79,6 +81,8 @@ def pytest_cmdline_main(config: pytest.Config) -> None:
         settings = load_settings(config)
     except pytest.UsageError:
         return  # reported by pytest_configure
+    if settings.compare and settings.ab_role is None and settings.profile is True:
+        os.environ[PROFILE_ENV] = "1"  # issue 23: the base side profiles its rounds too
     if settings.compare and settings.ab_role is None and not config.option.collectonly:
         from .compare.determinism import reexec_deterministic
         from .compare.early import starter
@@ -115,6 +119,7 @@ def plugin_objects(config: pytest.Config, settings: Settings) -> Iterator[tuple[
     yield ServicesPlugin.NAME, ServicesPlugin(config, settings, channel)
     yield GatePlugin.NAME, GatePlugin(config, channel)
     yield ReportPlugin.NAME, ReportPlugin(config, channel)
+    yield EvidencePlugin.NAME, EvidencePlugin()  # issue 23: the baselines' statements and profiles
     if loops.wanted(config, settings.perf) and not config.pluginmanager.has_plugin(LOOPS_PLUGIN):
         yield LOOPS_PLUGIN, loops.UvloopLoops()
     yield from _compare_plugins(config, settings)

@@ -289,3 +289,37 @@ def test_a_container_that_dies_is_reported_with_its_log_and_removed(
     result.stdout.fnmatch_lines(["*container agentmem/postgres-pgvector:18 did not become ready*",
                                  "*last lines of the server log*", "*redis-server*not found*"])
     assert not _containers_of(docker_client, int((pytester.path / "pid").read_text()))
+
+
+STATEMENTS = """
+    import json, pytest
+
+    @pytest.mark.agentmem_perf(baseline=False)
+    async def test_lookup(perf, pg_pool, redis_client):
+        await pg_pool.execute("CREATE TABLE items (id int PRIMARY KEY, body text)")
+        await pg_pool.execute("INSERT INTO items SELECT g, md5(g::text) FROM generate_series(1, 1000) g")
+
+        async def op(i):
+            await pg_pool.fetchval("SELECT body FROM items WHERE id = $1", i % 1000 + 1)
+            await redis_client.get("k")
+
+        await perf.run(op, concurrency=2, total=200, name="lookup")
+"""
+
+
+def test_docker_postgres_records_statements(pytester: pytest.Pytester, docker_env: dict[str, str],
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 23: the container preloads pg_stat_statements; a run's evidence has its statements."""
+    import json
+
+    pytester.makepyfile(STATEMENTS)
+    for key, value in _inner_env(docker_env).items():
+        monkeypatch.setenv(key, value)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--agentmem-services=docker",
+                                           "--agentmem-perf", "--agentmem-report=r.json", timeout=300)
+    result.assert_outcomes(passed=1)
+    evidence = json.loads((pytester.path / "r.json").read_text())["tests"][0]["measurements"][0]["evidence"]
+    assert evidence["statements_status"] == "ok"
+    lookup = [s for s in evidence["statements"] if "FROM items WHERE id = $1" in s["query"]]
+    assert lookup and lookup[0]["calls"] == 200 and lookup[0]["calls_per_op"] == 1.0
+    assert any(r["command"] == "get" and r["calls"] >= 200 for r in evidence["redis"])

@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from ..evidence.run import AB_BASE_EVIDENCE, reference_of
 from ..load.pacing import PlainPacer, checked_extra
 from ..load.spec import LoadSpec
 from ..measurement import Measurement
@@ -184,7 +185,8 @@ class PairedPacer:
         if not plan.paired:
             measurement.info["ab_unpaired"] = plan.reason or "unpaired"
             return
-        summary = {"metrics": dict(measurement.metrics)}
+        summary = {"metrics": dict(measurement.metrics),
+                   "evidence": reference_of(measurement)}  # issue 23: statements, profile stacks
         await self._call("finish", self.nodeid, name, summary)
         if self.side == "candidate":
             run = self._channel.run_of(self.nodeid, name)
@@ -194,3 +196,4 @@ class PairedPacer:
                 measurement.info["ab_candidate_rounds"] = [dict(r) for r in run.rounds["candidate"][:n]]
                 measurement.info["ab_order"] = list(run.order)
                 measurement.info["ab_base_metrics"] = dict(run.summaries.get("base", {}).get("metrics", {}))
+                measurement.info[AB_BASE_EVIDENCE] = run.summaries.get("base", {}).get("evidence") or {}

@@ -27,6 +27,7 @@ import pytest
 
 from ..counters import counter_delta, counter_sources, read_counters
 from ..errors import ConfigurationError
+from ..evidence.run import RunEvidence
 from ..marker import perf_marker_of
 from ..measurement import Measurement, measurements_of
 from ..services.plugin import service_manager
@@ -119,7 +120,8 @@ class Perf:
                         think=think)
         workload = self.workload(spec)
         pacer = pacer_for(self._item)
-        if spec.warmup and getattr(pacer, "warmup_first", False):
+        evidence = RunEvidence(self._item, label, self._service_pids)
+        if spec.warmup and (getattr(pacer, "warmup_first", False) or evidence.profiles_measured_rounds):
             # warm up before waiting for the other side (which warms up at the same time)
             await run_load(op, replace(spec, warmup=0, total=spec.warmup, duration=None),
                            service_pids=None)
@@ -127,16 +129,36 @@ class Perf:
         planned = await pacer.plan(label, rounds, spec)
         spec = split_spec(spec, rounds, planned)
         results: list[LoadResult] = []
-        for number in range(planned):
-            results.append(await self._paced_round(pacer, op, spec, number, planned))
-        measurement = self._measurement(label, results)
-        extra = await pacer.extra_rounds(measurement)
-        if extra:
-            for _ in range(extra):
-                results.append(await self._paced_round(pacer, op, spec, len(results), planned + extra))
-            measurement = self._measurement(label, results, confirmations=1, info=measurement.info)
+        try:
+            if evidence.profiles_measured_rounds:
+                evidence.start_profile("measured rounds")
+            for number in range(planned):
+                results.append(await self._paced_round(pacer, op, spec, number, planned, evidence))
+            measurement = self._measurement(label, results)
+            extra = await pacer.extra_rounds(measurement)
+            paired = getattr(pacer, "paired", None)
+            paired_rounds = paired is not None and paired(label)
+            suspect_profile = bool(extra) and RunEvidence.profile_on_regression(self._item)
+            if extra:
+                if suspect_profile and paired_rounds:
+                    # A/B: both sides profile their extra pairs alike, the paired change stays fair
+                    evidence.start_profile("re-measurement rounds")
+                for _ in range(extra):
+                    results.append(await self._paced_round(pacer, op, spec, len(results), planned + extra,
+                                                           evidence))
+                measurement = self._measurement(label, results, confirmations=1, info=measurement.info)
+            if suspect_profile and not paired_rounds and evidence.profile is None:
+                # a suspect: where did the time go? Profiled rounds of their own, after the
+                # re-measurement and not gated (the sampler takes CPU: it must not sway the verdict)
+                evidence.start_profile(PROFILED_RERUN)
+                for number in range(PROFILED_RERUN_ROUNDS):
+                    await self._one_round(op, spec, len(results) + number, 0, probe=False)
+        finally:
+            evidence.stop_profile()  # py-spy never outlives the run
+        evidence.attach(measurement)
         await pacer.finish(measurement)
         measurement.workload.update(workload)
+        evidence.compare(measurement)
         measurements_of(self._item).append(measurement)
         self._item.ihook.pytest_agentmem_measurement(item=self._item, measurement=measurement)
         self.results.append(measurement.load)
@@ -150,16 +172,17 @@ class Perf:
                            load=merged, kind="load", confirmations=confirmations, info=dict(info or {}))
 
     async def _paced_round(self, pacer: RoundPacer, op: Op, spec: Any, number: int,
-                           rounds: int) -> LoadResult:
+                           rounds: int, evidence: RunEvidence | None = None) -> LoadResult:
         await pacer.before_round(spec.name, number)
         paired = getattr(pacer, "paired", None)
         result = await self._one_round(op, spec, number, rounds,
-                                       probe=not (paired is not None and paired(spec.name)))
+                                       probe=not (paired is not None and paired(spec.name)),
+                                       evidence=evidence)
         await pacer.after_round(spec.name, number, round_figures(result))
         return result
 
     async def _one_round(self, op: Op, spec: Any, number: int, rounds: int, *,
-                         probe: bool = True) -> LoadResult:
+                         probe: bool = True, evidence: RunEvidence | None = None) -> LoadResult:
         """Round ``number`` (from 0); ``rounds`` > 1 shows the round in the progress line.
 
         ``probe``: run the interleaved calibration probe after it (see :mod:`.probe`).
@@ -168,19 +191,24 @@ class Perf:
             spec = _without_warmup(spec)  # the system is warm after the first round
         sources = counter_sources(self._item) if not (spec.processes and spec.processes > 1) else {}
         warmup = 0
-        if sources and spec.warmup:
+        if (sources or (evidence is not None and evidence.active)) and spec.warmup:
             # warm up apart, so that the counters read next cover the measured phase only
             warmup = spec.warmup
             await run_load(op, replace(spec, warmup=0, total=spec.warmup, duration=None))
             spec = _without_warmup(spec)
         label = spec.name if rounds == 1 else f"{spec.name} (round {number + 1})"
         progress = Progress(self._item.config, label)
+        if evidence is not None:
+            await evidence.before_round()  # statements, Redis, I/O read; pool and I/O sampled from here
         before = read_counters(sources)
+        result: LoadResult | None = None
         try:
             result = await run_load(op, spec, on_tick=progress.update if progress.enabled else None,
                                     service_pids=self._service_pids)
         finally:
             progress.close()
+            if evidence is not None:
+                await evidence.after_round(result.ops if result is not None else 0)
         if sources:
             result.caches = counter_delta(before, read_counters(sources))
             result.warmup_ops = result.warmup_ops or warmup
@@ -252,6 +280,10 @@ class Perf:
         measurement.metrics = {k: _median([r[k] for r in measurement.rounds if k in r]) for k in sorted(keys)}
         return measurement
 
+
+#: The scope of a suspect's profile in stored-baseline mode, and its rounds (not gated).
+PROFILED_RERUN = "re-measurement rounds after the gated ones (not gated)"
+PROFILED_RERUN_ROUNDS = 2
 
 #: Beside the metrics in a round's figures: the share of its wall time the process
 #: waited for a CPU another process held (see load.resources.run_queue_wait_s).

@@ -24,6 +24,7 @@ from ..presentation import (
     short_test,
 )
 from . import svg
+from .evidence import evidence_html
 from .markdown import change_text, metric_label, reference
 from .records import curve_from_metrics, sort_checks
 
@@ -349,6 +350,7 @@ def _measurement_block(measurement: dict[str, Any], checks: Sequence[dict[str, A
     panels = [p for p in panels if p]
     if panels:
         parts.append('<div class="grid">' + "".join(f"<div>{p}</div>" for p in panels) + "</div>")
+    parts.append(evidence_html(measurement))  # issue 23: statements, pool, I/O, Redis, flame graphs
     return "".join(parts)
 
 

@@ -31,6 +31,7 @@ from ..redact import redact_text, redact_value
 from ..services.plugin import service_manager
 from ..session import get_session, plugin_of
 from ..xdist import WorkerChannel, is_worker, worker_id
+from .evidence import failing_lines
 from .json_report import (
     build_document,
     run_info,
@@ -176,6 +177,11 @@ class ReportPlugin:
 
     @pytest.hookimpl(trylast=True)
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        evidence = failing_lines(list(self.records.values()))  # issue 23: where the time went
+        if evidence:
+            terminalreporter.write_sep("-", "agentmem: where the time went")
+            for line in evidence:
+                terminalreporter.write_line(line)
         for line in self.written:
             terminalreporter.write_line(line)
 

@@ -13,6 +13,7 @@ import math
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from ..evidence.run import public_evidence
 from ..presentation import (
     CURVE_PERCENTILES,
     OUTCOME_RANK,
@@ -117,6 +118,9 @@ def build_record(nodeid: str, verdict: Any, measurements: Sequence[Any], *,
         load = getattr(measurement, "load", None)
         if load is not None:
             entry["percentiles"] = percentile_curve(load)
+        evidence = public_evidence(measurement)  # issue 23: statements, pool, I/O, Redis, profile
+        if evidence:
+            entry["evidence"] = evidence
     bad = (Outcome.FAILED, Outcome.ERROR)
     if pytest_outcome in bad and record.get("outcome") not in bad:
         record["gate_outcome"] = record.get("outcome")

@@ -22,6 +22,13 @@ POSTGRES_TEST_SETTINGS = {
     "jit": "off",
 }
 
+#: pg_stat_statements on the servers the plugin starts (issue 23: statements beside every verdict).
+STATEMENT_SETTINGS = {
+    "shared_preload_libraries": "pg_stat_statements",
+    "pg_stat_statements.max": "10000",
+    "pg_stat_statements.track": "top",
+}
+
 
 @dataclass
 class RunningService:

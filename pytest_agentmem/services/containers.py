@@ -38,7 +38,7 @@ from urllib.parse import urlsplit
 
 from ..config import env_default, env_value
 from ..errors import ServiceStartError, ServiceUnavailableError
-from .base import POSTGRES_TEST_SETTINGS, RunningService
+from .base import POSTGRES_TEST_SETTINGS, STATEMENT_SETTINGS, RunningService
 from .readiness import wait_until_ready
 
 DEFAULT_POSTGRES_IMAGE: str = env_default("AGENTMEM_POSTGRES_IMAGE")
@@ -57,7 +57,7 @@ LABEL_HOST = "org.pytest-agentmem.host"
 REAPER_ALL_CLEAN = b"clean\n"
 
 #: Server settings for a test Postgres (as the local mode's): durability off, fast.
-POSTGRES_SETTINGS = POSTGRES_TEST_SETTINGS
+POSTGRES_SETTINGS = {**POSTGRES_TEST_SETTINGS, **STATEMENT_SETTINGS}  # the image ships the library
 REDIS_ARGS = ["--save", "", "--appendonly", "no", "--protected-mode", "no", "--bind", "0.0.0.0",
               "--databases", "64"]
 

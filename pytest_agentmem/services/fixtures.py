@@ -19,6 +19,7 @@ import pytest
 import pytest_asyncio
 
 from ..errors import ServiceStartError
+from ..evidence.sources import watch_pool, watch_redis
 from .base import RunningService
 from .janitor import with_database
 from .manager import ServiceManager
@@ -120,6 +121,7 @@ def pg_pool_fixture(*, database: str = "pg_database", min_size: int = 1, max_siz
         dsn: str = request.getfixturevalue(database)
         created = await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size,
                                             command_timeout=command_timeout, init=register_vector)
+        watch_pool(request.node, created, request.fixturename or "pg_pool")  # statements, connections
         try:
             yield created
         finally:
@@ -145,7 +147,8 @@ def redis_client_fixture(*, decode_responses: bool = False,
     """
 
     @pytest_asyncio.fixture
-    async def client(agentmem_redis: RunningService, pytestconfig: pytest.Config) -> AsyncIterator[Any]:
+    async def client(request: pytest.FixtureRequest, agentmem_redis: RunningService,
+                     pytestconfig: pytest.Config) -> AsyncIterator[Any]:
         import redis.asyncio as aioredis
         from redis.asyncio.retry import Retry
         from redis.backoff import NoBackoff
@@ -156,6 +159,7 @@ def redis_client_fixture(*, decode_responses: bool = False,
                                           socket_connect_timeout=connect_timeout,
                                           retry=Retry(NoBackoff(), retries))
         await created.flushdb()
+        watch_redis(request.node, created, request.fixturename or "redis_client")  # INFO commandstats
         try:
             yield created
         finally:

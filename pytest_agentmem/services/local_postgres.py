@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from ..errors import ServiceStartError
-from .base import POSTGRES_TEST_SETTINGS, RunningService
+from .base import POSTGRES_TEST_SETTINGS, STATEMENT_SETTINGS, RunningService
 from .cache_dirs import user_cache_root
 from .pg_cluster import clone_cluster, new_secret, pristine_cluster, scram_verifier
 from .pg_install import HINT_INSTALL, installation_for, locate_postgres
@@ -53,6 +53,14 @@ def _pg_version(bindir: Path) -> str:
     return out.strip().split()[-1] if out.strip() else "?"
 
 
+def statement_settings(bindir: Path) -> dict[str, str]:
+    """``shared_preload_libraries`` for pg_stat_statements where the installation ships it
+    (the embedded build and Debian's packages do); empty where it does not."""
+    if (bindir.parent / "lib" / "pg_stat_statements.so").exists():
+        return dict(STATEMENT_SETTINGS)
+    return {}
+
+
 def start_local_postgres(*, timeout: float = 60.0) -> RunningService:
     """A fresh cluster (cached initdb) served on a free port from a temp dir; returns when it answers."""
     started = time.perf_counter()
@@ -81,7 +89,7 @@ def start_local_postgres(*, timeout: float = 60.0) -> RunningService:
 
     port = free_port()
     argv = [str(bindir / "postgres"), "-D", str(datadir), "-p", str(port)]
-    for key, value in SERVER_SETTINGS.items():
+    for key, value in {**SERVER_SETTINGS, **statement_settings(bindir)}.items():
         argv += ["-c", f"{key}={value}"]
     server = ManagedProcess(argv, log_path=log_path, run_as=account,
                             stop_signal=2)  # SIGINT: fast shutdown
