@@ -344,7 +344,8 @@ def _placement(cluster: RayCluster, where: list[dict[str, Any]], parts: list[dic
         "nodes": nodes, "hosts": hosts,
         "per_worker": [{"index": info["index"], "node": info["node"], "host": info["host"],
                         "ip": info["ip"], "pid": info["pid"], "ops": part["ops"],
-                        "errors": part["errors"]} for info, part in zip(where, parts)],
+                        "errors": part["errors"], "histogram": part["histogram"]}
+                       for info, part in zip(where, parts)],
     }
 
 

@@ -29,7 +29,7 @@ Conventions, the same everywhere in the engine:
 - ``placement`` (runs over workers, ``processes=N``): where the workers ran:
   ``backend`` (``processes`` or ``ray``), ``workers``, ``nodes`` (workers per
   node) and, on a cluster, one entry per worker in ``per_worker`` (node id,
-  host, pid, its ops and errors); ``worker_returns`` holds what each worker's
+  host, pid, its ops and errors, and in memory its encoded histogram); ``worker_returns`` holds what each worker's
   :class:`~.worker_op.WorkerOp` teardown returned.
 """
 
@@ -202,8 +202,8 @@ def placement_note(placement: dict[str, Any]) -> str:
 
 
 def _jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, dict):  # a worker's encoded histogram stays in memory (it is in the merge)
+        return {str(k): _jsonable(v) for k, v in value.items() if k != "histogram"}
     if isinstance(value, (list, tuple)):
         return [_jsonable(v) for v in value]
     return value
