@@ -471,4 +471,17 @@ def load_settings(config: pytest.Config) -> Settings:
                       report_path=None, html_path=None)
     elif values.get("compare"):
         values["perf"] = True  # comparing means running the perf tests
+        refuse_compare_on_cluster(values.get("load_cluster") or "local")  # issue 19
     return Settings(**values, extra=extra)
+
+
+def refuse_compare_on_cluster(load_cluster: str) -> None:
+    """A/B mode measures on this machine only: a usage error with a cluster, saying why (issue 19)."""
+    if load_cluster != "local":
+        raise pytest.UsageError(
+            f"--agentmem-compare cannot be combined with --agentmem-load-cluster {load_cluster}: A/B "
+            "mode pairs each round of the base with one of the candidate measured on the same machine "
+            "right after it, so that the machine's drift cancels; cluster workers run on other nodes "
+            "whose load the pairing does not see, and the two pytest processes would share (or each "
+            "start) a cluster. Compare on one machine (the default, local), or gate cluster runs "
+            "against stored baselines")

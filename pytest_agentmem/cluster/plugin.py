@@ -6,7 +6,8 @@
 ``perf.run(processes=N)`` and shut down when pytest ends (Ctrl-C and SIGTERM
 included: the services plugin turns SIGTERM into KeyboardInterrupt, and an
 ``atexit`` hook is the last resort), so nothing of a local Ray cluster outlives
-the run. :func:`check_services_reachable` refuses a cluster run whose test
+the run (A/B mode refuses a cluster: :func:`pytest_agentmem.config.refuse_compare_on_cluster`).
+:func:`check_services_reachable` refuses a cluster run whose test
 uses services on this machine's loopback while the cluster has nodes on other
 machines.
 """
@@ -52,18 +53,6 @@ def cluster_of(config: pytest.Config) -> RayCluster | None:
     return plugin.cluster if isinstance(plugin, ClusterPlugin) else None
 
 
-def refuse_compare(settings: Settings) -> None:
-    """A/B mode does not run on a cluster (a usage error saying why)."""
-    if settings.compare and settings.load_cluster != "local":
-        raise pytest.UsageError(
-            f"--agentmem-compare cannot be combined with --agentmem-load-cluster "
-            f"{settings.load_cluster}: A/B mode pairs each round of the base with one of the candidate "
-            "measured on the same machine right after it, so that the machine's drift cancels; cluster "
-            "workers are placed anew on other nodes every round, and the two pytest processes would "
-            "share (or each start) a cluster. Compare on one machine (the default, local), or gate "
-            "cluster runs against stored baselines")
-
-
 def check_services_reachable(item: pytest.Item, cluster: RayCluster, settings: Settings,
                              services: Any) -> None:
     """A ConfigurationError when ``item`` uses a loopback service and the cluster has remote nodes."""
@@ -91,4 +80,4 @@ def check_services_reachable(item: pytest.Item, cluster: RayCluster, settings: S
             f"servers they can reach with {flags} (or run with --agentmem-load-cluster local)")
 
 
-__all__ = ["ClusterPlugin", "check_services_reachable", "cluster_of", "refuse_compare"]
+__all__ = ["ClusterPlugin", "check_services_reachable", "cluster_of"]
