@@ -132,6 +132,32 @@ def test_open_loop_total_is_split_exactly(cluster) -> None:
     assert [w["ops"] for w in result.placement["per_worker"]] == [151, 150]
 
 
+QUESTIONS = ("what does the user like to eat", "where did they travel last summer",
+             "which sport do they play", "what is their job")
+
+
+async def search_memories(service, index: int) -> None:
+    """A search of the real memory service, in a worker (its own pool and model)."""
+    found = await service.search(QUESTIONS[index % len(QUESTIONS)], user_id="u1", limit=3)
+    if not found:
+        raise AssertionError("a search over stored memories found nothing")
+
+
+@pytest.mark.asyncio
+async def test_the_memory_service_searched_from_workers_on_both_nodes(cluster, memory_service,
+                                                                      pg_database) -> None:
+    from pytest_agentmem.memory.worker import memory_service_setup
+
+    await memory_service.add_batch(["I love sushi and ramen", "We went to Lisbon in July",
+                                    "I play tennis on Sundays", "I work as a nurse"], user_id="u1")
+    op = WorkerOp(search_memories, setup=memory_service_setup(pg_database, pool_size=2))
+    result = await run_load(op, validate(op, concurrency=4, total=40, processes=2, name="search"),
+                            cluster=cluster)
+    assert result.errors == 0, result.errors_by_type
+    assert result.ops == 40 and len(result.placement["nodes"]) == 2
+    _check_exact(result, 2)
+
+
 def test_a_killed_worker_fails_the_run_naming_its_node(cluster) -> None:
     op = WorkerOp(dying_op, setup=open_tally)
     started = time.monotonic()
