@@ -9,10 +9,12 @@ down. Every run's merged figures are checked against the workers' own.
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import signal
 import sys
 import time
+from pathlib import Path
 
 import psutil
 import pytest
@@ -174,6 +176,62 @@ def test_a_killed_worker_fails_the_run_naming_its_node(cluster) -> None:
     # the cluster still serves a new run afterwards (new workers replace the dead one)
     again = _run(cluster, sleep_2ms, concurrency=2, total=40, processes=2)
     assert again.ops == 40
+
+
+async def pid_op(tally: Tally, index: int) -> None:
+    await asyncio.sleep(0.002)
+
+
+async def open_and_tell(folder: str, worker: WorkerInfo) -> Tally:
+    Path(folder, str(worker.index)).write_text(str(os.getpid()))
+    return Tally(worker)
+
+
+def test_a_hung_worker_fails_the_run_at_its_heartbeat_deadline(cluster, monkeypatch, tmp_path) -> None:
+    from pytest_agentmem.cluster import coordinator
+
+    monkeypatch.setattr(coordinator, "HEARTBEAT_TIMEOUT_S", 3.0)
+
+    async def main() -> None:
+        op = WorkerOp(pid_op, setup=functools.partial(open_and_tell, str(tmp_path)))
+        run = asyncio.ensure_future(run_load(op, validate(op, concurrency=2, duration=60.0, processes=2,
+                                                          name="t"), cluster=cluster))
+        while not (tmp_path / "1").exists() and not run.done():
+            await asyncio.sleep(0.1)
+        await asyncio.sleep(0.5)
+        os.kill(int((tmp_path / "1").read_text()), signal.SIGSTOP)  # hung: alive, silent
+        await run
+
+    started = time.monotonic()
+    with pytest.raises(ClusterError) as info:
+        asyncio.run(main())
+    assert time.monotonic() - started < 60.0
+    message = str(info.value)
+    assert "load worker 1 on node " in message and "did not answer for " in message, message
+    assert "(hung, or its node is unreachable)" in message
+
+
+def test_a_node_that_dies_fails_the_run_naming_it(cluster) -> None:
+    node = next(iter(cluster._local.worker_nodes))  # the added node (not the head)
+    victim = node.node_id
+    worker = sorted(n.node_id for n in cluster.nodes()).index(victim)  # worker k on node k (sorted)
+    _run(cluster, sleep_2ms, concurrency=2, total=10, processes=2)  # the workers are up
+
+    async def main() -> None:
+        run = asyncio.ensure_future(run_load(sleep_2ms, validate(sleep_2ms, concurrency=2, duration=60.0,
+                                                                 processes=2, name="t"), cluster=cluster))
+        await asyncio.sleep(3.0)
+        if not run.done():
+            cluster._local.remove_node(node)  # its raylet and its workers die
+        await run
+
+    started = time.monotonic()
+    with pytest.raises(ClusterError) as info:
+        asyncio.run(main())
+    assert time.monotonic() - started < 60.0
+    assert f"load worker {worker} on node {victim[:8]}" in str(info.value), str(info.value)
+    cluster._local.add_node(num_cpus=1, object_store_memory=100 * 1024 * 1024)  # back to two nodes
+    cluster._local.wait_for_nodes()
 
 
 def test_nothing_of_ray_is_left_after_shutdown(cluster) -> None:

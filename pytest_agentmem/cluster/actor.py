@@ -4,8 +4,8 @@ Ray runs an async actor's methods on an event loop of Ray's; the worker runs
 its operations on another one, a uvloop (when installed) in a thread of its
 own, so that the operations and their clients never share a loop with Ray's
 RPC and :meth:`LoadWorker.progress` answers while a share is measured. The
-methods, in the order the coordinator calls them: :meth:`open` (build the op's
-clients; says where the worker runs), :meth:`measure` (one share of the run:
+methods, in the order the coordinator calls them: :meth:`hello` (says where
+the worker runs), :meth:`open` (build the op's clients), :meth:`measure` (one share of the run:
 :func:`pytest_agentmem.load.workers.measure_share`), :meth:`close`.
 """
 
@@ -46,20 +46,26 @@ class LoadWorker:
         future: Future[Any] = asyncio.run_coroutine_threadsafe(coro, self._loop)
         return await asyncio.wrap_future(future)
 
-    async def open(self, op: Op, index: int, count: int) -> dict[str, Any]:
-        """Build the op's clients in this worker; return where it runs."""
+    async def hello(self, index: int) -> dict[str, Any]:
+        """Where this worker runs (node id, host, address, pid, log files)."""
         import ray
 
         hdr.prepare()
+        return {"index": index, "node": ray.get_runtime_context().get_node_id(),
+                "host": socket.gethostname(), "ip": ray.util.get_node_ip_address(),
+                "pid": os.getpid(), "logs": _log_paths()}
+
+    async def open(self, op: Op, index: int, count: int) -> None:
+        """Build the op's clients in this worker (a WorkerOp's setup)."""
+        import ray
+
         node = ray.get_runtime_context().get_node_id()
-        host = socket.gethostname()
         self._op = op
         self._tick = {}
         self._state = "opening"
-        await self._in_load_loop(open_op(op, WorkerInfo(index=index, count=count, node=node, host=host)))
+        await self._in_load_loop(open_op(op, WorkerInfo(index=index, count=count, node=node,
+                                                        host=socket.gethostname())))
         self._state = "open"
-        return {"index": index, "node": node, "host": host, "ip": ray.util.get_node_ip_address(),
-                "pid": os.getpid(), "logs": _log_paths()}
 
     async def measure(self, spec: LoadSpec) -> dict[str, Any]:
         """Measure this worker's share (started by the coordinator when every worker is open)."""

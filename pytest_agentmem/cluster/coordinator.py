@@ -60,14 +60,15 @@ async def run_on_cluster(cluster: RayCluster, op: Op, spec: LoadSpec, *,
     cluster.connect()  # blocking, once per run: Ray installs signal handlers (main thread only)
     n = int(spec.processes or 1)
     shares = split_spec(spec, n)
-    actors = _workers(cluster, n)
-    where: list[dict[str, Any]] = [{"index": k} for k in range(n)]
+    actors, nodes = _workers(cluster, n)
+    where: list[dict[str, Any]] = [{"index": k, "node": nodes[k]} for k in range(n)]
     ok = False
     try:
+        where = list(await _gather([actors[k].hello.remote(k) for k in range(n)], actors, where,
+                                   "starting", OPEN_TIMEOUT_S))
         with _shipping(op, ship=not cluster.local):
             opens = [actors[k].open.remote(op, k, n) for k in range(n)]
-        opened = await _gather(opens, actors, where, "opening the op (its setup)", OPEN_TIMEOUT_S)
-        where = list(opened)
+        await _gather(opens, actors, where, "opening the op (its setup)", OPEN_TIMEOUT_S)
         sampler = ResourceSampler(service_pids)
         sampler.start()
         # the barrier: every worker is open; all start measuring now
@@ -84,7 +85,7 @@ async def run_on_cluster(cluster: RayCluster, op: Op, spec: LoadSpec, *,
     return merge_parts(parts, spec, sampler, placement=_placement(cluster, where, parts))
 
 
-def _workers(cluster: RayCluster, n: int) -> list[Any]:
+def _workers(cluster: RayCluster, n: int) -> tuple[list[Any], list[str]]:
     """``n`` workers, worker ``k`` on the ``k``-th alive node round robin (kept for the next runs).
 
     Ray's ``SPREAD`` strategy is best effort (two actors that need no CPU may
@@ -111,7 +112,7 @@ def _workers(cluster: RayCluster, n: int) -> list[Any]:
             pool[k] = (node, actor)
         else:
             pool.append((node, actor))
-    return [actor for _, actor in pool[:n]]
+    return [actor for _, actor in pool[:n]], [node for node, _ in pool[:n]]
 
 
 def _discard_workers(cluster: RayCluster) -> None:
@@ -276,7 +277,9 @@ def _where_text(where: list[dict[str, Any]], k: int) -> str:
     info = where[k] if k < len(where) else {}
     node = info.get("node")
     if not node:
-        return f"worker {k}: not placed yet"
+        return f"worker {k}"
+    if "host" not in info:  # placed there, had not reported yet
+        return f"worker {k} on node {node[:8]} (starting)"
     return f"worker {k} on node {node[:8]} (host {info.get('host')}, {info.get('ip')}, pid {info.get('pid')})"
 
 
