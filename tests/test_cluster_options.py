@@ -18,6 +18,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+from interrupts import sigint_as_default
 
 from pytest_agentmem.cluster.plugin import check_services_reachable
 from pytest_agentmem.cluster.ray_cluster import NodeInfo, remote_of
@@ -25,8 +26,6 @@ from pytest_agentmem.config import Settings, parse_load_cluster
 from pytest_agentmem.errors import ConfigurationError
 from pytest_agentmem.load import validate
 from pytest_agentmem.load.workers import split_spec
-
-from interrupts import sigint_as_default
 
 HAS_RAY = importlib.util.find_spec("ray") is not None
 needs_ray = pytest.mark.skipif(not HAS_RAY, reason="the [cluster] extra (ray) is not installed")

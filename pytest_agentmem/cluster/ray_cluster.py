@@ -140,9 +140,9 @@ class RayCluster:
             raise ClusterError(f"the Ray cluster at {address} did not accept this driver within "
                                f"{self.timeout:g} s (--agentmem-service-timeout)")
         if "error" in outcome:
-            exc = outcome["error"]
+            error = outcome["error"]
             raise ClusterError(f"could not join the Ray cluster at {address}: "
-                               f"{type(exc).__name__}: {str(exc)[:500]}") from None
+                               f"{type(error).__name__}: {str(error)[:500]}") from None
         self.address = address
 
     def shutdown(self) -> None:
