@@ -316,3 +316,71 @@ def test_ctrl_c_leaves_nothing_of_ray_running(pytester: pytest.Pytester) -> None
     assert child.returncode == pytest.ExitCode.INTERRUPTED, out
     left = _wait_gone(seen)
     assert not left, f"left running after Ctrl-C: {[_cmd(pid)[:2] for pid in left]}"
+
+
+JOIN_TEST = """
+    import asyncio
+    import pytest
+
+    async def sleep_op(index):
+        await asyncio.sleep(0.002)
+
+    @pytest.mark.agentmem_perf(baseline=False)
+    async def test_join(perf):
+        result = await perf.run(sleep_op, concurrency=4, total=200, processes=2)
+        assert result.ops == 200 and len(result.placement["nodes"]) == 2, result.placement
+        print("JOINED", result.describe())
+"""
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _kill_tree_of(marker: str) -> None:
+    """Kill the processes whose command line holds ``marker`` (our own Ray cluster's temp dir)."""
+    for proc in psutil.process_iter(["cmdline"]):
+        try:
+            if marker in " ".join(proc.info["cmdline"] or []):
+                proc.kill()
+        except psutil.Error:
+            continue
+
+
+@needs_ray
+@pytest.mark.slow
+def test_a_running_cluster_is_joined_by_address_and_left_running(pytester: pytest.Pytester) -> None:
+    """`ray start --head` + `ray start --address`: a cluster that runs; the plugin joins it by
+    its address (the test module shipped by value), runs over both nodes, and leaves it running."""
+    import shutil
+    import tempfile
+
+    ray_bin = shutil.which("ray") or str(Path(sys.executable).with_name("ray"))
+    temp = tempfile.mkdtemp(prefix="amray", dir="/tmp")  # short: Ray's socket paths must be
+    port = _free_port()
+    env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0",
+               PYTHONPATH=os.pathsep.join([str(Path(__file__).parents[1]), os.environ.get("PYTHONPATH", "")]))
+    try:
+        subprocess.run([ray_bin, "start", "--head", f"--port={port}", "--num-cpus=1",
+                        "--include-dashboard=false", f"--temp-dir={temp}"], env=env, check=True,
+                       capture_output=True, timeout=180)
+        subprocess.run([ray_bin, "start", f"--address=127.0.0.1:{port}", "--num-cpus=1"], env=env,
+                       check=True, capture_output=True, timeout=180)
+        pytester.makepyfile(test_join=JOIN_TEST)
+        pytester.makeini("[pytest]\nasyncio_default_fixture_loop_scope = function\n")
+        done = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-s",
+                               "--agentmem-perf", f"--agentmem-load-cluster=127.0.0.1:{port}"],
+                              cwd=pytester.path, env=env, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert "[2 Ray workers on 2 node(s)" in done.stdout, done.stdout
+        assert f"load workers on the Ray cluster at 127.0.0.1:{port}" in done.stdout
+        raylets = [p for p in psutil.process_iter(["cmdline"])
+                   if temp in " ".join(p.info["cmdline"] or []) and "raylet" in " ".join(p.info["cmdline"] or [])]
+        assert raylets, "a cluster that was running before the session must be left running"
+    finally:
+        _kill_tree_of(temp)
+        shutil.rmtree(temp, ignore_errors=True)
