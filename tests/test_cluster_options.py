@@ -292,7 +292,8 @@ SLOW_TEST = """
 
 @needs_ray
 @pytest.mark.slow
-def test_ctrl_c_leaves_nothing_of_ray_running(pytester: pytest.Pytester) -> None:
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_an_interrupt_leaves_nothing_of_ray_running(pytester: pytest.Pytester, signum: int) -> None:
     pytester.makepyfile(test_slow=SLOW_TEST)
     pytester.makeini("[pytest]\nasyncio_default_fixture_loop_scope = function\n")
     child = _pytest_child(pytester.path, "--agentmem-perf", "--agentmem-load-cluster=ray")
@@ -306,7 +307,7 @@ def test_ctrl_c_leaves_nothing_of_ray_running(pytester: pytest.Pytester) -> None
     assert workers, "the load workers never started"
     time.sleep(1.0)  # measuring now
     seen |= _session_processes(child.pid)
-    child.send_signal(signal.SIGINT)
+    child.send_signal(signum)
     try:
         child.wait(timeout=120)
     finally:

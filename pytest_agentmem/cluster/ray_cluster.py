@@ -80,10 +80,17 @@ class RayCluster:
             if ray.is_initialized():
                 raise ClusterError("Ray is already initialised in this process (by the test's own "
                                    "code?); --agentmem-load-cluster needs to connect it itself")
-            if is_local_target(self.target):
-                self._start_local(int(self.target.split(":", 1)[1]))
-            else:
-                self._join(self.target)
+            previous = _sigterm_handler()
+            try:
+                if is_local_target(self.target):
+                    self._start_local(int(self.target.split(":", 1)[1]))
+                else:
+                    self._join(self.target)
+            finally:
+                # Ray installs a SIGTERM handler that exits on the spot; the run's own (the
+                # services plugin turns SIGTERM into KeyboardInterrupt, so pytest unwinds and
+                # stops the cluster and the servers) stays in charge.
+                _restore_sigterm(previous)
             self._connected = True
 
     def _runtime_env(self) -> dict[str, Any]:
@@ -190,6 +197,21 @@ class RayCluster:
     def describe(self) -> str:
         kind = f"local Ray cluster of {self.target.split(':')[1]} node(s)" if self.local else "Ray cluster"
         return f"{kind} at {self.address or self.target}"
+
+
+def _sigterm_handler() -> Any:
+    import signal
+
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.getsignal(signal.SIGTERM)
+
+
+def _restore_sigterm(previous: Any) -> None:
+    import signal
+
+    if previous is not None and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, previous)
 
 
 def local_addresses() -> set[str]:

@@ -72,8 +72,10 @@ class Perf:
         ``warmup`` operations run first (once) and are excluded; ``timeout``
         seconds cancels an operation (a timeout and an error); ``rounds``
         measured rounds (default: the marker's ``rounds``, else --agentmem-rounds, else 1), merged into
-        the returned result; ``processes`` spreads closed-loop users over worker
-        processes (``op`` must then be picklable); ``think`` seconds: the mean
+        the returned result; ``processes`` spreads the closed-loop users (or the open loop's
+        schedule) over worker processes, or over a Ray cluster's nodes with
+        ``--agentmem-load-cluster`` (``op`` must then be picklable; see
+        :class:`~.worker_op.WorkerOp` for clients built in each worker); ``think`` seconds: the mean
         (exponential) think time of each closed-loop user before each of its
         operations, not counted in latency (users then offer about
         ``concurrency / think`` operations per second).
