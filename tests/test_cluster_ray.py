@@ -241,7 +241,10 @@ def test_nothing_of_ray_is_left_after_shutdown(cluster) -> None:
     children = {p.pid for p in psutil.Process().children(recursive=True) if _is_ray(p)}
     names = " ".join(" ".join(psutil.Process(pid).cmdline()[:1]) for pid in children if psutil.pid_exists(pid))
     assert "raylet" in names and "gcs_server" in names, names
+    session = cluster._session_dir
+    assert session and Path(session).is_dir()
     cluster.shutdown()
+    assert not Path(session).exists(), "the local cluster's session folder (its logs) was left behind"
     deadline = time.monotonic() + 30
     left = _alive(children)
     while left and time.monotonic() < deadline:

@@ -6,7 +6,7 @@ once per pytest process:
 - ``ray:N`` starts a local Ray cluster of ``N`` nodes on this machine (a head
   and ``N - 1`` added nodes, ``ray.cluster_utils.Cluster``), small object stores,
   no dashboard; :meth:`RayCluster.shutdown` (at the end of the session, Ctrl-C
-  included) stops every process of it.
+  included) stops every process of it and removes its session folder (logs).
 - an address (``auto``, ``ray://host:port``, ``host:port``) joins a cluster that
   runs; it is left running. A cluster that cannot be reached is a
   :class:`ClusterError` within the service timeout: a TCP probe first, then
@@ -65,6 +65,7 @@ class RayCluster:
         self.timeout = float(timeout)
         self._lock = threading.RLock()
         self._local: Any = None  # ray.cluster_utils.Cluster when we started one
+        self._session_dir = ""  # its logs (removed with it)
         self._connected = False
         self.address = ""
 
@@ -108,6 +109,7 @@ class RayCluster:
             for _ in range(nodes - 1):
                 cluster.add_node(num_cpus=1, object_store_memory=LOCAL_OBJECT_STORE)
             cluster.wait_for_nodes(timeout=self.timeout)
+            self._session_dir = cluster.head_node.get_session_dir_path()
             ray.init(address=cluster.address, log_to_driver=False, logging_level=logging.WARNING,
                      runtime_env=self._runtime_env())
         except Exception as exc:
@@ -169,6 +171,7 @@ class RayCluster:
                     local.shutdown()
                 except Exception:  # noqa: BLE001
                     pass
+                _remove_session(self._session_dir)
             self._connected = False
 
     # ------------------------------------------------------------------ queries
@@ -197,6 +200,21 @@ class RayCluster:
     def describe(self) -> str:
         kind = f"local Ray cluster of {self.target.split(':')[1]} node(s)" if self.local else "Ray cluster"
         return f"{kind} at {self.address or self.target}"
+
+
+def _remove_session(path: str) -> None:
+    """Remove a stopped local cluster's session folder (its logs) and Ray's link to it."""
+    import shutil
+
+    if not path or not os.path.isdir(path):
+        return
+    shutil.rmtree(path, ignore_errors=True)
+    latest = os.path.join(os.path.dirname(path), "session_latest")
+    try:
+        if os.path.islink(latest) and os.path.realpath(latest) == os.path.realpath(path):
+            os.unlink(latest)
+    except OSError:
+        pass
 
 
 def _sigterm_handler() -> Any:
