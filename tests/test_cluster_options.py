@@ -25,7 +25,7 @@ from pytest_agentmem.cluster.ray_cluster import NodeInfo, remote_of
 from pytest_agentmem.config import Settings, parse_load_cluster
 from pytest_agentmem.errors import ConfigurationError
 from pytest_agentmem.load import validate
-from pytest_agentmem.load.workers import split_spec
+from pytest_agentmem.load.workers import share_specs
 
 HAS_RAY = importlib.util.find_spec("ray") is not None
 needs_ray = pytest.mark.skipif(not HAS_RAY, reason="the [cluster] extra (ray) is not installed")
@@ -116,7 +116,7 @@ async def op(index: int) -> None:
 
 def test_an_open_loop_schedule_splits_into_shares_whose_union_is_the_schedule() -> None:
     spec = validate(op, rate=1000, duration=2.0, processes=3, concurrency=7)
-    shares = split_spec(spec, 3)
+    shares = share_specs(spec, 3)
     assert [s.rate for s in shares] == pytest.approx([1000 / 3] * 3)
     assert [s.concurrency for s in shares] == [3, 2, 2]  # the cap on operations in flight, split
     due = sorted(s.schedule_offset_s + m / s.rate for s in shares for m in range(700)
@@ -125,7 +125,7 @@ def test_an_open_loop_schedule_splits_into_shares_whose_union_is_the_schedule() 
 
 
 def test_a_closed_loop_splits_users_total_and_warmup() -> None:
-    shares = split_spec(validate(op, concurrency=5, total=11, warmup=3, processes=2), 2)
+    shares = share_specs(validate(op, concurrency=5, total=11, warmup=3, processes=2), 2)
     assert [(s.concurrency, s.total, s.warmup) for s in shares] == [(3, 6, 2), (2, 5, 1)]
     assert all(s.processes is None and s.schedule_offset_s == 0 for s in shares)
 

@@ -9,7 +9,7 @@
 2. The barrier: no worker is asked to measure before every worker is open; then
    all are asked at once (the coordinator's messages, not the clocks of
    different machines, start them). Each measures its share
-   (:func:`~pytest_agentmem.load.workers.split_spec`: users, or the open loop's
+   (:func:`~pytest_agentmem.load.workers.share_specs`: users, or the open loop's
    schedule) on its own uvloop with the project's runner.
 3. While they run, every worker is asked for its progress once a second (which
    also drives the progress line); a worker that dies fails the run at once, and
@@ -38,7 +38,7 @@ from ..load.resources import ResourceSampler
 from ..load.result import LoadResult
 from ..load.runner import TickCallback
 from ..load.spec import LoadSpec, Op
-from ..load.workers import merge_parts, split_spec
+from ..load.workers import merge_parts, share_specs
 from .ray_cluster import ClusterError, RayCluster
 
 #: Seconds a worker has to start, import and open the op (build its clients).
@@ -59,7 +59,7 @@ async def run_on_cluster(cluster: RayCluster, op: Op, spec: LoadSpec, *,
     """Run ``spec`` (``processes=N`` > 1) with its N workers on ``cluster``; see the module docstring."""
     cluster.connect()  # blocking, once per run: Ray installs signal handlers (main thread only)
     n = int(spec.processes or 1)
-    shares = split_spec(spec, n)
+    shares = share_specs(spec, n)
     actors, nodes = _workers(cluster, n)
     where: list[dict[str, Any]] = [{"index": k, "node": nodes[k]} for k in range(n)]
     ok = False

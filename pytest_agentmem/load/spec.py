@@ -34,7 +34,7 @@ class LoadSpec:
     tick_s: float = 1.0
     think: float | None = None  # closed loop: mean think time (s) before each user's operation
     #: Open loop, a worker's share of a split schedule: its first operation is due this long
-    #: after the phase starts (see :func:`.workers.split_spec`); 0 for a whole schedule.
+    #: after the phase starts (see :func:`.workers.share_specs`); 0 for a whole schedule.
     schedule_offset_s: float = 0.0
 
     @property

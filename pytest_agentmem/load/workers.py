@@ -3,7 +3,7 @@
 Workers are started with ``spawn`` (a clean interpreter: no inherited event
 loop, sockets or threads), open their operation (:class:`~.worker_op.WorkerOp`
 builds its clients once in each worker), wait at a barrier until all are ready
-so their measured phases overlap, run their share (:func:`split_spec`) on their
+so their measured phases overlap, run their share (:func:`share_specs`) on their
 own event loop (uvloop when installed), and send back their histogram in the
 standard encoding with their counters; the parent merges them exactly
 (:func:`merge_parts`). ``op`` must be picklable - a module-level async function,
@@ -52,7 +52,7 @@ def _shares(amount: int, parts: int) -> list[int]:
     return [base + (1 if k < extra else 0) for k in range(parts)]
 
 
-def split_spec(spec: LoadSpec, parts: int) -> list[LoadSpec]:
+def share_specs(spec: LoadSpec, parts: int) -> list[LoadSpec]:
     """The shares of ``spec`` for ``parts`` workers (see the module docstring)."""
     n = int(parts)
     totals = _shares(spec.total, n) if spec.total is not None else [None] * n
@@ -111,7 +111,7 @@ async def run_processes(op: Op, spec: LoadSpec, *,
                         service_pids: Callable[[], Any] | None = None) -> LoadResult:
     """Run ``spec`` with its users (or schedule) spread over ``spec.processes`` workers."""
     n = int(spec.processes or 1)
-    shares = split_spec(spec, n)
+    shares = share_specs(spec, n)
     ctx = multiprocessing.get_context("spawn")
     barrier = ctx.Barrier(n)
     sampler = ResourceSampler(service_pids)
@@ -173,4 +173,4 @@ def merge_parts(parts: list[dict[str, Any]], spec: LoadSpec, sampler: ResourceSa
     )
 
 
-__all__ = ["measure_share", "merge_parts", "run_processes", "split_spec"]
+__all__ = ["measure_share", "merge_parts", "run_processes", "share_specs"]
