@@ -65,7 +65,7 @@ def _median(results: list[Any], key: Any) -> float:
 
 def _paired(runs: dict[str, list[Any]], key: Any) -> float:
     """Median of the per-pair ratios ray / local (each pair measured back to back)."""
-    return float(statistics.median(key(r) / key(l) for r, l in zip(runs["ray"], runs["local"])))
+    return float(statistics.median(key(ray) / key(local) for ray, local in zip(runs["ray"], runs["local"])))
 
 
 def _cpu_us_per_op(result: Any) -> float:
