@@ -343,13 +343,22 @@ def _free_port() -> int:
 
 
 def _kill_tree_of(marker: str) -> None:
-    """Kill the processes whose command line holds ``marker`` (our own Ray cluster's temp dir)."""
+    """Kill the processes whose command line holds ``marker`` (our own Ray cluster's temp dir)
+    and their descendants (Ray's agents show only a process title)."""
+    found: dict[int, psutil.Process] = {}
     for proc in psutil.process_iter(["cmdline"]):
         try:
             if marker in " ".join(proc.info["cmdline"] or []):
-                proc.kill()
+                found[proc.pid] = proc
+                found.update((child.pid, child) for child in proc.children(recursive=True))
         except psutil.Error:
             continue
+    for proc in found.values():
+        try:
+            proc.kill()
+        except psutil.Error:
+            continue
+    psutil.wait_procs(list(found.values()), timeout=10)
 
 
 @needs_ray
