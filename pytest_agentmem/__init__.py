@@ -28,6 +28,7 @@ from .memory.model import (
 
 if TYPE_CHECKING:
     from .load.result import LoadResult
+    from .load.worker_op import WorkerInfo, WorkerOp
     from .memory.embedder import Embedder
     from .memory.graph import GraphStore, Relation
     from .memory.lance import LanceDBMemoryStore
@@ -44,6 +45,8 @@ _LAZY = {
     "LanceDBMemoryStore": "pytest_agentmem.memory.lance",
     "PostgresMemoryRepository": "pytest_agentmem.memory.postgres",
     "MemoryService": "pytest_agentmem.memory.service",
+    "WorkerOp": "pytest_agentmem.load.worker_op",
+    "WorkerInfo": "pytest_agentmem.load.worker_op",
 }
 
 __all__ = [
@@ -51,7 +54,7 @@ __all__ = [
     "ServiceStartError", "ServiceUnavailableError", "Measurement", "HistoryEvent",
     "InvalidMemoryError", "Memory", "MemoryNotFoundError", "MemoryRepository",
     "LoadResult", "Embedder", "GraphStore", "Relation", "LanceDBMemoryStore",
-    "PostgresMemoryRepository", "MemoryService",
+    "PostgresMemoryRepository", "MemoryService", "WorkerOp", "WorkerInfo",
 ]
 
 

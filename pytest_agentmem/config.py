@@ -196,6 +196,46 @@ def parse_evidence(value: str) -> tuple[str, ...]:
         raise pytest.UsageError(f"unknown evidence {', '.join(bad)!s}: use all, none or a comma list "
                                 f"of {', '.join(EVIDENCE_KINDS)}")
     return kinds
+# --- load cluster (issue 19) -------------------------------------------------------
+
+#: The extra that installs Ray for ``--agentmem-load-cluster``.
+CLUSTER_EXTRA = "pytest-agentmem[cluster]"
+
+
+def parse_load_cluster(value: str) -> str:
+    """``local``, ``ray``, ``ray:N`` (a local Ray cluster of N nodes) or a Ray address.
+
+    An address is ``auto`` (the cluster this machine is a node of),
+    ``ray://host:port`` (Ray Client) or ``host:port`` (the head's GCS). Anything
+    but ``local`` needs Ray installed: a usage error names the extra otherwise.
+    """
+    import importlib.util
+
+    text = str(value).strip()
+    low = text.lower()
+    if low in ("", "local"):
+        return "local"
+    if low == "ray" or low.startswith("ray:") and not low.startswith("ray://"):
+        nodes = low[4:] if low != "ray" else "2"
+        if not nodes.isdigit() or not 1 <= int(nodes) <= 16:
+            raise pytest.UsageError(f"--agentmem-load-cluster: {value!r}: expected ray or ray:N with "
+                                    "N from 1 to 16 (nodes of the local Ray cluster)")
+        text = f"ray:{int(nodes)}"
+    elif low != "auto":
+        host_port = text.split("://", 1)[1] if low.startswith("ray://") else text
+        if "://" in text and not low.startswith("ray://") or not _is_host_port(host_port):
+            raise pytest.UsageError(
+                f"--agentmem-load-cluster: {value!r} is not local, ray, ray:N or a Ray address "
+                "(auto, ray://HOST:PORT for Ray Client, HOST:PORT for the head's GCS)")
+    if importlib.util.find_spec("ray") is None:
+        raise pytest.UsageError(f"--agentmem-load-cluster {text}: Ray is not installed; "
+                                f"pip install '{CLUSTER_EXTRA}' (or use local)")
+    return text
+
+
+def _is_host_port(text: str) -> bool:
+    host, _, port = text.rpartition(":")
+    return bool(host) and port.isdigit() and 0 < int(port) < 65536 and not any(c.isspace() for c in host)
 
 
 # --------------------------------------------------------------------------- table
@@ -301,6 +341,13 @@ OPTIONS: tuple[Option, ...] = (
     Option("profile_dir", "--agentmem-profile-dir", "folder of the flame graphs (default: "
            "agentmem-profiles next to the rootdir)", ini="agentmem_profile_dir",
            env="AGENTMEM_PROFILE_DIR", metavar="DIR"),
+    # --- load cluster (issue 19)
+    Option("load_cluster", "--agentmem-load-cluster", "where perf.run(..., processes=N) runs its "
+           "load workers: local (this machine's processes, the default), ray (a local Ray cluster "
+           "of two nodes the plugin starts and stops; ray:N for N nodes), or the address of a Ray "
+           "cluster that runs (auto, ray://HOST:PORT, HOST:PORT); needs the [cluster] extra",
+           default="local", ini="agentmem_load_cluster", env="AGENTMEM_LOAD_CLUSTER",
+           parse=parse_load_cluster, metavar="local|ray|ADDRESS"),
     # --- reports
     Option("report_path", "--agentmem-report", "write a JSON report of every measured result "
            "to PATH", ini="agentmem_report", metavar="PATH"),
@@ -447,6 +494,7 @@ class Settings:
     #: True: profile the measured rounds; None: only a suspect's re-measurement; False: never.
     profile: bool | None = None
     profile_dir: Path | None = None
+    load_cluster: str = "local"  # issue 19: local, ray:N or a Ray address
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -501,4 +549,17 @@ def load_settings(config: pytest.Config) -> Settings:
                       report_path=None, html_path=None)
     elif values.get("compare"):
         values["perf"] = True  # comparing means running the perf tests
+        refuse_compare_on_cluster(values.get("load_cluster") or "local")  # issue 19
     return Settings(**values, extra=extra)
+
+
+def refuse_compare_on_cluster(load_cluster: str) -> None:
+    """A/B mode measures on this machine only: a usage error with a cluster, saying why (issue 19)."""
+    if load_cluster != "local":
+        raise pytest.UsageError(
+            f"--agentmem-compare cannot be combined with --agentmem-load-cluster {load_cluster}: A/B "
+            "mode pairs each round of the base with one of the candidate measured on the same machine "
+            "right after it, so that the machine's drift cancels; cluster workers run on other nodes "
+            "whose load the pairing does not see, and the two pytest processes would share (or each "
+            "start) a cluster. Compare on one machine (the default, local), or gate cluster runs "
+            "against stored baselines")

@@ -17,6 +17,7 @@ in ``pytest_configure`` under its ``NAME`` (find one with
                             pytest-xdist workers to the controller
 ``agentmem-compare``        :class:`~.compare.plugin.CompareCandidate` (``--agentmem-compare``)
 ``agentmem-compare-base``   :class:`~.compare.plugin.CompareBase` (the A/B base side)
+``agentmem-cluster``        :class:`~.cluster.plugin.ClusterPlugin` (``--agentmem-load-cluster``)
 ==========================  ===============================================================
 
 The default fixtures live in the modules of :data:`FIXTURE_MODULES`, registered
@@ -123,6 +124,15 @@ def plugin_objects(config: pytest.Config, settings: Settings) -> Iterator[tuple[
     if loops.wanted(config, settings.perf) and not config.pluginmanager.has_plugin(LOOPS_PLUGIN):
         yield LOOPS_PLUGIN, loops.UvloopLoops()
     yield from _compare_plugins(config, settings)
+    yield from _cluster_plugins(settings)
+
+
+def _cluster_plugins(settings: Settings) -> Iterator[tuple[str, object]]:
+    """The load cluster's plugin object (issue 19), unless load workers stay on this machine."""
+    if settings.load_cluster != "local":
+        from .cluster.plugin import ClusterPlugin
+
+        yield ClusterPlugin.NAME, ClusterPlugin(settings)
 
 
 def _compare_plugins(config: pytest.Config, settings: Settings) -> Iterator[tuple[str, object]]:

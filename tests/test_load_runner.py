@@ -188,6 +188,17 @@ def test_processes_spread_users_and_merge_exactly() -> None:
     assert result.resources["process_cpu_s"] >= 0 and result.resources["process_rss_mb_max"] > 10
 
 
+def test_processes_split_an_open_loop_schedule() -> None:
+    async def main():
+        return await _run(sleep_10ms, rate=200, total=150, processes=2)
+
+    result = asyncio.run(main())
+    assert result.processes == 2 and result.mode == "open" and result.rate == 200
+    assert result.ops == 150 and result.histogram.get_total_count() == 150
+    assert result.placement == {"backend": "processes", "workers": 2, "nodes": result.placement["nodes"]}
+    assert sum(result.placement["nodes"].values()) == 2
+
+
 @pytest.mark.parametrize("kwargs, message", [
     ({"concurrency": 0, "total": 1}, "concurrency must be an int >= 1"),
     ({"rate": 0, "total": 1}, "rate must be a number"),
@@ -197,7 +208,7 @@ def test_processes_spread_users_and_merge_exactly() -> None:
     ({"duration": -1}, "duration must be a number"),
     ({"total": 1, "warmup": -1}, "warmup must be an int >= 0"),
     ({"total": 1, "timeout": 0}, "timeout must be a number"),
-    ({"total": 1, "rate": 10, "processes": 2}, "cannot be combined with rate="),
+    ({"total": 1, "rate": 10, "processes": 3, "concurrency": 2}, "splits the cap on operations in flight"),
     ({"total": 1, "concurrency": 1, "processes": 2}, "needs at least as many users"),
 ])
 def test_arguments_are_validated(kwargs, message) -> None:

@@ -45,10 +45,13 @@ class Perf:
     """The load runner of one test. Use through the ``perf`` fixture."""
 
     def __init__(self, item: pytest.Item, *, rounds: int = 1,
-                 service_pids: Callable[[], Iterable[int]] | None = None) -> None:
+                 service_pids: Callable[[], Iterable[int]] | None = None,
+                 cluster: Any = None) -> None:
         """``rounds``: the default of ``perf.run``'s rounds (after the marker's);
-        ``service_pids`` lists the processes of the services whose CPU and RSS are recorded."""
+        ``service_pids`` lists the processes of the services whose CPU and RSS are recorded;
+        ``cluster``: where ``processes=N`` runs its workers (None: this machine)."""
         self._item = item
+        self._cluster = cluster
         self._default_rounds = rounds
         self._service_pids = service_pids
         self._names: set[str] = set()
@@ -107,8 +110,10 @@ class Perf:
         ``warmup`` operations run first (once) and are excluded; ``timeout``
         seconds cancels an operation (a timeout and an error); ``rounds``
         measured rounds (default: the marker's ``rounds``, else --agentmem-rounds, else 1), merged into
-        the returned result; ``processes`` spreads closed-loop users over worker
-        processes (``op`` must then be picklable); ``think`` seconds: the mean
+        the returned result; ``processes`` spreads the closed-loop users (or the open loop's
+        schedule) over worker processes, or over a Ray cluster's nodes with
+        ``--agentmem-load-cluster`` (``op`` must then be picklable; see
+        :class:`~.worker_op.WorkerOp` for clients built in each worker); ``think`` seconds: the mean
         (exponential) think time of each closed-loop user before each of its
         operations, not counted in latency (users then offer about
         ``concurrency / think`` operations per second).
@@ -119,12 +124,14 @@ class Perf:
                         warmup=warmup, timeout=timeout, name=label, processes=processes,
                         think=think)
         workload = self.workload(spec)
+        if self._cluster is not None and spec.processes and spec.processes > 1:
+            await self._check_cluster()
         pacer = pacer_for(self._item)
         evidence = RunEvidence(self._item, label, self._service_pids)
         if spec.warmup and (getattr(pacer, "warmup_first", False) or evidence.profiles_measured_rounds):
             # warm up before waiting for the other side (which warms up at the same time)
             await run_load(op, replace(spec, warmup=0, total=spec.warmup, duration=None),
-                           service_pids=None)
+                           service_pids=None, cluster=self._cluster)
             spec = _without_warmup(spec)
         planned = await pacer.plan(label, rounds, spec)
         spec = split_spec(spec, rounds, planned)
@@ -204,7 +211,7 @@ class Perf:
         result: LoadResult | None = None
         try:
             result = await run_load(op, spec, on_tick=progress.update if progress.enabled else None,
-                                    service_pids=self._service_pids)
+                                    service_pids=self._service_pids, cluster=self._cluster)
         finally:
             progress.close()
             if evidence is not None:
@@ -215,6 +222,15 @@ class Perf:
         if probe:
             probe_after_round(result)  # interleaved calibration: the machine this round saw
         return result
+
+    async def _check_cluster(self) -> None:
+        """Connect the load cluster; refuse loopback services when it has remote nodes."""
+        from ..cluster.plugin import check_services_reachable
+
+        self._cluster.connect()  # once per run, on the main thread (Ray installs signal handlers)
+        config = self._item.config
+        check_services_reachable(self._item, self._cluster, get_session(config).settings,
+                                 service_manager(config))
 
     def _rounds(self, rounds: int | None) -> int:
         if rounds is None:
@@ -331,5 +347,8 @@ def split_spec(spec: LoadSpec, rounds: int, planned: int) -> LoadSpec:
 @pytest.fixture
 def perf(request: pytest.FixtureRequest) -> Perf:
     """The load runner bound to this test: ``await perf.run(op, ...)``, ``perf.record(...)``."""
+    from ..cluster.plugin import cluster_of
+
     return Perf(request.node, rounds=get_session(request.config).settings.rounds or 1,
-                service_pids=service_pids_of(service_manager(request.config)))
+                service_pids=service_pids_of(service_manager(request.config)),
+                cluster=cluster_of(request.config))

@@ -26,6 +26,11 @@ Conventions, the same everywhere in the engine:
   :func:`cache_note` says when most lookups were hits (the run measured the
   cache, not the store or the model).
 - ``think_s``: the mean think time of closed-loop users (``think=``), else ``None``.
+- ``placement`` (runs over workers, ``processes=N``): where the workers ran:
+  ``backend`` (``processes`` or ``ray``), ``workers``, ``nodes`` (workers per
+  node) and, on a cluster, one entry per worker in ``per_worker`` (node id,
+  host, pid, its ops and errors, and in memory its encoded histogram); ``worker_returns`` holds what each worker's
+  :class:`~.worker_op.WorkerOp` teardown returned.
 """
 
 from __future__ import annotations
@@ -96,6 +101,10 @@ class LoadResult:
     #: How the system's cache counters moved in the measured phase (see the module docstring).
     caches: dict[str, float] = field(default_factory=dict)
     think_s: float | None = None  # mean think time of closed-loop users
+    #: Where the workers of a ``processes=N`` run ran (see the module docstring).
+    placement: dict[str, Any] = field(default_factory=dict)
+    #: What each worker's WorkerOp teardown returned (runs over workers).
+    worker_returns: list[Any] = field(default_factory=list, repr=False)
 
     @classmethod
     def build(cls, *, histogram: HdrHistogram, ops: int, errors: int, duration_s: float,
@@ -144,6 +153,7 @@ class LoadResult:
             "timeouts": self.timeouts, "cancelled": self.cancelled, "warmup_ops": self.warmup_ops,
             "duration_s": self.duration_s, "concurrency": self.concurrency, "rate": self.rate,
             "processes": self.processes, "loop": self.loop, "think_s": self.think_s,
+            "placement": _jsonable(self.placement),
             "offered_rate": self.offered_rate,
             **self.metrics(),
             "caches": dict(self.caches),
@@ -166,6 +176,9 @@ class LoadResult:
         text = (f"{self.name}: {mode}, {self.ops} ops in {self.duration_s:.2f} s, "
                 f"{self.qps:.1f} ops/s, p50 {self.p50_ms:.2f} ms, p95 {self.p95_ms:.2f} ms, "
                 f"p99 {self.p99_ms:.2f} ms, max {self.max_ms:.2f} ms, errors {self.errors}")
+        where = placement_note(self.placement)
+        if where:
+            text += f" [{where}]"
         if self.timeouts:
             text += f" ({self.timeouts} timeouts)"
         if self.cancelled:
@@ -177,6 +190,23 @@ class LoadResult:
             if rate is not None:
                 text += f", {what} hits {rate:.0%}"
         return text
+
+
+def placement_note(placement: dict[str, Any]) -> str:
+    """``4 Ray workers on 2 nodes (a1b2c3d4: 2, e5f6a7b8: 2)``; "" for a run in one process."""
+    if not placement or placement.get("backend") != "ray":
+        return ""
+    nodes = placement.get("nodes", {})
+    counts = ", ".join(f"{node}: {count}" for node, count in nodes.items())
+    return f"{placement.get('workers', 0)} Ray workers on {len(nodes)} node(s) ({counts})"
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):  # a worker's encoded histogram stays in memory (it is in the merge)
+        return {str(k): _jsonable(v) for k, v in value.items() if k != "histogram"}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    return value
 
 
 def cache_rates(caches: dict[str, float]) -> dict[str, float]:
@@ -274,6 +304,8 @@ def merge_results(results: Sequence[LoadResult], *, name: str | None = None) -> 
         resources=merge_resources([r.resources for r in results], duration),
         loop=first.loop, calibration=[dict(c) for r in results for c in r.calibration],
         caches=merge_caches([r.caches for r in results]), think_s=first.think_s,
+        placement=dict(first.placement),
+        worker_returns=[v for r in results for v in r.worker_returns],
     )
     merged.rounds = [r.metrics() for r in results]
     return merged

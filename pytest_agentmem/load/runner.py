@@ -415,6 +415,8 @@ async def _schedule(phase: _Phase, op: Op, spec: LoadSpec, first_index: int, per
 
     start = phase.start_ns or clock()
     end_ns = start + duration * 1e9 if duration is not None else math.inf
+    # a share of a schedule split over workers starts ``schedule_offset_s`` in (see workers.share_specs)
+    start += int(spec.schedule_offset_s * 1e9)
     launched = 0
     try:
         while True:

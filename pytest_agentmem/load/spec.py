@@ -33,6 +33,9 @@ class LoadSpec:
     processes: int | None = None
     tick_s: float = 1.0
     think: float | None = None  # closed loop: mean think time (s) before each user's operation
+    #: Open loop, a worker's share of a split schedule: its first operation is due this long
+    #: after the phase starts (see :func:`.workers.share_specs`); 0 for a whole schedule.
+    schedule_offset_s: float = 0.0
 
     @property
     def mode(self) -> str:
@@ -82,12 +85,13 @@ def validate(op: Any, *, concurrency: int | None = None, rate: float | None = No
     if processes is not None:
         if not _is_int(processes) or processes < 1:
             raise ConfigurationError(f"perf.run: processes must be an int >= 1, got {processes!r}")
-        if rate is not None and processes > 1:
-            raise ConfigurationError("perf.run: processes= spreads closed-loop users; "
-                                     "it cannot be combined with rate= (open loop)")
-        if processes > (concurrency or 1):
+        if rate is None and processes > (concurrency or 1):
             raise ConfigurationError(f"perf.run: processes={processes} needs at least as many users "
                                      f"(concurrency={concurrency or 1})")
+        if rate is not None and concurrency is not None and processes > concurrency:
+            raise ConfigurationError(f"perf.run: processes={processes} splits the cap on operations "
+                                     f"in flight (concurrency={concurrency}); give at least one per "
+                                     "process, or no cap")
         if processes > 1:
             _check_picklable(op)
     if think is not None:

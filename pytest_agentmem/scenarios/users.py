@@ -50,11 +50,22 @@ The audit
 One process drives the 20,000 agents: a thinking agent is a sleeping task, and
 the engine's own cost at this rate is a few percent of one core (measured by
 ``tests/perf/test_load_perf.py::test_engine_overhead_of_20000_thinking_users``).
+
+Over a load cluster (``--agentmem-load-cluster``, see docs/cluster.md)
+    Each step runs with ``processes=`` one worker per node (at least 2): agent
+    ``j`` acts in worker ``j mod P`` at every step (so its writes are timed by
+    one machine's clock), on a memory service the worker builds for itself
+    (:func:`~pytest_agentmem.memory.worker.memory_service_setup` on the test's
+    database, or what a ``memory_service_worker_setup`` fixture of your conftest
+    returns: a picklable ``setup`` for your own system). The test process
+    seeds the agents as before and hands each worker its agents and their
+    memories; each worker hands back its writes, which the one audit reads.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import random
 import time
 from collections import deque
@@ -65,7 +76,8 @@ import pytest
 
 from ..config import env_value
 from ..datasets.corpus import memory_corpus
-from ..memory.audit import WriteLog, audit
+from ..load.worker_op import WorkerInfo, WorkerOp
+from ..memory.audit import Write, WriteLog, audit
 
 __all__ = ["test_agentmem_scenario_concurrent_users"]
 
@@ -168,6 +180,93 @@ class Crowd:
             self.idle.append(agent)
 
 
+# --------------------------------------------------------------------------- over a load cluster
+
+
+class _WorkerLog(WriteLog):
+    """A worker's write log: keys unique across workers and steps (``u<users>k<worker>-w<n>``)."""
+
+    def __init__(self, prefix: str) -> None:
+        super().__init__()
+        self.prefix = prefix
+
+    def _begin(self, kind: str, memory_id: str | None = None) -> Write:
+        write = super()._begin(kind, memory_id)
+        write.key = f"{self.prefix}-{write.key}"
+        return write
+
+
+async def _open_crowd(setup: Any, agents: list[tuple[int, str, list[str], int]], users: int,
+                      worker: WorkerInfo) -> Crowd:
+    """A worker's crowd: its agents (``j mod count == index``) on the service it builds."""
+    service = await setup(worker)
+    corpus = memory_corpus(400, users=1)
+    crowd = Crowd(service, _WorkerLog(f"u{users}k{worker.index}"), corpus.texts,
+                  [q.text for q in corpus.questions], rng=random.Random(8 + worker.index))
+    for number, user_id, memories, turns in agents:
+        agent = Agent(number, user_id, list(memories), turns)
+        crowd.agents.append(agent)
+        crowd.idle.append(agent)
+    return crowd
+
+
+async def _act(crowd: Crowd, index: int) -> None:
+    await crowd.act(index)
+
+
+async def _close_crowd(crowd: Crowd) -> dict[str, Any]:
+    """What the test process needs back: the actions, the writes, the agents' memories."""
+    closer = getattr(crowd.service, "aclose", None)
+    if closer is not None:
+        await closer()
+    return {"counts": dict(crowd.counts), "writes": list(crowd.log.writes),
+            "agents": {a.number: (list(a.memories), a.turns) for a in crowd.agents}}
+
+
+def _worker_setup(request: pytest.FixtureRequest) -> Any:
+    """The picklable setup of each worker's service: the conftest's ``memory_service_worker_setup``
+    fixture when there is one, else the shipped service on the test's database."""
+    try:
+        return request.getfixturevalue("memory_service_worker_setup")
+    except pytest.FixtureLookupError:
+        from ..memory.worker import memory_service_setup
+
+        return memory_service_setup(request.getfixturevalue("pg_database"))
+
+
+def _cluster_processes(request: pytest.FixtureRequest) -> int:
+    """Workers per step over the run's load cluster (one a node, at least 2); 0 without one."""
+    from ..cluster.plugin import cluster_of
+
+    cluster = cluster_of(request.config)
+    if cluster is None:
+        return 0
+    cluster.connect()
+    return max(2, len(cluster.nodes()))
+
+
+def _cluster_op(crowd: Crowd, setup: Any, users: int, processes: int) -> WorkerOp:
+    shares = [[(a.number, a.user_id, list(a.memories), a.turns) for a in crowd.agents[:users]
+               if a.number % processes == k] for k in range(processes)]
+    return WorkerOp(_act, setup=functools.partial(_open_worker, setup, shares, users),
+                    teardown=_close_crowd)
+
+
+async def _open_worker(setup: Any, shares: list[Any], users: int, worker: WorkerInfo) -> Crowd:
+    return await _open_crowd(setup, shares[worker.index], users, worker)
+
+
+def _merge_back(crowd: Crowd, returns: list[dict[str, Any]]) -> None:
+    by_number = {a.number: a for a in crowd.agents}
+    for back in returns:
+        for kind, n in back["counts"].items():
+            crowd.counts[kind] += n
+        crowd.log.writes.extend(back["writes"])
+        for number, (memories, turns) in back["agents"].items():
+            by_number[number].memories[:] = memories
+            by_number[number].turns = turns
+
+
 def _scale() -> float:
     return float(env_value("AGENTMEM_SCENARIO_SCALE"))
 
@@ -181,8 +280,11 @@ def holds(result: Any) -> bool:
 # (an overloaded step's error rate is the finding "this machine holds N users", not a regression).
 # Gated: no acknowledged write lost or wrong.
 @pytest.mark.agentmem_perf(baseline=False, max_lost=0, max_wrong=0)
-async def test_agentmem_scenario_concurrent_users(memory_service: Any, perf: Any) -> None:
+async def test_agentmem_scenario_concurrent_users(memory_service: Any, perf: Any,
+                                                 request: pytest.FixtureRequest) -> None:
     """1,000 -> 20,000 agents searching, adding and updating their own memories; then the audit."""
+    processes = _cluster_processes(request)
+    setup = _worker_setup(request) if processes else None
     corpus = memory_corpus(400, users=1)
     crowd = Crowd(memory_service, WriteLog(), corpus.texts, [q.text for q in corpus.questions])
     scale = _scale()
@@ -195,8 +297,14 @@ async def test_agentmem_scenario_concurrent_users(memory_service: Any, perf: Any
         await crowd.seed(crowd.grow(users))
         seeding += time.perf_counter() - t0
         before = dict(crowd.counts)
-        result = await perf.run(crowd.act, concurrency=users, think=THINK_S, duration=hold * scale,
-                                name=f"users_{users}")
+        if processes:  # over the load cluster: agent j in worker j mod processes
+            result = await perf.run(_cluster_op(crowd, setup, users, processes), concurrency=users,
+                                    think=THINK_S, duration=hold * scale, name=f"users_{users}",
+                                    processes=processes)
+            _merge_back(crowd, result.worker_returns)
+        else:
+            result = await perf.run(crowd.act, concurrency=users, think=THINK_S, duration=hold * scale,
+                                    name=f"users_{users}")
         done = {kind: crowd.counts[kind] - before[kind] for kind in crowd.counts}
         perf.record(f"step_{users}", users=users, offered_rate=users / THINK_S, served_rate=result.qps,
                     **{f"{kind}_actions": float(n) for kind, n in done.items()})
@@ -214,7 +322,8 @@ async def test_agentmem_scenario_concurrent_users(memory_service: Any, perf: Any
                 lost=float(report.lost), wrong=float(report.wrong))
     mix = "/".join(f"{kind} {share:.0%}" for kind, share in MIX)
     steps = "\n  ".join(lines)
-    print(f"\nconcurrent users (think {THINK_S:g} s, mix {mix}):\n  {steps}\n  largest step holding p95 <= "
+    where = f", {processes} workers over the load cluster" if processes else ""
+    print(f"\nconcurrent users (think {THINK_S:g} s, mix {mix}{where}):\n  {steps}\n  largest step holding p95 <= "
           f"{P95_SLO_MS:.0f} ms and error rate < {MAX_ERROR_RATE * 100:.1f}%: {held} users\n  audit: {report}\n"
           f"  wall {time.perf_counter() - started:.1f} s (seeding {seeding:.1f} s, audit {audit_s:.1f} s)")
     for problem in report.problems[:10]:
