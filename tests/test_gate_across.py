@@ -27,7 +27,7 @@ def _healthy(slower: dict[str, float] | None = None) -> dict[str, dict]:
     """Each test's figures here: 1000 qps / 10 ms / 1 ms CPU an op (x ``slower[name]``)."""
     out = {}
     for i, name in enumerate(NAMES):
-        k = (slower or {}).get(name, 1.0) * (1 + i / 50)  # the tests move a little differently
+        k = (slower or {}).get(name, 1.0) * (1 + i / 100)  # the tests move a little differently
         out[name] = {"rounds": rounds(qps=1000 / k, p95_ms=10.0 * k, cpu_ms_per_op=1.0 * k, error_rate=0.0)}
     return out
 
@@ -73,8 +73,8 @@ def test_one_test_slower_than_the_machine_moved_the_others_fails_the_run(project
     result.stdout.fnmatch_lines([
         "*speed 1 failed, 5 passed*",
         "FAILED test_perf.py::test_t3 (judged at the end of the run against the run's other tests*",
-        "*t3.p95_ms 15.9 > scaled baseline 10.4 (+53%, tolerance 29%, p=0.00*; baseline x2.08, the median "
-        "shift of the run's other 5 tests against another machine's baselines, which spread 6%)",
+        "*t3.p95_ms 15.* > scaled baseline 10.* (+5?%, tolerance 2?%, p=0.00*; baseline x2.0*, the median "
+        "shift of the run's other 5 tests against another machine's baselines, which spread ?%)",
     ])
     # the JSON report says the same as the terminal
     report = project.path / "r.json"
@@ -132,13 +132,13 @@ def test_resolve_is_leave_one_out_and_widens_by_the_peers_spread_up_to_a_limit()
     assert verdicts["t::slow"].outcome == "failed"
     assert all(verdicts[f"t::a{i}"].outcome == "passed" for i in range(6))
     # peers that disagree a little: the tolerance widens with them, and +30 % no longer stands out
-    some = [_pending(f"s{i}", 0.5 * f) for i, f in enumerate((0.93, 0.96, 1.0, 1.04, 1.08, 1.1))]
-    some.append(_pending("slow", 0.5 * 1.2))
+    some = [_pending(f"s{i}", 0.5 * f) for i, f in enumerate((0.97, 0.98, 1.0, 1.01, 1.02, 1.03))]
+    some.append(_pending("slow", 0.5 * 1.18))
     resolve(some)
     slow = some[-1].verdict
-    assert slow.outcome == "passed" and slow.checks[0].tolerance > 0.2
+    assert slow.outcome == "passed" and 0.15 < slow.checks[0].tolerance < 0.3
     assert "which spread" in slow.checks[0].message
-    # peers that disagree widely: nothing can be told apart, and nothing is called passed
+    # peers that disagree more than the tolerance: nothing can be told apart, nothing is called passed
     wide = [_pending(f"w{i}", 0.5 * f) for i, f in enumerate((0.6, 0.8, 1.0, 1.25, 1.6, 2.0))]
     wide.append(_pending("slow", 0.5 * 1.3))
     resolve(wide)

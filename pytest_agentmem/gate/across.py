@@ -14,7 +14,8 @@ than its baseline. A test's figure is judged against its baseline scaled by the
 median shift of the OTHER tests' figures of that metric (leave-one-out, so a
 regressed test does not excuse itself), with the tolerance widened by how much
 those tests disagree with each other (:data:`SPREAD_Z` robust standard
-deviations of their log shifts): a test that moved more than the machine moved
+deviations of their log shifts; widened by more than the test's own tolerance,
+the figure is not judged): a test that moved more than the machine moved
 the others stands out; the same significance test as on one machine decides.
 
 Its blindness, said with every verdict: a change that slows every test alike
@@ -42,9 +43,10 @@ from .verdict import CheckResult, TestVerdict
 MIN_PEERS = 4
 #: The tolerance is widened by this many robust standard deviations of the peers' log shifts.
 SPREAD_Z = 2.0
-#: Widened by more than this, a figure is not judged: the run's tests moved too unevenly
-#: to see a change of the tolerance's size, and "passed" would be blindness.
-MAX_WIDENING = 0.25
+#: Widened by more than the test's own tolerance (and at least this), a figure is not
+#: judged: the run's tests moved too unevenly to see a change of the tolerance's size, and
+#: "passed" would be blindness (a +25 % regression passed a tolerance widened to 34 %).
+MIN_WIDENING_CAP = 0.05
 #: The run's median shift may exceed the probes' by this factor times (1 + tolerance)
 #: before no figure of the metric is called passed (see :func:`probe_disagreement`).
 PROBE_MARGIN = 1.25
@@ -164,7 +166,7 @@ def _judge(p: Pending, peers: list[float], suspicious: str | None) -> CheckResul
     shift = math.exp(statistics.median(logs))
     spread = robust_sd(logs)
     widening = math.exp(SPREAD_Z * spread) - 1
-    if widening > MAX_WIDENING:
+    if widening > max(p.tolerance, MIN_WIDENING_CAP):
         return not_judged(check.measurement, check.metric, check.value, "tests moved unevenly",
                           f"{why}, and the run's other {len(peers)} tests moved too unevenly against their "
                           f"baselines ({check.metric} x{shift:.2f} in the median, spread {math.exp(spread) - 1:.0%})"

@@ -179,7 +179,7 @@ def _probe_slowdown(stored_cal: dict[str, Any] | None, readings: list[dict[str, 
 def alternatives(report: dict[str, Any], baselines: Path, metric: str = "cpu_ms_per_op") -> dict[str, dict[str, str]]:
     """Per rule, each test's verdict on ``metric`` ("fail" if any of its runs failed, else "pass",
     or "not judged") under the other cross-machine rules, on this run's figures."""
-    from pytest_agentmem.gate.across import MAX_WIDENING, MIN_PEERS, SPREAD_Z, robust_sd
+    from pytest_agentmem.gate.across import MIN_PEERS, MIN_WIDENING_CAP, SPREAD_Z, robust_sd
     from pytest_agentmem.gate.calibration import PROBE_CPU, PROBE_WALL
     from pytest_agentmem.gate.checks import ALPHA, compare_samples, regressed
 
@@ -225,7 +225,7 @@ def alternatives(report: dict[str, Any], baselines: Path, metric: str = "cpu_ms_
             put("relative", test, "not judged")
             continue
         widening = math.exp(SPREAD_Z * robust_sd(peers)) - 1
-        if widening > MAX_WIDENING:
+        if widening > max(tolerance, MIN_WIDENING_CAP):
             put("relative", test, "not judged")
             continue
         c = compare_samples(metric, samples, base, speed=1 / math.exp(statistics.median(peers)))
