@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 
+from ..config import env_value
 from ..presentation import format_number
 from .changepoints import MAX_PVALUE
 from .importer import import_report
@@ -33,7 +33,14 @@ DEFAULT_BRANCH = "main"
 
 
 def _target(text: str | None) -> Target:
-    text = text or os.environ.get("AGENTMEM_HISTORY", "")
+    if not text:
+        try:
+            found = env_value("AGENTMEM_HISTORY")  # parsed as --agentmem-history parses it
+        except pytest.UsageError as exc:
+            raise HistoryError(str(exc)) from None
+        if found is not None:
+            return found  # type: ignore[no-any-return]
+        text = ""
     if not text.strip():
         raise HistoryError("no history store given: pass --store TARGET (a SQLite path or postgresql://...) "
                            "or set AGENTMEM_HISTORY")
