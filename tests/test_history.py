@@ -20,7 +20,7 @@ from pytest_agentmem.history.changepoints import detect
 from pytest_agentmem.history.judge import judge
 from pytest_agentmem.history.plugin import settings_dict
 from pytest_agentmem.history.rows import FigureRow, RunRow
-from pytest_agentmem.history.stats import t_ppf, t_sf, ttest_ind
+from pytest_agentmem.history.stats import mannwhitney, t_ppf, t_sf, ttest_ind
 from pytest_agentmem.history.store import HistoryError, open_store
 from pytest_agentmem.history.target import parse_target
 
@@ -97,6 +97,16 @@ def test_one_outlier_is_not_a_change_point() -> None:
     values = list(100 * (1 + rng.normal(0, 0.01, 30)))
     values[14] *= 1.6  # one run on a busy machine
     assert detect(values) == []
+
+
+def test_rank_test_matches_scipy_and_finds_the_steps() -> None:
+    stats = pytest.importorskip("scipy.stats")
+    rng = np.random.default_rng(5)
+    a, b = list(rng.normal(0, 1, 12)), list(rng.normal(1, 1, 15))
+    a[3] = a[4]  # a tie
+    assert math.isclose(mannwhitney(a, b), stats.mannwhitneyu(a, b, method="asymptotic").pvalue, rel_tol=1e-9)
+    for seed in range(3):
+        assert [c.index for c in detect(_steps(seed), test="ranks")] in ([11, 21], [11, 22], [12, 21])
 
 
 def test_permutation_variant_and_short_series() -> None:

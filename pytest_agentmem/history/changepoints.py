@@ -12,7 +12,9 @@ al., ICPE 2020 for MongoDB's use), re-implemented here on numpy alone:
    of the split within its stretch (Otava's default tester; the test sees
    ``p``, and sample standard deviations are used); or, with
    ``test="permutation"``, the original permutation test of ``Q`` (values
-   shuffled within each stretch). A split with ``p <= max_pvalue`` is kept and
+   shuffled within each stretch); or, with ``test="ranks"``, a two-sided
+   Mann-Whitney U test, which one run slowed by a busy machine cannot sway as it
+   sways a mean. A split with ``p <= max_pvalue`` is kept and
    the search goes on; the first one that is not significant ends it.
 3. **Split and merge** (Hunter): the series is searched in overlapping windows
    (``window`` long, half a window apart) at a looser first-pass level (10 x
@@ -37,9 +39,9 @@ from typing import Literal
 
 import numpy as np
 
-from .stats import ttest_ind
+from .stats import mannwhitney, ttest_ind
 
-Test = Literal["ttest", "permutation"]
+Test = Literal["ttest", "permutation", "ranks"]
 
 #: Otava's defaults: significance level and window length.
 MAX_PVALUE = 0.001
@@ -114,9 +116,14 @@ def _intervals(indices: Sequence[int], n: int) -> list[tuple[int, int]]:
 
 
 def _stats(x: np.ndarray, index: int, start: int, stop: int, qhat: float = 0.0,
-           p_value: float | None = None) -> ChangePoint:
+           p_value: float | None = None, test: Test = "ttest") -> ChangePoint:
     left, right = x[start:index].tolist(), x[index:stop].tolist()
-    p = ttest_ind(left, right)[1] if p_value is None else p_value
+    if p_value is not None:
+        p = p_value
+    elif test == "ranks":
+        p = mannwhitney(left, right)
+    else:
+        p = ttest_ind(left, right)[1]
     sd = lambda v: statistics.stdev(v) if len(v) > 1 else 0.0  # noqa: E731
     return ChangePoint(index=index, p_value=p, mean_before=statistics.fmean(left),
                        mean_after=statistics.fmean(right), stdev_before=sd(left), stdev_after=sd(right),
@@ -132,7 +139,7 @@ def _best(energy: _Energy, intervals: list[tuple[int, int]], min_size: int) -> t
     return best
 
 
-def e_divisive(values: Sequence[float], *, max_pvalue: float = MAX_PVALUE, min_size: int = MIN_SIZE,
+def e_divisive(values: Sequence[float] | np.ndarray, *, max_pvalue: float = MAX_PVALUE, min_size: int = MIN_SIZE,
                test: Test = "ttest", permutations: int = 199, seed: int = 0) -> list[ChangePoint]:
     """The change points of ``values`` found by E-divisive means (one window, no merge step)."""
     x = np.asarray(values, dtype=float)
@@ -155,17 +162,18 @@ def e_divisive(values: Sequence[float], *, max_pvalue: float = MAX_PVALUE, min_s
                 other = _best(_Energy(shuffled), intervals, min_size)
                 hits += other is not None and other[1] >= qhat
             p = (hits + 1) / (permutations + 1)
-        point = _stats(x, index, start, stop, qhat, p)
+        point = _stats(x, index, start, stop, qhat, p, test)
         if point.p_value > max_pvalue:
             break
         found = sorted([*found, point], key=lambda c: c.index)
     return found
 
 
-def _restat(x: np.ndarray, points: list[ChangePoint]) -> list[ChangePoint]:
-    """Every point's statistics over the stretch between its neighbours (t-test)."""
+def _restat(x: np.ndarray, points: list[ChangePoint], test: Test = "ttest") -> list[ChangePoint]:
+    """Every point's statistics over the stretch between its neighbours (the t-test, or the rank
+    test for ``test="ranks"``; the permutation variant's merge step uses the t-test, as Hunter)."""
     bounds = [0, *[c.index for c in points], len(x)]
-    return [_stats(x, c.index, bounds[i], bounds[i + 2], c.qhat) for i, c in enumerate(points)]
+    return [_stats(x, c.index, bounds[i], bounds[i + 2], c.qhat, test=test) for i, c in enumerate(points)]
 
 
 def detect(values: Sequence[float], *, max_pvalue: float = MAX_PVALUE, min_magnitude: float = 0.0,
@@ -193,7 +201,7 @@ def detect(values: Sequence[float], *, max_pvalue: float = MAX_PVALUE, min_magni
         if stop == n:
             break
         start = max(last, start + step)
-    points = _restat(x, sorted(weak.values(), key=lambda c: c.index))
+    points = _restat(x, sorted(weak.values(), key=lambda c: c.index), test)
     while points:
         weakest = max(range(len(points)), key=lambda i: points[i].p_value)
         if points[weakest].p_value <= max_pvalue:
@@ -201,7 +209,7 @@ def detect(values: Sequence[float], *, max_pvalue: float = MAX_PVALUE, min_magni
             if points[weakest].magnitude >= min_magnitude:
                 break
         del points[weakest]
-        points = _restat(x, points)
+        points = _restat(x, points, test)
     return points
 
 

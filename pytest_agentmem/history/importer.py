@@ -40,7 +40,7 @@ def run_from_report(path: Path, document: dict[str, Any], *, commit: str | None 
     """The run of a report; ``commit``/``branch`` override what the report says."""
     run = document.get("run") or {}
     git = run.get("git") or {}
-    fp = run.get("fingerprint") or next(
+    fp: dict[str, Any] = run.get("fingerprint") or next(
         (r.get("fingerprint") for r in document.get("tests", []) if r.get("fingerprint")), {}) or {}
     started = run.get("started_at") or run.get("finished_at")
     if not started:

@@ -99,3 +99,26 @@ def ttest_ind(left: Sequence[float], right: Sequence[float]) -> tuple[float, flo
         return (0.0, 1.0) if m1 == m2 else (math.copysign(math.inf, m1 - m2), 0.0)
     t = (m1 - m2) / se
     return t, min(1.0, 2.0 * t_sf(abs(t), df))
+
+
+def mannwhitney(left: Sequence[float], right: Sequence[float]) -> float:
+    """Two-sided p of the Mann-Whitney U test (normal approximation with tie and continuity
+    corrections); 1 when either side is empty or every value ties."""
+    n1, n2 = len(left), len(right)
+    if n1 == 0 or n2 == 0:
+        return 1.0
+    from ..gate.stats import average_ranks
+
+    pooled = list(left) + list(right)
+    ranks = average_ranks(pooled)
+    u = sum(ranks[:n1]) - n1 * (n1 + 1) / 2.0
+    n = n1 + n2
+    counts: dict[float, int] = {}
+    for v in pooled:
+        counts[v] = counts.get(v, 0) + 1
+    ties = sum(c ** 3 - c for c in counts.values())
+    var = n1 * n2 / 12.0 * ((n + 1) - ties / (n * (n - 1)))
+    if var <= 0:
+        return 1.0
+    z = (abs(u - n1 * n2 / 2.0) - 0.5) / math.sqrt(var)
+    return min(1.0, math.erfc(max(z, 0.0) / math.sqrt(2.0)))
