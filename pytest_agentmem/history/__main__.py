@@ -89,13 +89,14 @@ def changes_table(changes: Sequence[Change]) -> list[str]:
 def cmd_changes(args: argparse.Namespace) -> int:
     store = open_store(_target(args.store), create=False)
     series = load_series(store, branch=_branch(args), test=args.test, metric=args.metric)
-    changes = find_changes(series, max_pvalue=args.max_pvalue, min_magnitude=args.min_magnitude)
+    changes = find_changes(series, max_pvalue=args.max_pvalue, min_magnitude=args.min_magnitude,
+                           test=args.significance)
     if args.json:
         print(json.dumps({"series": len(series), "changes": [c.to_dict() for c in changes]}, indent=2,
                          allow_nan=False, default=str))
     else:
         print(f"{len(series)} series, {len(changes)} change points "
-              f"(E-divisive, t-test p <= {args.max_pvalue:g}, newest first)")
+              f"(E-divisive, {args.significance} p <= {args.max_pvalue:g}, newest first)")
         for line in changes_table(changes):
             print(line)
     return 0
@@ -107,7 +108,7 @@ def cmd_trends(args: argparse.Namespace) -> int:
     store = open_store(_target(args.store), create=False)
     series = load_series(store, branch=_branch(args), test=args.test, metric=args.metric)
     pages = write_trends(Path(args.out), series, commit_url=args.commit_url, max_pvalue=args.max_pvalue,
-                         min_magnitude=args.min_magnitude, title=args.title)
+                         min_magnitude=args.min_magnitude, title=args.title, test_kind=args.significance)
     print(f"{len(pages)} pages written to {args.out} (open {Path(args.out) / 'index.html'})")
     return 0
 
@@ -131,6 +132,9 @@ def parser() -> argparse.ArgumentParser:
                        help=f"significance level of a change point (default {MAX_PVALUE}, as Otava)")
         p.add_argument("--min-magnitude", type=float, default=0.0,
                        help="smallest relative change reported, e.g. 0.02 (default 0)")
+        p.add_argument("--significance", choices=("ttest", "ranks", "permutation"), default="ttest",
+                       help="test of a split: Student's t (default, as Otava), ranks (Mann-Whitney: "
+                            "one wild run sways it less) or permutations (Matteson and James)")
 
     p = sub.add_parser("import", help="append JSON reports (--agentmem-report) of earlier runs")
     common(p)

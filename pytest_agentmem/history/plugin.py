@@ -25,7 +25,7 @@ from typing import Any
 
 import pytest
 
-from ..redact import redact_value
+from ..redact import redact_text, redact_value
 from ..session import get_session
 from ..xdist import is_worker
 from .judge import HistoryVerdict, judge, recent_values
@@ -121,6 +121,9 @@ class HistoryPlugin:
         except HistoryError as exc:
             self.lines.append(f"agentmem: WARNING: history not appended: {exc} (the run's verdict is "
                               "unchanged)")
+        except Exception as exc:  # noqa: BLE001 - the history must never turn a run into an internal error
+            self.lines.append(f"agentmem: WARNING: history not appended to {self.target}: "
+                              f"{type(exc).__name__}: {redact_text(str(exc))} (the run's verdict is unchanged)")
         else:
             commit = (run.commit_sha or "no commit")[:12]
             self.lines.append(f"agentmem: history: {len(figures)} figures of {commit} "

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..gate.directions import direction_of
-from .changepoints import MAX_PVALUE, ChangePoint, detect
+from .changepoints import MAX_PVALUE, ChangePoint, Test, detect
 from .rows import machine_label
 from .store import Store
 
@@ -120,15 +120,17 @@ def load_series(store: Store, *, branch: str | None = None, test: str | None = N
                                                   s.key.workload_id or ""))
 
 
-def changes_of(series: Series, *, max_pvalue: float = MAX_PVALUE, min_magnitude: float = 0.0) -> list[Change]:
+def changes_of(series: Series, *, max_pvalue: float = MAX_PVALUE, min_magnitude: float = 0.0,
+               test: Test = "ttest") -> list[Change]:
     """The change points of one series."""
     points = series.points
     return [Change(series, cp, points[cp.index - 1].commit, points[cp.index].commit, points[cp.index].started_at)
-            for cp in detect(series.values, max_pvalue=max_pvalue, min_magnitude=min_magnitude)]
+            for cp in detect(series.values, max_pvalue=max_pvalue, min_magnitude=min_magnitude, test=test)]
 
 
 def find_changes(all_series: Iterable[Series], *, max_pvalue: float = MAX_PVALUE,
-                 min_magnitude: float = 0.0) -> list[Change]:
+                 min_magnitude: float = 0.0, test: Test = "ttest") -> list[Change]:
     """The change points of every series, newest first."""
-    found = [c for s in all_series for c in changes_of(s, max_pvalue=max_pvalue, min_magnitude=min_magnitude)]
+    found = [c for s in all_series
+             for c in changes_of(s, max_pvalue=max_pvalue, min_magnitude=min_magnitude, test=test)]
     return sorted(found, key=lambda c: c.started_at, reverse=True)

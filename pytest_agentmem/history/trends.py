@@ -23,7 +23,7 @@ from pathlib import Path
 from .._files import write_text_atomic
 from ..presentation import compact_number, format_number
 from ..report.svg import FONT, GREEN, INK, LIGHT, MUTED, RED, SERIES, nice_ticks
-from .changepoints import MAX_PVALUE
+from .changepoints import MAX_PVALUE, Test
 from .series import Change, Series, changes_of
 
 WIDTH, HEIGHT = 900, 300
@@ -37,6 +37,9 @@ padding:4px 10px;text-align:left}} th{{color:{MUTED};font-weight:600}} .num{{tex
 font-variant-numeric:tabular-nums}} .reg{{color:{RED};font-weight:600}} .imp{{color:{GREEN};font-weight:600}}
 .muted{{color:{MUTED};font-size:13px}} svg{{width:100%;height:auto;display:block}}
 """
+
+
+_TESTS = {"ttest": "t-test", "ranks": "rank test", "permutation": "permutation test"}
 
 
 def page_name(test: str) -> str:
@@ -159,7 +162,7 @@ def _page(title: str, body: str) -> str:
 
 
 def test_page(test: str, series: Sequence[Series], changes: dict[int, list[Change]], *,
-              commit_url: str | None, title: str) -> str:
+              commit_url: str | None, title: str, significance: str = "t-test") -> str:
     """The page of one test: a chart and a change table per measurement and metric."""
     groups: dict[tuple[str, str], list[Series]] = defaultdict(list)
     for s in series:
@@ -167,7 +170,7 @@ def test_page(test: str, series: Sequence[Series], changes: dict[int, list[Chang
     runs = len({p.run_id for s in series for p in s.points})
     parts = [f'<p class="muted"><a href="index.html">{escape(title)}</a></p><h1>{escape(test)}</h1>',
              f'<p class="muted">{runs} runs, {len(groups)} figures; change points by E-divisive means with a '
-             "t-test (as Apache Otava). Hover a point for its commit and value.</p>"]
+             f"{escape(significance)} (as Apache Otava). Hover a point for its commit and value.</p>"]
     for (measurement, metric), members in sorted(groups.items()):
         found = [c for s in members for c in changes.get(id(s), [])]
         parts.append(f'<h2 id="{escape(measurement)}.{escape(metric)}">{escape(measurement)}.{escape(metric)}</h2>')
@@ -179,19 +182,21 @@ def test_page(test: str, series: Sequence[Series], changes: dict[int, list[Chang
 
 def write_trends(out: Path, series: Sequence[Series], *, commit_url: str | None = None,
                  max_pvalue: float = MAX_PVALUE, min_magnitude: float = 0.0,
-                 title: str = "pytest-agentmem trends") -> list[Path]:
+                 title: str = "pytest-agentmem trends", test_kind: Test = "ttest") -> list[Path]:
     """Write ``index.html`` and one page per test into ``out``; return the pages written."""
     by_test: dict[str, list[Series]] = defaultdict(list)
     for s in series:
         by_test[s.key.test].append(s)
-    changes = {id(s): changes_of(s, max_pvalue=max_pvalue, min_magnitude=min_magnitude) for s in series}
+    changes = {id(s): changes_of(s, max_pvalue=max_pvalue, min_magnitude=min_magnitude, test=test_kind)
+               for s in series}
     out.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
     rows = ["<table><tr><th>test</th><th class=num>runs</th><th class=num>figures</th>"
             "<th class=num>regressions</th><th class=num>improvements</th><th>last run</th></tr>"]
     for test, members in sorted(by_test.items()):
         path = out / page_name(test)
-        write_text_atomic(path, test_page(test, members, changes, commit_url=commit_url, title=title))
+        write_text_atomic(path, test_page(test, members, changes, commit_url=commit_url, title=title,
+                                                significance=_TESTS[test_kind]))
         written.append(path)
         found = [c for s in members for c in changes[id(s)]]
         last = max(p.started_at for s in members for p in s.points)
@@ -203,7 +208,8 @@ def write_trends(out: Path, series: Sequence[Series], *, commit_url: str | None 
                     f"<td>{escape(_date(last))}</td></tr>")
     rows.append("</table>")
     body = (f"<h1>{escape(title)}</h1><p class=muted>{len(by_test)} tests, {len(series)} series "
-            f"(test, metric, machine, workload). Change points: E-divisive means, t-test p &le; {max_pvalue:g}."
+            f"(test, metric, machine, workload). Change points: E-divisive means, {_TESTS[test_kind]} p &le; "
+            f"{max_pvalue:g}."
             "</p>" + "".join(rows) if by_test else f"<h1>{escape(title)}</h1><p>No runs in the history yet.</p>")
     index = out / "index.html"
     write_text_atomic(index, _page(title, body))
