@@ -88,7 +88,8 @@ def changes_table(changes: Sequence[Change]) -> list[str]:
 
 def cmd_changes(args: argparse.Namespace) -> int:
     store = open_store(_target(args.store), create=False)
-    series = load_series(store, branch=_branch(args), test=args.test, metric=args.metric)
+    series = load_series(store, branch=_branch(args), test=args.test, metric=args.metric,
+                         statistic=args.statistic)
     changes = find_changes(series, max_pvalue=args.max_pvalue, min_magnitude=args.min_magnitude,
                            test=args.significance)
     if args.json:
@@ -106,7 +107,8 @@ def cmd_trends(args: argparse.Namespace) -> int:
     from .trends import write_trends
 
     store = open_store(_target(args.store), create=False)
-    series = load_series(store, branch=_branch(args), test=args.test, metric=args.metric)
+    series = load_series(store, branch=_branch(args), test=args.test, metric=args.metric,
+                         statistic=args.statistic)
     pages = write_trends(Path(args.out), series, commit_url=args.commit_url, max_pvalue=args.max_pvalue,
                          min_magnitude=args.min_magnitude, title=args.title, test_kind=args.significance)
     print(f"{len(pages)} pages written to {args.out} (open {Path(args.out) / 'index.html'})")
@@ -132,6 +134,9 @@ def parser() -> argparse.ArgumentParser:
                        help=f"significance level of a change point (default {MAX_PVALUE}, as Otava)")
         p.add_argument("--min-magnitude", type=float, default=0.0,
                        help="smallest relative change reported, e.g. 0.02 (default 0)")
+        p.add_argument("--statistic", choices=("value", "median", "best"), default="value",
+                       help="each run's point: its headline value (default), the median of its rounds, or "
+                            "its best round (a busy machine only makes a round worse)")
         p.add_argument("--significance", choices=("ttest", "ranks", "permutation"), default="ttest",
                        help="test of a split: Student's t (default, as Otava), ranks (Mann-Whitney: "
                             "one wild run sways it less) or permutations (Matteson and James)")

@@ -95,9 +95,20 @@ class Change:
         }
 
 
+#: What a series' point is of each run: the headline value, or a summary of the run's rounds.
+STATISTICS = {"value": "value", "median": "samples_median", "best": None}
+
+
 def load_series(store: Store, *, branch: str | None = None, test: str | None = None,
-                metric: str | None = None) -> list[Series]:
-    """Every series of the store (of ``branch`` when given), oldest run first."""
+                metric: str | None = None, statistic: str = "value") -> list[Series]:
+    """Every series of the store (of ``branch`` when given), oldest run first.
+
+    ``statistic``: each run's headline ``value`` (default), the ``median`` of its
+    rounds, or its ``best`` round (the lowest of a lower-is-better metric, the highest
+    of a higher-is-better one: a busy machine only ever makes a round worse).
+    """
+    if statistic not in STATISTICS:
+        raise ValueError(f"statistic must be one of {', '.join(STATISTICS)}, got {statistic!r}")
     clauses, params = ["f.value IS NOT NULL"], []
     if branch is not None:
         clauses.append("r.branch = ?")
@@ -114,10 +125,21 @@ def load_series(store: Store, *, branch: str | None = None, test: str | None = N
         series = found.get(key)
         if series is None:
             series = found[key] = Series(key, machine=row["machine"] or {}, workload=row["workload"])
+        value = _statistic(row, statistic)
+        if value is None:
+            continue
         series.points.append(Point(int(row["run_id"]), row["commit_sha"], row["branch"], row["started_at"],
-                                   float(row["value"]), row["verdict"]))
-    return sorted(found.values(), key=lambda s: (s.key.test, s.key.measurement, s.key.metric, s.key.machine_id,
-                                                  s.key.workload_id or ""))
+                                   value, row["verdict"]))
+    return sorted((s for s in found.values() if s.points),
+                  key=lambda s: (s.key.test, s.key.measurement, s.key.metric, s.key.machine_id, s.key.workload_id or ""))
+
+
+def _statistic(row: dict[str, Any], statistic: str) -> float | None:
+    column = STATISTICS[statistic]
+    if column is None:  # best round
+        column = "samples_max" if direction_of(row["metric"]) == "higher" else "samples_min"
+    value = row[column]
+    return None if value is None else float(value)
 
 
 def changes_of(series: Series, *, max_pvalue: float = MAX_PVALUE, min_magnitude: float = 0.0,

@@ -48,12 +48,12 @@ _RUN_COLUMNS = ("uid, commit_sha, branch, commit_time, started_at, finished_at, 
 #: The columns of a series row (:meth:`Store.series_rows`).
 SERIES_COLUMNS = ("run_id", "uid", "commit_sha", "branch", "commit_time", "started_at", "machine_id",
                   "machine", "test", "measurement", "metric", "value", "samples_n", "samples_median",
-                  "samples_stdev", "workload", "workload_id", "verdict", "reason", "outcome")
+                  "samples_stdev", "samples_min", "samples_max", "workload", "workload_id", "verdict", "reason", "outcome")
 
 _SERIES_SELECT = (
     "SELECT r.id, r.uid, r.commit_sha, r.branch, r.commit_time, r.started_at, r.machine_id, r.machine, "
     "f.test, f.measurement, f.metric, f.value, f.samples_n, f.samples_median, f.samples_stdev, "
-    "f.workload, f.workload_id, f.verdict, f.reason, f.outcome "
+    "f.samples_min, f.samples_max, f.workload, f.workload_id, f.verdict, f.reason, f.outcome "
     "FROM agentmem_figures f JOIN agentmem_runs r ON r.id = f.run_id")
 
 

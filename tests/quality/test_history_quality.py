@@ -44,6 +44,7 @@ from pathlib import Path
 import pytest
 
 from pytest_agentmem.history.changepoints import detect, relative_noise
+from pytest_agentmem.history.series import _statistic
 from pytest_agentmem.history.store import open_store
 from pytest_agentmem.history.target import parse_target
 
@@ -56,6 +57,7 @@ UNITS = 100
 NOISY_RUNS = {5, 6, 7, 8, 17, 18, 25, 26, 27}
 METRICS = ("cpu_ms_per_op", "qps", "p50_ms")
 CONDITIONS = ("quiet", "noisy")
+STATISTICS = ("value", "best")
 TOLERANCE_COMMITS = 1
 
 WORK = '''
@@ -131,10 +133,11 @@ def ci_run(repo: Path, sha: str, store: Path) -> None:
         raise AssertionError(f"pytest exited {done.returncode}:\n{done.stdout[-3000:]}\n{done.stderr[-2000:]}")
 
 
-def series(store: Path, metric: str) -> list[tuple[str, float]]:
+def series(store: Path, metric: str, statistic: str = "value") -> list[tuple[str, float]]:
+    """(commit, point) of each run: its headline value, or its ``best`` round."""
     rows = open_store(parse_target(str(store)), create=False).series_rows(
         "f.measurement = ? AND f.metric = ?", ("op", metric))
-    return [(r["commit_sha"], float(r["value"])) for r in rows]
+    return [(r["commit_sha"], float(_statistic(r, statistic) or math.nan)) for r in rows]
 
 
 def ruptures_points(values: list[float]) -> list[int] | None:
@@ -214,11 +217,13 @@ def test_history_change_points(perf, tmp_path: Path, capsys: pytest.CaptureFixtu
              f" (stepped) or none (flat); neighbour during runs {sorted(NOISY_RUNS)} (noisy); "
              "E-divisive p<=0.001 (Otava's defaults, min 3 runs a side) with a t-test, a rank test or "
              "permutations; ruptures PELT (l2, penalty 3 log(n) sigma^2)",
-             "  series          metric          noise   " + "  ".join(f"{d:28s}" for d in DETECTORS)]
+             "  (each run's point: its headline value, or its best of 3 rounds; noise: median successive "
+             "difference / median)",
+             "  series          metric, point        noise   " + "  ".join(f"{d:28s}" for d in DETECTORS)]
     figures: dict[str, float] = {}
     for (name, cond), store in stores.items():
-        for metric in METRICS:
-            values = [v for _, v in series(store, metric)]
+        for metric, statistic in ((m, s) for m in METRICS for s in STATISTICS):
+            values = [v for _, v in series(store, metric, statistic)]
             assert len(values) == COMMITS
             cells = []
             for detector in DETECTORS:
@@ -227,10 +232,10 @@ def test_history_change_points(perf, tmp_path: Path, capsys: pytest.CaptureFixtu
                     cells.append("n/a")
                     continue
                 hits, false = score([c for c, _ in found], name == "stepped")
-                figures[f"{name}_{cond}_{metric}_{detector}_found"] = hits
-                figures[f"{name}_{cond}_{metric}_{detector}_false"] = false
+                figures[f"{name}_{cond}_{metric}_{statistic}_{detector}_found"] = hits
+                figures[f"{name}_{cond}_{metric}_{statistic}_{detector}_false"] = false
                 cells.append(", ".join(f"{c}:{ch:+.0%}" for c, ch in found) or "none")
-            lines.append(f"  {name + '/' + cond:14s}  {metric:14s}  {relative_noise(values):5.1%}   "
+            lines.append(f"  {name + '/' + cond:14s}  {metric + ' ' + statistic:19s}  {relative_noise(values):5.1%}   "
                          + "  ".join(f"{c:28s}" for c in cells))
     figures["elapsed_s"] = time.perf_counter() - started
     lines.append(f"  load average (1 min): {load_start:.2f} at the start, {os.getloadavg()[0]:.2f} at the end; "
