@@ -125,7 +125,7 @@ def load_series(store: Store, *, branch: str | None = None, test: str | None = N
         series = found.get(key)
         if series is None:
             series = found[key] = Series(key, machine=row["machine"] or {}, workload=row["workload"])
-        value = _statistic(row, statistic)
+        value = point_value(row, statistic)
         if value is None:
             continue
         series.points.append(Point(int(row["run_id"]), row["commit_sha"], row["branch"], row["started_at"],
@@ -134,7 +134,8 @@ def load_series(store: Store, *, branch: str | None = None, test: str | None = N
                   key=lambda s: (s.key.test, s.key.measurement, s.key.metric, s.key.machine_id, s.key.workload_id or ""))
 
 
-def _statistic(row: dict[str, Any], statistic: str) -> float | None:
+def point_value(row: dict[str, Any], statistic: str) -> float | None:
+    """A series row's point for ``statistic`` (see :func:`load_series`); None if not stored."""
     column = STATISTICS[statistic]
     if column is None:  # best round
         column = "samples_max" if direction_of(row["metric"]) == "higher" else "samples_min"

@@ -44,7 +44,7 @@ from pathlib import Path
 import pytest
 
 from pytest_agentmem.history.changepoints import detect, relative_noise
-from pytest_agentmem.history.series import _statistic
+from pytest_agentmem.history.series import point_value
 from pytest_agentmem.history.store import open_store
 from pytest_agentmem.history.target import parse_target
 
@@ -137,7 +137,7 @@ def series(store: Path, metric: str, statistic: str = "value") -> list[tuple[str
     """(commit, point) of each run: its headline value, or its ``best`` round."""
     rows = open_store(parse_target(str(store)), create=False).series_rows(
         "f.measurement = ? AND f.metric = ?", ("op", metric))
-    return [(r["commit_sha"], float(_statistic(r, statistic) or math.nan)) for r in rows]
+    return [(r["commit_sha"], float(point_value(r, statistic) or math.nan)) for r in rows]
 
 
 def ruptures_points(values: list[float]) -> list[int] | None:
