@@ -276,6 +276,16 @@ def test_a_perf_run_appends_every_figure(pytester: pytest.Pytester) -> None:
     assert json.loads((pytester.path / "r.json").read_text())["run"]["git"]["commit"] == commit
 
 
+def test_under_xdist_the_controller_appends_once_for_all_workers(pytester: pytest.Pytester) -> None:
+    pytest.importorskip("xdist")
+    _project(pytester)
+    result = _run_perf(pytester, "-n", "2", "-p", "no:benchmark", "--agentmem-history=h.db")
+    result.assert_outcomes(passed=2, skipped=1)
+    store = open_store(parse_target(str(pytester.path / "h.db")), create=False)
+    assert store.count_runs() == 1
+    assert {r["test"].split("::")[1] for r in store.series_rows()} == {"test_hash", "test_quality"}
+
+
 def test_an_unreachable_store_warns_and_keeps_the_verdict(pytester: pytest.Pytester) -> None:
     _project(pytester)
     result = _run_perf(pytester, "--agentmem-history=postgresql://bench:pw-never-shown@127.0.0.1:1/history")
@@ -345,6 +355,9 @@ def test_cli_changes_table_and_json(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert 0.999 < data["changes"][1]["confidence"] <= 1
     assert history_main(["changes", "--store", target, "--branch", "other"]) == 0
     assert "0 series, 0 change points" in capsys.readouterr().out
+    for option in (["--statistic", "best"], ["--significance", "ranks"]):
+        assert history_main(["changes", "--store", target, *option]) == 0
+        assert "1 series, 2 change points" in capsys.readouterr().out
 
 
 def test_cli_trends_pages(tmp_path: Path) -> None:
