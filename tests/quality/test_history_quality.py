@@ -54,6 +54,7 @@ from neighbours import Neighbour  # noqa: E402
 COMMITS = 30
 STEPS = {12: 0.10, 22: 0.05}  # commit (1-based) -> further slowdown from there on
 UNITS = 100
+ROUNDS = int(os.environ.get("HISTORY_BENCH_ROUNDS", "3"))  # rounds of each run's perf.run (1.5 s in all)
 NOISY_RUNS = {5, 6, 7, 8, 17, 18, 25, 26, 27}
 METRICS = ("cpu_ms_per_op", "qps", "p50_ms")
 CONDITIONS = ("quiet", "noisy")
@@ -83,7 +84,7 @@ import pytest
 import work
 
 
-@pytest.mark.agentmem_perf(baseline=False, rounds=3)
+@pytest.mark.agentmem_perf(baseline=False, rounds=ROUNDS)
 async def test_op(perf):
     async def one(i):
         work.op(i)
@@ -112,7 +113,7 @@ def make_repo(root: Path, stepped: bool) -> tuple[Path, list[str]]:
     _git(repo, "config", "user.email", "bench@example.invalid")
     _git(repo, "config", "user.name", "bench")
     (repo / "pytest.ini").write_text("[pytest]\nasyncio_default_fixture_loop_scope = function\n")
-    (repo / "test_op.py").write_text(TEST)
+    (repo / "test_op.py").write_text(TEST.replace("ROUNDS", str(ROUNDS)))
     shas = []
     for commit in range(1, COMMITS + 1):
         (repo / "work.py").write_text(WORK.format(units=units_at(commit, stepped), commit=commit))
@@ -217,7 +218,7 @@ def test_history_change_points(perf, tmp_path: Path, capsys: pytest.CaptureFixtu
              f" (stepped) or none (flat); neighbour during runs {sorted(NOISY_RUNS)} (noisy); "
              "E-divisive p<=0.001 (Otava's defaults, min 3 runs a side) with a t-test, a rank test or "
              "permutations; ruptures PELT (l2, penalty 3 log(n) sigma^2)",
-             "  (each run's point: its headline value, or its best of 3 rounds; noise: median successive "
+             f"  (each run's point: its headline value, or its best of {ROUNDS} rounds (when measured); noise: median successive "
              "difference / median)",
              "  series          metric, point        noise   " + "  ".join(f"{d:28s}" for d in DETECTORS)]
     figures: dict[str, float] = {}
