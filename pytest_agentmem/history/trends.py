@@ -21,6 +21,7 @@ from html import escape
 from pathlib import Path
 
 from .._files import write_text_atomic
+from ..gate.directions import is_primary
 from ..presentation import compact_number, format_number
 from ..report.svg import FONT, GREEN, INK, LIGHT, MUTED, RED, SERIES, nice_ticks
 from .changepoints import MAX_PVALUE, Test
@@ -171,7 +172,9 @@ def test_page(test: str, series: Sequence[Series], changes: dict[int, list[Chang
     parts = [f'<p class="muted"><a href="index.html">{escape(title)}</a></p><h1>{escape(test)}</h1>',
              f'<p class="muted">{runs} runs, {len(groups)} figures; change points by E-divisive means with a '
              f"{escape(significance)} (as Apache Otava). Hover a point for its commit and value.</p>"]
-    for (measurement, metric), members in sorted(groups.items()):
+    # the gate's primary figures (qps, p95_ms, error_rate, cpu_ms_per_op ...) first
+    for (measurement, metric), members in sorted(groups.items(), key=lambda kv: (
+            not is_primary(kv[0][1], "load"), kv[0])):
         found = [c for s in members for c in changes.get(id(s), [])]
         parts.append(f'<h2 id="{escape(measurement)}.{escape(metric)}">{escape(measurement)}.{escape(metric)}</h2>')
         parts.append(chart(f"{measurement}.{metric}", members, found, commit_url=commit_url))
