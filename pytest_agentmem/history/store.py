@@ -300,7 +300,10 @@ class PostgresStore:
 
     @staticmethod
     async def _version(conn: Any) -> int:
-        exists = await conn.fetchval("SELECT to_regclass('agentmem_schema') IS NOT NULL")
+        # a scan of the catalog, not to_regclass: after waiting for the migration lock this backend's
+        # name cache may still say "no such table" while another job has just created it
+        exists = await conn.fetchval("SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_tables "
+                                     "WHERE schemaname = current_schema() AND tablename = 'agentmem_schema')")
         if not exists:
             return 0
         return int(await conn.fetchval("SELECT COALESCE(MAX(version), 0) FROM agentmem_schema"))
