@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import sqlite3
 import subprocess
 import sys
@@ -120,7 +121,7 @@ def test_permutation_variant_and_short_series() -> None:
 def test_judge_against_last_runs() -> None:
     history = [100.0, 101.0, 99.0, 100.5, 99.5]
     few = judge(130.0, history[:2], direction="lower", runs=5, label="op.p95_ms")
-    assert few.verdict == "not_judged" and "only 2 of 5 runs" in (few.reason or "")
+    assert few.verdict == "not-judged" and "only 2 of 5 runs" in (few.reason or "")
     assert judge(101.5, history, direction="lower", runs=5, label="op.p95_ms").verdict == "passed"
     failed = judge(130.0, history, direction="lower", runs=5, label="op.p95_ms", min_change=0.15)
     assert failed.verdict == "failed" and "+30.0%" in failed.message
@@ -270,10 +271,16 @@ def test_a_perf_run_appends_every_figure(pytester: pytest.Pytester) -> None:
     assert not any(t == "test_skipped" for t, _, _ in by)  # a skipped test has no figure
     qps = by[("test_hash", "op", "qps")]
     assert qps["value"] > 0 and qps["samples_n"] == 2 and qps["samples_median"] > 0
-    assert qps["verdict"] == "new" and qps["machine"]["cpu_count"]  # the gate's verdict, the fingerprint
+    assert qps["machine"]["cpu_count"]  # the fingerprint
+    # the gate's verdict on the figure, with its reason when the gate gives one (no baseline yet)
+    assert qps["verdict"] in ("new", "not-judged") and (qps["verdict"] == "new" or qps["reason"])
     assert by[("test_quality", "quality", "recall")]["value"] == 0.9
+    report = json.loads((pytester.path / "r.json").read_text())
     # the JSON report of the same run names the commit, so it can be imported later
-    assert json.loads((pytester.path / "r.json").read_text())["run"]["git"]["commit"] == commit
+    assert report["run"]["git"]["commit"] == commit
+    # the workload, as the record names it (None where the gate records none)
+    measured = next(m for t in report["tests"] if t["nodeid"].endswith("test_hash") for m in t["measurements"])
+    assert qps["workload"] == (measured.get("workload") or None)
 
 
 def test_under_xdist_the_controller_appends_once_for_all_workers(pytester: pytest.Pytester) -> None:
@@ -316,9 +323,13 @@ def test_history_baseline_judges_against_the_last_runs(pytester: pytest.Pytester
     _project(pytester)
     store = "--agentmem-history=h.db"
     # not enough history yet: not judged, passes
-    first = _run_perf(pytester, store, "--agentmem-history-baseline=3", "-k", "quality")
+    first = _run_perf(pytester, store, "--agentmem-history-baseline=3", "-k", "quality", "--agentmem-report=r.json")
     first.assert_outcomes(passed=1)
-    first.stdout.fnmatch_lines(["*quality.recall*warn*"])
+    assert re.search(r"quality\.recall.*(warn|not judged)", first.stdout.str())  # shown, not judged
+    checks = json.loads((pytester.path / "r.json").read_text())["tests"][0]["checks"]
+    history = [c for c in checks if c["kind"] == "history"]
+    assert len(history) == 1 and not history[0]["judged"]
+    assert "only 0 of 3 runs of this machine and workload on main" in history[0]["message"]
     for recall in (0.951, 0.949, 0.95):
         (pytester.path / "recall.json").write_text(json.dumps(recall))
         _run_perf(pytester, store, "-k", "quality").assert_outcomes(passed=1)

@@ -22,7 +22,7 @@ from typing import Literal
 from .stats import t_ppf
 from .store import Store
 
-HistoryVerdictName = Literal["passed", "failed", "not_judged"]
+HistoryVerdictName = Literal["passed", "failed", "not-judged"]
 
 #: One-sided confidence of the prediction bound.
 CONFIDENCE = 0.99
@@ -33,7 +33,7 @@ class HistoryVerdict:
     """The judgement of one figure against its history.
 
     ``verdict``: ``passed``, ``failed`` (``message`` says by how much) or
-    ``not_judged`` (``reason`` says why). ``limit`` is the bound the value was
+    ``not-judged`` (``reason`` says why). ``limit`` is the bound the value was
     held to, ``mean``/``stdev``/``runs`` describe the history used.
     """
 
@@ -65,10 +65,10 @@ def judge(value: float, history: Sequence[float], *, direction: str, runs: int, 
     """
     have = [v for v in history if math.isfinite(v)]
     if direction not in ("lower", "higher"):
-        return HistoryVerdict("not_judged", f"{label}: no direction to judge", reason="metric has no direction")
+        return HistoryVerdict("not-judged", f"{label}: no direction to judge", reason="metric has no direction")
     if len(have) < runs:
         reason = (f"only {len(have)} of {runs} runs of this machine and workload on {branch} in the history")
-        return HistoryVerdict("not_judged", f"{label} {value:.4g}: not judged against the history ({reason})",
+        return HistoryVerdict("not-judged", f"{label} {value:.4g}: not judged against the history ({reason})",
                               reason=reason, runs=len(have))
     mean = statistics.fmean(have)
     stdev = statistics.stdev(have)

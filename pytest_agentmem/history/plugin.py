@@ -157,7 +157,7 @@ def history_checks(plugin: HistoryPlugin, runs: int, ctx: Any) -> list[Any]:
     machine = machine_id(machine_fingerprint())
     results = []
     for m in ctx.measurements:
-        workload = getattr(m, "workload", None) or m.info.get("workload")
+        workload = getattr(m, "workload", None) or m.info.get("workload") or None
         for metric, value in sorted(m.metrics.items()):
             if not is_primary(metric, m.kind, ctx.gate_metrics) or direction_of(metric) == "none":
                 continue
@@ -169,7 +169,7 @@ def history_checks(plugin: HistoryPlugin, runs: int, ctx: Any) -> list[Any]:
                                         branch=branch, runs=runs)
             except HistoryError as exc:
                 reason = f"history store unreadable: {exc}"
-                verdict = HistoryVerdict("not_judged", f"{label}: not judged against the history ({reason})",
+                verdict = HistoryVerdict("not-judged", f"{label}: not judged against the history ({reason})",
                                          reason=reason)
             else:
                 verdict = judge(float(value), history, direction=direction_of(metric), runs=runs, label=label,
@@ -182,14 +182,24 @@ def as_check(verdict: HistoryVerdict, measurement: str, metric: str, value: floa
              tolerance: float) -> Any:
     """A :class:`~pytest_agentmem.gate.verdict.CheckResult` (``kind="history"``) of a history verdict.
 
-    Today's gate vocabulary: passed -> ``pass``, failed -> ``fail``, not judged ->
-    ``warn`` with ``judged=False``.
+    passed -> ``pass``, failed -> ``fail``, not judged -> ``not-judged`` with its
+    ``reason`` where the gate's CheckResult has one; with the older CheckResult
+    (verdicts pass/fail/new/warn and a ``judged`` field) not judged is ``warn``,
+    ``judged=False``.
     """
     from ..gate.verdict import CheckResult
 
-    name = {"passed": "pass", "failed": "fail", "not_judged": "warn"}[verdict.verdict]
+    fields = CheckResult.__dataclass_fields__
+    extra: dict[str, Any] = {}
+    if "reason" in fields:
+        name = {"passed": "pass", "failed": "fail", "not-judged": "not-judged"}[verdict.verdict]
+        extra["reason"] = verdict.reason
+    else:
+        name = {"passed": "pass", "failed": "fail", "not-judged": "warn"}[verdict.verdict]
+    if "judged" in fields:
+        extra["judged"] = verdict.verdict != "not-judged"
     return CheckResult(
         measurement=measurement, metric=metric, value=value, baseline=verdict.mean, limit=verdict.limit,
         change=verdict.change, tolerance=tolerance, p_value=None, confirmed=False, verdict=name,  # type: ignore[arg-type]
         message=verdict.message, kind="history", direction=direction,  # type: ignore[arg-type]
-        raw_change=None, judged=verdict.verdict != "not_judged")
+        raw_change=None, **extra)

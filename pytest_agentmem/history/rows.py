@@ -145,7 +145,7 @@ def figures_of(record: dict[str, Any]) -> list[FigureRow]:
             rows.append(FigureRow(
                 test=test, measurement=name, metric=str(metric), value=value,
                 samples=samples or ((value,) if value is not None else ()),
-                workload=dict(workload) if isinstance(workload, dict) else None,
+                workload=dict(workload) if isinstance(workload, dict) and workload else None,
                 verdict=verdict, reason=reason, outcome=record.get("outcome")))
     return rows
 
