@@ -54,7 +54,7 @@ from neighbours import Neighbour  # noqa: E402
 COMMITS = 30
 STEPS = {12: 0.10, 22: 0.05}  # commit (1-based) -> further slowdown from there on
 UNITS = 100
-ROUNDS = int(os.environ.get("HISTORY_BENCH_ROUNDS", "3"))  # rounds of each run's perf.run (1.5 s in all)
+ROUNDS = int(os.environ.get("HISTORY_BENCH_ROUNDS", "5"))  # rounds of each run's perf.run (1.5 s in all)
 NOISY_RUNS = {5, 6, 7, 8, 17, 18, 25, 26, 27}
 METRICS = ("cpu_ms_per_op", "qps", "p50_ms")
 CONDITIONS = ("quiet", "noisy")
@@ -245,3 +245,11 @@ def test_history_change_points(perf, tmp_path: Path, capsys: pytest.CaptureFixtu
     with capsys.disabled():
         print("\n" + "\n".join(lines))
     perf.record("history_change_points", **{k: float(v) for k, v in figures.items()})
+    # issue 20's goal, on each run's best round of its CPU cost and median latency with the default
+    # detector (E-divisive, t-test): both steps at their commit +-1, nothing on the flat series
+    if ROUNDS > 1:
+        for cond in CONDITIONS:
+            for metric in ("cpu_ms_per_op", "p50_ms"):
+                assert figures[f"stepped_{cond}_{metric}_best_ttest_found"] == 2, lines
+                assert figures[f"stepped_{cond}_{metric}_best_ttest_false"] == 0, lines
+                assert figures[f"flat_{cond}_{metric}_best_ttest_false"] == 0, lines
