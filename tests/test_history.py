@@ -422,3 +422,27 @@ def test_a_perf_run_appends_to_postgres_and_the_cli_reads_it(pytester: pytest.Py
     assert len(rows) == 2 and {r["branch"] for r in rows} == {"main"} and rows[0]["started_at"].endswith("+00:00")
     assert history_main(["changes", "--store", pg_database]) == 0
     assert "1 series, 0 change points" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_a_read_only_postgres_warns_and_keeps_the_verdict(pytester: pytest.Pytester, pg_database: str) -> None:
+    import asyncio
+
+    import asyncpg
+
+    async def read_only() -> None:
+        conn = await asyncpg.connect(pg_database)
+        try:
+            name = await conn.fetchval("SELECT current_database()")
+            await conn.execute(f'ALTER DATABASE "{name}" SET default_transaction_read_only = on')
+        finally:
+            await conn.close()
+
+    asyncio.run(read_only())  # as a read replica, or a database the CI user may only read
+    _project(pytester)
+    result = _run_perf(pytester, f"--agentmem-history={pg_database}", "-k", "quality")
+    result.assert_outcomes(passed=1)
+    assert result.ret == 0
+    result.stdout.fnmatch_lines(["agentmem: WARNING: history not appended: history store postgresql://*"
+                                 "append failed: ReadOnlySQLTransactionError: *read-only transaction; grant "
+                                 "this user INSERT*(the run's verdict is unchanged)"])
