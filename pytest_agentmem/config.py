@@ -236,6 +236,18 @@ def parse_load_cluster(value: str) -> str:
 def _is_host_port(text: str) -> bool:
     host, _, port = text.rpartition(":")
     return bool(host) and port.isdigit() and 0 < int(port) < 65536 and not any(c.isspace() for c in host)
+def _parse_history_target(value: str) -> Any:
+    from .history.target import parse_target
+
+    return parse_target(value)
+
+
+def _parse_history_runs(value: str) -> int:
+    number = _whole_number(value, 1, "a number of runs")
+    if number < 3:
+        raise pytest.UsageError(f"--agentmem-history-baseline: expected at least 3 runs (fewer give no "
+                                f"spread to judge by), got {value!r}")
+    return number
 
 
 # --------------------------------------------------------------------------- table
@@ -353,6 +365,15 @@ OPTIONS: tuple[Option, ...] = (
            "to PATH", ini="agentmem_report", metavar="PATH"),
     Option("html_path", "--agentmem-html", "write a self-contained HTML report with charts "
            "to PATH", ini="agentmem_html", metavar="PATH"),
+    # --- history (issue 20: pytest_agentmem/history)
+    Option("history", "--agentmem-history", "after a perf run, append every figure to this history "
+           "store: a SQLite file (a path or sqlite:///path) or PostgreSQL (postgresql://...); trends and "
+           "change points: python -m pytest_agentmem.history", ini="agentmem_history",
+           env="AGENTMEM_HISTORY", parse=_parse_history_target, metavar="TARGET"),
+    Option("history_baseline", "--agentmem-history-baseline", "also judge each gated figure against "
+           "its last N runs in the history store on the same machine and workload on the main branch "
+           "(a statistical threshold; fewer than N runs: not judged)", ini="agentmem_history_baseline",
+           env="AGENTMEM_HISTORY_BASELINE", parse=_parse_history_runs, metavar="N"),
 )
 
 
@@ -417,6 +438,9 @@ ENVIRONMENT: tuple[EnvVar, ...] = (
     # --- same-run A/B
     EnvVar(COMPARE_ARGS_ENV, "extra pytest arguments of the A/B base side's process "
            "(shell-quoted)", default=list, parse=shlex.split),
+    # --- history (issue 20)
+    EnvVar("AGENTMEM_HISTORY_BRANCH", "branch whose runs --agentmem-history-baseline judges against",
+           default="main"),
     EnvVar(AB_ADDRESS_ENV, "socket of the A/B link (set by --agentmem-compare)", internal=True),
     EnvVar(AB_AUTHKEY_ENV, "key of the A/B link (set by --agentmem-compare)", internal=True),
     EnvVar(AB_DETERMINISTIC_ENV, "an A/B process runs with a fixed memory layout (set by "
@@ -495,6 +519,9 @@ class Settings:
     profile: bool | None = None
     profile_dir: Path | None = None
     load_cluster: str = "local"  # issue 19: local, ray:N or a Ray address
+    # --- history (issue 20)
+    history: Any = None  # a pytest_agentmem.history.target.Target
+    history_baseline: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property

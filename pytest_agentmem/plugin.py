@@ -18,6 +18,7 @@ in ``pytest_configure`` under its ``NAME`` (find one with
 ``agentmem-compare``        :class:`~.compare.plugin.CompareCandidate` (``--agentmem-compare``)
 ``agentmem-compare-base``   :class:`~.compare.plugin.CompareBase` (the A/B base side)
 ``agentmem-cluster``        :class:`~.cluster.plugin.ClusterPlugin` (``--agentmem-load-cluster``)
+``agentmem-history``        :class:`~.history.plugin.HistoryPlugin` (``--agentmem-history``)
 ==========================  ===============================================================
 
 The default fixtures live in the modules of :data:`FIXTURE_MODULES`, registered
@@ -124,6 +125,10 @@ def plugin_objects(config: pytest.Config, settings: Settings) -> Iterator[tuple[
     if loops.wanted(config, settings.perf) and not config.pluginmanager.has_plugin(LOOPS_PLUGIN):
         yield LOOPS_PLUGIN, loops.UvloopLoops()
     yield from _compare_plugins(config, settings)
+    if settings.history is not None:  # issue 20: --agentmem-history
+        from .history.plugin import HistoryPlugin
+
+        yield HistoryPlugin.NAME, HistoryPlugin(config, settings.history)
     yield from _cluster_plugins(settings)
 
 

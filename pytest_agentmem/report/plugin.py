@@ -25,6 +25,7 @@ import pytest
 
 from ..compare.plugin import compare_info
 from ..gate.plugin import verdict_of
+from ..history.gitinfo import git_info
 from ..marker import perf_marker_of
 from ..measurement import measurements_of
 from ..redact import redact_text, redact_value
@@ -152,6 +153,7 @@ class ReportPlugin:
             run = run_info(started=self.started, finished=time.time(), settings=settings,
                            services=services, workers=self.workers, records=records)
             run["compare"] = compare_info(config)
+            run["git"] = git_info(config.rootpath)  # commit and branch: history import reads them
             document = build_document(records, run)
             json_path, html_path = settings.report_path, settings.html_path
             if json_path is not None:
