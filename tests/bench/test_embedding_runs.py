@@ -20,6 +20,7 @@ from __future__ import annotations
 import os
 import statistics
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -41,6 +42,15 @@ def _embed(loaded: Any, texts: list[str], batch: int) -> np.ndarray:
     return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
 
 
+def _embed_by_length(loaded: Any, texts: list[str], batch: int) -> np.ndarray:
+    """``_embed`` with batches of similar lengths (less padding), in the order of ``texts``."""
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+    vectors = _embed(loaded, [texts[i] for i in order], batch)
+    out = np.empty_like(vectors)
+    out[order] = vectors
+    return out
+
+
 def _dense_recall(data: Any, vectors: dict[str, np.ndarray], questions: dict[str, np.ndarray], k: int = 10) -> float:
     scores = []
     index = {t.dia_id + "@" + t.conversation_id: i for i, t in enumerate(data.turns)}
@@ -56,6 +66,7 @@ def _dense_recall(data: Any, vectors: dict[str, np.ndarray], questions: dict[str
     return float(np.mean(scores))
 
 
+@pytest.mark.timeout(2400)
 @pytest.mark.agentmem_perf(baseline=False)
 async def test_embedding_runs_quality_and_speed(perf: Any, pytestconfig: pytest.Config) -> None:
     try:
@@ -71,15 +82,18 @@ async def test_embedding_runs_quality_and_speed(perf: Any, pytestconfig: pytest.
         turns = turns[:limit]
 
     # Quality: the same turns and questions through both runs.
-    embedded = {run: _embed(loaded, turns, BATCH) for run, loaded in runs.items()}
+    with ThreadPoolExecutor(len(runs)) as pool:  # one model thread each
+        embedded = dict(zip(runs, pool.map(lambda loaded: _embed_by_length(loaded, turns, BATCH), runs.values())))
     cosine = (embedded["integer"] * embedded["float"]).sum(axis=1)
     metrics: dict[str, float] = {"cosine_mean": float(cosine.mean()), "cosine_min": float(cosine.min()),
                                  "cosine_p1": float(np.percentile(cosine, 1)), "turns": len(turns)}
     if not limit:
         asked = [q.question for q in data.questions]
-        for run, loaded in runs.items():
+        with ThreadPoolExecutor(len(runs)) as pool:
+            vectors = dict(zip(runs, pool.map(lambda loaded: _embed_by_length(loaded, asked, BATCH), runs.values())))
+        for run in runs:
             metrics[f"dense_recall_at_10_{run}"] = _dense_recall(
-                data, {"turns": embedded[run]}, dict(enumerate(_embed(loaded, asked, BATCH))))
+                data, {"turns": embedded[run]}, dict(enumerate(vectors[run])))
 
     # Speed: one model run on this thread, the runs interleaved round by round.
     sample = turns[:SPEED_TEXTS]
