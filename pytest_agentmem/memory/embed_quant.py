@@ -24,6 +24,12 @@ into ``BiasGelu`` (attention is left unfused: its fused operator would take the
 Q/K/V products back to float). The session itself runs with onnxruntime's full
 graph optimisation (fastembed's ``ORT_ENABLE_ALL``).
 
+On x86 CPUs without VNNI, onnxruntime's u8 x s8 kernel multiplies with
+``vpmaddubsw``, whose 16-bit pair sums saturate (activations around 128 times
+weights near 127); there the weights are stored as uint8 with zero point 128
+(``u8 x u8``, no saturation): the integer products, hence the embeddings, are the
+same, only the kernel differs (:func:`weight_kernel`).
+
 Building needs the ``onnx`` package (in the ``embeddings`` extra); the result is
 cached next to the assembled float model, keyed by the shipped file's identity
 and :data:`RECIPE`.
@@ -46,14 +52,32 @@ NUM_HEADS = 12
 HIDDEN = 384
 
 
-def build_integer_model(source: Path, target: Path) -> None:
-    """Write the integer run of the shipped int8 model ``source`` to ``target`` (atomically)."""
+def weight_kernel() -> str:
+    """``"s8"`` (u8 x s8 products) where they cannot saturate, else ``"u8"`` (x86 without VNNI)."""
+    import platform
+
+    from .._cpu import _proc_flags
+
+    if platform.machine().lower() not in ("x86_64", "amd64", "i386", "i686"):
+        return "s8"  # ARM: dot-product instructions accumulate in 32 bits
+    flags = _proc_flags()
+    return "s8" if {"avx512_vnni", "avx_vnni"} & flags else "u8"
+
+
+def build_integer_model(source: Path, target: Path, *, weights: str | None = None) -> None:
+    """Write the integer run of the shipped int8 model ``source`` to ``target`` (atomically).
+
+    ``weights``: ``"s8"`` or ``"u8"`` (see :func:`weight_kernel`, the default).
+    """
     import onnx
 
+    kind = weights or weight_kernel()
+    if kind not in ("s8", "u8"):
+        raise ValueError(f"weights must be 's8' or 'u8', got {kind!r}")
     model = onnx.load(str(source))
-    weights = _dequantise_matmul_weights(model)
+    shipped = _dequantise_matmul_weights(model)
     model = _fuse(model)
-    _quantise_per_token(model, weights)
+    _quantise_per_token(model, shipped, unsigned=kind == "u8")
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f"{target.name}.tmp{os.getpid()}")
     onnx.save(model, str(tmp))
@@ -118,8 +142,10 @@ def _fuse(model: Any) -> Any:
         return fused.model
 
 
-def _quantise_per_token(model: Any, shipped: dict[str, tuple[np.ndarray, np.ndarray]]) -> None:
-    """Rewrite each weight ``MatMul`` as per-token u8 x shipped s8 ``MatMulInteger``."""
+def _quantise_per_token(model: Any, shipped: dict[str, tuple[np.ndarray, np.ndarray]], *,
+                        unsigned: bool = False) -> None:
+    """Rewrite each weight ``MatMul`` as per-token u8 x shipped s8 ``MatMulInteger``
+    (``unsigned``: the shipped integers + 128 as u8, zero point 128)."""
     from onnx import TensorProto, helper, numpy_helper
 
     graph = model.graph
@@ -155,8 +181,12 @@ def _quantise_per_token(model: Any, shipped: dict[str, tuple[np.ndarray, np.ndar
             weight = node.input[1]
             q, scale = shipped[weight]
             removed.add(weight)
-            w_q = const(f"{weight}_s8", q)
-            w_zp = const(f"{weight}_zp", np.zeros(q.shape[1], np.int8))
+            if unsigned:
+                w_q = const(f"{weight}_u8", (q.astype(np.int16) + 128).astype(np.uint8))
+                w_zp = const(f"{weight}_zp", np.full(q.shape[1], 128, np.uint8))
+            else:
+                w_q = const(f"{weight}_s8", q)
+                w_zp = const(f"{weight}_zp", np.zeros(q.shape[1], np.int8))
             w_scale = const(f"{weight}_col_scale", scale.reshape(1, -1))
             out = node.output[0]
             replacement[id(node)].extend([
