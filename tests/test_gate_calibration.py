@@ -120,10 +120,17 @@ def test_a_busy_machine_leaves_speed_to_the_end_of_the_run() -> None:
     crowded = _measurement(qps=500.0, cpu_ms=2.0, probe_wall=500.0, probe_cpu=1000.0)
     for row in crowded.rounds:
         row.update(wait_share=0.02, foreign_cpu=1.4)
-    assert "other processes used 1.4 cores (baseline 0.1)" in _verdicts(crowded, baseline)["qps"][1]
+    assert "other processes used 1.4 cores during the run (baseline 0.1)" in _verdicts(crowded, baseline)["qps"][1]
     # waiting a little more than the baseline did is no excuse: judged, and failed
     quiet = _busy(_measurement(qps=500.0, cpu_ms=2.0, probe_wall=1000.0, probe_cpu=1000.0), 0.08)
     assert _verdicts(quiet, baseline)["qps"][0] == "fail"
+    # a baseline recorded beside other jobs is no reference for speed as measured either
+    for row in baseline.measurements["op"].rounds:
+        row["foreign_cpu"] = 1.2
+    calm = _measurement(qps=1000.0, cpu_ms=2.0, probe_wall=1000.0, probe_cpu=1000.0)
+    for row in calm.rounds:
+        row.update(wait_share=0.02, foreign_cpu=0.1)
+    assert "other processes used 1.2 cores while the baseline was recorded" in _verdicts(calm, baseline)["qps"][1]
 
 
 def test_the_decision_uses_the_probes_of_the_confirmation_rounds() -> None:

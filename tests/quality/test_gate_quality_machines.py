@@ -176,6 +176,18 @@ def _probe_slowdown(stored_cal: dict[str, Any] | None, readings: list[dict[str, 
     return float(stored_cal[key]) / float(now[key])
 
 
+def _tolerances() -> dict[str, float]:
+    """Each catalogue test's own stored-baseline tolerance (its marker's), else the default."""
+    from pytest_agentmem.scenarios import catalogue
+
+    out = {}
+    for name in catalogue.__all__:
+        marks = [m for m in getattr(getattr(catalogue, name), "pytestmark", []) if m.name == "agentmem_perf"]
+        if marks and "tolerance" in marks[0].kwargs:
+            out[name] = float(marks[0].kwargs["tolerance"])
+    return out
+
+
 def alternatives(report: dict[str, Any], baselines: Path, metric: str = "cpu_ms_per_op") -> dict[str, dict[str, str]]:
     """Per rule, each test's verdict on ``metric`` ("fail" if any of its runs failed, else "pass",
     or "not judged") under the other cross-machine rules, on this run's figures."""
@@ -184,6 +196,7 @@ def alternatives(report: dict[str, Any], baselines: Path, metric: str = "cpu_ms_
     from pytest_agentmem.gate.checks import ALPHA, compare_samples, regressed
 
     stored = _stored(baselines)
+    own = _tolerances()
     key = PROBE_CPU if metric == "cpu_ms_per_op" else PROBE_WALL
     figures = []  # (test, samples, base samples, probe slowdown, tolerance)
     for test in report["tests"]:
@@ -191,8 +204,7 @@ def alternatives(report: dict[str, Any], baselines: Path, metric: str = "cpu_ms_
         base = stored.get(name)
         if base is None:
             continue
-        tolerance = next((c["tolerance"] for c in test["checks"] if c.get("tolerance") is not None
-                          and c.get("metric") == metric), None) or 0.15
+        tolerance = own.get(name, 0.15)
         for m in test["measurements"]:
             entry = base["measurements"].get(m["name"])
             samples = [r[metric] for r in m["rounds"] if metric in r]
