@@ -96,7 +96,13 @@ def test_unknown_marker_keyword_is_a_usage_error(pytester: pytest.Pytester) -> N
 
 @pytest.mark.parametrize("marker", ["agentmem_perf(10)", "agentmem_perf(max_p95_ms='fast')",
                                     "agentmem_perf(tolerance=-1)", "agentmem_perf(baseline='yes')",
-                                    "agentmem_perf(rounds=0)", "agentmem_perf(compare_tolerance=-0.1)"])
+                                    "agentmem_perf(rounds=0)", "agentmem_perf(compare_tolerance=-0.1)",
+                                    # a bound of infinity checks nothing; 10**400 is no float
+                                    "agentmem_perf(max_p95_ms=float('inf'))",
+                                    "agentmem_perf(min_qps=float('-inf'))",
+                                    "agentmem_perf(tolerance=float('inf'))",
+                                    "agentmem_perf(max_p99_ms=float('nan'))",
+                                    "agentmem_perf(max_p50_ms=10**400)"])
 def test_bad_marker_values_are_usage_errors(pytester: pytest.Pytester, marker: str) -> None:
     pytester.makepyfile(f"""
         import pytest
