@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
+
+import pytest_agentmem
 
 PERF_TESTS = """
     import asyncio
@@ -72,6 +76,29 @@ def test_a_users_run_with_python_warnings_as_errors_and_no_asyncio_ini(
     assert "INTERNALERROR" not in result.stdout.str() + result.stderr.str()
     # The user's session-scoped async fixture keeps its session loop: we set no loop scope.
     result.assert_outcomes(passed=5)
+
+
+def test_an_in_process_inner_run_under_warnings_as_errors_does_not_warn_of_our_rewriting(
+        pytester: pytest.Pytester) -> None:
+    # Our suite as a new machine runs it: `pytest` (the console script) with the project
+    # installed editable. At start the source tree is not on sys.path, so the plugin is
+    # imported through the install's finder, unrewritten; then the rootdir conftest puts
+    # the tree on sys.path. pytest >= 9.2 marks an editable plugin's package for
+    # rewriting when sys.path shows it, so an in-process run found it "already imported
+    # so cannot be rewritten", an error under -W error.
+    tree = Path(pytest_agentmem.__file__).parent.parent
+    pytester.makepyfile(test_outer=f"""
+        pytest_plugins = "pytester"
+
+        def test_inner(pytester, monkeypatch):
+            monkeypatch.syspath_prepend({str(tree)!r})  # as the rootdir conftest does
+            pytester.makepyfile(test_plain="def test_ok(): pass")
+            result = pytester.runpytest("-W", "error", "-p", "no:cacheprovider")
+            assert "AssertRewriteWarning" not in result.stdout.str() + result.stderr.str()
+            result.assert_outcomes(passed=1)
+    """)
+    result = pytester.runpytest_subprocess("-W", "error", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1)
 
 
 def test_a_users_own_loop_scope_setting_is_kept(pytester: pytest.Pytester) -> None:
