@@ -381,6 +381,19 @@ class Settings:
     locomo_path: Path | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
+    def __repr__(self) -> str:
+        """The fields with every URL password and secret masked (reprs reach logs and tracebacks)."""
+        from .redact import redact_text, redact_url, redact_value
+
+        def shown(value: Any) -> str:
+            if isinstance(value, str) and "://" in value:
+                return repr(redact_url(value))
+            # each string, then the whole text (a {"password": ...} pair shows its key there)
+            return redact_text(repr(redact_value(value)))
+
+        body = ", ".join(f"{f.name}={shown(getattr(self, f.name))}" for f in fields(self))
+        return f"Settings({body})"
+
 
 _PATH_FIELDS = {"baselines_dir", "report_path", "html_path", "locomo_path"}
 
