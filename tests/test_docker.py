@@ -112,6 +112,75 @@ def test_docker_mode_provisions_postgres_with_pgvector_and_redis(
     result.stdout.fnmatch_lines(["agentmem: postgres * + pgvector * (docker, *), redis * (docker, *)"])
 
 
+REDIS_LOCKED = """
+    import os, pwd, subprocess
+    from urllib.parse import urlsplit
+
+    import docker, psutil, redis
+
+    from pytest_agentmem.services.containers import LABEL_RUN, run_id
+
+    def _as_nobody(argv):
+        nobody = pwd.getpwnam("nobody")
+
+        def drop():
+            os.setgroups([])
+            os.setgid(nobody.pw_gid)
+            os.setuid(nobody.pw_uid)
+
+        return subprocess.run(argv, capture_output=True, text=True, preexec_fn=drop, timeout=30,
+                              env={"PATH": "/usr/bin:/bin"}, cwd="/")
+
+    def test_redis_container_refuses_a_local_account_on_its_bridge_address(agentmem_services):
+        secret = urlsplit(agentmem_services.redis.url).password
+        assert secret and len(secret) >= 32
+        engine = docker.DockerClient(base_url=os.environ["DOCKER_HOST"])
+        try:
+            ours = engine.containers.list(filters={"label": f"{LABEL_RUN}={run_id()}"})
+            [container] = [c for c in ours if "6379/tcp" in c.attrs["NetworkSettings"]["Ports"]]
+            container.reload()
+            addresses = [n["IPAddress"] for n in container.attrs["NetworkSettings"]["Networks"].values()
+                         if n.get("IPAddress")]
+            host_pid = container.attrs["State"]["Pid"]
+        finally:
+            engine.close()
+        assert addresses
+        for address in addresses:  # what another local account or container can reach
+            script = (f"exec 3<>/dev/tcp/{address}/6379; printf 'PING\\r\\nINFO\\r\\n' >&3; "
+                      "read -t 2 a <&3; read -t 2 b <&3; echo $a; echo $b")
+            ran = _as_nobody(["bash", "-c", script])
+            assert ran.stdout.startswith("-NOAUTH"), ran.stdout + ran.stderr
+            assert "PONG" not in ran.stdout and "redis_version" not in ran.stdout
+        client = redis.Redis.from_url(agentmem_services.redis.url)
+        try:
+            assert client.ping()
+            for command in (("CONFIG", "GET", "dir"), ("MODULE", "LIST"), ("DEBUG", "SLEEP", "0")):
+                try:
+                    client.execute_command(*command)
+                    raise AssertionError(f"{command[0]} is enabled")
+                except redis.ResponseError as exc:
+                    assert "unknown command" in str(exc)
+        finally:
+            client.close()
+        # The password is in no command line or environment of the container's processes.
+        server = psutil.Process(host_pid)
+        for proc in [server, *server.children(recursive=True)]:
+            assert secret not in " ".join(proc.cmdline())
+            assert secret not in str(proc.environ())
+        assert server.uids().effective != 0
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to act as another local account")
+def test_docker_modes_redis_refuses_an_unauthenticated_ping_on_its_bridge_address(
+        pytester: pytest.Pytester, docker_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    pytester.makepyfile(REDIS_LOCKED)
+    for key, value in _inner_env(docker_env).items():
+        monkeypatch.setenv(key, value)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--agentmem-services=docker", timeout=300)
+    result.assert_outcomes(passed=1)
+
+
 ISOLATION = """
     import os
 

@@ -58,8 +58,31 @@ REAPER_ALL_CLEAN = b"clean\n"
 
 #: Server settings for a test Postgres (as the local mode's): durability off, fast.
 POSTGRES_SETTINGS = POSTGRES_TEST_SETTINGS
-REDIS_ARGS = ["--save", "", "--appendonly", "no", "--protected-mode", "no", "--bind", "0.0.0.0",
-              "--databases", "64"]
+REDIS_ARGS = ["--save", "", "--appendonly", "no", "--bind", "0.0.0.0", "--databases", "64"]
+#: The container's variable that carries Redis's password to the shell that starts it.
+REDIS_SECRET_ENV = "AGENTMEM_REDIS_SECRET"
+#: Disabled in the container as in local mode: commands that reach beyond the data.
+REDIS_DISABLED_COMMANDS = ("CONFIG", "MODULE", "DEBUG")
+
+
+def redis_container_command() -> list[str]:
+    """The Redis container's command: a password and no admin commands, neither on a command line.
+
+    Publishing on 127.0.0.1 does not keep other local users or containers off the
+    container's bridge address, so the server needs a password. The shell reads it
+    from the container's environment, drops the variable, and hands it to
+    ``redis-server`` as its config on stdin (a here-document, expanded by the shell
+    itself): it appears in no process's command line or environment.
+    """
+    config = "\n".join([f"requirepass ${{secret}}",
+                         *(f'rename-command {name} ""' for name in REDIS_DISABLED_COMMANDS)])
+    script = (f'secret="${REDIS_SECRET_ENV}"; unset {REDIS_SECRET_ENV}; '
+              f'exec redis-server - {" ".join(_sh_quote(a) for a in REDIS_ARGS)} <<EOF\n{config}\nEOF\n')
+    return ["sh", "-c", script.replace("\\n", "\n")]
+
+
+def _sh_quote(arg: str) -> str:
+    return "'" + arg.replace("'", "'\\''") + "'"
 
 
 def postgres_image() -> str:
@@ -274,15 +297,17 @@ class _Started:
         self.container, self.host, self.port, self.pid = container, host, port, pid
 
 
-def _start(image: str, port: int, *, command: list[str], env: dict[str, str]) -> _Started:
-    """Start ``image`` labelled with this run, publishing ``port``."""
+def _start(image: str, port: int, *, command: list[str], env: dict[str, str],
+           user: str | None = None) -> _Started:
+    """Start ``image`` labelled with this run, publishing ``port`` (as ``user``, else the image's)."""
     from testcontainers.core.container import DockerContainer
 
     container = DockerContainer(image, command=command, env=env)
     client = container.get_docker_client().client
     _RUN.prepare(client)
     local = _engine_is_local(client)
-    container.with_kwargs(labels=_RUN.labels(), shm_size="256m")
+    extra: dict[str, Any] = {} if user is None else {"user": user}
+    container.with_kwargs(labels=_RUN.labels(), shm_size="256m", **extra)
     # Loopback only with a local engine; else the engine's default (Testcontainers connects to its host).
     container.ports[f"{port}/tcp"] = ("127.0.0.1",) if local else None  # type: ignore[assignment]
     key = str(id(container))
@@ -372,6 +397,10 @@ def start_redis_container(*, timeout: float = 60.0) -> RunningService:
 
     image = redis_image()
     began = time.perf_counter()
-    started = _start(image, 6379, command=["redis-server", *REDIS_ARGS], env={})
-    url = f"redis://{started.host}:{started.port}/0"
+    secret = secrets.token_urlsafe(24)
+    # As the image's redis account: the official image's entrypoint drops to it only
+    # for a command that starts with redis-server, and ours starts with sh.
+    started = _start(image, 6379, command=redis_container_command(), env={REDIS_SECRET_ENV: secret},
+                     user="redis")
+    url = f"redis://:{secret}@{started.host}:{started.port}/0"
     return _ready(started, image, lambda: attach_redis(url, timeout=2.0), timeout, began)
