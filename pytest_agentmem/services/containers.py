@@ -18,7 +18,15 @@ the labels of its run (:data:`LABEL_RUN`, the owner's pid and host), and
 2. a reaper process (``python -m pytest_agentmem.services.reaper``) waits on a
    pipe from pytest and removes the run's containers when the pipe closes, which
    also happens when pytest is killed outright (SIGKILL);
-3. the next run sweeps labelled containers whose owner process is gone.
+3. the next run sweeps labelled containers whose run is gone.
+
+"Gone" is judged by a heartbeat, the one signal every run sharing an engine can
+read: the reaper writes the time into each of the run's containers
+(:data:`HEARTBEAT_PATH`) every :data:`HEARTBEAT_S` seconds while the run lives.
+A container whose heartbeat (or, before the first, its creation) is older than
+:data:`STALE_S` belongs to a dead run. Host names and pids cannot say it: two
+jobs in containers that share a Docker socket may have the same host name and
+their pids live in separate namespaces.
 """
 
 from __future__ import annotations
@@ -53,6 +61,14 @@ LABEL_RUN = "org.pytest-agentmem.run"
 LABEL_PID = "org.pytest-agentmem.pid"
 LABEL_PID_STARTED = "org.pytest-agentmem.pid-started"
 LABEL_HOST = "org.pytest-agentmem.host"
+#: Marks containers kept alive by a heartbeat (containers of older versions have none).
+LABEL_HEARTBEAT = "org.pytest-agentmem.heartbeat"
+HEARTBEAT_PATH = "/tmp/agentmem-heartbeat"
+HEARTBEAT_S = 5.0
+#: A heartbeat older than this: the run is dead (a busy machine may delay a few beats).
+STALE_S = 90.0
+#: Containers of older versions (no heartbeat) are swept only when this old.
+LEGACY_MAX_AGE_S = 24 * 3600.0
 #: What pytest writes to the reaper's pipe when it removed every container itself.
 REAPER_ALL_CLEAN = b"clean\n"
 
@@ -154,7 +170,8 @@ class _Run:
         self.lock = threading.Lock()
 
     def labels(self) -> dict[str, str]:
-        return {LABEL_RUN: self.id, LABEL_PID: str(os.getpid()),
+        # pid and host are for people reading `docker ps`; the heartbeat decides liveness
+        return {LABEL_RUN: self.id, LABEL_PID: str(os.getpid()), LABEL_HEARTBEAT: "1",
                 LABEL_PID_STARTED: _process_started(os.getpid()), LABEL_HOST: socket.gethostname()}
 
     def prepare(self, client: Any) -> None:
@@ -216,25 +233,77 @@ def _process_started(pid: int) -> str:
         return ""
 
 
-def _owner_alive(labels: dict[str, str]) -> bool:
+def write_heartbeat(container: Any, now: float | None = None) -> bool:
+    """Write the time (``now``, default the current one) into ``container``; False if it failed."""
+    import io
+    import tarfile
+
+    now = time.time() if now is None else now
+    data = f"{now:.3f}\n".encode()
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        info = tarfile.TarInfo(os.path.basename(HEARTBEAT_PATH))
+        info.size, info.mtime, info.mode = len(data), int(now), 0o644
+        tar.addfile(info, io.BytesIO(data))
     try:
-        pid = int(labels.get(LABEL_PID, ""))
-    except ValueError:
+        return bool(container.put_archive(os.path.dirname(HEARTBEAT_PATH), buffer.getvalue()))
+    except Exception:  # noqa: BLE001 - removed meanwhile, or the engine went away
         return False
-    started = _process_started(pid)
-    return bool(started) and started == labels.get(LABEL_PID_STARTED, started)
+
+
+def last_sign_of_life(container: Any) -> float | None:
+    """The container's heartbeat, else its creation time (seconds since the epoch); None if unknown."""
+    import io
+    import tarfile
+
+    try:
+        stream, _ = container.get_archive(HEARTBEAT_PATH)
+        with tarfile.open(fileobj=io.BytesIO(b"".join(stream))) as tar:
+            member = tar.extractfile(os.path.basename(HEARTBEAT_PATH))
+            if member is not None:
+                return float(member.read().decode().strip())
+    except Exception:  # noqa: BLE001 - no heartbeat yet (NotFound), or a damaged one
+        pass
+    return _created(container)
+
+
+def _created(container: Any) -> float | None:
+    from datetime import datetime
+
+    text = str((container.attrs or {}).get("Created", ""))
+    if not text:
+        return None
+    # "2026-12-06T08:40:00.123456789Z": at most microseconds for fromisoformat
+    head, _, frac = text.rstrip("Z").partition(".")
+    try:
+        stamp = datetime.fromisoformat(head + "+00:00").timestamp()
+    except ValueError:
+        return None
+    return stamp + (float("0." + frac[:6]) if frac[:6].isdigit() else 0.0)
+
+
+def run_is_dead(container: Any, now: float | None = None) -> bool:
+    """Whether the run ``container`` belongs to has stopped beating (see the module doc)."""
+    now = time.time() if now is None else now
+    labels = container.labels or {}
+    if labels.get(LABEL_RUN) == _RUN.id:
+        return False
+    if labels.get(LABEL_HEARTBEAT) != "1":  # an older version's: no heartbeat to judge by
+        created = _created(container)
+        return created is not None and now - created > LEGACY_MAX_AGE_S
+    last = last_sign_of_life(container)
+    return last is not None and now - last > STALE_S
 
 
 def sweep_dead_runs(client: Any) -> int:
-    """Remove our labelled containers whose run (on this host) has no live process; return how many."""
+    """Remove our labelled containers whose run stopped beating; return how many."""
     removed = 0
     try:
         found = client.containers.list(all=True, filters={"label": LABEL_RUN})
     except Exception:  # noqa: BLE001
         return 0
     for container in found:
-        labels = container.labels or {}
-        if labels.get(LABEL_HOST) != socket.gethostname() or _owner_alive(labels):
+        if not run_is_dead(container):
             continue
         try:
             container.remove(force=True, v=True)
@@ -264,6 +333,14 @@ def _hint_broken(image: str) -> str:
     return (f"the image {image} did not run the server (see its log above): check "
             "AGENTMEM_POSTGRES_IMAGE / AGENTMEM_REDIS_IMAGE, rebuild the local images with "
             "`python -m pytest_agentmem.services.images build`, or use --agentmem-services=local")
+
+
+def _image_user(client: Any, image: str) -> str:
+    """The account ``image`` runs its command as ("" for root, or when unknown)."""
+    try:
+        return str(client.images.get(image).attrs.get("Config", {}).get("User") or "")
+    except Exception:  # noqa: BLE001 - not pulled yet: the start says what is missing
+        return ""
 
 
 def _image_present(client: Any, image: str) -> bool:
@@ -298,15 +375,20 @@ class _Started:
 
 
 def _start(image: str, port: int, *, command: list[str], env: dict[str, str],
-           user: str | None = None) -> _Started:
-    """Start ``image`` labelled with this run, publishing ``port`` (as ``user``, else the image's)."""
+           default_user: str | None = None) -> _Started:
+    """Start ``image`` labelled with this run, publishing ``port``.
+
+    ``default_user``: the account to run as when the image names none (it would run as root).
+    """
     from testcontainers.core.container import DockerContainer
 
     container = DockerContainer(image, command=command, env=env)
     client = container.get_docker_client().client
     _RUN.prepare(client)
     local = _engine_is_local(client)
-    extra: dict[str, Any] = {} if user is None else {"user": user}
+    extra: dict[str, Any] = {}
+    if default_user and not _image_user(client, image):
+        extra["user"] = default_user
     container.with_kwargs(labels=_RUN.labels(), shm_size="256m", **extra)
     # Loopback only with a local engine; else the engine's default (Testcontainers connects to its host).
     container.ports[f"{port}/tcp"] = ("127.0.0.1",) if local else None  # type: ignore[assignment]
@@ -314,6 +396,7 @@ def _start(image: str, port: int, *, command: list[str], env: dict[str, str],
     _RUN.containers[key] = container
     try:
         container.start()
+        write_heartbeat(container.get_wrapped_container())  # the reaper beats from now on
     except Exception as exc:  # noqa: BLE001 - the docker SDK raises many kinds
         tail = _log_tail(container)
         _RUN.remove(container)
@@ -398,9 +481,10 @@ def start_redis_container(*, timeout: float = 60.0) -> RunningService:
     image = redis_image()
     began = time.perf_counter()
     secret = secrets.token_urlsafe(24)
-    # As the image's redis account: the official image's entrypoint drops to it only
-    # for a command that starts with redis-server, and ours starts with sh.
+    # Not as root: the official image's entrypoint drops to its redis account only for a
+    # command that starts with redis-server, and ours starts with sh (our local image
+    # names its account itself).
     started = _start(image, 6379, command=redis_container_command(), env={REDIS_SECRET_ENV: secret},
-                     user="redis")
+                     default_user="redis")
     url = f"redis://:{secret}@{started.host}:{started.port}/0"
     return _ready(started, image, lambda: attach_redis(url, timeout=2.0), timeout, began)
