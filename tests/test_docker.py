@@ -169,6 +169,27 @@ REDIS_LOCKED = """
             assert secret not in " ".join(proc.cmdline())
             assert secret not in str(proc.environ())
         assert server.uids().effective != 0
+
+    async def test_postgres_containers_environment_password_no_longer_logs_in(agentmem_services):
+        import asyncpg
+
+        engine = docker.DockerClient(base_url=os.environ["DOCKER_HOST"])
+        try:
+            ours = engine.containers.list(filters={"label": f"{LABEL_RUN}={run_id()}"})
+            [container] = [c for c in ours if "5432/tcp" in c.attrs["NetworkSettings"]["Ports"]]
+            env = dict(e.split("=", 1) for e in container.attrs["Config"]["Env"])
+        finally:
+            engine.close()
+        dsn = agentmem_services.postgres.dsn
+        assert env["POSTGRES_PASSWORD"] != urlsplit(dsn).password
+        rest = dsn.split("@", 1)[1]
+        try:
+            await asyncpg.connect(f"postgresql://postgres:{env['POSTGRES_PASSWORD']}@{rest}")
+            raise AssertionError("the password in the container's environment still logs in")
+        except asyncpg.InvalidPasswordError:
+            pass
+        conn = await asyncpg.connect(dsn)
+        await conn.close()
 """
 
 
@@ -179,7 +200,7 @@ def test_docker_modes_redis_refuses_an_unauthenticated_ping_on_its_bridge_addres
     for key, value in _inner_env(docker_env).items():
         monkeypatch.setenv(key, value)
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--agentmem-services=docker", timeout=300)
-    result.assert_outcomes(passed=1)
+    result.assert_outcomes(passed=2)
 
 
 ISOLATION = """

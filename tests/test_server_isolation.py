@@ -147,9 +147,11 @@ def test_a_work_dir_is_never_sweepable_while_it_is_made(monkeypatch: pytest.Monk
     # Another run sweeps at the worst moment: between the lock file's creation and its lock.
     real_flock = procs.fcntl.flock
     swept: list[int] = []
+    sweeping: list[bool] = []
 
     def flock(fd: int, operation: int) -> None:
-        if not swept:
+        if not sweeping:  # once, and not for the sweep's own locks
+            sweeping.append(True)
             swept.append(procs.sweep_stale_workdirs())
         real_flock(fd, operation)
 

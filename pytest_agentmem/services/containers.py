@@ -47,6 +47,7 @@ from urllib.parse import urlsplit
 from ..config import env_default, env_value
 from ..errors import ServiceStartError, ServiceUnavailableError
 from .base import POSTGRES_TEST_SETTINGS, RunningService
+from .pg_cluster import new_secret, scram_verifier
 from .readiness import wait_until_ready
 
 DEFAULT_POSTGRES_IMAGE: str = env_default("AGENTMEM_POSTGRES_IMAGE")
@@ -465,12 +466,48 @@ def start_postgres_container(*, timeout: float = 60.0) -> RunningService:
 
     image = postgres_image()
     began = time.perf_counter()
-    password = secrets.token_hex(12)
+    # The image's entrypoint wants the password in the container's environment, which its
+    # server processes keep (readable on this host by any process of the same uid). So
+    # that one only lets us in once: the first connection replaces it with the secret of
+    # the run, sent as a SCRAM verifier (as for local servers, see pg_cluster).
+    initial = secrets.token_hex(12)
     command = ["postgres"] + [arg for key, value in POSTGRES_SETTINGS.items() for arg in ("-c", f"{key}={value}")]
     started = _start(image, 5432, command=command,
-                     env={"POSTGRES_USER": "postgres", "POSTGRES_PASSWORD": password, "POSTGRES_DB": "postgres"})
-    url = f"postgresql://postgres:{password}@{started.host}:{started.port}/postgres"
-    return _ready(started, image, lambda: attach_postgres(url, timeout=5.0), timeout, began)
+                     env={"POSTGRES_USER": "postgres", "POSTGRES_PASSWORD": initial, "POSTGRES_DB": "postgres"})
+    where = f"{started.host}:{started.port}/postgres"
+    initial_url = f"postgresql://postgres:{initial}@{where}"
+    secret = new_secret()
+    url = f"postgresql://postgres:{secret}@{where}"
+    replaced: list[bool] = []
+
+    def attach() -> RunningService:
+        if not replaced:
+            attach_postgres(initial_url, timeout=5.0)  # answers, with pgvector
+            _replace_password(initial_url, secret)
+            replaced.append(True)
+        return attach_postgres(url, timeout=5.0)
+
+    return _ready(started, image, attach, timeout, began)
+
+
+def _replace_password(url: str, secret: str) -> None:
+    """Give the server's ``postgres`` role the password ``secret`` (only its SCRAM verifier is sent)."""
+    import asyncpg
+
+    from ._sync import run_sync
+
+    async def replace() -> None:
+        conn = await asyncpg.connect(url, timeout=5)
+        try:
+            verifier = scram_verifier(secret).replace("'", "")
+            await conn.execute(f"ALTER ROLE postgres PASSWORD '{verifier}'")
+        finally:
+            await conn.close()
+
+    try:
+        run_sync(replace())
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        raise ServiceUnavailableError(f"could not set the server's password: {type(exc).__name__}") from None
 
 
 def start_redis_container(*, timeout: float = 60.0) -> RunningService:

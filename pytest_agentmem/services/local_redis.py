@@ -58,10 +58,22 @@ def find_redis_server() -> Path:
     if spec is not None and spec.submodule_search_locations:
         for location in spec.submodule_search_locations:
             candidates.append(str(Path(location) / "bin" / "redis-server"))
-    for candidate in candidates:
-        if os.access(candidate, os.X_OK):
-            return Path(candidate)
+    runnable = [Path(c) for c in candidates if os.access(c, os.X_OK)]
+    if explicit is None:
+        # A binary before a wrapper script (a pyenv shim on PATH runs `pyenv exec`, which
+        # a server's account, with a minimal environment, cannot).
+        runnable.sort(key=lambda path: not _is_binary(path))
+    if runnable:
+        return runnable[0]
     raise ServiceStartError("no redis-server binary found", hint=HINT_INSTALL)
+
+
+def _is_binary(path: Path) -> bool:
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(4) == b"\x7fELF"
+    except OSError:
+        return False
 
 
 def runnable_by_others(binary: Path) -> Path:
