@@ -173,6 +173,7 @@ REDIS_LOCKED = """
     async def test_postgres_containers_environment_password_no_longer_logs_in(agentmem_services):
         import asyncpg
 
+        dsn = agentmem_services.postgres.dsn  # started on first use
         engine = docker.DockerClient(base_url=os.environ["DOCKER_HOST"])
         try:
             ours = engine.containers.list(filters={"label": f"{LABEL_RUN}={run_id()}"})
@@ -180,7 +181,6 @@ REDIS_LOCKED = """
             env = dict(e.split("=", 1) for e in container.attrs["Config"]["Env"])
         finally:
             engine.close()
-        dsn = agentmem_services.postgres.dsn
         assert env["POSTGRES_PASSWORD"] != urlsplit(dsn).password
         rest = dsn.split("@", 1)[1]
         try:
