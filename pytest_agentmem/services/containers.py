@@ -383,7 +383,12 @@ def _start(image: str, port: int, *, command: list[str], env: dict[str, str],
     """
     from testcontainers.core.container import DockerContainer
 
-    container = DockerContainer(image, command=command, env=env)
+    # The builder methods, not constructor keywords: testcontainers 4.4 passes those to
+    # docker as extra keywords, which with_kwargs below then replaces (the container ran
+    # the image's default command with no environment).
+    container = DockerContainer(image).with_command(command)  # type: ignore[arg-type]
+    for key, value in env.items():
+        container.with_env(key, value)
     client = container.get_docker_client().client
     _RUN.prepare(client)
     local = _engine_is_local(client)
