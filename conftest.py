@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
+import importlib.util
+
 import pytest
+
+# Import here, before any test, what a pytester in-process run may import first: pytester
+# removes the modules an inner run imported when it ends, and scipy's compiled modules
+# cannot be loaded a second time in one process ("cannot load module more than once per
+# process"), so a later test of ours that imports scipy would fail, depending on order.
+if importlib.util.find_spec("scipy") is not None:
+    import scipy.stats  # noqa: F401
 
 
 @pytest.fixture(autouse=True)

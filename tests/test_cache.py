@@ -115,6 +115,19 @@ async def test_redis_result_cache_is_shared_between_instances(redis_client) -> N
     assert (await one.lookup("k", ("user:u",)))[0] is None
 
 
+@pytest.mark.parametrize("corrupt", [b"{not json", b'{"gen": [0]}', b'{"gen": [0], "results": "[{}]"}',
+                                     b'{"gen": [0], "results": "[{\\"embedding\\": \\"%%%\\"}]"}', b"[1, 2]"])
+async def test_a_corrupt_redis_result_entry_is_a_miss_and_is_replaced(redis_client, corrupt: bytes) -> None:
+    cache = RedisResultCache(redis_client)
+    scopes = ("user:u",)
+    await redis_client.set(f"{cache.prefix}:k", corrupt)
+    cached, token = await cache.lookup("k", scopes)
+    assert cached is None and token == [0]
+    assert cache.misses == 1 and cache.hits == 0 and cache.errors == 1 and cache.last_error
+    await cache.store("k", scopes, token, [Memory("fresh", user_id="u")])  # the search's own store
+    assert (await cache.lookup("k", scopes))[0][0].content == "fresh"
+
+
 async def test_redis_vector_cache_refuses_decoding_clients(agentmem_redis) -> None:
     import redis.asyncio as aioredis
 

@@ -86,10 +86,37 @@ def test_a_handover_of_a_process_not_ours_is_refused_and_cleaned_up(
     assert not side.endpoint.directory.exists()
 
 
-def test_a_broken_handover_is_ignored_and_its_folder_removed(tmp_path: Path, handover_env: pytest.MonkeyPatch) -> None:
-    folder = tmp_path / "sock"
-    folder.mkdir()
+def test_a_broken_handover_is_ignored_and_its_folder_removed(handover_env: pytest.MonkeyPatch) -> None:
+    folder = Endpoint.new().directory  # the hand-over folder as a run makes it
     (folder / early.HANDOVER_FILE).write_text("{not json")
     handover_env.setenv(AB_HANDOVER_ENV, str(folder))
     assert early.take_over() is None
     assert not folder.exists()
+
+
+def test_a_handover_naming_a_folder_not_made_for_it_deletes_nothing(
+        tmp_path: Path, handover_env: pytest.MonkeyPatch) -> None:
+    # The variable names any folder (a user's, a typo, an attacker's choice): a bad
+    # handover.json there must not make the run delete it.
+    precious = tmp_path / "precious"
+    precious.mkdir(mode=0o700)
+    (precious / "keep.txt").write_text("data")
+    (precious / early.HANDOVER_FILE).write_text("{not json")
+    handover_env.setenv(AB_HANDOVER_ENV, str(precious))
+    assert early.take_over() is None
+    assert (precious / "keep.txt").read_text() == "data"
+
+
+def test_a_handover_naming_a_foreign_worktree_deletes_only_its_own_folder(
+        tmp_path: Path, handover_env: pytest.MonkeyPatch) -> None:
+    precious = tmp_path / "project" / "base"
+    precious.mkdir(parents=True)
+    (precious / "keep.txt").write_text("data")
+    endpoint = Endpoint.new()
+    (endpoint.directory / early.HANDOVER_FILE).write_text(json.dumps({
+        "pid": 1, "argv": ["x"], "log": str(tmp_path / "log"), "worktree": str(precious),
+        "ref": "HEAD", "commit": "0" * 40, "repo": str(tmp_path), "authkey": "00"}))
+    handover_env.setenv(AB_HANDOVER_ENV, str(endpoint.directory))
+    assert early.take_over() is None
+    assert (precious / "keep.txt").read_text() == "data"
+    assert not endpoint.directory.exists()

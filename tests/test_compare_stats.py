@@ -23,6 +23,10 @@ def test_signed_rank_p_matches_scipy_exact(n: int) -> None:
         assert signed_rank_p(values) == pytest.approx(expected, rel=1e-9)
 
 
+# The reference is asked for the normal approximation on 8 values on purpose (that is the
+# formula signed_rank_p uses with ties); scipy < 1.11 adds its advice that the sample is
+# small, which says nothing about whether the two agree.
+@pytest.mark.filterwarnings("ignore:Sample size too small for normal approximation:UserWarning")
 def test_signed_rank_p_with_ties_matches_scipy_normal_approximation() -> None:
     stats = pytest.importorskip("scipy.stats")
     values = [1, 1, 2, 2, 3, -1, 4, 5, 0]  # a zero is dropped, tied magnitudes
@@ -184,3 +188,15 @@ def test_figures_not_judged_spend_none_of_the_tests_alpha() -> None:
     assert cpu.judged and cpu.p_value is not None and cpu.p_value <= 0.05
     assert cpu.p_adjusted is None or cpu.p_adjusted == cpu.p_value  # a family of one
     assert cpu.verdict == "fail", cpu.message
+
+
+def test_scipy_stays_importable_after_an_in_process_run_imported_it(pytester: pytest.Pytester) -> None:
+    # pytester drops the modules an inner run imported; scipy's compiled modules cannot
+    # load twice in one process, so whichever test imported scipy next failed, by order
+    # (the suite's conftest imports it first).
+    pytest.importorskip("scipy")
+    pytester.makepyfile(test_inner="def test_x():\n    import scipy.stats\n")
+    pytester.runpytest("-p", "no:cacheprovider").assert_outcomes(passed=1)
+    import scipy.stats
+
+    assert scipy.stats.wilcoxon([1, 2, 3, 4, 5, 6, 7, 8], alternative="greater").pvalue < 0.05

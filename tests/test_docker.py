@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -112,6 +113,96 @@ def test_docker_mode_provisions_postgres_with_pgvector_and_redis(
     result.stdout.fnmatch_lines(["agentmem: postgres * + pgvector * (docker, *), redis * (docker, *)"])
 
 
+REDIS_LOCKED = """
+    import os, pwd, subprocess
+    from urllib.parse import urlsplit
+
+    import docker, psutil, redis
+
+    from pytest_agentmem.services.containers import LABEL_RUN, run_id
+
+    def _as_nobody(argv):
+        nobody = pwd.getpwnam("nobody")
+
+        def drop():
+            os.setgroups([])
+            os.setgid(nobody.pw_gid)
+            os.setuid(nobody.pw_uid)
+
+        return subprocess.run(argv, capture_output=True, text=True, preexec_fn=drop, timeout=30,
+                              env={"PATH": "/usr/bin:/bin"}, cwd="/")
+
+    def test_redis_container_refuses_a_local_account_on_its_bridge_address(agentmem_services):
+        secret = urlsplit(agentmem_services.redis.url).password
+        assert secret and len(secret) >= 32
+        engine = docker.DockerClient(base_url=os.environ["DOCKER_HOST"])
+        try:
+            ours = engine.containers.list(filters={"label": f"{LABEL_RUN}={run_id()}"})
+            [container] = [c for c in ours if "6379/tcp" in c.attrs["NetworkSettings"]["Ports"]]
+            container.reload()
+            addresses = [n["IPAddress"] for n in container.attrs["NetworkSettings"]["Networks"].values()
+                         if n.get("IPAddress")]
+            host_pid = container.attrs["State"]["Pid"]
+        finally:
+            engine.close()
+        assert addresses
+        for address in addresses:  # what another local account or container can reach
+            script = (f"exec 3<>/dev/tcp/{address}/6379; printf 'PING\\r\\nINFO\\r\\n' >&3; "
+                      "read -t 2 a <&3; read -t 2 b <&3; echo $a; echo $b")
+            ran = _as_nobody(["bash", "-c", script])
+            assert ran.stdout.startswith("-NOAUTH"), ran.stdout + ran.stderr
+            assert "PONG" not in ran.stdout and "redis_version" not in ran.stdout
+        client = redis.Redis.from_url(agentmem_services.redis.url)
+        try:
+            assert client.ping()
+            for command in (("CONFIG", "GET", "dir"), ("MODULE", "LIST"), ("DEBUG", "SLEEP", "0")):
+                try:
+                    client.execute_command(*command)
+                    raise AssertionError(f"{command[0]} is enabled")
+                except redis.ResponseError as exc:
+                    assert "unknown command" in str(exc)
+        finally:
+            client.close()
+        # The password is in no command line or environment of the container's processes.
+        server = psutil.Process(host_pid)
+        for proc in [server, *server.children(recursive=True)]:
+            assert secret not in " ".join(proc.cmdline())
+            assert secret not in str(proc.environ())
+        assert server.uids().effective != 0
+
+    async def test_postgres_containers_environment_password_no_longer_logs_in(agentmem_services):
+        import asyncpg
+
+        dsn = agentmem_services.postgres.dsn  # started on first use
+        engine = docker.DockerClient(base_url=os.environ["DOCKER_HOST"])
+        try:
+            ours = engine.containers.list(filters={"label": f"{LABEL_RUN}={run_id()}"})
+            [container] = [c for c in ours if "5432/tcp" in c.attrs["NetworkSettings"]["Ports"]]
+            env = dict(e.split("=", 1) for e in container.attrs["Config"]["Env"])
+        finally:
+            engine.close()
+        assert env["POSTGRES_PASSWORD"] != urlsplit(dsn).password
+        rest = dsn.split("@", 1)[1]
+        try:
+            await asyncpg.connect(f"postgresql://postgres:{env['POSTGRES_PASSWORD']}@{rest}")
+            raise AssertionError("the password in the container's environment still logs in")
+        except asyncpg.InvalidPasswordError:
+            pass
+        conn = await asyncpg.connect(dsn)
+        await conn.close()
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to act as another local account")
+def test_docker_modes_redis_refuses_an_unauthenticated_ping_on_its_bridge_address(
+        pytester: pytest.Pytester, docker_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    pytester.makepyfile(REDIS_LOCKED)
+    for key, value in _inner_env(docker_env).items():
+        monkeypatch.setenv(key, value)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--agentmem-services=docker", timeout=300)
+    result.assert_outcomes(passed=2)
+
+
 ISOLATION = """
     import os
 
@@ -155,11 +246,11 @@ RECORD_AND_WAIT = """
 
 
 def _start_run(pytester: pytest.Pytester, docker_env: dict[str, str],
-               hold: float) -> tuple[subprocess.Popen[bytes], Path]:
+               hold: float, wrap: tuple[str, ...] | list[str] = ()) -> tuple[subprocess.Popen[bytes], Path]:
     pytester.makepyfile(RECORD_AND_WAIT)
     record = pytester.path / "record.json"
     env = _inner_env(docker_env, AGENTMEM_TEST_RECORD=str(record), AGENTMEM_TEST_HOLD=str(hold))
-    proc = subprocess.Popen([sys.executable, "-m", "pytest", "-p", "no:cacheprovider",
+    proc = subprocess.Popen([*wrap, sys.executable, "-m", "pytest", "-p", "no:cacheprovider",
                              "--agentmem-services=docker", "-q"], cwd=pytester.path, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, preexec_fn=sigint_as_default)
     deadline = time.monotonic() + 180
@@ -223,35 +314,53 @@ def test_the_reaper_removes_the_containers_of_a_killed_pytest(
 
 
 def test_the_next_run_sweeps_containers_of_dead_runs(docker_env: dict[str, str], docker_client: object) -> None:
-    import socket
+    import time as clock
 
-    from pytest_agentmem.services.containers import (
-        LABEL_HOST,
-        LABEL_PID_STARTED,
-        _process_started,
-        sweep_dead_runs,
-    )
+    from pytest_agentmem.services.containers import LABEL_HEARTBEAT, STALE_S, sweep_dead_runs, write_heartbeat
 
-    dead = subprocess.Popen([sys.executable, "-c", "pass"])
-    dead.wait()
-    labels = {
-        "dead": {LABEL_RUN: "test-dead", LABEL_PID: str(dead.pid), LABEL_PID_STARTED: "1.00",
-                 LABEL_HOST: socket.gethostname()},
-        "alive": {LABEL_RUN: "test-alive", LABEL_PID: str(os.getpid()),
-                  LABEL_PID_STARTED: _process_started(os.getpid()), LABEL_HOST: socket.gethostname()},
-    }
+    beating = {LABEL_HEARTBEAT: "1"}
+    labels = {"dead": {LABEL_RUN: "test-dead", **beating}, "alive": {LABEL_RUN: "test-alive", **beating},
+              "new": {LABEL_RUN: "test-new", **beating},  # started, no beat yet: its creation counts
+              "legacy": {LABEL_RUN: "test-legacy"}}  # an older version's, a minute old: not judged
     created = {name: docker_client.containers.create(  # type: ignore[attr-defined]
         docker_env["AGENTMEM_REDIS_IMAGE"], labels=value) for name, value in labels.items()}
     try:
+        assert write_heartbeat(created["dead"], clock.time() - STALE_S - 60)  # stopped beating
+        assert write_heartbeat(created["alive"])
         sweep_dead_runs(docker_client)
-        assert not _containers_of(docker_client, dead.pid), "the dead run's container was not swept"
-        assert _containers_of(docker_client, os.getpid()), "a live run's container was swept"
+        left = {c.labels[LABEL_RUN] for c in docker_client.containers.list(  # type: ignore[attr-defined]
+            all=True, filters={"label": LABEL_RUN}) if c.labels[LABEL_RUN].startswith("test-")}
+        assert left == {"test-alive", "test-new", "test-legacy"}
     finally:
         for container in created.values():
             try:
                 container.remove(force=True)
             except Exception:  # noqa: BLE001 - swept already
                 pass
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("unshare"),
+                    reason="needs root and unshare(1) to start a run in a pid namespace of its own")
+def test_a_live_run_in_another_pid_namespace_with_the_same_host_name_keeps_its_containers(
+        pytester: pytest.Pytester, docker_env: dict[str, str], docker_client: object) -> None:
+    from pytest_agentmem.services.containers import LABEL_HOST, sweep_dead_runs
+
+    # A second CI job on the same engine: same host name, its pids in a namespace of its own.
+    proc, record = _start_run(pytester, docker_env, hold=300,
+                              wrap=["unshare", "--pid", "--fork", "--mount-proc", "--kill-child"])
+    data = json.loads(record.read_text())
+    mine = {"label": f"{LABEL_RUN}={data['run']}"}
+    try:
+        found = docker_client.containers.list(all=True, filters=mine)  # type: ignore[attr-defined]
+        assert len(found) == 2
+        assert {c.labels[LABEL_HOST] for c in found} == {__import__("socket").gethostname()}
+        sweep_dead_runs(docker_client)  # this run's sweep, in the first namespace
+        assert len(docker_client.containers.list(all=True, filters=mine)) == 2  # type: ignore[attr-defined]
+    finally:
+        proc.kill()
+        proc.communicate(timeout=60)
+        for container in docker_client.containers.list(all=True, filters=mine):  # type: ignore[attr-defined]
+            container.remove(force=True, v=True)
 
 
 NEEDS_BOTH = """

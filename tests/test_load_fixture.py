@@ -50,7 +50,8 @@ def test_perf_runs_in_a_marked_test_and_reaches_hooks_and_stash(pytester: pytest
         async def test_load(perf):
             result = await perf.run(op, concurrency=4, total=40)
             assert result.ops == 40 and result.errors == 0
-            assert 4.9 <= result.p50_ms <= 9
+            # a sleep is never shorter; the upper bound only tells ms from us (5000)
+            assert 4.9 <= result.p50_ms < 1000
             again = await perf.run(op, total=5)          # default name made unique
             confirmed = await perf.run(op, total=10, name="confirmed", rounds=2)
             assert confirmed.ops == 40                    # 2 rounds + 2 confirmation rounds

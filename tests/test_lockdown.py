@@ -49,7 +49,36 @@ def _secret(url: str) -> str:
 
 
 def _command_lines(service) -> list[str]:  # type: ignore[no-untyped-def]
-    return [" ".join(psutil.Process(pid).cmdline()) for pid in service.process_ids()]
+    return [" ".join(argv) for argv in _each_process(service, psutil.Process.cmdline)]
+
+
+def _each_process(service, read):  # type: ignore[no-untyped-def]
+    """``read(process)`` of each of the service's processes that still runs when read.
+
+    A Postgres backend of a connection just closed is listed, then exits before its
+    command line is read (psutil.NoSuchProcess): it has nothing left to show.
+    """
+    values = []
+    for pid in service.process_ids():
+        try:
+            values.append(read(psutil.Process(pid)))
+        except (psutil.NoSuchProcess, psutil.ZombieProcess):
+            continue
+    return values
+
+
+def test_a_process_that_exits_between_listing_and_reading_is_left_out() -> None:
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    with subprocess.Popen(["sleep", "30"]) as live:
+        try:
+            class Listed:
+                def process_ids(self) -> list[int]:
+                    return [gone.pid, live.pid]
+
+            assert _command_lines(Listed()) == ["sleep 30"]
+        finally:
+            live.kill()
 
 
 # ----------------------------------------------------------------------------- Postgres
@@ -124,7 +153,8 @@ def test_redis_refuses_without_its_secret_and_disables_admin_commands(agentmem_s
     secret = _secret(service.url)
     assert all(secret not in line for line in _command_lines(service))
     config = Path(service.workdir) / "redis.conf"
-    assert stat.S_IMODE(config.stat().st_mode) == 0o600 and config.stat().st_uid == os.geteuid()
+    server_uid = psutil.Process(service.pids[0]).uids().effective
+    assert stat.S_IMODE(config.stat().st_mode) == 0o600 and config.stat().st_uid == server_uid
 
 
 @root_only
@@ -201,7 +231,7 @@ def test_a_planted_installation_is_never_run(base: Path, monkeypatch: pytest.Mon
     service = start_local_postgres()
     try:
         assert not marker.exists()
-        exes = [psutil.Process(p).exe() for p in service.process_ids()]
+        exes = _each_process(service, psutil.Process.exe)
         assert exes and not [e for e in exes if e.startswith(str(planted) + os.sep)]
     finally:
         service.stop()

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
+
+import pytest_agentmem
 
 PERF_TESTS = """
     import asyncio
@@ -74,6 +78,29 @@ def test_a_users_run_with_python_warnings_as_errors_and_no_asyncio_ini(
     result.assert_outcomes(passed=5)
 
 
+def test_an_in_process_inner_run_under_warnings_as_errors_does_not_warn_of_our_rewriting(
+        pytester: pytest.Pytester) -> None:
+    # Our suite as a new machine runs it: `pytest` (the console script) with the project
+    # installed editable. At start the source tree is not on sys.path, so the plugin is
+    # imported through the install's finder, unrewritten; then the rootdir conftest puts
+    # the tree on sys.path. pytest >= 9.2 marks an editable plugin's package for
+    # rewriting when sys.path shows it, so an in-process run found it "already imported
+    # so cannot be rewritten", an error under -W error.
+    tree = Path(pytest_agentmem.__file__).parent.parent
+    pytester.makepyfile(test_outer=f"""
+        pytest_plugins = "pytester"
+
+        def test_inner(pytester, monkeypatch):
+            monkeypatch.syspath_prepend({str(tree)!r})  # as the rootdir conftest does
+            pytester.makepyfile(test_plain="def test_ok(): pass")
+            result = pytester.runpytest("-W", "error", "-p", "no:cacheprovider")
+            assert "AssertRewriteWarning" not in result.stdout.str() + result.stderr.str()
+            result.assert_outcomes(passed=1)
+    """)
+    result = pytester.runpytest_subprocess("-W", "error", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1)
+
+
 def test_a_users_own_loop_scope_setting_is_kept(pytester: pytest.Pytester) -> None:
     pytester.makeini("[pytest]\nasyncio_default_fixture_loop_scope = function\n")
     pytester.makepyfile(PERF_TESTS)
@@ -97,7 +124,13 @@ def test_unknown_marker_keyword_is_a_usage_error(pytester: pytest.Pytester) -> N
 @pytest.mark.parametrize("marker", ["agentmem_perf(10)", "agentmem_perf(max_p95_ms='fast')",
                                     "agentmem_perf(tolerance=-1)", "agentmem_perf(baseline='yes')",
                                     "agentmem_perf(rounds=0)", "agentmem_perf(compare_tolerance=-0.1)",
-                                    "agentmem_perf(tolerance=5)", "agentmem_perf(tolerance='lots%')"])
+                                    "agentmem_perf(tolerance=5)", "agentmem_perf(tolerance='lots%')",
+                                    # a bound of infinity checks nothing; 10**400 is no float
+                                    "agentmem_perf(max_p95_ms=float('inf'))",
+                                    "agentmem_perf(min_qps=float('-inf'))",
+                                    "agentmem_perf(tolerance=float('inf'))",
+                                    "agentmem_perf(max_p99_ms=float('nan'))",
+                                    "agentmem_perf(max_p50_ms=10**400)"])
 def test_bad_marker_values_are_usage_errors(pytester: pytest.Pytester, marker: str) -> None:
     pytester.makepyfile(f"""
         import pytest

@@ -43,6 +43,20 @@ def test_registered_secrets_are_masked_anywhere() -> None:
     assert redact_value({"a": ["x Zq8-registered-Secret"], "n": 1}) == {"a": ["x ***"], "n": 1}
 
 
+def test_settings_repr_holds_no_password() -> None:
+    from pytest_agentmem.config import Settings
+
+    settings = Settings(postgres_url="postgresql://app:pg-Secret-1@db.example:5432/x",
+                        redis_url="redis://:rd%40Secret-2@cache.example:6379/0",
+                        extra={"history": "postgresql://h:hist-Secret-3@db/h",
+                               "env": {"password": "kv-Secret-4"}})
+    shown = repr(settings)
+    for secret in ("pg-Secret-1", "rd%40Secret-2", "rd@Secret-2", "hist-Secret-3", "kv-Secret-4"):
+        assert secret not in shown, shown
+    assert "db.example:5432" in shown and "cache.example" in shown and "tolerance=0.15" in shown
+    assert str(settings) == shown
+
+
 def test_a_running_service_repr_holds_no_password() -> None:
     service = RunningService("postgres", "postgresql://postgres:Repr-S3cret@127.0.0.1:5/postgres",
                              "local", "18.6", 0.1)

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import json
 import os
+import stat
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -73,18 +75,44 @@ def _write(side: BaseSide) -> None:
         json.dump(data, out)
 
 
+#: Name prefixes of the temporary folders an A/B run makes (channel.Endpoint.new, git.Worktree).
+ENDPOINT_PREFIX = "agentmem-ab-sock-"
+WORKTREE_PREFIX = "agentmem-ab-"
+
+
+def made_by_us(path: Path, prefix: str) -> bool:
+    """Whether ``path`` is a folder an A/B run of this user made: removable without harm.
+
+    A temporary folder named ``prefix*`` directly in the temp dir, a real directory (no
+    symlink), owned by this user and private (mode 0700). Whatever else the hand-over
+    names (the variable, or a worktree in the file) is left alone.
+    """
+    try:
+        info = os.lstat(path)
+    except (OSError, ValueError):
+        return False
+    return (stat.S_ISDIR(info.st_mode) and info.st_uid == os.geteuid()
+            and stat.S_IMODE(info.st_mode) == 0o700 and path.name.startswith(prefix)
+            and Path(os.path.realpath(path.parent)) == Path(os.path.realpath(tempfile.gettempdir())))
+
+
 def take_over() -> BaseSide | None:
     """The base side this process started before it re-executed, if any (the variable is cleared)."""
     folder = os.environ.pop(AB_HANDOVER_ENV, None)
     if not folder:
         return None
     directory = Path(folder)
+    if not made_by_us(directory, ENDPOINT_PREFIX):
+        return None  # not a hand-over folder: read nothing from it, delete nothing
     try:
         data = json.loads((directory / HANDOVER_FILE).read_text())
         (directory / HANDOVER_FILE).unlink()
         endpoint = Endpoint(directory, bytes.fromhex(data["authkey"]))
         base = BaseRef(ref=data["ref"], commit=data["commit"], repo_root=Path(data["repo"]))
-        worktree = Worktree.adopt(base, Path(data["worktree"]))
+        worktree_path = Path(data["worktree"])
+        if worktree_path.name != "base" or not made_by_us(worktree_path.parent, WORKTREE_PREFIX):
+            raise ValueError(f"{worktree_path} is no worktree of an A/B run")
+        worktree = Worktree.adopt(base, worktree_path)
     except (OSError, ValueError, KeyError, TypeError):
         Endpoint(directory, b"").remove()
         return None

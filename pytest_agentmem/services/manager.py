@@ -141,7 +141,7 @@ class ServiceManager:
             if setup_sql not in self._janitors:
                 self._janitors[setup_sql] = PostgresJanitor(
                     self.postgres.dsn, setup_sql=setup_sql, tag=f"j{len(self._janitors)}",
-                    run_id=self.run_id)
+                    run_id=self.run_id, lease=self.postgres.mode == "external")
             return self._janitors[setup_sql]
 
     def stop_all(self) -> None:

@@ -7,6 +7,10 @@ container labelled with the run id, unless pytest wrote ``clean`` first (it
 removed them all itself). It runs in its own session, so a terminal's
 Ctrl-C reaches pytest (which cleans up itself) and not the reaper.
 
+While it waits it is also the run's heartbeat: every ``HEARTBEAT_S`` seconds it
+writes the time into each of the run's containers, which tells other runs
+sharing the engine that these containers are in use (see :mod:`.containers`).
+
 Usage: ``python -m pytest_agentmem.services.reaper RUN_ID`` (the engine is the one
 ``DOCKER_HOST`` names, inherited from pytest).
 """
@@ -15,6 +19,26 @@ from __future__ import annotations
 
 import signal
 import sys
+import threading
+
+
+def beat(run: str, stop: threading.Event) -> None:
+    """Write the heartbeat into the run's containers until ``stop`` is set."""
+    import docker
+
+    from .containers import HEARTBEAT_S, LABEL_RUN, write_heartbeat
+
+    client = None
+    while not stop.is_set():
+        try:
+            client = client or docker.from_env(timeout=30)
+            for container in client.containers.list(all=True, filters={"label": f"{LABEL_RUN}={run}"}):
+                write_heartbeat(container)
+        except Exception:  # noqa: BLE001 - the engine may be busy or gone; try again
+            client = None
+        stop.wait(HEARTBEAT_S)
+    if client is not None:
+        client.close()
 
 
 def remove_run_containers(run: str) -> int:
@@ -42,9 +66,13 @@ def main(argv: list[str]) -> int:
         print("usage: python -m pytest_agentmem.services.reaper RUN_ID", file=sys.stderr)
         return 2
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    stop = threading.Event()
+    heart = threading.Thread(target=beat, args=(argv[0], stop), daemon=True)
+    heart.start()
     received = b""
     while chunk := sys.stdin.buffer.read(4096):
         received += chunk
+    stop.set()
     if received.endswith(b"clean\n"):  # pytest removed them all itself (REAPER_ALL_CLEAN)
         return 0
     try:
