@@ -10,7 +10,7 @@ RELEVANT_FLAGS = {"x86": ("avx2", "fma", "avx512f"), "arm": ("asimd", "neon")}
 
 
 @lru_cache(maxsize=1)
-def _proc_flags() -> frozenset[str]:
+def proc_flags() -> frozenset[str]:
     """Every feature flag the kernel reports for the first CPU (empty off Linux)."""
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as fh:
@@ -28,7 +28,7 @@ def cpu_flags() -> dict[str, bool]:
 
     Empty when the platform does not say (no /proc/cpuinfo).
     """
-    flags = _proc_flags()
+    flags = proc_flags()
     if not flags:
         return {}
     machine = platform.machine().lower()

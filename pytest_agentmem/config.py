@@ -237,7 +237,7 @@ def _is_host_port(text: str) -> bool:
     host, _, port = text.rpartition(":")
     return bool(host) and port.isdigit() and 0 < int(port) < 65536 and not any(c.isspace() for c in host)
 def _parse_history_target(value: str) -> Any:
-    from .history.target import parse_target
+    from .history_target import parse_target
 
     return parse_target(value)
 
@@ -539,7 +539,7 @@ class Settings:
     profile_dir: Path | None = None
     load_cluster: str = "local"  # issue 19: local, ray:N or a Ray address
     # --- history (issue 20)
-    history: Any = None  # a pytest_agentmem.history.target.Target
+    history: Any = None  # a pytest_agentmem.history_target.Target
     history_baseline: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 

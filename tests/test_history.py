@@ -23,7 +23,7 @@ from pytest_agentmem.history.plugin import settings_dict
 from pytest_agentmem.history.rows import FigureRow, RunRow
 from pytest_agentmem.history.stats import mannwhitney, t_ppf, t_sf, ttest_ind
 from pytest_agentmem.history.store import HistoryError, open_store
-from pytest_agentmem.history.target import parse_target
+from pytest_agentmem.history_target import parse_target
 
 ROOT = Path(pytest_agentmem.__file__).resolve().parents[1]
 
@@ -168,7 +168,7 @@ APPENDER = r'''
 import json, sys, time
 from pytest_agentmem.history.rows import FigureRow, RunRow
 from pytest_agentmem.history.store import open_store
-from pytest_agentmem.history.target import parse_target
+from pytest_agentmem.history_target import parse_target
 target, job, count, start = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
 store = open_store(parse_target(target))
 figures = [FigureRow(f"test_{i % 5}", "op", f"metric_{i}", float(i), (float(i), i + 0.5)) for i in range(40)]

@@ -13,7 +13,11 @@ against the baseline (they still can carry an absolute threshold).
 
 from __future__ import annotations
 
+from .metric_kinds import CPU_COST_METRICS, is_rate, is_time_like
 from .verdict import Direction
+
+__all__ = ["CPU_COST_METRICS", "LATENCY_FLOOR", "NOT_COMPARED", "PRIMARY", "RATE_FLOOR", "compared",
+           "direction_of", "is_primary", "is_rate", "is_time_like", "latency_floor"]
 
 #: Measured, but not compared with the baseline (settings, counts, extremes).
 NOT_COMPARED = frozenset({
@@ -31,8 +35,6 @@ _LOWER_SUFFIX = ("_ms", "_s", "_us", "_ns", "_error_rate", "_bytes", "_mb", "_kb
 _LOWER_EXACT = frozenset({"error_rate", "timeout_rate", "miss_rate", "latency", "cpu_s",
                           "cpu_ms_per_op"})
 
-#: Lower-is-better costs that scale with machine speed, by name.
-CPU_COST_METRICS = frozenset({"cpu_ms_per_op"})
 
 #: Bounded rates: a change is measured against at least this floor, so that
 #: 0 -> 0.001 errors is not an "infinite" regression.
@@ -93,20 +95,3 @@ def compared(metric: str, kind: str = "load") -> bool:
     if kind == "benchmark" and metric == "ops":
         return True
     return metric not in NOT_COMPARED and direction_of(metric) != "none"
-
-
-def is_rate(metric: str) -> bool:
-    """A bounded fraction (error rate, recall, hit rate): change floored by RATE_FLOOR."""
-    name = metric.lower()
-    return name.endswith("rate") or name.startswith(("recall", "precision", "accuracy"))
-
-
-def is_time_like(metric: str) -> bool:
-    """Scales with machine speed (latency or throughput), so a calibration can normalise it."""
-    name = metric.lower()
-    if name in CPU_COST_METRICS:
-        return True
-    if is_rate(name) and not name.endswith(("per_s", "qps")):
-        return False
-    return name in ("qps", "ops", "throughput", "ops_per_s", "cpu_ms_per_op") or name.endswith(
-        ("_ms", "_s", "_us", "_ns", "_per_s", "_per_sec", "_qps", "_throughput"))

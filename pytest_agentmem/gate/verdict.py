@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from ..measurement import Measurement
+from .metric_kinds import is_time_like
 
 Verdict = Literal["pass", "fail", "not-judged"]
 Outcome = Literal["passed", "failed", "not-judged", "updated", "error"]
@@ -72,8 +73,6 @@ class CheckResult:
     @property
     def speed(self) -> bool:
         """A speed figure (latency, throughput, CPU cost), not a correctness one."""
-        from .directions import is_time_like
-
         return is_time_like(self.metric)
 
     def to_dict(self) -> dict[str, Any]:

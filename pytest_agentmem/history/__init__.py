@@ -11,7 +11,7 @@
 
 from __future__ import annotations
 
+from ..history_target import Target, parse_target
 from .store import HistoryError, Store, open_store
-from .target import Target, parse_target
 
 __all__ = ["HistoryError", "Store", "Target", "open_store", "parse_target"]

@@ -22,12 +22,12 @@ from pathlib import Path
 import pytest
 
 from ..config import env_value
+from ..history_target import Target, parse_target
 from ..presentation import format_number
 from .changepoints import MAX_PVALUE
 from .importer import import_report
 from .series import Change, find_changes, load_series
 from .store import HistoryError, open_store
-from .target import Target, parse_target
 
 DEFAULT_BRANCH = "main"
 

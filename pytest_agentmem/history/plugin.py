@@ -25,13 +25,13 @@ from typing import Any
 
 import pytest
 
+from ..history_target import Target
 from ..redact import redact_text, redact_value
 from ..session import get_session
 from ..xdist import is_worker
 from .judge import HistoryVerdict, judge, recent_values
 from .rows import RunRow, figures_of_records, machine_id, workload_id
 from .store import HistoryError, Store, open_store
-from .target import Target
 
 
 def _iso(timestamp: float) -> str:

@@ -27,7 +27,7 @@ text in SQLite and ``jsonb`` in Postgres. A store written by a newer plugin
 
 from __future__ import annotations
 
-from .target import Kind
+from ..history_target import Kind
 
 #: The schema version this plugin writes.
 LATEST = 1

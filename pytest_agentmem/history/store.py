@@ -25,10 +25,10 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from ..errors import AgentmemError
+from ..history_target import Target
 from ..redact import redact_text
 from .rows import FigureRow, RunRow
 from .schema import CREATE_VERSION_TABLE, LATEST, migrations
-from .target import Target
 
 #: Seconds a SQLite writer waits for another job's transaction to end.
 SQLITE_BUSY_S = 120.0

@@ -291,7 +291,7 @@ def merge_results(results: Sequence[LoadResult], *, name: str | None = None) -> 
         for entry in result.timeline:
             timeline.append({**entry, "t": round(entry["t"] + offset, 3), "round": number})
         offset += result.duration_s
-    missed = _merge_missed([r.missed_schedule for r in results])
+    missed = merge_missed([r.missed_schedule for r in results])
     merged = LoadResult.build(
         histogram=hdr.merge(r.histogram for r in results),
         ops=sum(r.ops for r in results), errors=sum(r.errors for r in results),
@@ -320,7 +320,7 @@ def merge_caches(parts: Sequence[dict[str, float]]) -> dict[str, float]:
     return out
 
 
-def _merge_missed(parts: Sequence[dict[str, float]]) -> dict[str, float]:
+def merge_missed(parts: Sequence[dict[str, float]]) -> dict[str, float]:
     parts = [p for p in parts if p]
     if not parts:
         return {}

@@ -33,7 +33,7 @@ from typing import Any
 from . import histogram as hdr
 from .loops import new_fast_loop
 from .resources import ResourceSampler
-from .result import LoadResult, _merge_missed, merge_errors
+from .result import LoadResult, merge_errors, merge_missed
 from .runner import TickCallback, loop_name, run_in_process
 from .spec import LoadSpec, Op
 from .worker_op import WorkerInfo, close_op, open_op
@@ -166,7 +166,7 @@ def merge_parts(parts: list[dict[str, Any]], spec: LoadSpec, sampler: ResourceSa
         cancelled=sum(p.get("cancelled", 0) for p in parts),
         concurrency=spec.concurrency, rate=spec.rate, warmup_ops=spec.warmup, mode=spec.mode,
         processes=len(parts), timeline=timeline,
-        missed_schedule=_merge_missed([p.get("missed_schedule") or {} for p in parts]),
+        missed_schedule=merge_missed([p.get("missed_schedule") or {} for p in parts]),
         placement=dict(placement or {}), worker_returns=[p.get("returned") for p in parts],
         errors_by_type=merge_errors(p["errors_by_type"] for p in parts),
         resources=resources, loop=parts[0]["loop"], think_s=spec.think,

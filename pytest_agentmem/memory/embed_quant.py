@@ -56,11 +56,11 @@ def weight_kernel() -> str:
     """``"s8"`` (u8 x s8 products) where they cannot saturate, else ``"u8"`` (x86 without VNNI)."""
     import platform
 
-    from .._cpu import _proc_flags
+    from .._cpu import proc_flags
 
     if platform.machine().lower() not in ("x86_64", "amd64", "i386", "i686"):
         return "s8"  # ARM: dot-product instructions accumulate in 32 bits
-    flags = _proc_flags()
+    flags = proc_flags()
     return "s8" if {"avx512_vnni", "avx_vnni"} & flags else "u8"
 
 

@@ -27,10 +27,12 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..load.worker_op import WorkerInfo
 from .service import MemoryService
+
+if TYPE_CHECKING:  # the load layer sits above this one: the type only
+    from ..load.worker_op import WorkerInfo
 
 
 class WorkerMemoryService(MemoryService):

@@ -91,7 +91,7 @@ def redis_container_command() -> list[str]:
     ``redis-server`` as its config on stdin (a here-document, expanded by the shell
     itself): it appears in no process's command line or environment.
     """
-    config = "\n".join([f"requirepass ${{secret}}",
+    config = "\n".join(["requirepass ${secret}",
                          *(f'rename-command {name} ""' for name in REDIS_DISABLED_COMMANDS)])
     script = (f'secret="${REDIS_SECRET_ENV}"; unset {REDIS_SECRET_ENV}; '
               f'exec redis-server - {" ".join(_sh_quote(a) for a in REDIS_ARGS)} <<EOF\n{config}\nEOF\n')

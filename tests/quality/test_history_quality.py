@@ -46,7 +46,7 @@ import pytest
 from pytest_agentmem.history.changepoints import detect, relative_noise
 from pytest_agentmem.history.series import point_value
 from pytest_agentmem.history.store import open_store
-from pytest_agentmem.history.target import parse_target
+from pytest_agentmem.history_target import parse_target
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from neighbours import Neighbour  # noqa: E402

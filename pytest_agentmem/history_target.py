@@ -14,7 +14,7 @@ from typing import Literal
 
 import pytest
 
-from ..redact import redact_url
+from .redact import redact_url
 
 Kind = Literal["sqlite", "postgres"]
 
