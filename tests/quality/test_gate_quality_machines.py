@@ -23,7 +23,9 @@ injected search test's speed figures were reported passed.
 
 Run: ``pytest tests/quality/test_gate_quality_machines.py --agentmem-perf -s -p no:cacheprovider
 -o timeout=0`` (``GATE_MACHINES_RUNS`` runs a cell, default 10; ``GATE_MACHINES_CELLS`` e.g.
-``same:0,same:0.10,relabelled:0,relabelled:0.25``; a full set takes hours on 2 cores).
+``same:0,same:0.10,relabelled:0,relabelled:0.25``; ``GATE_MACHINES_KEEP=DIR`` keeps every run's
+report and the baselines there; ``python tests/quality/test_gate_quality_machines.py DIR``
+judges them again offline by the other rules; a full set takes hours on 2 cores).
 """
 
 from __future__ import annotations
@@ -268,6 +270,10 @@ def judge(code: int, report: dict[str, Any], injected: bool) -> dict[str, Any]:
 @pytest.mark.agentmem_perf(baseline=False)
 def test_gate_quality_on_another_machine(perf, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     started = time.perf_counter()
+    keep = os.environ.get("GATE_MACHINES_KEEP")  # a folder that keeps the reports and baselines
+    if keep:
+        tmp_path = Path(keep)
+        tmp_path.mkdir(parents=True, exist_ok=True)
     project = _project(tmp_path / "project")
     recorded = tmp_path / "baselines-here"
     code, _ = _run(project, recorded, tmp_path / "record.json", update=True)
