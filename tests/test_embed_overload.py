@@ -23,11 +23,12 @@ async def test_texts_of_cancelled_callers_are_not_computed(embedder: Embedder) -
     before = model.model_batches
     callers = [asyncio.ensure_future(model.embed_one(f"abandoned note number {k} about the garden"))
                for k in range(300)]
-    await asyncio.sleep(0.05)  # they queue; the model takes the first batch
+    batcher = model._batcher()
+    while not batcher.busy:  # they queue; the model takes its first batches (whatever its speed)
+        await asyncio.sleep(0.001)
     for caller in callers:
         caller.cancel()
     await asyncio.gather(*callers, return_exceptions=True)
-    batcher = model._batcher()
     while batcher.busy:  # the batches in the model's hands finish
         await asyncio.sleep(0.01)
     assert batcher.dropped >= 300 - 2 * 32, batcher.dropped  # at most the batches already running

@@ -78,6 +78,8 @@ class RayCluster:
                 return
             import ray
 
+            if not is_local_target(self.target):
+                self._check_reachable(self.target)  # an unreachable address says so first
             if ray.is_initialized():
                 raise ClusterError("Ray is already initialised in this process (by the test's own "
                                    "code?); --agentmem-load-cluster needs to connect it itself")
@@ -118,19 +120,24 @@ class RayCluster:
                                f"{type(exc).__name__}: {exc}") from exc
         self.address = cluster.address
 
+    def _check_reachable(self, address: str) -> None:
+        """A TCP probe of the head's address (not ``auto``): a clear error within the timeout."""
+        if address == "auto":
+            return
+        hostport = address.split("://", 1)[-1]
+        host, _, port = hostport.rpartition(":")
+        try:
+            socket.create_connection((host.strip("[]"), int(port)), timeout=self.timeout).close()
+        except OSError as exc:
+            raise ClusterError(
+                f"the Ray cluster at {address} cannot be reached: {exc} (waited at most "
+                f"{self.timeout:g} s, --agentmem-service-timeout); check the address given to "
+                "--agentmem-load-cluster and that the head runs (ray start --head)") from None
+
     def _join(self, address: str) -> None:
         import ray
 
-        if address != "auto":
-            hostport = address.split("://", 1)[-1]
-            host, _, port = hostport.rpartition(":")
-            try:
-                socket.create_connection((host.strip("[]"), int(port)), timeout=self.timeout).close()
-            except OSError as exc:
-                raise ClusterError(
-                    f"the Ray cluster at {address} cannot be reached: {exc} (waited at most "
-                    f"{self.timeout:g} s, --agentmem-service-timeout); check the address given to "
-                    "--agentmem-load-cluster and that the head runs (ray start --head)") from None
+        self._check_reachable(address)
         outcome: dict[str, Any] = {}
 
         def init() -> None:

@@ -188,9 +188,11 @@ class ResourceSampler:
         if wait is not None and self._start_wait is not None:
             out["process_wait_s"] = round(wait - self._start_wait, 4)
             out["process_wait_pct"] = round(100.0 * (wait - self._start_wait) / wall, 1)
-        if busy is not None and self._start_busy is not None:
+        if busy is not None and self._start_busy is not None and pids:
             # the CPU other processes of the machine took meanwhile, in cores: what a neighbour
-            # used (ours: this process, its workers' reported CPU, the services')
+            # used (ours: this process, its workers' reported CPU, the services'). Only where the
+            # services' processes are seen: an external server on this host would count as a
+            # neighbour while it serves the run
             others = busy - self._start_busy - cpu - services_cpu
             out["foreign_cpu_cores"] = round(max(0.0, others) / wall, 3)
         if self._service_pids is not None:
