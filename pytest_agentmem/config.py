@@ -159,6 +159,17 @@ def parse_scale(value: str) -> float:
     return number
 
 
+def parse_cores(value: str) -> float:
+    """A number of cores, 0 or more, or ``inf``."""
+    try:
+        number = float(str(value).strip())
+    except ValueError:
+        raise pytest.UsageError(f"expected a number of cores (e.g. 0.5, 2 or inf), got {value!r}") from None
+    if not number >= 0:
+        raise pytest.UsageError(f"expected a number of cores >= 0 (e.g. 0.5, 2 or inf), got {value!r}")
+    return number
+
+
 def parse_count(value: str) -> int:
     """A whole number, 0 or more."""
     return _whole_number(value, 0, "a whole number (0 or more)")
@@ -447,6 +458,10 @@ ENVIRONMENT: tuple[EnvVar, ...] = (
            "weights on integer kernels, per-token activations) or float (the shipped file's float "
            "products, the run before issue 21); the model id in fingerprints says which",
            default="integer", parse=parse_embedding_run),
+    EnvVar("AGENTMEM_BUSY_CORES", "cores the machine's other processes may use during a perf run, or "
+           "while its baseline was recorded, before the run counts as busy and its speed figures are "
+           "judged relative to the run's other tests (default: a quarter of the cores, at least 0.5; "
+           "inf: never count a run as busy, for a dedicated runner)", parse=parse_cores),
     EnvVar("AGENTMEM_UVLOOP", "uvloop for perf tests: 1 also without --agentmem-perf, 0 never "
            "(default: with --agentmem-perf when uvloop is installed)", parse=parse_bool),
     # --- scenarios and data sets

@@ -105,6 +105,20 @@ def _busy(m: Measurement, share: float) -> Measurement:
     return m
 
 
+def test_the_busy_rule_follows_the_cores_knob(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pytest_agentmem.gate.checks import busy_reason
+
+    quiet, crowded = [{"foreign_cpu": 0.1}], [{"foreign_cpu": 1.4}]
+    assert busy_reason(crowded, quiet) is not None  # 1.4 cores of others on this machine: busy
+    monkeypatch.setenv("AGENTMEM_BUSY_CORES", "2")
+    assert busy_reason(crowded, quiet) is None
+    monkeypatch.setenv("AGENTMEM_BUSY_CORES", "inf")  # a dedicated runner: never busy
+    assert busy_reason([{"wait_share": 0.9, "foreign_cpu": 9.0}], [{"wait_share": 0.0}]) is None
+    monkeypatch.setenv("AGENTMEM_BUSY_CORES", "lots")
+    with pytest.raises(pytest.UsageError, match="AGENTMEM_BUSY_CORES"):
+        busy_reason(crowded, quiet)
+
+
 def test_a_busy_machine_leaves_speed_to_the_end_of_the_run() -> None:
     baseline = _baseline()
     for row in baseline.measurements["op"].rounds:

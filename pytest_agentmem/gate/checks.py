@@ -37,6 +37,7 @@ No calibration probe excuses a figure: a probe's own noise turned into blindness
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -203,7 +204,7 @@ def describe(name: str, c: Comparison, tolerance: float, tail: str, basis: str |
 #: at the end of the run, relative to the run's other tests (:mod:`.across`), as against
 #: another machine's baseline.
 BUSY_MARGIN = 0.10
-BUSY_CORES = 0.5
+BUSY_CORES = 0.5  # at least; a quarter of the machine's cores on a larger one ($AGENTMEM_BUSY_CORES)
 #: The per-round figures those are read from (the same keys as
 #: ``pytest_agentmem.load.fixtures.WAIT_SHARE`` / ``FOREIGN_CPU``).
 WAIT_SHARE = "wait_share"
@@ -221,18 +222,29 @@ def wait_share(rounds: Sequence[Mapping[str, float]]) -> float | None:
     return _median_of(rounds, WAIT_SHARE)
 
 
+def busy_cores() -> float:
+    """The cores other processes may use before a run counts as busy (``inf``: never)."""
+    from ..config import env_value
+
+    chosen = env_value("AGENTMEM_BUSY_CORES")
+    return float(chosen) if chosen is not None else max(BUSY_CORES, 0.25 * (os.cpu_count() or 2))
+
+
 def busy_reason(current: Sequence[Mapping[str, float]], stored: Sequence[Mapping[str, float]]) -> str | None:
     """Why this run's speed figures cannot be compared with ``stored`` as measured: other
     processes took the CPU, now or when the baseline was recorded; else None."""
+    limit = busy_cores()
+    if math.isinf(limit):
+        return None
     found = []
     now, then = wait_share(current), wait_share(stored)
     if now is not None and then is not None and now - then > BUSY_MARGIN:
         found.append(f"the run waited {now:.0%} of its time for a CPU other processes held (baseline {then:.0%})")
     now, then = _median_of(current, FOREIGN_CPU), _median_of(stored, FOREIGN_CPU)
-    if now is not None and now > BUSY_CORES:
+    if now is not None and now > limit:
         found.append(f"other processes used {now:.1f} cores during the run"
                      + (f" (baseline {then:.1f})" if then is not None else ""))
-    elif then is not None and then > BUSY_CORES:
+    elif then is not None and then > limit:
         found.append(f"other processes used {then:.1f} cores while the baseline was recorded (record it "
                      "on a quiet machine)")
     return "machine busy: " + " and ".join(found) if found else None
