@@ -33,7 +33,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .calibration import PROBE_CPU, PROBE_WALL, summarise_probes
+from .calibration import slowdown, summarise_probes
 from .checks import BUSY, DEFERRED, PENDING, GateContext, decide, holm_family, not_judged
 from .directions import CPU_COST_METRICS, direction_of
 from .stats import centre
@@ -89,19 +89,8 @@ def pending_of(verdict: TestVerdict, ctx: GateContext, stored: Any) -> list[Pend
             continue
         out.append(Pending(verdict, check, m.samples(check.metric), base.samples(check.metric),
                            ctx.tolerance, m.kind, ctx.alpha, dict(ctx.initial_rounds),
-                           _probe_slowdown(base.calibration, getattr(m.load, "calibration", None))))
-    return out
-
-
-def _probe_slowdown(stored: dict[str, Any] | None, readings: Any) -> dict[str, float]:
-    now = summarise_probes(list(readings or []))
-    if not stored or not now:
-        return {}
-    out: dict[str, float] = {}
-    for key, name in ((PROBE_WALL, "wall"), (PROBE_CPU, "cpu")):
-        old, new = stored.get(key), now.get(key)
-        if isinstance(old, (int, float)) and isinstance(new, (int, float)) and old > 0 and new > 0:
-            out[name] = float(old) / float(new)
+                           slowdown(base.calibration,
+                                    summarise_probes(list(getattr(m.load, "calibration", None) or []))) or {}))
     return out
 
 

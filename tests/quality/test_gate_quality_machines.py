@@ -169,15 +169,6 @@ def _stored(baselines: Path) -> dict[str, dict[str, Any]]:
     return out
 
 
-def _probe_slowdown(stored_cal: dict[str, Any] | None, readings: list[dict[str, float]], key: str) -> float | None:
-    from pytest_agentmem.gate.calibration import summarise_probes
-
-    now = summarise_probes(readings)
-    if not stored_cal or not now or not stored_cal.get(key) or not now.get(key):
-        return None
-    return float(stored_cal[key]) / float(now[key])
-
-
 def _tolerances() -> dict[str, float]:
     """Each catalogue test's own stored-baseline tolerance (its marker's), else the default."""
     from pytest_agentmem.scenarios import catalogue
@@ -194,12 +185,12 @@ def alternatives(report: dict[str, Any], baselines: Path, metric: str = "cpu_ms_
     """Per rule, each test's verdict on ``metric`` ("fail" if any of its runs failed, else "pass",
     or "not judged") under the other cross-machine rules, on this run's figures."""
     from pytest_agentmem.gate.across import MIN_PEERS, MIN_WIDENING_CAP, SPREAD_Z, robust_sd
-    from pytest_agentmem.gate.calibration import PROBE_CPU, PROBE_WALL
+    from pytest_agentmem.gate.calibration import slowdown, summarise_probes
     from pytest_agentmem.gate.checks import ALPHA, compare_samples, regressed
 
     stored = _stored(baselines)
     own = _tolerances()
-    key = PROBE_CPU if metric == "cpu_ms_per_op" else PROBE_WALL
+    key = "cpu" if metric == "cpu_ms_per_op" else "wall"
     figures = []  # (test, samples, base samples, probe slowdown, tolerance)
     for test in report["tests"]:
         name = test["nodeid"].rsplit("::", 1)[-1]
@@ -212,7 +203,8 @@ def alternatives(report: dict[str, Any], baselines: Path, metric: str = "cpu_ms_
             samples = [r[metric] for r in m["rounds"] if metric in r]
             base_samples = [r[metric] for r in (entry or {}).get("rounds", []) if metric in r]
             if len(samples) >= 3 and len(base_samples) >= 3:
-                slow = _probe_slowdown((entry or {}).get("calibration"), (m.get("load") or {}).get("calibration") or [], key)
+                readings = summarise_probes((m.get("load") or {}).get("calibration") or [])
+                slow = (slowdown((entry or {}).get("calibration"), readings) or {}).get(key)
                 figures.append((name, samples, base_samples, slow, tolerance))
     shifts = [statistics.median(s) / statistics.median(b) for _, s, b, _, _ in figures]
     out: dict[str, dict[str, str]] = {rule: {} for rule in RULES}
