@@ -124,7 +124,7 @@ def _pending(name: str, factor: float, tolerance: float = 0.15) -> Pending:
     return Pending(verdict, check, [b * factor for b in base], base, tolerance)
 
 
-def test_resolve_is_leave_one_out_and_widens_by_the_peers_spread_up_to_a_limit() -> None:
+def test_resolve_is_leave_one_out_and_widens_by_the_peers_spread() -> None:
     items = [_pending(f"a{i}", 0.5 * (1 + i / 100)) for i in range(6)] + [_pending("slow", 0.5 * 1.3)]
     changed = resolve(items)
     assert {v.nodeid for v in changed} == {p.verdict.nodeid for p in items}
@@ -145,6 +145,11 @@ def test_resolve_is_leave_one_out_and_widens_by_the_peers_spread_up_to_a_limit()
     check = wide[-1].verdict.checks[0]
     assert check.verdict == "not-judged" and check.reason == "tests moved unevenly"
     assert "moved too unevenly against their baselines" in check.message
+    # ... but a change beyond even the widened tolerance is seen through that spread, and fails
+    far = [_pending(f"w{i}", 0.5 * f) for i, f in enumerate((0.6, 0.8, 1.0, 1.25, 1.6, 2.0))]
+    far.append(_pending("slow", 0.5 * 4.0))
+    resolve(far)
+    assert far[-1].verdict.outcome == "failed" and far[-1].verdict.checks[0].verdict == "fail"
 
 
 def test_resolve_with_too_few_peers_says_so() -> None:
