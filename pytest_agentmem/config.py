@@ -291,6 +291,10 @@ OPTIONS: tuple[Option, ...] = (
     Option("update_baselines", "--update-baselines", "write this run's results as the new "
            "baselines of the perf tests that completed", default=False, is_flag=True,
            aliases=("--agentmem-update-baselines",)),
+    Option("add_recording", "--agentmem-add-recording", "with --update-baselines: add this run "
+           "to the stored baselines as one more recording of the same code instead of replacing "
+           "them; from 3 recordings on, each figure is judged within its own run-to-run spread "
+           "on this machine", default=False, is_flag=True),
     Option("baselines_dir", "--agentmem-baselines", "folder of the stored baselines "
            "(default: perf_baselines next to the rootdir)", ini="agentmem_baselines",
            env="AGENTMEM_BASELINES", metavar="DIR"),
@@ -531,6 +535,7 @@ class Settings:
 
     perf: bool = False
     update_baselines: bool = False
+    add_recording: bool = False
     baselines_dir: Path = Path("perf_baselines")
     services: ServiceMode = ServiceMode.AUTO
     postgres_url: str | None = None
@@ -619,8 +624,12 @@ def load_settings(config: pytest.Config) -> Settings:
         values["strict"] = running_in_ci()
     if os.environ.get(AB_ADDRESS_ENV):
         # the base side of an A/B run: the candidate's servers, no comparison of its own
-        values.update(ab_role="base", compare=None, perf=True, update_baselines=False,
+        values.update(ab_role="base", compare=None, perf=True, update_baselines=False, add_recording=False,
                       report_path=None, html_path=None)
+    elif values.get("add_recording") and not values.get("update_baselines"):
+        raise pytest.UsageError("--agentmem-add-recording adds this run to the stored baselines: use it "
+                                "with --update-baselines (pytest --agentmem-perf --update-baselines "
+                                "--agentmem-add-recording)")
     elif values.get("compare"):
         values["perf"] = True  # comparing means running the perf tests
         refuse_compare_on_cluster(values.get("load_cluster") or "local")  # issue 19

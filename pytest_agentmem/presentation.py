@@ -89,6 +89,7 @@ NOT_JUDGED_ADVICE: dict[str, str] = {
     "machine busy": "re-run on a quiet machine, or gate with --agentmem-compare",
     "tests moved unevenly": "re-run on a quiet machine, record this machine's baselines, or gate with "
                             "--agentmem-compare",
+    "runs spread": "measure longer rounds, widen the figure's tolerance, or gate with --agentmem-compare",
     "workload changed": "record the new workload's baseline with --update-baselines",
     "one round": "measure several rounds",
     "baseline updated": "this run recorded the baseline",

@@ -182,6 +182,13 @@ REDIS_LOCKED = """
         finally:
             engine.close()
         assert env["POSTGRES_PASSWORD"] != urlsplit(dsn).password
+        # ... and no server process keeps it in its environment (readable by its uid on this host)
+        server = psutil.Process(int(container.attrs["State"]["Pid"]))
+        for proc in [server, *server.children(recursive=True)]:
+            try:
+                assert env["POSTGRES_PASSWORD"] not in str(proc.environ()), proc.cmdline()
+            except psutil.NoSuchProcess:
+                pass
         rest = dsn.split("@", 1)[1]
         try:
             await asyncpg.connect(f"postgresql://postgres:{env['POSTGRES_PASSWORD']}@{rest}")
@@ -361,6 +368,36 @@ def test_a_live_run_in_another_pid_namespace_with_the_same_host_name_keeps_its_c
         proc.communicate(timeout=60)
         for container in docker_client.containers.list(all=True, filters=mine):  # type: ignore[attr-defined]
             container.remove(force=True, v=True)
+
+
+def test_the_redis_image_run_bare_answers_no_one_outside_its_container(
+        docker_env: dict[str, str], docker_client: object) -> None:
+    """Run by hand with its default command (no password), it must not serve its bridge address."""
+    import socket
+
+    from pytest_agentmem.services.images import REDIS_TAG
+
+    container = docker_client.containers.run(REDIS_TAG, detach=True, labels={"agentmem.test": "bare"})  # type: ignore[attr-defined]
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            container.reload()
+            address = next((n["IPAddress"] for n in container.attrs["NetworkSettings"]["Networks"].values()
+                            if n.get("IPAddress")), None)
+            try:
+                assert address, "the container has no bridge address"
+                with socket.create_connection((address, 6379), timeout=2) as conn:
+                    conn.sendall(b"PING\r\n")
+                    answer = conn.recv(200)
+                break
+            except (OSError, AssertionError):
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+        assert not answer.startswith(b"+PONG"), answer
+        assert b"DENIED" in answer, answer  # protected mode: no password, so loopback only
+    finally:
+        container.remove(force=True)
 
 
 NEEDS_BOTH = """

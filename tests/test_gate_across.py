@@ -15,6 +15,7 @@ from pytest_agentmem.gate.across import MIN_PEERS, Pending, resolve
 from pytest_agentmem.gate.baseline import MACHINES_DIR, SCHEMA, VERSION, baseline_path, machine_key
 from pytest_agentmem.gate.checks import PENDING, not_judged
 from pytest_agentmem.gate.fingerprint import machine_fingerprint
+from pytest_agentmem.gate.recordings import RunSpread
 from pytest_agentmem.gate.verdict import TestVerdict
 
 NAMES = [f"t{i}" for i in range(6)]
@@ -145,9 +146,17 @@ def test_resolve_is_leave_one_out_and_widens_by_the_peers_spread() -> None:
     check = wide[-1].verdict.checks[0]
     assert check.verdict == "not-judged" and check.reason == "tests moved unevenly"
     assert "moved too unevenly against their baselines" in check.message
-    # ... but a change beyond even the widened tolerance is seen through that spread, and fails
+    # ... and so is a change beyond even the widened tolerance while the figure's own run-to-run
+    # spread is unknown (a figure that moves more than most is not told from a regression) ...
     far = [_pending(f"w{i}", 0.5 * f) for i, f in enumerate((0.6, 0.8, 1.0, 1.25, 1.6, 2.0))]
     far.append(_pending("slow", 0.5 * 4.0))
+    resolve(far)
+    assert far[-1].verdict.checks[0].verdict == "not-judged"
+    assert "--agentmem-add-recording" in far[-1].verdict.checks[0].message
+    # ... but with its spread known from its baseline's recordings, it is seen through, and fails
+    far = [_pending(f"w{i}", 0.5 * f) for i, f in enumerate((0.6, 0.8, 1.0, 1.25, 1.6, 2.0))]
+    far.append(_pending("slow", 0.5 * 4.0))
+    far[-1].spread = RunSpread(0.03, 5)
     resolve(far)
     assert far[-1].verdict.outcome == "failed" and far[-1].verdict.checks[0].verdict == "fail"
 

@@ -37,6 +37,8 @@ from .._files import write_text_atomic
 from ..errors import BaselineError
 from ..measurement import Measurement
 from .calibration import summarise_probes
+from .recordings import MAX_RECORDINGS, MAX_ROUNDS, centres
+from .stats import centre
 
 SCHEMA = "pytest-agentmem-baseline"
 VERSION = 1
@@ -60,6 +62,9 @@ class StoredMeasurement:
     rounds: tuple[dict[str, float], ...] = ()
     calibration: dict[str, Any] | None = None  # median interleaved probe of the rounds
     workload: dict[str, Any] = field(default_factory=dict)  # what was measured (empty: not recorded)
+    #: one entry per run recorded (its figures' medians), oldest first; empty in files of
+    #: older versions (one recording, its rounds): see :mod:`.recordings`
+    recordings: tuple[dict[str, float], ...] = ()
 
     def samples(self, metric: str) -> list[float]:
         values = [r[metric] for r in self.rounds if metric in r]
@@ -95,6 +100,8 @@ def _entry(m: StoredMeasurement) -> dict[str, Any]:
         entry["calibration"] = dict(m.calibration)
     if m.workload:
         entry["workload"] = dict(m.workload)
+    if m.recordings:
+        entry["recordings"] = [dict(r) for r in m.recordings]
     return entry
 
 
@@ -111,12 +118,13 @@ def _finite(values: dict[str, Any]) -> dict[str, float]:
 def baseline_from(nodeid: str, measurements: list[Measurement], fingerprint: dict[str, Any],
                   calibration: dict[str, Any] | None) -> Baseline:
     """The baseline this run's ``measurements`` make (non-finite values dropped)."""
-    stored = {
-        m.name: StoredMeasurement(m.kind, _finite(m.metrics), tuple(_finite(r) for r in m.rounds),
-                                  summarise_probes(getattr(m.load, "calibration", None) or []),
-                                  dict(getattr(m, "workload", None) or {}))
-        for m in measurements
-    }
+    stored = {}
+    for m in measurements:
+        rounds = tuple(_finite(r) for r in m.rounds)
+        stored[m.name] = StoredMeasurement(m.kind, _finite(m.metrics), rounds,
+                                           summarise_probes(getattr(m.load, "calibration", None) or []),
+                                           dict(getattr(m, "workload", None) or {}),
+                                           (centres(rounds, _finite(m.metrics)),))
     created = _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
     return Baseline(nodeid, stored, fingerprint, calibration, created)
 
@@ -191,15 +199,46 @@ def _parse(path: Path, data: Any) -> Baseline:
         if not isinstance(workload, dict) or not all(
                 isinstance(v, (str, int, float, bool, type(None))) for v in workload.values()):
             raise bad(f'measurement {name!r}: "workload" must be an object of plain values')
+        recordings = entry.get("recordings") or []
+        if not isinstance(recordings, list) or not all(
+                isinstance(r, dict) and all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                            for v in r.values()) for r in recordings):
+            raise bad(f'measurement {name!r}: "recordings" must be a list of objects of numbers')
         measurements[name] = StoredMeasurement(str(entry.get("kind", "load")), _finite(metrics),
                                                tuple(_finite(r) for r in rounds), probe or None,
-                                               dict(workload))
+                                               dict(workload), tuple(_finite(r) for r in recordings))
     fingerprint = data.get("fingerprint") or {}
     calibration = data.get("calibration")
     if not isinstance(fingerprint, dict) or not (calibration is None or isinstance(calibration, dict)):
         raise bad('"fingerprint" and "calibration" must be objects')
     return Baseline(str(data.get("nodeid", "")), measurements, fingerprint, calibration,
                     str(data.get("created", "")), version)
+
+
+def with_recording(old: Baseline | None, new: Baseline) -> tuple[Baseline, dict[str, int]]:
+    """``new`` added to ``old`` as one more recording of the same code, and how many
+    recordings each measurement now has.
+
+    A measurement ``old`` lacks, or whose workload differs, starts again from ``new``'s
+    recording. The rounds are pooled (the newest :data:`MAX_ROUNDS` kept), the
+    headline figures are the medians over the recordings, and the newest
+    :data:`MAX_RECORDINGS` recordings are kept.
+    """
+    merged: dict[str, StoredMeasurement] = {}
+    counts: dict[str, int] = {}
+    for name, m in new.measurements.items():
+        before = old.measurements.get(name) if old is not None else None
+        if before is None or before.workload != m.workload or before.kind != m.kind:
+            merged[name], counts[name] = m, 1
+            continue
+        earlier = before.recordings or (centres(before.rounds, before.metrics),)
+        recordings = (*earlier, *m.recordings)[-MAX_RECORDINGS:]
+        headline = {k: centre([r[k] for r in recordings if k in r]) for k in m.metrics}
+        merged[name] = StoredMeasurement(m.kind, {k: v for k, v in headline.items() if math.isfinite(v)},
+                                         (*before.rounds, *m.rounds)[-MAX_ROUNDS:], m.calibration,
+                                         dict(m.workload), recordings)
+        counts[name] = len(recordings)
+    return Baseline(new.nodeid, merged, new.fingerprint, new.calibration, new.created), counts
 
 
 def check_writable(path: Path) -> None:

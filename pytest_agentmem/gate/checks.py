@@ -48,6 +48,7 @@ from ..measurement import Measurement
 from ..presentation import format_number, format_percent
 from .baseline import Baseline
 from .directions import compared, direction_of, is_primary, is_time_like, latency_floor
+from .recordings import RunSpread, run_spread
 from .stats import centre, p_worse, worse_change
 from .verdict import CheckKind, CheckResult, Direction, Verdict
 
@@ -323,8 +324,47 @@ def check_baseline(ctx: GateContext) -> list[CheckResult]:
             elif busy and is_time_like(metric) and not ctx.update:
                 results.append(not_judged(m, metric, value, BUSY, busy, centre(base_samples)))
             else:
-                results.append(decide(ctx, m, metric, samples, base_samples))
+                spread = run_spread(stored.recordings, metric) if stored and is_time_like(metric) else None
+                results.append(within_spread(ctx, m, metric, samples, base_samples, spread))
     return results
+
+
+#: The reason of a figure whose run-to-run spread is wider than its tolerance.
+SPREAD = "runs spread"
+
+
+def within_spread(ctx: GateContext, m: Measurement | str, metric: str, samples: Sequence[float],
+                  base_samples: Sequence[float], spread: RunSpread | None) -> CheckResult:
+    """:func:`decide`, and where the figure's run-to-run spread is known (the baseline's
+    recordings, :mod:`.recordings`), decided on the runs too.
+
+    The rounds of one run share its luck, so their test alone takes a run that landed
+    high for a regression. With the spread known, the figure's p-value is the larger of
+    the rounds' and the run's (how likely an unchanged run measures this much worse,
+    Student's t over the recordings), and the test's Holm family then applies. When even
+    a change of the tolerance's size would not be told from the spread, a figure within
+    it is not judged, never passed.
+    """
+    judged = decide(ctx, m, metric, samples, base_samples)
+    if spread is None or ctx.update or not judged.judged or not judged.baseline or judged.value <= 0:
+        return judged
+    direction = direction_of(metric)
+    worse = judged.value / judged.baseline if direction != "higher" else judged.baseline / judged.value
+    p_run = spread.p_worse(worse)
+    judged.p_value = max(judged.p_value or 0.0, p_run)
+    if judged.verdict == "fail":
+        if p_run <= ctx.alpha:
+            judged.message += f"; beyond its run-to-run spread (it {spread.describe()}, p={p_run:.3g})"
+            return judged
+        judged.verdict, judged.confirmed = "pass", False
+        judged.message += f"; within its run-to-run spread (it {spread.describe()}, p={p_run:.3g})"
+    at_tolerance = 1 + ctx.tolerance if direction != "higher" else 1 / max(1e-9, 1 - ctx.tolerance)
+    if spread.p_worse(at_tolerance) <= ctx.alpha:
+        return judged  # a change of the tolerance's size would have been seen
+    return not_judged(m, metric, judged.value, SPREAD,
+                      f"it {spread.describe()} on this machine, too much to tell a change of "
+                      f"{pct(ctx.tolerance, signed=False)} from it ({pct(judged.raw_change)} this run); "
+                      f"measure longer rounds, widen its tolerance, or {ADVICE_AB}", judged.baseline)
 
 
 def decide(ctx: GateContext, m: Measurement | str, metric: str, samples: Sequence[float],

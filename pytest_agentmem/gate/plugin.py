@@ -47,6 +47,7 @@ from .baseline import (
     baseline_from,
     check_writable,
     locate,
+    with_recording,
     write_baseline,
     write_target,
 )
@@ -270,6 +271,10 @@ class GatePlugin:
     def _update(self, item: pytest.Item, verdict: TestVerdict, path: Any, old: Baseline | None,
                 measurements: list[Measurement], current_fp: dict[str, Any]) -> None:
         new = baseline_from(item.nodeid, measurements, current_fp, self.calibration())
+        if self.settings.add_recording:
+            new, counts = with_recording(old, new)
+            verdict.notes.append("baseline recordings: " + ", ".join(
+                f"{name} {n}" for name, n in sorted(counts.items()) if new.measurements[name].kind == "load"))
         try:
             check_writable(path)  # never overwrite a malformed / newer file (raises BaselineError)
             write_baseline(path, new)

@@ -65,13 +65,17 @@ case "${1:-}" in
   postgres) shift ;;
   *) exec "$@" ;;
 esac
+# The password leaves the environment here: neither initdb nor the server inherits it, so
+# no server process shows it in /proc/PID/environ (readable by any host process of its uid).
+password="${POSTGRES_PASSWORD:-}"
+unset POSTGRES_PASSWORD
 if [ ! -s "$PGDATA/PG_VERSION" ]; then
-  if [ -z "${POSTGRES_PASSWORD:-}" ]; then
+  if [ -z "$password" ]; then
     echo "error: POSTGRES_PASSWORD is not set; this image does not run without a password" >&2
     exit 1
   fi
   user="${POSTGRES_USER:-postgres}"
-  printf '%s\n' "$POSTGRES_PASSWORD" | "$PGBIN/initdb" -D "$PGDATA" -U "$user" \
+  printf '%s\n' "$password" | "$PGBIN/initdb" -D "$PGDATA" -U "$user" \
     --pwfile=/dev/stdin --no-sync -E UTF8 --no-locale --auth-local=trust --auth-host=scram-sha-256
   printf 'host all all all scram-sha-256\n' >> "$PGDATA/pg_hba.conf"
   db="${POSTGRES_DB:-$user}"
@@ -286,7 +290,9 @@ IMAGE_CHANGES = {
         "USER redis",
         "WORKDIR /data",
         "EXPOSE 6379",
-        'CMD ["redis-server", "--bind", "0.0.0.0", "--protected-mode", "no", "--save", "", '
+        # run bare (no password), it answers on loopback only; the plugin always passes a
+        # command of its own that sets one (containers.redis_container_command)
+        'CMD ["redis-server", "--protected-mode", "yes", "--save", "", '
         '"--appendonly", "no", "--dir", "/data"]',
     ],
 }

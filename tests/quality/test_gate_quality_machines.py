@@ -2,7 +2,9 @@
 
 The question of issue 18: does "passed" mean "checked and fine" when the baselines were
 recorded elsewhere? Two machines are not at hand, so the other one is emulated: the
-baselines are recorded once here, quiet, by ``--update-baselines`` on the real catalogue
+baselines are recorded here, quiet, ``GATE_MACHINES_RECORDINGS`` times (default 5:
+``--update-baselines``, then ``--agentmem-add-recording``, so each figure's run-to-run
+spread is known) on the real catalogue
 (``tests/perf``: every scenario but the 20,000-user and LoCoMo ones, at
 ``AGENTMEM_SCENARIO_SCALE``), then judged under these conditions:
 
@@ -54,6 +56,9 @@ CELLS = [(c.split(":")[0], float(c.split(":")[1])) for c in os.environ.get(
     "GATE_MACHINES_CELLS", "same:0,same:0.10,relabelled:0,relabelled:0.25,quota:0,quota:0.25,"
     "neighbour:0,neighbour:0.25").split(",")]
 SEARCH_TEST = "test_agentmem_scenario_search"
+#: Recordings of the baselines (``--update-baselines``, then ``--agentmem-add-recording``):
+#: from 3 on, each figure is judged within its own run-to-run spread.
+RECORDINGS = int(os.environ.get("GATE_MACHINES_RECORDINGS", "5"))
 CGROUP = Path("/sys/fs/cgroup/cpu/agentmem_gate_quality")
 
 CONFTEST = '''
@@ -113,7 +118,7 @@ def _cgroup() -> Path | None:
 
 
 def _run(project: Path, baselines: Path, report: Path, *, update: bool = False, burn_ms: float = 0.0,
-         cgroup: Path | None = None) -> tuple[int, dict[str, Any]]:
+         cgroup: Path | None = None, add: bool = False) -> tuple[int, dict[str, Any]]:
     env = dict(os.environ, AGENTMEM_SCENARIO_SCALE=SCALE, GATE_INJECT_SEARCH_MS=str(burn_ms),
                AGENTMEM_STRICT="0", PYTHONPATH=str(ROOT))
     env.pop("CI", None)
@@ -122,6 +127,8 @@ def _run(project: Path, baselines: Path, report: Path, *, update: bool = False, 
             f"--agentmem-report={report}", "-o", "timeout=0"]
     if update:
         args.append("--update-baselines")
+    if add:
+        args.append("--agentmem-add-recording")
 
     def enter_cgroup() -> None:
         if cgroup is not None:
@@ -267,8 +274,9 @@ def test_gate_quality_on_another_machine(perf, tmp_path: Path, capsys: pytest.Ca
         tmp_path.mkdir(parents=True, exist_ok=True)
     project = _project(tmp_path / "project")
     recorded = tmp_path / "baselines-here"
-    code, _ = _run(project, recorded, tmp_path / "record.json", update=True)
-    assert code == 0, "recording the baselines failed"
+    for i in range(max(1, RECORDINGS)):
+        code, _ = _run(project, recorded, tmp_path / f"record-{i}.json", update=True, add=i > 0)
+        assert code == 0, "recording the baselines failed"
     relabelled = tmp_path / "baselines-other"
     _relabel(recorded, relabelled)
     cpu_ms = _search_cpu_ms(recorded)
@@ -299,8 +307,8 @@ def test_gate_quality_on_another_machine(perf, tmp_path: Path, capsys: pytest.Ca
                       f"{row['not_judged']}/{row['figures']} not judged, load {row['load']:.1f}", flush=True)
                 for message in row["failing"]:
                     print(f"      fail: {message}", flush=True)
-    lines = [f"gate quality across machines ({RUNS} runs a cell, scale {SCALE}, baseline search "
-             f"cpu/op {cpu_ms:.2f} ms):",
+    lines = [f"gate quality across machines ({RUNS} runs a cell, scale {SCALE}, {RECORDINGS} recordings, "
+             f"baseline search cpu/op {cpu_ms:.2f} ms):",
              "  condition   injected  caught  false failures  called passed  not judged (median)"]
     figures: dict[str, float] = {}
     for (condition, inject), rows in results.items():

@@ -1,0 +1,95 @@
+"""How far a figure moves from one run to the next: the recordings of a baseline.
+
+The rounds of one run share that run's process: its memory layout, its server
+processes, the state of the shared machine while it ran. On a 2-vCPU virtual
+machine, unchanged code measured a figure up to 30 % apart from one run to the next
+(the LanceDB filtered search, the single-text model run) while each run's own
+rounds agreed within a few percent, so a test on the rounds alone takes one run's
+luck for a regression. pyperf answers with several processes; a baseline here
+answers with several recordings of the same code (``--update-baselines``, then
+``--agentmem-add-recording`` once or more): with :data:`MIN_RECORDINGS` or more,
+each figure's own run-to-run spread is known, and an unchanged run stays inside
+:func:`RunSpread.bound` 39 times in 40 (a one-sided 97.5 % prediction bound).
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from .stats import centre
+
+#: Fewest recordings whose spread is used (two give a spread of one difference).
+MIN_RECORDINGS = 3
+#: Recordings kept in a baseline (the oldest goes first).
+MAX_RECORDINGS = 10
+#: Rounds kept in a baseline of several recordings (the oldest go first).
+MAX_ROUNDS = 200
+#: Student's t, one-sided 97.5 %, by degrees of freedom (recordings - 1).
+_T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
+
+
+@dataclass(frozen=True)
+class RunSpread:
+    """The run-to-run spread of one figure over ``n`` recordings (``sd``: of the log figure)."""
+
+    sd: float
+    n: int
+
+    @property
+    def bound(self) -> float:
+        """How much worse than the recordings an unchanged run may measure (a fraction):
+        the one-sided 97.5 % prediction bound of one more run, ``t * sd * sqrt(1 + 1/n)``."""
+        t = _T975.get(self.n - 1, 1.96 + 2.4 / max(self.n - 1, 1))
+        return math.exp(t * self.sd * math.sqrt(1 + 1 / self.n)) - 1
+
+    def p_worse(self, ratio: float) -> float:
+        """How likely an unchanged run measures ``ratio`` times worse than the recordings or
+        more (one-sided, Student's t with n - 1 degrees of freedom on the log figure)."""
+        if ratio <= 0 or not math.isfinite(ratio):
+            return 0.0 if ratio == math.inf else 1.0
+        if self.sd <= 0:
+            return 0.0 if ratio > 1 else 1.0
+        return t_tail(math.log(ratio) / (self.sd * math.sqrt(1 + 1 / self.n)), self.n - 1)
+
+    def bound_for(self, direction: str) -> float:
+        """:attr:`bound` as the gate's "worse" fraction: for a figure where higher is better
+        (QPS), one more run may measure down to ``1 / (1 + bound)`` of the recordings."""
+        return self.bound if direction != "higher" else 1 - 1 / (1 + self.bound)
+
+    def describe(self) -> str:
+        return f"moves {math.exp(self.sd) - 1:.0%} (1 SD) from run to run over {self.n} recordings"
+
+
+def t_tail(x: float, df: int) -> float:
+    """P(T > x) for Student's t with ``df`` degrees of freedom (Simpson's rule on its density;
+    no scipy needed, accurate to about 1e-6 for the small ``df`` of a baseline's recordings)."""
+    if x < 0:
+        return 1.0 - t_tail(-x, df)
+    log_c = math.lgamma((df + 1) / 2) - math.lgamma(df / 2) - 0.5 * math.log(df * math.pi)
+
+    def density(t: float) -> float:
+        return math.exp(log_c - (df + 1) / 2 * math.log1p(t * t / df))
+
+    steps = 2000
+    h = x / steps
+    inner = sum((4 if i % 2 else 2) * density(i * h) for i in range(1, steps))
+    return max(0.0, 0.5 - h / 3 * (density(0.0) + inner + density(x)))
+
+
+def centres(rounds: Sequence[Mapping[str, float]], metrics: Mapping[str, float]) -> dict[str, float]:
+    """One recording: the median of each metric's rounds (the headline figure without rounds)."""
+    out = {k: float(v) for k, v in metrics.items()}
+    for key in {k for r in rounds for k in r}:
+        out[key] = centre([r[key] for r in rounds if key in r])
+    return {k: v for k, v in out.items() if math.isfinite(v)}
+
+
+def run_spread(recordings: Sequence[Mapping[str, float]], metric: str) -> RunSpread | None:
+    """The spread of ``metric`` over ``recordings`` (None: fewer than MIN_RECORDINGS positive)."""
+    values = [math.log(r[metric]) for r in recordings if r.get(metric, 0) > 0]
+    if len(values) < MIN_RECORDINGS:
+        return None
+    return RunSpread(statistics.stdev(values), len(values))

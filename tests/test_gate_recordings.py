@@ -1,0 +1,113 @@
+"""Several recordings of one baseline: each figure judged within its own run-to-run spread.
+
+Units (the spread, its bound, the merge) and the gate end to end with ``gate_project``'s
+controlled figures: ``--agentmem-add-recording`` pools runs, and a figure whose runs
+spread more than its tolerance is not judged when within that spread, fails beyond it.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from gate_project import HEALTHY, bdir, figures, make_project, rounds, run, stored, with_search
+
+from pytest_agentmem.errors import BaselineError
+from pytest_agentmem.gate.baseline import Baseline, StoredMeasurement, baseline_path, load_baseline, with_recording
+from pytest_agentmem.gate.recordings import MAX_RECORDINGS, MIN_RECORDINGS, RunSpread, centres, run_spread
+
+
+def test_run_spread_needs_three_recordings_and_bounds_one_more_run() -> None:
+    assert run_spread([{"cpu": 1.0}, {"cpu": 1.1}], "cpu") is None
+    spread = run_spread([{"cpu": 1.0}, {"cpu": 1.1}, {"cpu": 0.9}, {"qps": 5.0}], "cpu")
+    assert spread is not None and spread.n == MIN_RECORDINGS
+    # t(0.975, 2 df) = 4.303: a one-sided 97.5 % prediction bound from three recordings is wide
+    assert math.isclose(spread.bound, math.exp(4.303 * spread.sd * math.sqrt(1 + 1 / 3)) - 1)
+    assert RunSpread(0.02, 10).bound < RunSpread(0.02, 3).bound  # more recordings, tighter
+    assert run_spread([{"cpu": 0.0}] * 5, "cpu") is None  # no positive figure: no log spread
+    assert centres([{"qps": 1.0}, {"qps": 3.0}, {"qps": 2.0}], {"qps": 9.0, "recall": 0.5}) == {
+        "qps": 2.0, "recall": 0.5}
+
+
+def _baseline(*recorded: float, workload: dict | None = None) -> Baseline:
+    m = StoredMeasurement("load", {"qps": recorded[-1]}, tuple({"qps": v} for v in recorded),
+                          workload=workload or {"concurrency": 8},
+                          recordings=({"qps": sorted(recorded)[len(recorded) // 2]},))
+    return Baseline("t::x", {"search": m})
+
+
+def test_with_recording_pools_the_same_workload_and_restarts_another() -> None:
+    merged, counts = with_recording(_baseline(100, 101, 99), _baseline(110, 111, 109))
+    m = merged.measurements["search"]
+    assert counts == {"search": 2} and [r["qps"] for r in m.recordings] == [100, 110]
+    assert len(m.rounds) == 6 and m.metrics["qps"] == 105  # the median over the recordings
+    again, counts = with_recording(merged, _baseline(120, 121, 119))
+    assert counts == {"search": 3} and run_spread(again.measurements["search"].recordings, "qps") is not None
+    restarted, counts = with_recording(again, _baseline(50, 51, 49, workload={"concurrency": 16}))
+    assert counts == {"search": 1} and len(restarted.measurements["search"].rounds) == 3
+    full = merged
+    for _ in range(MAX_RECORDINGS + 3):
+        full, counts = with_recording(full, _baseline(100, 101, 99))
+    assert counts == {"search": MAX_RECORDINGS}
+
+
+def test_a_baseline_with_malformed_recordings_is_refused(tmp_path) -> None:
+    path = tmp_path / "b.json"
+    path.write_text('{"schema": "pytest-agentmem-baseline", "version": 1, "measurements": '
+                    '{"search": {"metrics": {"qps": 1}, "recordings": [{"qps": "fast"}]}}}')
+    with pytest.raises(BaselineError, match='"recordings" must be a list of objects of numbers'):
+        load_baseline(path)
+
+
+@pytest.fixture
+def project(pytester: pytest.Pytester) -> pytest.Pytester:
+    return make_project(pytester)
+
+
+def _record_three(project: pytest.Pytester, *qps: float) -> None:
+    for i, value in enumerate(qps):
+        figures(project, with_search(rounds=rounds(qps=value, p95_ms=12.0, error_rate=0.0, recall=0.95)))
+        extra = ("--agentmem-add-recording",) if i else ()
+        run(project, "--update-baselines", *extra).assert_outcomes(passed=2)
+
+
+def test_add_recording_wants_update_baselines(project: pytest.Pytester) -> None:
+    result = run(project, "--agentmem-add-recording")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--agentmem-add-recording*use it with --update-baselines*"])
+
+
+def test_recordings_are_pooled_and_said(project: pytest.Pytester) -> None:
+    _record_three(project, 1000, 1040, 960)
+    data = stored(project, "test_perf.py::test_search")["measurements"]["search"]
+    assert [r["qps"] for r in data["recordings"]] == pytest.approx([1000, 1040, 960])
+    assert len(data["rounds"]) == 15
+    # a plain --update-baselines starts again from one recording
+    run(project, "--update-baselines").assert_outcomes(passed=2)
+    assert len(stored(project, "test_perf.py::test_search")["measurements"]["search"]["recordings"]) == 1
+
+
+def test_a_figure_whose_runs_spread_more_than_its_tolerance_is_not_judged_within_it(
+        project: pytest.Pytester) -> None:
+    _record_three(project, 1000, 1300, 800)  # qps moves ~25 % from run to run
+    figures(project, with_search(rounds=rounds(qps=850, p95_ms=12.0, error_rate=0.0, recall=0.95)))
+    within = run(project, "--agentmem-report=r.json")
+    within.assert_outcomes(passed=2)
+    within.stdout.fnmatch_lines(["*search.qps*850*1000*not judged: runs spread*",
+                                 "*from run to run over 3 recordings on this machine, too much to tell a change "
+                                 "of 15% from it (-15% this run)*"])
+    assert "FAIL" not in within.stdout.str()
+    figures(project, with_search(rounds=rounds(qps=50, p95_ms=12.0, error_rate=0.0, recall=0.95)))
+    beyond = run(project)
+    beyond.assert_outcomes(failed=1, passed=1)
+    beyond.stdout.fnmatch_lines(["*search.qps 50 < baseline*beyond its run-to-run spread*"])
+
+
+def test_a_figure_whose_runs_agree_is_judged_at_its_tolerance(project: pytest.Pytester) -> None:
+    _record_three(project, 1000, 1005, 995)
+    figures(project, with_search(rounds=rounds(qps=800, p95_ms=12.0, error_rate=0.0, recall=0.95)))
+    result = run(project)
+    result.assert_outcomes(failed=1, passed=1)
+    result.stdout.fnmatch_lines(["*search.qps 800 < baseline 1*(-20%, tolerance 15%*"])
+    assert baseline_path(bdir(project), "test_perf.py::test_search").exists()
+    assert HEALTHY["add"]  # the other test's figures untouched by the search's recordings
