@@ -13,7 +13,13 @@ import pytest
 from gate_project import HEALTHY, bdir, figures, make_project, rounds, run, stored, with_search
 
 from pytest_agentmem.errors import BaselineError
-from pytest_agentmem.gate.baseline import Baseline, StoredMeasurement, baseline_path, load_baseline, with_recording
+from pytest_agentmem.gate.baseline import (
+    Baseline,
+    StoredMeasurement,
+    baseline_path,
+    load_baseline,
+    with_recording,
+)
 from pytest_agentmem.gate.recordings import MAX_RECORDINGS, MIN_RECORDINGS, RunSpread, centres, run_spread
 
 
