@@ -334,7 +334,9 @@ SPREAD = "runs spread"
 
 
 def within_spread(ctx: GateContext, m: Measurement | str, metric: str, samples: Sequence[float],
-                  base_samples: Sequence[float], spread: RunSpread | None) -> CheckResult:
+                  base_samples: Sequence[float], spread: RunSpread | None, *, kind: str | None = None,
+                  speed: float | None = None, basis: str | None = None, why: str = "",
+                  where: str = "on this machine") -> CheckResult:
     """:func:`decide`, and where the figure's run-to-run spread is known (the baseline's
     recordings, :mod:`.recordings`), decided on the runs too.
 
@@ -343,9 +345,11 @@ def within_spread(ctx: GateContext, m: Measurement | str, metric: str, samples: 
     the rounds' and the run's (how likely an unchanged run measures this much worse,
     Student's t over the recordings), and the test's Holm family then applies. When even
     a change of the tolerance's size would not be told from the spread, a figure within
-    it is not judged, never passed.
+    it is not judged, never passed. ``kind``, ``speed`` and ``basis`` go to :func:`decide`
+    (the cross-machine judgement); ``why`` begins the not-judged message, ``where`` says
+    where the recordings were made.
     """
-    judged = decide(ctx, m, metric, samples, base_samples)
+    judged = decide(ctx, m, metric, samples, base_samples, kind=kind, speed=speed, basis=basis)
     if spread is None or ctx.update or not judged.judged or not judged.baseline or judged.value <= 0:
         return judged
     direction = direction_of(metric)
@@ -362,7 +366,7 @@ def within_spread(ctx: GateContext, m: Measurement | str, metric: str, samples: 
     if spread.p_worse(at_tolerance) <= ctx.alpha:
         return judged  # a change of the tolerance's size would have been seen
     return not_judged(m, metric, judged.value, SPREAD,
-                      f"it {spread.describe()} on this machine, too much to tell a change of "
+                      f"{why}it {spread.describe()} {where}, too much to tell a change of "
                       f"{pct(ctx.tolerance, signed=False)} from it ({pct(judged.raw_change)} this run); "
                       f"measure longer rounds, widen its tolerance, or {ADVICE_AB}", judged.baseline)
 

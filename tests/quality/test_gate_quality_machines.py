@@ -26,7 +26,8 @@ injected search test's speed figures were reported passed.
 Run: ``pytest tests/quality/test_gate_quality_machines.py --agentmem-perf -s -p no:cacheprovider
 -o timeout=0`` (``GATE_MACHINES_RUNS`` runs a cell, default 10; ``GATE_MACHINES_CELLS`` e.g.
 ``same:0,same:0.10,relabelled:0,relabelled:0.25``; ``GATE_MACHINES_KEEP=DIR`` keeps every run's
-report and the baselines there; ``python tests/quality/test_gate_quality_machines.py DIR``
+report and the baselines there, and with ``GATE_MACHINES_REUSE=1`` a later invocation judges more
+runs against the baselines kept there, numbered from ``GATE_MACHINES_FIRST_RUN``; ``python tests/quality/test_gate_quality_machines.py DIR``
 judges them again offline by the other rules; a full set takes hours on 2 cores).
 """
 
@@ -59,6 +60,8 @@ SEARCH_TEST = "test_agentmem_scenario_search"
 #: Recordings of the baselines (``--update-baselines``, then ``--agentmem-add-recording``):
 #: from 3 on, each figure is judged within its own run-to-run spread.
 RECORDINGS = int(os.environ.get("GATE_MACHINES_RECORDINGS", "5"))
+#: The number of the first run (a second invocation on kept recordings goes on numbering).
+FIRST_RUN = int(os.environ.get("GATE_MACHINES_FIRST_RUN", "0"))
 CGROUP = Path("/sys/fs/cgroup/cpu/agentmem_gate_quality")
 
 CONFTEST = '''
@@ -274,7 +277,8 @@ def test_gate_quality_on_another_machine(perf, tmp_path: Path, capsys: pytest.Ca
         tmp_path.mkdir(parents=True, exist_ok=True)
     project = _project(tmp_path / "project")
     recorded = tmp_path / "baselines-here"
-    for i in range(max(1, RECORDINGS)):
+    reuse = keep and os.environ.get("GATE_MACHINES_REUSE") == "1" and any(recorded.glob("*.json"))
+    for i in range(0 if reuse else max(1, RECORDINGS)):  # REUSE=1: the kept folder's recordings
         code, _ = _run(project, recorded, tmp_path / f"record-{i}.json", update=True, add=i > 0)
         assert code == 0, "recording the baselines failed"
     relabelled = tmp_path / "baselines-other"
@@ -287,7 +291,7 @@ def test_gate_quality_on_another_machine(perf, tmp_path: Path, capsys: pytest.Ca
             if condition == "quota" and cgroup is None:
                 continue
             baselines = recorded if condition == "same" else relabelled
-            report = tmp_path / f"r-{condition}-{inject}-{run}.json"
+            report = tmp_path / f"r-{condition}-{inject}-{run + FIRST_RUN}.json"
             neighbour = Neighbour() if condition == "neighbour" else None
             try:
                 code, doc = _run(project, baselines, report, burn_ms=cpu_ms * inject,
