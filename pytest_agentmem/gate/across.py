@@ -38,7 +38,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .calibration import slowdown, summarise_probes
-from .checks import BUSY, DEFERRED, PENDING, GateContext, decide, holm_family, not_judged, within_spread
+from .checks import (
+    BUSY,
+    DEFERRED,
+    PENDING,
+    SPREAD,
+    GateContext,
+    decide,
+    holm_family,
+    not_judged,
+    within_spread,
+)
 from .directions import CPU_COST_METRICS, direction_of
 from .recordings import RunSpread, run_spread
 from .stats import centre
@@ -149,8 +159,30 @@ def resolve(pending: Sequence[Pending]) -> list[TestVerdict]:
     return list(changed.values())
 
 
+def _on_runs(p: Pending, peers: list[float]) -> CheckResult:
+    """A figure of this machine's baseline whose recordings tell its run-to-run spread: decided
+    on the runs (:func:`~.checks.within_spread`), its spread at least as wide as the run's other
+    tests moved against theirs. Recordings made minutes apart can miss how far a shared
+    machine drifts over an hour: measured, unchanged code's ``add`` +24 % against a spread of
+    4 % over 5 recordings, while the run's other figures moved 14 % (robust SD) as well."""
+    assert p.spread is not None
+    sd, where = p.spread.sd, "on this machine"
+    if len(peers) >= MIN_PEERS:
+        moved = robust_sd([math.log(s) for s in peers])
+        if moved / math.sqrt(1 + 1 / p.spread.n) > sd:
+            sd = moved / math.sqrt(1 + 1 / p.spread.n)
+            where = (f"on this machine, and the run's other {len(peers)} tests moved "
+                     f"{math.exp(moved) - 1:.0%} (1 SD) against their baselines")
+    ctx = GateContext(nodeid=p.verdict.nodeid, measurements=(), tolerance=p.tolerance, alpha=p.alpha,
+                      initial_rounds=p.initial_rounds)
+    return within_spread(ctx, p.check.measurement, p.check.metric, p.samples, p.base_samples,
+                         RunSpread(sd, p.spread.n), kind=p.kind, where=where)
+
+
 def _judge(p: Pending, peers: list[float], suspicious: str | None) -> CheckResult:
     check = p.check
+    if check.reason == SPREAD and p.spread is not None:
+        return _on_runs(p, peers)
     busy = check.reason == BUSY
     why = (check.message.split("not judged: ", 1)[-1] if busy else "baseline recorded on another machine")
     advice = ("re-run on a quiet machine, or gate with --agentmem-compare" if busy else

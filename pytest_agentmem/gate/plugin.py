@@ -324,8 +324,9 @@ class GatePlugin:
             for v in changed:
                 self.config.hook.pytest_agentmem_verdict_changed(config=self.config, verdict=v)
             for v in failed:
-                self.closing.append(f"FAILED {v.nodeid} (judged at the end of the run against the "
-                                    "run's other tests: baselines from another machine, or a busy one)")
+                self.closing.append(f"FAILED {v.nodeid} (judged at the end of the run against the run's "
+                                    "other tests: baselines from another machine, a busy one, or recorded "
+                                    "several times)")
                 self.closing.extend(f"  {c.message}" for c in v.failures)
             if failed:
                 _fail_session(session)
