@@ -152,3 +152,19 @@ def test_a_run_whose_tests_all_moved_apart_judges_no_figure_on_recordings_made_m
     result = run(project)
     assert result.ret == 1
     result.stdout.fnmatch_lines(["FAILED test_perf.py::test_t5 (judged at the end of the run*"])
+
+
+def test_a_failure_the_tests_holm_family_takes_back_is_not_judged_when_the_spread_hides_the_tolerance() -> None:
+    from pytest_agentmem.gate.checks import SPREAD, GateContext, decide, holm_family, within_spread
+
+    ctx = GateContext(nodeid="t::x", measurements=(), tolerance=0.07)
+    base = [1.0, 1.01, 0.99, 1.0, 1.02]
+    slower = within_spread(ctx, "search", "cpu_ms_per_op", [b * 1.25 for b in base], base, RunSpread(0.08, 5))
+    assert slower.verdict == "fail" and slower.reason == SPREAD  # beyond the spread, p ~0.03
+    same = [decide(ctx, name, "cpu_ms_per_op", base, base) for name in ("a", "b", "c")]
+    holm_family([slower, *same])
+    assert slower.verdict == "not-judged" and "Holm" in slower.message  # never "pass"
+    clear = within_spread(ctx, "search", "cpu_ms_per_op", [b * 1.25 for b in base], base, RunSpread(0.01, 5))
+    assert clear.verdict == "fail" and clear.reason is None
+    holm_family([clear, *[decide(ctx, name, "cpu_ms_per_op", base, base) for name in ("a", "b", "c")]])
+    assert clear.verdict == "fail"

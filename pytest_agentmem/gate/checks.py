@@ -28,7 +28,10 @@ Not judged, with the reason said:
   tell it from noise);
 - a speed figure whose baseline was recorded on another machine: judged at the
   end of the run relative to the run's other tests (:mod:`.across`), or left not
-  judged there when that cannot be done.
+  judged there when that cannot be done;
+- a speed figure whose baseline was recorded several times: judged at the end of
+  the run within its run-to-run spread (:func:`within_spread`), and not judged when
+  that spread hides a change of its tolerance.
 
 No calibration probe excuses a figure: a probe's own noise turned into blindness
 (a +57 % CPU regression passed on another machine behind a probe that read 2.6x).
@@ -362,15 +365,18 @@ def within_spread(ctx: GateContext, m: Measurement | str, metric: str, samples: 
     worse = judged.value / judged.baseline if direction != "higher" else judged.baseline / judged.value
     p_run = spread.p_worse(worse)
     judged.p_value = max(judged.p_value or 0.0, p_run)
+    at_tolerance = 1 + ctx.tolerance if direction != "higher" else 1 / max(1e-9, 1 - ctx.tolerance)
+    visible = spread.p_worse(at_tolerance) <= ctx.alpha  # a change of the tolerance's size is seen
     if judged.verdict == "fail":
         if p_run <= ctx.alpha:
             judged.message += f"; beyond its run-to-run spread (it {spread.describe()}, p={p_run:.3g})"
+            if not visible:
+                judged.reason = SPREAD  # if the test's Holm family takes the failure back: not judged
             return judged
         judged.verdict, judged.confirmed = "pass", False
         judged.message += f"; within its run-to-run spread (it {spread.describe()}, p={p_run:.3g})"
-    at_tolerance = 1 + ctx.tolerance if direction != "higher" else 1 / max(1e-9, 1 - ctx.tolerance)
-    if spread.p_worse(at_tolerance) <= ctx.alpha:
-        return judged  # a change of the tolerance's size would have been seen
+    if visible:
+        return judged
     return not_judged(m, metric, judged.value, SPREAD,
                       f"{why}it {spread.describe()} {where}, too much to tell a change of "
                       f"{pct(ctx.tolerance, signed=False)} from it ({pct(judged.raw_change)} this run); "
@@ -489,7 +495,8 @@ def holm_family(results: list[CheckResult], alpha: float = ALPHA) -> list[CheckR
         running = max(running, min(1.0, (m - rank) * float(check.p_value)))  # type: ignore[arg-type]
         check.p_adjusted = running
         if check.verdict == "fail" and running > alpha:
-            check.verdict = "pass"
+            # a figure whose run-to-run spread hides a change of its tolerance is not judged, not passed
+            check.verdict = "not-judged" if check.reason == SPREAD else "pass"
             check.confirmed = False
             check.message += f"; not significant across the test's {m} comparisons (Holm p={running:.3g})"
     return results

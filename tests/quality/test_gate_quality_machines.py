@@ -259,7 +259,8 @@ def judge(code: int, report: dict[str, Any], injected: bool) -> dict[str, Any]:
     return {
         "exit": code, "caught": injected and search_failed,
         "false": (search_failed and not injected) or bool(others_failed),
-        "called_passed": injected and search.get("speed") == "passed",
+        # the test's speed, or the injected figure itself, reported passed
+        "called_passed": injected and (search.get("speed") == "passed" or cpu.get("verdict") == "pass"),
         "not_judged": sum(1 for t in tests.values() for c in t.get("checks", []) if c.get("verdict") == "not-judged"),
         "figures": sum(len(t.get("checks", [])) for t in tests.values()),
         "search_cpu_change": cpu.get("raw_change"), "search_cpu_verdict": cpu.get("verdict"),
