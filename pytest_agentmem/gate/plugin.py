@@ -216,7 +216,9 @@ class GatePlugin:
             have = max((len(measurement.samples(k)) for k in measurement.metrics), default=0)
             base_rounds = min((len(stored.samples(k)) for k in stored.metrics), default=BASELINE_ROUNDS)
             state.topped_up.add(measurement.name)
-            need = max(MIN_CONFIRM_ROUNDS, confirm_rounds_for(base_rounds, family, ctx.alpha))
+            # judged at the end in the run's family (:func:`.across.resolve`): rounds for its size
+            tests = sum(1 for i in item.session.items if perf_marker_of(i) is not None)
+            need = max(MIN_CONFIRM_ROUNDS, confirm_rounds_for(base_rounds, family * max(1, tests), ctx.alpha))
             return max(0, need - have) or None
         count = len(measurement.samples(suspects[0])) or 1
         state.initial_rounds[measurement.name] = count
