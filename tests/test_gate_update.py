@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 
 import pytest
 from gate_project import HEALTHY, TESTS, bdir, figures, make_project, rounds, run, stored, with_search
@@ -84,4 +85,6 @@ async def test_noop(perf):
     assert data["measurements"]["quality"]["metrics"] == {"recall": 1.0}
     again = run(pytester)
     again.assert_outcomes(passed=1)
-    again.stdout.fnmatch_lines(["*noop.qps*pass*", "*quality.recall*1*1*pass*"])
+    again.stdout.fnmatch_lines(["*quality.recall*1*1*pass*"])
+    # judged (the rounds are enough), or said busy where other processes took the CPU: never quiet
+    assert re.search(r"noop\.qps .*(pass|not judged: machine busy)$", again.stdout.str(), re.MULTILINE)
