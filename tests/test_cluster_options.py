@@ -369,7 +369,9 @@ def test_a_running_cluster_is_joined_by_address_and_left_running(pytester: pytes
     import shutil
     import tempfile
 
-    ray_bin = shutil.which("ray") or str(Path(sys.executable).with_name("ray"))
+    # the ray of this interpreter (another on PATH, of another version, is refused by the cluster)
+    own = Path(sys.executable).with_name("ray")
+    ray_bin = str(own) if own.exists() else (shutil.which("ray") or str(own))
     temp = tempfile.mkdtemp(prefix="amray", dir="/tmp")  # short: Ray's socket paths must be
     port = _free_port()
     env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0",
