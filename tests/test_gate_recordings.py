@@ -27,9 +27,9 @@ def test_run_spread_needs_three_recordings_and_bounds_one_more_run() -> None:
     assert run_spread([{"cpu": 1.0}, {"cpu": 1.1}], "cpu") is None
     spread = run_spread([{"cpu": 1.0}, {"cpu": 1.1}, {"cpu": 0.9}, {"qps": 5.0}], "cpu")
     assert spread is not None and spread.n == MIN_RECORDINGS
-    # t(0.975, 2 df) = 4.303: a one-sided 97.5 % prediction bound from three recordings is wide
-    assert math.isclose(spread.bound, math.exp(4.303 * spread.sd * math.sqrt(1 + 1 / 3)) - 1)
-    assert RunSpread(0.02, 10).bound < RunSpread(0.02, 3).bound  # more recordings, tighter
+    # t(0.975, 2 df) = 4.303: one more unchanged run lands this far worse 1 time in 40
+    assert math.isclose(spread.p_worse(math.exp(4.303 * spread.sd * math.sqrt(1 + 1 / 3))), 0.025, abs_tol=1e-4)
+    assert RunSpread(0.02, 10).p_worse(1.05) < RunSpread(0.02, 3).p_worse(1.05)  # more recordings, sharper
     assert run_spread([{"cpu": 0.0}] * 5, "cpu") is None  # no positive figure: no log spread
     assert centres([{"qps": 1.0}, {"qps": 3.0}, {"qps": 2.0}], {"qps": 9.0, "recall": 0.5}) == {
         "qps": 2.0, "recall": 0.5}

@@ -8,8 +8,8 @@ rounds agreed within a few percent, so a test on the rounds alone takes one run'
 luck for a regression. pyperf answers with several processes; a baseline here
 answers with several recordings of the same code (``--update-baselines``, then
 ``--agentmem-add-recording`` once or more): with :data:`MIN_RECORDINGS` or more,
-each figure's own run-to-run spread is known, and an unchanged run stays inside
-:func:`RunSpread.bound` 39 times in 40 (a one-sided 97.5 % prediction bound).
+each figure's own run-to-run spread is known, and :meth:`RunSpread.p_worse` says how
+likely an unchanged run lands as far as this one did (a prediction for one more run).
 """
 
 from __future__ import annotations
@@ -27,8 +27,6 @@ MIN_RECORDINGS = 3
 MAX_RECORDINGS = 10
 #: Rounds kept in a baseline of several recordings (the oldest go first).
 MAX_ROUNDS = 200
-#: Student's t, one-sided 97.5 %, by degrees of freedom (recordings - 1).
-_T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
 
 
 @dataclass(frozen=True)
@@ -38,13 +36,6 @@ class RunSpread:
     sd: float
     n: int
 
-    @property
-    def bound(self) -> float:
-        """How much worse than the recordings an unchanged run may measure (a fraction):
-        the one-sided 97.5 % prediction bound of one more run, ``t * sd * sqrt(1 + 1/n)``."""
-        t = _T975.get(self.n - 1, 1.96 + 2.4 / max(self.n - 1, 1))
-        return math.exp(t * self.sd * math.sqrt(1 + 1 / self.n)) - 1
-
     def p_worse(self, ratio: float) -> float:
         """How likely an unchanged run measures ``ratio`` times worse than the recordings or
         more (one-sided, Student's t with n - 1 degrees of freedom on the log figure)."""
@@ -53,11 +44,6 @@ class RunSpread:
         if self.sd <= 0:
             return 0.0 if ratio > 1 else 1.0
         return t_tail(math.log(ratio) / (self.sd * math.sqrt(1 + 1 / self.n)), self.n - 1)
-
-    def bound_for(self, direction: str) -> float:
-        """:attr:`bound` as the gate's "worse" fraction: for a figure where higher is better
-        (QPS), one more run may measure down to ``1 / (1 + bound)`` of the recordings."""
-        return self.bound if direction != "higher" else 1 - 1 / (1 + self.bound)
 
     def describe(self) -> str:
         return f"moves {math.exp(self.sd) - 1:.0%} (1 SD) from run to run over {self.n} recordings"
