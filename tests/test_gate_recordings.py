@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 
 import pytest
-from gate_project import HEALTHY, bdir, figures, make_project, rounds, run, stored, with_search
+from gate_project import bdir, figures, make_project, rounds, run, stored, with_search
 
 from pytest_agentmem.errors import BaselineError
 from pytest_agentmem.gate.baseline import (
@@ -70,9 +70,21 @@ def project(pytester: pytest.Pytester) -> pytest.Pytester:
     return make_project(pytester)
 
 
+def _search_at(project: pytest.Pytester, qps: float) -> None:
+    """The search test measures ``qps`` this time (its other figures as healthy)."""
+    figures(project, with_search(rounds=rounds(qps=qps, p95_ms=12.0, error_rate=0.0, recall=0.95)))
+
+
+def _fails_at_the_end(result: pytest.RunResult, message: str) -> None:
+    """Every test passed its body; the search figure, decided at the end of the run, failed it."""
+    result.assert_outcomes(passed=2)
+    assert result.ret == 1
+    result.stdout.fnmatch_lines(["FAILED test_perf.py::test_search (judged at the end of the run*", message])
+
+
 def _record_three(project: pytest.Pytester, *qps: float) -> None:
     for i, value in enumerate(qps):
-        figures(project, with_search(rounds=rounds(qps=value, p95_ms=12.0, error_rate=0.0, recall=0.95)))
+        _search_at(project, value)
         extra = ("--agentmem-add-recording",) if i else ()
         run(project, "--update-baselines", *extra).assert_outcomes(passed=2)
 
@@ -96,31 +108,25 @@ def test_recordings_are_pooled_and_said(project: pytest.Pytester) -> None:
 def test_a_figure_whose_runs_spread_more_than_its_tolerance_is_not_judged_within_it(
         project: pytest.Pytester) -> None:
     _record_three(project, 1000, 1300, 800)  # qps moves ~25 % from run to run
-    figures(project, with_search(rounds=rounds(qps=850, p95_ms=12.0, error_rate=0.0, recall=0.95)))
+    _search_at(project, 850)
     within = run(project, "--agentmem-report=r.json")
     within.assert_outcomes(passed=2)
     within.stdout.fnmatch_lines(["*search.qps*850*1000*not judged: runs spread*",
                                  "*from run to run over 3 recordings on this machine, too much to tell a change "
                                  "of 15% from it (-15% this run)*"])
     assert "FAIL" not in within.stdout.str()
-    figures(project, with_search(rounds=rounds(qps=105, p95_ms=12.0, error_rate=0.0, recall=0.95)))
-    beyond = run(project)
-    beyond.assert_outcomes(passed=2)  # decided at the end of the run, which then fails
-    assert beyond.ret == 1
-    beyond.stdout.fnmatch_lines(["FAILED test_perf.py::test_search (judged at the end of the run*",
-                                 "*search.qps 105 < baseline*beyond its run-to-run spread*"])
+    _search_at(project, 105)
+    _fails_at_the_end(run(project), "*search.qps 105 < baseline*beyond its run-to-run spread*")
 
 
 def test_a_figure_whose_runs_agree_is_judged_at_its_tolerance(project: pytest.Pytester) -> None:
     _record_three(project, 1000, 1005, 995)
-    figures(project, with_search(rounds=rounds(qps=800, p95_ms=12.0, error_rate=0.0, recall=0.95)))
-    result = run(project)
-    result.assert_outcomes(passed=2)  # decided at the end of the run, which then fails
-    assert result.ret == 1
-    result.stdout.fnmatch_lines(["FAILED test_perf.py::test_search (judged at the end of the run*",
-                                 "*search.qps 800 < baseline 1*(-20%, tolerance 15%*"])
+    _search_at(project, 800)
+    _fails_at_the_end(run(project), "*search.qps 800 < baseline 1*(-20%, tolerance 15%*")
     assert baseline_path(bdir(project), "test_perf.py::test_search").exists()
-    assert HEALTHY["add"]  # the other test's figures untouched by the search's recordings
+    # the other test was recorded three times too, at its own figures
+    add = stored(project, "test_perf.py::test_add")["measurements"]["add"]["recordings"]
+    assert [r["qps"] for r in add] == pytest.approx([500, 500, 500])
 
 
 SIX = "\n".join(f'''

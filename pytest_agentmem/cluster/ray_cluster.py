@@ -135,9 +135,9 @@ class RayCluster:
                 "--agentmem-load-cluster and that the head runs (ray start --head)") from None
 
     def _join(self, address: str) -> None:
+        """Join the cluster at ``address`` (:meth:`connect` has probed that it answers)."""
         import ray
 
-        self._check_reachable(address)
         outcome: dict[str, Any] = {}
 
         def init() -> None:

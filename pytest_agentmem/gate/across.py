@@ -86,6 +86,11 @@ class Pending:
     #: the figure's own run-to-run spread, from its baseline's recordings (None: unknown)
     spread: RunSpread | None = None
 
+    def context(self) -> GateContext:
+        """What :func:`~.checks.decide` needs of this figure's test."""
+        return GateContext(nodeid=self.verdict.nodeid, measurements=(), tolerance=self.tolerance,
+                           alpha=self.alpha, initial_rounds=self.initial_rounds)
+
     @property
     def shift(self) -> float | None:
         """How many times slower than its baseline (> 1 slower), whatever the direction."""
@@ -181,8 +186,7 @@ def _on_runs(p: Pending, peers: list[float]) -> CheckResult:
             sd = moved / math.sqrt(1 + 1 / p.spread.n)
             where = (f"on this machine, and the run's other {len(peers)} tests moved "
                      f"{math.exp(moved) - 1:.0%} (1 SD) against their baselines")
-    ctx = GateContext(nodeid=p.verdict.nodeid, measurements=(), tolerance=p.tolerance, alpha=p.alpha,
-                      initial_rounds=p.initial_rounds)
+    ctx = p.context()
     return within_spread(ctx, p.check.measurement, p.check.metric, p.samples, p.base_samples,
                          RunSpread(sd, p.spread.n), kind=p.kind, where=where)
 
@@ -206,8 +210,7 @@ def _judge(p: Pending, peers: list[float], suspicious: str | None) -> CheckResul
     where = "on this busy machine" if busy else "against another machine's baselines"
     basis = (f"x{shift:.2f}, the median shift of the run's other {len(peers)} tests {where}, "
              f"which spread {math.exp(spread) - 1:.0%}")
-    ctx = GateContext(nodeid=p.verdict.nodeid, measurements=(), tolerance=p.tolerance, alpha=p.alpha,
-                      initial_rounds=p.initial_rounds)
+    ctx = p.context()
     if p.spread is not None:
         # The figure's own run-to-run spread is known (its baseline's recordings): decided on
         # the runs as on one machine, the scaled baseline's uncertainty the larger of that
