@@ -197,3 +197,32 @@ def test_a_run_against_another_machines_baseline_is_topped_up_to_enough_rounds(p
     assert len(noop["rounds"]) >= 5  # the significance test has rounds to work on
     assert test["speed"] == "not-judged"  # one test alone cannot tell the machine from the code
     assert {c["reason"] for c in test["checks"] if c["speed"]} == {"another machine's baseline"}
+
+
+def test_widening_allows_the_same_ratio_for_a_throughput_as_for_a_latency() -> None:
+    from pytest_agentmem.gate.across import as_ratio, widened
+
+    assert math.isclose(widened(0.10, 0.2, higher=False), 0.32)
+    qps = widened(0.10, 0.2, higher=True)  # fewer operations allowed: x1/0.9 x1.2 = x1.333
+    assert math.isclose(1 / (1 - qps), (1 / 0.9) * 1.2)
+    assert qps < 0.32  # the fraction widened as is (32 % fewer, x1.47) was more lenient for a throughput
+    assert math.isclose(as_ratio(0.10, higher=True), 1 / 0.9 - 1) and as_ratio(0.1, higher=False) == 0.1
+    assert widened(0.10, 0.0, higher=True) == pytest.approx(0.10)
+
+
+def test_a_throughput_drop_beyond_the_widened_ratio_fails() -> None:
+    """Peers moved x2 spreading 5 % (a widening of x1.11); 20.5 % fewer operations than that is
+    x1.258, beyond x1/0.9 x1.11 = x1.233: it fails (widening the fraction, 22 %, passed it)."""
+    def item(name: str, factor: float) -> Pending:
+        verdict = TestVerdict(nodeid=f"t::{name}", outcome="not-judged")
+        base = [1000.0, 1010.0, 990.0, 1000.0, 1020.0]
+        check = not_judged(name, "qps", 1000 / factor, PENDING, "pending", 1000.0)
+        verdict.checks.append(check)
+        return Pending(verdict, check, [b / factor for b in base], base, 0.10)
+
+    items = [item(f"a{i}", 2.0 * math.exp(x)) for i, x in enumerate((-0.07, -0.035, 0, 0, 0.035, 0.07))]
+    items.append(item("slow", 2.0 / 0.795))
+    resolve(items)
+    check = items[-1].verdict.checks[0]
+    assert check.verdict == "fail", check.message
+    assert 1 / (1 - check.tolerance) == pytest.approx((1 / 0.9) * math.exp(2 * 1.4826 * 0.035), rel=1e-6)

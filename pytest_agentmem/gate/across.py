@@ -227,13 +227,33 @@ def _judge(p: Pending, peers: list[float], suspicious: str | None) -> CheckResul
     return judged
 
 
+def as_ratio(tolerance: float, higher: bool) -> float:
+    """A tolerance as the ratio it allows, minus 1: how many times worse a figure may be.
+
+    A latency's 10 % is x1.10; a throughput's 10 % (10 % fewer operations) is x1/0.90.
+    """
+    return 1 / max(1e-9, 1 - tolerance) - 1 if higher else tolerance
+
+
+def widened(tolerance: float, widening: float, higher: bool) -> float:
+    """``tolerance`` widened by the ratio ``1 + widening``, in the metric's own terms.
+
+    Widening the fraction itself would be more lenient for a throughput than for a
+    latency: 10 % widened by x1.2 is a latency x1.32, and 1 - 0.68 = 32 % fewer
+    operations would be a throughput x1.47. Here both are x1.32.
+    """
+    ratio = (1 + as_ratio(tolerance, higher)) * (1 + widening)
+    return 1 - 1 / ratio if higher else ratio - 1
+
+
 def _widened(p: Pending, ctx: GateContext, shift: float, spread: float, basis: str, why: str, advice: str,
              peers: int) -> CheckResult:
     """Without the figure's own spread: the tolerance widened by the other tests' spread."""
     check = p.check
     widening = math.exp(SPREAD_Z * spread) - 1
-    uneven = widening > max(p.tolerance, MIN_WIDENING_CAP)
-    tolerance = (1 + p.tolerance) * (1 + widening) - 1
+    higher = direction_of(check.metric) == "higher"
+    uneven = widening > max(as_ratio(p.tolerance, higher), MIN_WIDENING_CAP)
+    tolerance = widened(p.tolerance, widening, higher)
     judged = decide(ctx, check.measurement, check.metric, p.samples, p.base_samples, kind=p.kind,
                     speed=1 / shift, tolerance=tolerance, basis=basis)
     # Too uneven: a change of the tolerance's size hides in the spread, so a pass is not
