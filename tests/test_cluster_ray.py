@@ -164,10 +164,10 @@ def test_a_killed_worker_fails_the_run_naming_its_node(cluster) -> None:
     op = WorkerOp(dying_op, setup=open_tally)
     started = time.monotonic()
     with pytest.raises(ClusterError) as info:
-        _run(cluster, op, concurrency=4, duration=60.0, processes=2)
+        _run(cluster, op, concurrency=4, duration=300.0, processes=2)
     elapsed = time.monotonic() - started
     message = str(info.value)
-    assert elapsed < 60.0, "the run waited for its whole duration instead of failing"
+    assert elapsed < 150.0, "the run waited for its whole duration instead of failing"
     assert "load worker 1 on node " in message and "failed while measuring its share" in message
     assert "no partial result" in message
     second = sorted(n.node_id for n in cluster.nodes())[1]  # worker k runs on node k (round robin)
@@ -194,7 +194,7 @@ def test_a_hung_worker_fails_the_run_at_its_heartbeat_deadline(cluster, monkeypa
 
     async def main() -> None:
         op = WorkerOp(pid_op, setup=functools.partial(open_and_tell, str(tmp_path)))
-        run = asyncio.ensure_future(run_load(op, validate(op, concurrency=2, duration=60.0, processes=2,
+        run = asyncio.ensure_future(run_load(op, validate(op, concurrency=2, duration=300.0, processes=2,
                                                           name="t"), cluster=cluster))
         while not (tmp_path / "1").exists() and not run.done():
             await asyncio.sleep(0.1)
@@ -205,20 +205,23 @@ def test_a_hung_worker_fails_the_run_at_its_heartbeat_deadline(cluster, monkeypa
     started = time.monotonic()
     with pytest.raises(ClusterError) as info:
         asyncio.run(main())
-    assert time.monotonic() - started < 60.0
+    assert time.monotonic() - started < 150.0  # well before the run's 300 s
     message = str(info.value)
     assert "load worker 1 on node " in message and "did not answer for " in message, message
     assert "(hung, or its node is unreachable)" in message
 
 
-def test_a_node_that_dies_fails_the_run_naming_it(cluster) -> None:
+def test_a_node_that_dies_fails_the_run_naming_it(cluster, monkeypatch) -> None:
+    from pytest_agentmem.cluster import coordinator
+
+    monkeypatch.setattr(coordinator, "HEARTBEAT_TIMEOUT_S", 10.0)  # a slow machine's Ray may say it late
     node = next(iter(cluster._local.worker_nodes))  # the added node (not the head)
     victim = node.node_id
     worker = sorted(n.node_id for n in cluster.nodes()).index(victim)  # worker k on node k (sorted)
     _run(cluster, sleep_2ms, concurrency=2, total=10, processes=2)  # the workers are up
 
     async def main() -> None:
-        run = asyncio.ensure_future(run_load(sleep_2ms, validate(sleep_2ms, concurrency=2, duration=60.0,
+        run = asyncio.ensure_future(run_load(sleep_2ms, validate(sleep_2ms, concurrency=2, duration=300.0,
                                                                  processes=2, name="t"), cluster=cluster))
         await asyncio.sleep(3.0)
         if not run.done():
@@ -228,7 +231,7 @@ def test_a_node_that_dies_fails_the_run_naming_it(cluster) -> None:
     started = time.monotonic()
     with pytest.raises(ClusterError) as info:
         asyncio.run(main())
-    assert time.monotonic() - started < 60.0
+    assert time.monotonic() - started < 150.0  # well before the run's 300 s
     assert f"load worker {worker} on node {victim[:8]}" in str(info.value), str(info.value)
     cluster._local.add_node(num_cpus=1, object_store_memory=100 * 1024 * 1024)  # back to two nodes
     cluster._local.wait_for_nodes()

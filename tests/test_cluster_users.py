@@ -32,6 +32,7 @@ from pytest_agentmem.scenarios.users import *  # noqa: F401,F403
 """
 
 
+@pytest.mark.timeout(1500)  # Ray, the model in each worker and the ramp: slow on a fresh machine
 def test_the_users_scenario_runs_over_the_cluster(pytester: pytest.Pytester,
                                                   service_urls: list[str]) -> None:
     pytester.makeconftest(CONFTEST)
@@ -42,7 +43,7 @@ def test_the_users_scenario_runs_over_the_cluster(pytester: pytest.Pytester,
     done = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-s", "-q",
                            "--agentmem-perf", "--agentmem-load-cluster=ray", "--agentmem-report=r.json",
                            *service_urls], cwd=pytester.path, env=env, capture_output=True, text=True,
-                          timeout=540)
+                          timeout=1400)
     out = done.stdout + done.stderr
     assert done.returncode == 0, out
     assert "concurrent users (think 0.5 s, mix search 70%/add 20%/update 10%, 2 workers over the load " \

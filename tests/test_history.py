@@ -8,7 +8,6 @@ import re
 import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -169,11 +168,11 @@ import json, sys, time
 from pytest_agentmem.history.rows import FigureRow, RunRow
 from pytest_agentmem.history.store import open_store
 from pytest_agentmem.history_target import parse_target
-target, job, count, start = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
+target, job, count = sys.argv[1], sys.argv[2], int(sys.argv[3])
 store = open_store(parse_target(target))
 figures = [FigureRow(f"test_{i % 5}", "op", f"metric_{i}", float(i), (float(i), i + 0.5)) for i in range(40)]
-while time.time() < start:
-    time.sleep(0.005)
+print("ready", flush=True)
+sys.stdin.readline()  # "go": both jobs are up, whatever the machine's speed
 spans = []
 for n in range(count):
     began = time.time()
@@ -187,10 +186,15 @@ print(json.dumps(spans))
 def two_jobs_append(target: str, count: int = 25) -> list[list[tuple[float, float]]]:
     """Two processes append ``count`` runs each to ``target`` at the same moment; their spans."""
     env = {"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}
-    start = time.time() + 3.0  # both interpreters are up and waiting by then
-    procs = [subprocess.Popen([sys.executable, "-c", APPENDER, target, job, str(count), str(start)],
+    procs = [subprocess.Popen([sys.executable, "-c", APPENDER, target, job, str(count)], stdin=subprocess.PIPE,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
              for job in ("a", "b")]
+    for proc in procs:  # both have opened the store and wait: then both go at once
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "ready", proc.stderr
+    for proc in procs:
+        assert proc.stdin is not None
+        proc.stdin.write("go\n")
+        proc.stdin.flush()
     spans = []
     for proc in procs:
         out, err = proc.communicate(timeout=300)

@@ -44,7 +44,7 @@ async def test_p50_of_a_10ms_op_is_10ms() -> None:
     assert 9.9 <= result.p50_ms, result.describe()
     own_p50 = sorted(own_ms)[len(own_ms) // 2]
     assert result.p50_ms == pytest.approx(own_p50, abs=0.5), (own_p50, result.describe())
-    assert result.errors == 0 and result.ops > 100
+    assert result.errors == 0 and result.ops > 20  # about 400 quiet; a starved loop does far fewer
     assert result.p50_ms <= result.p90_ms <= result.p95_ms <= result.p99_ms <= result.p999_ms <= result.max_ms
 
 
