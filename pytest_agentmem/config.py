@@ -14,6 +14,7 @@ account servers run as, a scenario's size...) are declared once in
 
 from __future__ import annotations
 
+import functools
 import os
 import shlex
 from collections.abc import Callable
@@ -42,12 +43,16 @@ SERVICE_MODES = tuple(m.value for m in ServiceMode)
 AB_ADDRESS_ENV = "AGENTMEM_AB_ADDRESS"
 #: Set with :data:`AB_ADDRESS_ENV`: the key that authenticates the link.
 AB_AUTHKEY_ENV = "AGENTMEM_AB_AUTHKEY"
+#: Set with :data:`AB_ADDRESS_ENV`: which process of the run this is (``base``, ``base.2``, ``candidate.2``...).
+AB_PARTICIPANT_ENV = "AGENTMEM_AB_PARTICIPANT"
 #: Set in an A/B run's re-executed processes: the memory layout is fixed (see compare.determinism).
 AB_DETERMINISTIC_ENV = "AGENTMEM_AB_DETERMINISTIC"
 #: Padding that gives both A/B processes command lines and environments of one size.
 AB_PAD_ENV = "AGENTMEM_AB_PAD"
 #: Set by the candidate for its re-executed self: the private folder of the base it started already.
 AB_HANDOVER_ENV = "AGENTMEM_AB_HANDOVER"
+#: Most pytest processes a side of an A/B run (``--agentmem-compare-processes``).
+MAX_COMPARE_PROCESSES = 10
 #: Extra pytest arguments of the A/B base side's process.
 COMPARE_ARGS_ENV = "AGENTMEM_COMPARE_ARGS"
 
@@ -145,6 +150,15 @@ def parse_pairs(value: str) -> int:
     if number < 4:
         raise pytest.UsageError(f"expected at least 4 pairs (fewer cannot show a significant "
                                 f"change), got {value!r}")
+    return number
+
+
+def parse_processes(value: str) -> int:
+    """Processes a side of an A/B run: 1 to :data:`MAX_COMPARE_PROCESSES`."""
+    number = parse_positive_int(value)
+    if number > MAX_COMPARE_PROCESSES:
+        raise pytest.UsageError(f"expected at most {MAX_COMPARE_PROCESSES} processes a side (each one "
+                                f"runs every perf test in full), got {value!r}")
     return number
 
 
@@ -343,6 +357,12 @@ OPTIONS: tuple[Option, ...] = (
            "to 200 pairs",
            ini="agentmem_compare_pairs", env="AGENTMEM_COMPARE_PAIRS",
            parse=parse_pairs, metavar="N"),
+    Option("compare_processes", "--agentmem-compare-processes", "pytest processes a side in A/B "
+           "mode: with 3 or more, the gate judges the change against how much the processes of "
+           "one side differ from each other (they do, for their whole life, by a few per cent); "
+           "each process measures every run in full, so the run takes about N times as long",
+           default=1, ini="agentmem_compare_processes", env="AGENTMEM_COMPARE_PROCESSES",
+           parse=parse_processes, metavar="N"),
     # --- components
     Option("embedding_model", "--agentmem-embedding-model", "fastembed model of the embedder "
            "fixture (default: the offline all-MiniLM-L6-v2 int8 model; other models need a "
@@ -399,8 +419,10 @@ def add_options(parser: pytest.Parser) -> None:
         if opt.is_flag:
             group.addoption(*opt.flags, action="store_true", dest=opt.dest, default=None, help=opt.help)
         else:
+            # a bad value's usage error names the option, as an ini or env value's names its source
+            parse = functools.partial(_parsed, parse=opt.parse, source=opt.flags[0]) if opt.parse else None
             group.addoption(*opt.flags, action="store", dest=opt.dest, default=None,
-                            type=opt.parse, metavar=opt.metavar, help=opt.help)
+                            type=parse, metavar=opt.metavar, help=opt.help)
         if opt.ini:
             parser.addini(opt.ini, help=opt.help, type="string", default=None)
 
@@ -481,6 +503,8 @@ ENVIRONMENT: tuple[EnvVar, ...] = (
            default="main"),
     EnvVar(AB_ADDRESS_ENV, "socket of the A/B link (set by --agentmem-compare)", internal=True),
     EnvVar(AB_AUTHKEY_ENV, "key of the A/B link (set by --agentmem-compare)", internal=True),
+    EnvVar(AB_PARTICIPANT_ENV, "which process of an A/B run this is (set by --agentmem-compare)",
+           internal=True),
     EnvVar(AB_DETERMINISTIC_ENV, "an A/B process runs with a fixed memory layout (set by "
            "--agentmem-compare)", internal=True),
     EnvVar(AB_PAD_ENV, "padding of an A/B process's environment (set by --agentmem-compare)",
@@ -548,6 +572,7 @@ class Settings:
     compare: str | None = None
     compare_tolerance: float = 0.03
     compare_pairs: int | None = None  # None: automatic (compare.pacer.auto_pairs)
+    compare_processes: int = 1
     ab_role: str | None = None  # "base" in the base side's process of an A/B run
     report_path: Path | None = None
     html_path: Path | None = None

@@ -141,6 +141,39 @@ def test_the_base_side_runs_the_base_code(pytester: pytest.Pytester, repo: Path)
     assert "agentmem-ab-" in seen["base"] and seen["base"].endswith("/base/src/work.py")
 
 
+def test_several_processes_a_side_each_run_their_side_and_judge_against_their_spread(
+        pytester: pytest.Pytester, repo: Path) -> None:
+    """--agentmem-compare-processes 2: two base processes in the worktree, a second candidate
+    process in the checkout; every one measures every run, and 3x the work still fails."""
+    test = PERF_TEST.format(marker="", name="test_op")
+    commit(repo, {"pytest.ini": INI + "pythonpath = src\n",
+                  "src/work.py": WORK.format(version="base", units=40), "test_op.py": test}, "base")
+    commit(repo, {"src/work.py": WORK.format(version="cand", units=120)}, "3x the work")
+    where = repo / "where.txt"
+    report = repo / "report.json"
+    os.environ["AB_WHERE_FILE"] = str(where)
+    try:
+        result = pytester.runpytest_subprocess("--agentmem-compare", "HEAD~1", "--agentmem-compare-processes",
+                                               "2", f"--agentmem-report={report}")
+    finally:
+        del os.environ["AB_WHERE_FILE"]
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines([
+        "*agentmem A/B: base HEAD~1 (*) in a worktree, 1 perf test(s), * a run, 2 processes a side*",
+        "*PerformanceRegression: op.* worse over 2 processes a side (* blocks)*p=*",
+    ])
+    seen = [line.split(" ", 1) for line in where.read_text().splitlines()]
+    assert sorted(v for v, _ in seen) == ["base", "base", "cand", "cand"]  # each process imported its tree
+    assert all(p.endswith("/base/src/work.py") for v, p in seen if v == "base")
+    import json
+
+    info = json.loads(report.read_text())["tests"][0]["measurements"][0]["info"]
+    rounds = info["ab_process_rounds"]
+    assert set(rounds) == {"base", "base.2", "candidate", "candidate.2"}
+    assert len({len(r) for r in rounds.values()}) == 1 and len(rounds["base"]) >= 10
+    assert len(git(repo, "worktree", "list", "--porcelain").split("\n\n")) == 1  # the worktree is gone
+
+
 def test_a_test_on_one_side_only_is_new_or_removed(pytester: pytest.Pytester, repo: Path) -> None:
     commit(repo, {"pytest.ini": INI, "work.py": WORK.format(version="v", units=30),
                   "test_old.py": PERF_TEST.format(marker="", name="test_old")}, "base")

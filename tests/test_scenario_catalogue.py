@@ -64,6 +64,17 @@ def test_the_catalogue_exports_every_scenario() -> None:
     assert all(callable(getattr(catalogue, name)) for name in SCENARIOS)
 
 
+def test_every_compared_scenario_takes_at_most_5_percent_in_a_b() -> None:
+    from pytest_agentmem.marker import parse_marker
+
+    for name in SCENARIOS:
+        mark = next(m for m in getattr(getattr(catalogue, name), "pytestmark", []) if m.name == "agentmem_perf")
+        marker = parse_marker(mark, name)
+        if marker.baseline:  # baseline=False: compared with nothing
+            assert marker.tolerance_for(compare=True) is not None, name
+            assert marker.tolerance_for(compare=True) <= 0.05, name
+
+
 def test_a_user_project_collects_the_whole_catalogue(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(test_mine="from pytest_agentmem.scenarios.catalogue import *  # noqa\n")
     result = pytester.runpytest("--collect-only", "-q", "-p", "no:cacheprovider")

@@ -2,9 +2,11 @@
 
 A :class:`multiprocessing.connection.Listener` on a unix socket inside a private
 directory (mode 0700) of the candidate, with a random authentication key that the
-base process receives in its environment (never on a command line). One
-request at a time: the base sends ``(method, args)`` and blocks for the answer;
-a thread of the candidate serves it by calling the :class:`Coordinator`.
+peer processes receive in their environment (never on a command line). Each peer
+first names its participant (``base``, ``base.2``, ``candidate.2``...: one of the
+run's, once); then one request at a time: it sends ``(method, args)`` and blocks
+for the answer, which a thread of the candidate serves by calling the
+:class:`Coordinator`.
 
 The :class:`Endpoint` (directory, address, key) can be chosen before the
 listener exists: the base may be started before the candidate re-executes
@@ -26,7 +28,8 @@ from typing import Any
 
 from ..config import AB_ADDRESS_ENV as ADDRESS_ENV
 from ..config import AB_AUTHKEY_ENV as AUTHKEY_ENV  # the link's key, in the base's environment only
-from .coordinator import Coordinator
+from ..config import AB_PARTICIPANT_ENV as PARTICIPANT_ENV
+from .coordinator import Coordinator, Participant
 
 #: Methods of the coordinator the base may call.
 ALLOWED = frozenset({"hello", "arrive", "turn", "done", "more", "finish", "test_finished"})
@@ -49,38 +52,66 @@ class Endpoint:
     def new(cls) -> Endpoint:
         return cls(Path(tempfile.mkdtemp(prefix="agentmem-ab-sock-")), secrets.token_bytes(32))
 
-    def environment(self) -> dict[str, str]:
-        """What the base process needs to connect."""
-        return {ADDRESS_ENV: self.address, AUTHKEY_ENV: self.authkey.hex()}
+    def environment(self, participant: Participant = "base") -> dict[str, str]:
+        """What a peer process needs to connect, as ``participant``."""
+        return {ADDRESS_ENV: self.address, AUTHKEY_ENV: self.authkey.hex(), PARTICIPANT_ENV: participant}
 
     def remove(self) -> None:
         shutil.rmtree(self.directory, ignore_errors=True)
 
 
 class PeerServer:
-    """Serves the base process's calls on the coordinator, in a thread."""
+    """Serves the peer processes' calls on the coordinator, a thread each."""
 
     def __init__(self, coordinator: Coordinator, endpoint: Endpoint | None = None) -> None:
         self.coordinator = coordinator
         self.endpoint = endpoint or Endpoint.new()
         self._listener = Listener(self.endpoint.address, family="AF_UNIX", authkey=self.endpoint.authkey)
-        self._conn: Connection | None = None
+        self._conns: list[Connection] = []
+        self._joined: set[Participant] = set()
+        self._lock = threading.Lock()
         self._closed = False
-        self._thread = threading.Thread(target=self._serve, name="agentmem-ab-peer", daemon=True)
+        self._peers = [p for p in coordinator.members if p != "candidate"]
+        self._thread = threading.Thread(target=self._accept, name="agentmem-ab-peer", daemon=True)
         self._thread.start()
 
-    def environment(self) -> dict[str, str]:
-        """What the base process needs to connect."""
-        return self.endpoint.environment()
+    def environment(self, participant: Participant = "base") -> dict[str, str]:
+        """What a peer process needs to connect."""
+        return self.endpoint.environment(participant)
 
-    def _serve(self) -> None:
+    def _accept(self) -> None:
+        for _ in self._peers:
+            try:
+                conn = self._listener.accept()
+            except Exception as exc:  # noqa: BLE001 - closed listener, or a peer without the key
+                if not self._closed:
+                    self.coordinator.mark_gone(f"base side could not connect ({exc})")
+                return
+            with self._lock:
+                self._conns.append(conn)
+            threading.Thread(target=self._serve, args=(conn,), name="agentmem-ab-peer-link", daemon=True).start()
+
+    def _join(self, conn: Connection) -> Participant | None:
+        """The participant a new connection says it is (one of the run's, not taken yet)."""
         try:
-            conn = self._listener.accept()
-        except Exception as exc:  # noqa: BLE001 - closed listener, or a peer without the key
+            method, args = conn.recv()
+        except (EOFError, OSError):
+            return None
+        who = args[0] if method == "join" and len(args) == 1 else None
+        with self._lock:
+            if who not in self._peers or who in self._joined:
+                conn.send(("error", f"expected to join as one of {', '.join(self._peers)}, got {who!r}"))
+                return None
+            self._joined.add(who)
+        conn.send(("ok", None))
+        return str(who)
+
+    def _serve(self, conn: Connection) -> None:
+        who = self._join(conn)
+        if who is None:
             if not self._closed:
-                self.coordinator.mark_gone(f"base side could not connect ({exc})")
+                self.coordinator.mark_gone("a peer process could not join the run")
             return
-        self._conn = conn
         try:
             while True:
                 try:
@@ -91,23 +122,23 @@ class PeerServer:
                     conn.send(("error", f"unknown call {method!r}"))
                     continue
                 try:
-                    answer = getattr(self.coordinator, method)("base", *args) if method != "hello" \
-                        else self.coordinator.hello(*args)
+                    answer = getattr(self.coordinator, method)(who, *args)
                 except Exception as exc:  # noqa: BLE001 - reported to the peer
                     conn.send(("error", f"{type(exc).__name__}: {exc}"))
                     continue
                 conn.send(("ok", answer))
         finally:
             if not self._closed:
-                self.coordinator.mark_gone("base side closed its connection")
+                self.coordinator.mark_gone(f"{who} side closed its connection")
 
     def close(self) -> None:
         self._closed = True
         self.coordinator.end("run ended")
-        for closer in (getattr(self._conn, "close", None), self._listener.close):
+        with self._lock:
+            closers = [c.close for c in self._conns] + [self._listener.close]
+        for closer in closers:
             try:
-                if closer is not None:
-                    closer()
+                closer()
             except OSError:
                 pass
         self.endpoint.remove()
@@ -130,11 +161,14 @@ def _connect(address: str, authkey: bytes, wait_s: float) -> Connection:
 
 
 class PeerClient:
-    """The base's end: the coordinator's methods, called over the socket."""
+    """A peer's end: the coordinator's methods, called over the socket as ``participant``."""
 
-    def __init__(self, address: str, authkey: bytes, wait_s: float = CONNECT_WAIT_S) -> None:
+    def __init__(self, address: str, authkey: bytes, wait_s: float = CONNECT_WAIT_S,
+                 participant: Participant = "base") -> None:
         self._conn = _connect(address, authkey, wait_s)
         self._lock = threading.Lock()
+        self.participant = participant
+        self.call("join", participant)
 
     @classmethod
     def from_environment(cls) -> PeerClient:
@@ -143,7 +177,7 @@ class PeerClient:
         if not address or not key:
             raise PeerError(f"the A/B base side needs {ADDRESS_ENV} and {AUTHKEY_ENV}; it is started "
                             "by --agentmem-compare, not by hand")
-        return cls(address, bytes.fromhex(key))
+        return cls(address, bytes.fromhex(key), participant=os.environ.get(PARTICIPANT_ENV) or "base")
 
     def call(self, method: str, *args: Any) -> Any:
         with self._lock:

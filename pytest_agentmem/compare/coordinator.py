@@ -22,6 +22,13 @@ The life of one ``perf.run`` named ``run`` in test ``nodeid``:
 
 A side that dies or stops answering marks the peer gone: every wait then returns
 at once, and the remaining rounds run unpaired.
+
+With several processes a side (``--agentmem-compare-processes N``) the
+*participants* are ``base``, ``base.2`` .. ``base.N`` and ``candidate``,
+``candidate.2`` .. ``candidate.N`` (the user's process is ``candidate``, the one
+that gates). A run is paired when every participant arrived at it; a *block* of
+rounds is one round of each participant, the two sides alternating, in reverse
+order every other block (:func:`block_order`; with one process a side: ABBA).
 """
 
 from __future__ import annotations
@@ -34,6 +41,8 @@ from typing import Any, Literal
 
 Side = Literal["base", "candidate"]
 SIDES: tuple[Side, Side] = ("base", "candidate")
+#: A process of an A/B run: ``base`` / ``candidate``, or ``base.2``, ``candidate.3``... (see the module doc).
+Participant = str
 
 #: Longest wait for the other side at one step (its test setup included).
 DEFAULT_WAIT_S = 1800.0
@@ -46,6 +55,30 @@ def other(side: Side) -> Side:
 def first_of_pair(k: int) -> Side:
     """Who measures first in pair ``k`` (ABBA: base, candidate, candidate, base, ...)."""
     return "base" if k % 2 == 0 else "candidate"
+
+
+def side_of(participant: Participant) -> Side:
+    """The side a participant measures: ``base.2`` -> ``base``."""
+    side = participant.split(".", 1)[0]
+    if side not in SIDES:
+        raise ValueError(f"not an A/B participant: {participant!r}")
+    return side  # type: ignore[return-value]
+
+
+def participants(processes: int = 1) -> tuple[Participant, ...]:
+    """The participants of a run with ``processes`` processes a side, bases first."""
+    if processes < 1:
+        raise ValueError(f"processes must be at least 1, got {processes}")
+    return tuple(f"{side}.{i}" if i > 1 else side for side in SIDES for i in range(1, processes + 1))
+
+
+def block_order(k: int, members: Sequence[Participant]) -> list[Participant]:
+    """Who measures when in block ``k``: the sides alternate (base, candidate, base.2,
+    candidate.2 ...), in reverse every other block (with one process a side: ABBA)."""
+    bases = [p for p in members if side_of(p) == "base"]
+    candidates = [p for p in members if side_of(p) == "candidate"]
+    order = [p for pair in zip(bases, candidates) for p in pair]
+    return order if k % 2 == 0 else order[::-1]
 
 
 class RunEnded(RuntimeError):
@@ -67,13 +100,26 @@ class PairedRun:
 
     nodeid: str
     run: str
-    pairs: int
-    slot: int = 0  # index into the turn sequence: pair = slot // 2, side = order within it
-    rounds: dict[Side, list[dict[str, float]]] = field(default_factory=lambda: {"base": [], "candidate": []})
-    order: list[Side] = field(default_factory=list)  # who measured, in order
+    pairs: int  # blocks: one round of every participant each
+    members: tuple[Participant, ...] = SIDES
+    slot: int = 0  # index into the turn sequence: block = slot // len(members), then block_order
+    rounds: dict[Participant, list[dict[str, float]]] = field(default_factory=dict)
+    order: list[Participant] = field(default_factory=list)  # who measured, in order
     extra: int | None = None
-    finished: set[Side] = field(default_factory=set)
-    summaries: dict[Side, dict[str, Any]] = field(default_factory=dict)
+    finished: set[Participant] = field(default_factory=set)
+    summaries: dict[Participant, dict[str, Any]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for p in self.members:
+            self.rounds.setdefault(p, [])
+
+    def slot_of(self, participant: Participant, number: int) -> int:
+        """The turn sequence's index of ``participant``'s round ``number``."""
+        return number * len(self.members) + block_order(number, self.members).index(participant)
+
+    def complete_blocks(self) -> int:
+        """Blocks every participant has measured."""
+        return min(len(r) for r in self.rounds.values())
 
 
 @dataclass
@@ -84,23 +130,29 @@ class _SideState:
 
 
 class Coordinator:
-    """Pairs the two sides' runs and hands out turns (thread-safe)."""
+    """Pairs the participants' runs and hands out turns (thread-safe)."""
 
     def __init__(self, wait_s: float = DEFAULT_WAIT_S,
-                 peer_alive: Callable[[], str | None] | None = None) -> None:
+                 peer_alive: Callable[[], str | None] | None = None,
+                 members: Sequence[Participant] = SIDES) -> None:
+        self.members = tuple(members)
+        for p in self.members:
+            side_of(p)
         self._cond = threading.Condition()
         self._peer_alive = peer_alive  # None if alive, else why not
         self.candidate_tests: list[str] | None = None  # known once the candidate collected
-        self.services: dict[str, str] = {}  # URLs of the servers the base shares
+        self.services: dict[Participant, dict[str, str]] = {}  # URLs of the servers each peer shares
         self.base_tests: list[str] | None = None
         self.not_compared: set[str] = set()  # the candidate's tests that opt out (baseline=False)
         self.peer_gone: str | None = None
         self.ended: str | None = None
         self.wait_s = wait_s
-        self._sides: dict[Side, _SideState] = {s: _SideState() for s in SIDES}
+        self._sides: dict[Participant, _SideState] = {p: _SideState() for p in self.members}
         self.runs: dict[tuple[str, str], PairedRun] = {}
-        self.unpaired: dict[Side, list[tuple[str, str, str]]] = {"base": [], "candidate": []}
+        self.unpaired: dict[Participant, list[tuple[str, str, str]]] = {p: [] for p in self.members}
         self.base_outcomes: dict[str, tuple[str, str]] = {}  # nodeid -> (outcome, message)
+        #: a process other than the user's that failed a test: nodeid -> (participant, message)
+        self.peer_failures: dict[str, tuple[Participant, str]] = {}
 
     # ------------------------------------------------------------------ helpers
 
@@ -158,8 +210,9 @@ class Coordinator:
 
     # ------------------------------------------------------------------ protocol
 
-    def collected(self, tests: list[str], services: dict[str, str], not_compared: Sequence[str] = ()) -> None:
-        """The candidate's perf tests to compare, in order, and the servers the base is to share.
+    def collected(self, tests: list[str], services: dict[Participant, dict[str, str]],
+                  not_compared: Sequence[str] = ()) -> None:
+        """The candidate's perf tests to compare, in order, and the servers each peer is to share.
 
         ``not_compared``: perf tests the candidate runs without comparing them (the base skips them).
         """
@@ -169,47 +222,53 @@ class Coordinator:
             self.services = dict(services)
             self._cond.notify_all()
 
-    def hello(self, base_tests: list[str]) -> tuple[list[str], dict[str, str]]:
-        """The base's perf tests; returns the order to run the common ones in, and the servers.
+    def hello(self, participant: Participant, tests: list[str]) -> tuple[list[str], dict[str, str]]:
+        """A peer's perf tests; returns the order to run the common ones in, and the servers.
 
-        Waits for the candidate's collection (the base starts while it runs).
+        Waits for the candidate's collection (the peers start while it runs).
         """
         with self._cond:
-            self.base_tests = list(base_tests)
+            if side_of(participant) == "base" and self.base_tests is None:
+                self.base_tests = list(tests)  # every base process runs the same tree
             self._cond.notify_all()
             self._wait(lambda: self.candidate_tests is not None, "collect its tests")
-            wanted = set(base_tests)
-            return [t for t in self.candidate_tests or () if t in wanted], dict(self.services)
+            wanted = set(tests)
+            if side_of(participant) == "candidate":  # another candidate process: the compared tests only
+                self._wait(lambda: self.base_tests is not None, "collect the base's tests")
+                wanted &= set(self.base_tests or ())
+            return ([t for t in self.candidate_tests or () if t in wanted],
+                    dict(self.services.get(participant, {})))
 
-    def arrive(self, side: Side, nodeid: str, run: str, rounds: int) -> Plan:
+    def arrive(self, side: Participant, nodeid: str, run: str, rounds: int) -> Plan:
         """``side`` is ready to measure ``run`` of ``nodeid`` in ``rounds`` rounds (or pairs)."""
         with self._cond:
-            me, peer = self._sides[side], self._sides[other(side)]
+            me = self._sides[side]
             me.current = nodeid
             if not self._wait(lambda: self.base_tests is not None, "start"):
                 return Plan(False, rounds, f"base side gone: {self.peer_gone}")
             if nodeid not in self.common:
-                reason = "new test (not in the base)" if side == "candidate" else "removed test"
+                reason = "new test (not in the base)" if side_of(side) == "candidate" else "removed test"
                 self.unpaired[side].append((nodeid, run, reason))
                 return Plan(False, rounds, reason)
             key = (nodeid, run)
-            if key in self.runs:  # the other side arrived first and paired us
+            if key in self.runs:  # the others arrived first and paired us
                 return Plan(True, self.runs[key].pairs)
-            pending = peer.pending
-            if pending is not None and pending[0] == nodeid and pending[1] == run:
-                pairs = rounds if side == "candidate" else pending[2]
-                self.runs[key] = PairedRun(nodeid, run, pairs)
-                peer.pending = None
+            me.pending = (nodeid, run, rounds)
+            others = [self._sides[p] for p in self.members if p != side]
+            if all(o.pending is not None and o.pending[:2] == (nodeid, run) for o in others):
+                pairs = (rounds if side == "candidate" else self._sides["candidate"].pending[2])  # type: ignore[index]
+                self.runs[key] = PairedRun(nodeid, run, pairs, self.members)
+                for state in self._sides.values():
+                    state.pending = None
                 self._cond.notify_all()
                 return Plan(True, pairs)
-            me.pending = (nodeid, run, rounds)
             self._cond.notify_all()
 
             def settled() -> bool:
                 if key in self.runs:
                     return True
-                p = peer.pending
-                return nodeid in peer.finished or (p is not None and p[0] == nodeid and p[1] != run)
+                return any(nodeid in o.finished or (o.pending is not None and o.pending[0] == nodeid
+                                                    and o.pending[1] != run) for o in others)
 
             self._wait(settled, f"reach {nodeid} [{run}]")
             me.pending = None
@@ -221,35 +280,42 @@ class Coordinator:
             self.unpaired[side].append((nodeid, run, reason))
             return Plan(False, rounds, reason)
 
-    def turn(self, side: Side, nodeid: str, run: str, number: int) -> bool:
+    def turn(self, side: Participant, nodeid: str, run: str, number: int) -> bool:
         """Wait for ``side``'s turn at round ``number``; False: go on unpaired (peer gone)."""
         with self._cond:
             paired = self.runs[(nodeid, run)]
-            slot = 2 * number + (0 if first_of_pair(number) == side else 1)
+            slot = paired.slot_of(side, number)
             return self._wait(lambda: paired.slot >= slot, f"finish its round of {nodeid} [{run}]")
 
-    def done(self, side: Side, nodeid: str, run: str, number: int, metrics: dict[str, float]) -> None:
+    def done(self, side: Participant, nodeid: str, run: str, number: int, metrics: dict[str, float]) -> None:
         """``side`` measured round ``number``: record it and pass the turn."""
         with self._cond:
             paired = self.runs[(nodeid, run)]
             paired.rounds[side].append(dict(metrics))
             paired.order.append(side)
-            slot = 2 * number + (0 if first_of_pair(number) == side else 1)
-            paired.slot = max(paired.slot, slot + 1)
+            paired.slot = max(paired.slot, paired.slot_of(side, number) + 1)
             self._cond.notify_all()
 
     def pairs_so_far(self, nodeid: str, run: str) -> tuple[list[dict[str, float]], list[dict[str, float]]]:
-        """(base rounds, candidate rounds) of the complete pairs of a run."""
+        """(base rounds, candidate rounds) of the complete blocks of a run (the first process a side)."""
         with self._cond:
             paired = self.runs[(nodeid, run)]
-            n = min(len(paired.rounds["base"]), len(paired.rounds["candidate"]))
+            n = paired.complete_blocks()
             return list(paired.rounds["base"][:n]), list(paired.rounds["candidate"][:n])
 
-    def wait_pairs(self, nodeid: str, run: str, count: int) -> bool:
-        """Wait until ``count`` pairs of the run are complete (False: peer gone)."""
+    def blocks_so_far(self, nodeid: str, run: str) -> dict[Participant, list[dict[str, float]]]:
+        """Every participant's rounds of the complete blocks of a run."""
         with self._cond:
             paired = self.runs[(nodeid, run)]
-            return self._wait(lambda: paired.slot >= 2 * count, f"finish round {count} of {nodeid} [{run}]")
+            n = paired.complete_blocks()
+            return {p: list(r[:n]) for p, r in paired.rounds.items()}
+
+    def wait_pairs(self, nodeid: str, run: str, count: int) -> bool:
+        """Wait until ``count`` blocks of the run are complete (False: peer gone)."""
+        with self._cond:
+            paired = self.runs[(nodeid, run)]
+            size = len(paired.members)
+            return self._wait(lambda: paired.slot >= size * count, f"finish round {count} of {nodeid} [{run}]")
 
     def set_extra(self, nodeid: str, run: str, extra: int) -> None:
         """The candidate's decision: ``extra`` more pairs before the gate decides."""
@@ -257,7 +323,7 @@ class Coordinator:
             self.runs[(nodeid, run)].extra = extra
             self._cond.notify_all()
 
-    def more(self, side: Side, nodeid: str, run: str) -> int:
+    def more(self, side: Participant, nodeid: str, run: str) -> int:
         """Extra pairs to measure (the base waits for the candidate's decision)."""
         with self._cond:
             paired = self.runs[(nodeid, run)]
@@ -265,21 +331,23 @@ class Coordinator:
                 return 0
             return int(paired.extra or 0)
 
-    def finish(self, side: Side, nodeid: str, run: str, summary: dict[str, Any]) -> None:
-        """Barrier at the end of a paired run; the base hands over its summary."""
+    def finish(self, side: Participant, nodeid: str, run: str, summary: dict[str, Any]) -> None:
+        """Barrier at the end of a paired run; the peers hand over their summaries."""
         with self._cond:
             paired = self.runs[(nodeid, run)]
             paired.finished.add(side)
             paired.summaries[side] = summary
             self._cond.notify_all()
-            self._wait(lambda: len(paired.finished) == 2, f"finish {nodeid} [{run}]")
+            self._wait(lambda: len(paired.finished) == len(paired.members), f"finish {nodeid} [{run}]")
 
-    def test_finished(self, side: Side, nodeid: str, outcome: str = "", message: str = "") -> None:
+    def test_finished(self, side: Participant, nodeid: str, outcome: str = "", message: str = "") -> None:
         """``side`` is done with ``nodeid`` (passed, failed or skipped)."""
         with self._cond:
             self._sides[side].finished.add(nodeid)
             if side == "base":
                 self.base_outcomes[nodeid] = (outcome, message)
+            if side != "candidate" and outcome == "failed":
+                self.peer_failures.setdefault(nodeid, (side, message))
             self._cond.notify_all()
 
     def run_of(self, nodeid: str, run: str) -> PairedRun | None:

@@ -37,6 +37,7 @@ from ..gate.verdict import CheckResult, Verdict
 from ..load.fixtures import WAIT_SHARE
 from ..measurement import Measurement
 from .paired import PairedChange, compare_pairs
+from .processes import compare_processes, process_spread
 
 #: Loose level of the screen that asks for confirmation pairs.
 SCREEN_ALPHA = 0.20
@@ -106,11 +107,14 @@ def compare_run(m: Measurement, gate_metrics: Sequence[str] = ()) -> dict[str, P
     """The paired changes of ``m``'s gated metrics (empty if ``m`` was not paired)."""
     base = m.info.get("ab_base_rounds") or []
     cand = m.info.get("ab_candidate_rounds") or []
+    processes = m.info.get("ab_process_rounds")  # several processes a side: they decide
     out: dict[str, PairedChange] = {}
     for metric in paired_metrics(m, gate_metrics):
-        b = [r.get(metric, math.nan) for r in base]
-        c = [r.get(metric, math.nan) for r in cand]
-        change = compare_pairs(metric, b, c)
+        if processes:
+            change = compare_processes(metric, processes)
+        else:
+            change = compare_pairs(metric, [r.get(metric, math.nan) for r in base],
+                                   [r.get(metric, math.nan) for r in cand])
         if change is not None:
             out[metric] = change
     return out
@@ -129,7 +133,8 @@ def extra_pairs(base: list[dict[str, float]], cand: list[dict[str, float]], tole
     return 0
 
 
-def _describe(name: str, c: PairedChange, tolerance: float, where: str, tail: str) -> str:
+def _describe(name: str, c: PairedChange, tolerance: float, where: str, tail: str,
+              processes: bool = False, spread: float | None = None, blocks: int = 0) -> str:
     if c.additive:
         change = f"{c.change:+.4g} [{c.interval[0]:+.4g}, {c.interval[1]:+.4g}]"
         tol = f"tolerance +{allowed_change(c, tolerance):.4g}"
@@ -137,8 +142,12 @@ def _describe(name: str, c: PairedChange, tolerance: float, where: str, tail: st
         change = f"{pct(c.change)} [{pct(c.interval[0])}, {pct(c.interval[1])}]"
         tol = f"tolerance {pct(tolerance, signed=False)}"
     p = f", p={c.p_value:.3g}" if c.p_value is not None else ", too few pairs for a test"
-    return (f"{name} {fmt(c.candidate)} vs {fmt(c.base)} at {where}: {change} worse over "
-            f"{c.pairs} pairs ({tol}{p}{tail})")
+    over = f"{c.pairs} pairs"
+    if processes:  # several processes a side: c.pairs counts them
+        over = f"{c.pairs} processes a side ({blocks} blocks)"
+        if spread is not None:
+            over += f", which differ by {math.exp(spread) - 1:.1%} (1 SD) from each other"
+    return f"{name} {fmt(c.candidate)} vs {fmt(c.base)} at {where}: {change} worse over {over} ({tol}{p}{tail})"
 
 
 def check_paired(ctx: GateContext, where: str, alpha: float = ALPHA) -> list[CheckResult]:
@@ -156,7 +165,9 @@ def check_paired(ctx: GateContext, where: str, alpha: float = ALPHA) -> list[Che
             continue
         initial = m.info.get("ab_initial_pairs")
         unequal = unequal_machine(m.info.get("ab_base_rounds") or [], m.info["ab_candidate_rounds"])
+        processes = m.info.get("ab_process_rounds")
         for metric, c in compare_run(m, ctx.gate_metrics).items():
+            spread = process_spread(metric, processes) if processes else None
             regressed = worse_than(c, ctx.tolerance) and c.p_value is not None and c.p_value <= alpha
             verdict: Verdict
             judged = not (unequal and is_wall_time(metric))
@@ -173,8 +184,11 @@ def check_paired(ctx: GateContext, where: str, alpha: float = ALPHA) -> list[Che
                 measurement=m.name, metric=metric, value=c.candidate, baseline=c.base, limit=None,
                 change=c.change, tolerance=ctx.tolerance, p_value=c.p_value,
                 confirmed=bool(initial) and verdict == "fail", verdict=verdict,
-                message=_describe(label(m, metric), c, ctx.tolerance, where, tail), kind="paired",
+                message=_describe(label(m, metric), c, ctx.tolerance, where, tail, bool(processes), spread,
+                                  len(m.info["ab_candidate_rounds"])),
+                kind="paired",
                 direction=c.direction,
                 raw_change=(c.candidate / c.base - 1) if c.base and not c.additive else None,
-                interval=c.interval, pairs=c.pairs, reason=reason))
+                interval=c.interval, pairs=len(m.info["ab_candidate_rounds"]) if processes else c.pairs,
+                reason=reason))
     return results

@@ -7,7 +7,7 @@ Used by :class:`~.plugin.CompareCandidate` at session start, or earlier by
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +15,7 @@ import pytest
 
 from ..config import COMPARE_ARGS_ENV, Settings, env_value
 from .channel import Endpoint
+from .coordinator import side_of
 from .git import BaseRef, Worktree, resolve
 from .peer import BOOTSTRAP, BaseProcess, base_environment, base_sys_path, import_roots, tool_root
 
@@ -72,6 +73,22 @@ def base_args(config: pytest.Config, repo: Path, worktree: Path) -> list[str]:
     return args + env_value(COMPARE_ARGS_ENV)
 
 
+def start_peer(config: pytest.Config, repo: Path, tree: Path, endpoint: Endpoint, participant: str,
+               pad: Padding, log_path: Path) -> BaseProcess:
+    """Start the pytest of ``participant`` on ``tree`` (the base's worktree, or ``repo`` itself for
+    another candidate process): the candidate's arguments and import roots mapped into ``tree``."""
+    tool = tool_root()
+    roots = import_roots(repo, sys.path, sys.modules)
+    paths = base_sys_path(repo, tree, roots, tool if tool is not None and is_inside(tool, repo) else None)
+    invocation = Path(config.invocation_params.dir).resolve()
+    cwd = tree / invocation.relative_to(repo) if is_inside(invocation, repo) else tree
+    argv = [sys.executable, "-c", BOOTSTRAP.format(paths=paths),
+            *base_args(config, repo, tree), "-p", "no:cacheprovider", "-p", "no:xdist",
+            "--agentmem-perf", "--agentmem-services=auto", "-q", "-rfE", "--no-header"]
+    env = pad(argv, base_environment(endpoint.environment(participant), paths))
+    return BaseProcess(argv, cwd=cwd, env=env, log_path=log_path)
+
+
 def start_base(config: pytest.Config, base: BaseRef, endpoint: Endpoint, pad: Padding) -> BaseSide:
     """Make the worktree of ``base`` and start the base's pytest in it (its servers come later).
 
@@ -83,19 +100,29 @@ def start_base(config: pytest.Config, base: BaseRef, endpoint: Endpoint, pad: Pa
         endpoint.remove()
         raise
     try:
-        repo = base.repo_root.resolve()
-        tool = tool_root()
-        roots = import_roots(repo, sys.path, sys.modules)
-        paths = base_sys_path(repo, worktree.path, roots, tool if tool is not None and is_inside(tool, repo) else None)
-        invocation = Path(config.invocation_params.dir).resolve()
-        cwd = worktree.path / invocation.relative_to(repo) if is_inside(invocation, repo) else worktree.path
-        argv = [sys.executable, "-c", BOOTSTRAP.format(paths=paths),
-                *base_args(config, repo, worktree.path), "-p", "no:cacheprovider", "-p", "no:xdist",
-                "--agentmem-perf", "--agentmem-services=auto", "-q", "-rfE", "--no-header"]
-        env = pad(argv, base_environment(endpoint.environment(), paths))
-        process = BaseProcess(argv, cwd=cwd, env=env, log_path=worktree.path.parent / "base-pytest.log")
+        process = start_peer(config, base.repo_root.resolve(), worktree.path, endpoint, "base", pad,
+                             worktree.path.parent / "base-pytest.log")
     except BaseException:
         worktree.remove()
         endpoint.remove()
         raise
     return BaseSide(worktree, endpoint, process)
+
+
+def start_more(config: pytest.Config, side: BaseSide, members: Sequence[str], pad: Padding) -> dict[str, BaseProcess]:
+    """Start the participants of ``members`` beyond ``base`` and ``candidate``: the other base
+    processes in the worktree, the other candidate processes in the checkout itself."""
+    repo = side.worktree.base.repo_root.resolve()
+    started: dict[str, BaseProcess] = {}
+    try:
+        for participant in members:
+            if participant in ("base", "candidate"):
+                continue
+            tree = side.worktree.path if side_of(participant) == "base" else repo
+            started[participant] = start_peer(config, repo, tree, side.endpoint, participant, pad,
+                                              side.worktree.path.parent / f"{participant}-pytest.log")
+    except BaseException:
+        for process in started.values():
+            process.stop(grace=0.0)
+        raise
+    return started

@@ -21,7 +21,7 @@ from ..load.pacing import PlainPacer, checked_extra
 from ..load.spec import LoadSpec
 from ..measurement import Measurement
 from .channel import PeerError
-from .coordinator import Plan, Side
+from .coordinator import Participant, Plan
 
 #: Fewest paired rounds of a run (fewer cannot show a significant change reliably).
 MIN_AUTO_PAIRS = 10
@@ -112,7 +112,7 @@ class PairedPacer:
     #: warm up before arriving: both sides warm up while they wait for each other
     warmup_first = True
 
-    def __init__(self, side: Side, nodeid: str, channel: Any, plain: PlainPacer, *,
+    def __init__(self, side: Participant, nodeid: str, channel: Any, plain: PlainPacer, *,
                  pairs: int | None = None, decide_extra: ExtraDecision | None = None) -> None:
         self.side = side
         self.nodeid = nodeid
@@ -131,8 +131,6 @@ class PairedPacer:
             except PeerError as exc:  # the candidate's run is over: nothing left to pair
                 pytest.exit(f"A/B base side: stopping, {exc}", returncode=pytest.ExitCode.INTERRUPTED)
         function = getattr(self._channel, method)
-        if method == "hello":
-            return await asyncio.to_thread(function, *args)
         return await asyncio.to_thread(function, self.side, *args)
 
     def paired(self, name: str) -> bool:
@@ -163,7 +161,7 @@ class PairedPacer:
         name = measurement.name
         if not self.paired(name):
             return await self._plain.extra_rounds(measurement) if self.side == "candidate" else 0
-        if self.side == "base":
+        if self.side != "candidate":  # a peer: the candidate decides
             return checked_extra(await self._call("more", self.nodeid, name), "the candidate side")
         coordinator = self._channel
         planned = self._planned[name]
@@ -191,7 +189,10 @@ class PairedPacer:
         if self.side == "candidate":
             run = self._channel.run_of(self.nodeid, name)
             if run is not None:
-                n = min(len(run.rounds["base"]), len(run.rounds["candidate"]))
+                n = run.complete_blocks()
+                if len(run.members) > 2:  # several processes a side: every process's rounds
+                    measurement.info["ab_process_rounds"] = {p: [dict(r) for r in rounds[:n]]
+                                                             for p, rounds in run.rounds.items()}
                 measurement.info["ab_base_rounds"] = [dict(r) for r in run.rounds["base"][:n]]
                 measurement.info["ab_candidate_rounds"] = [dict(r) for r in run.rounds["candidate"][:n]]
                 measurement.info["ab_order"] = list(run.order)

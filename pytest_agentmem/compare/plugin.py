@@ -28,12 +28,12 @@ from ..redact import redact_text
 from ..services.plugin import service_manager
 from ..session import get_session
 from .channel import Endpoint, PeerClient, PeerError, PeerServer
-from .coordinator import Coordinator
+from .coordinator import Coordinator, participants
 from .decision import check_paired, extra_pairs
 from .determinism import pad_like_this_process
 from .early import take_over
 from .git import BaseRef, Worktree
-from .launch import BaseSide, check_usage, start_base
+from .launch import BaseSide, check_usage, start_base, start_more
 from .pacer import PairedPacer, pairs_text
 from .peer import BaseProcess
 
@@ -60,14 +60,14 @@ def _gate_metrics(item: pytest.Item) -> tuple[str, ...]:
     return marker.gate if marker is not None else ()
 
 
-def _next_db(url: str) -> str:
-    """``url`` with the next Redis database number (the base side's own database)."""
+def _next_db(url: str, offset: int = 1) -> str:
+    """``url`` with the Redis database number ``offset`` further (a peer process's own database)."""
     parts = urlsplit(url)
     try:
         db = int(parts.path.strip("/") or 0)
     except ValueError:
         db = 0
-    return urlunsplit(parts._replace(path=f"/{(db + 1) % 16}"))
+    return urlunsplit(parts._replace(path=f"/{(db + offset) % 16}"))
 
 
 class CompareCandidate:
@@ -80,6 +80,9 @@ class CompareCandidate:
         self.settings = settings
         self.worktree: Worktree | None = None
         self.process: BaseProcess | None = None
+        #: the processes beyond the first of each side (--agentmem-compare-processes)
+        self.more: dict[str, BaseProcess] = {}
+        self.members = participants(settings.compare_processes)
         self.server: PeerServer | None = None
         self.coordinator: Coordinator | None = None
         self.tests: list[str] = []
@@ -113,8 +116,10 @@ class CompareCandidate:
 
     def _take(self, side: BaseSide) -> None:
         self.worktree, self.process = side.worktree, side.process
-        self.coordinator = Coordinator(peer_alive=self._base_status)
+        self.coordinator = Coordinator(peer_alive=self._base_status, members=self.members)
         self.server = PeerServer(self.coordinator, side.endpoint)
+        if len(self.members) > 2:
+            self.more = start_more(self.config, side, self.members, pad_like_this_process)
 
     # ------------------------------------------------------------------ collection
 
@@ -129,26 +134,32 @@ class CompareCandidate:
     def pytest_collection_finish(self, session: pytest.Session) -> Generator[None, None, None]:
         result = yield  # the main plugin has started the services the tests need
         if self.coordinator is not None:
-            services: dict[str, str] = {}
-            for name, service in service_manager(self.config).running.items():
-                services[name] = _next_db(service.url) if name == "redis" else service.url
+            running = service_manager(self.config).running.items()
+            peers = [p for p in self.members if p != "candidate"]
+            services = {p: {name: _next_db(service.url, k) if name == "redis" else service.url
+                            for name, service in running} for k, p in enumerate(peers, start=1)}
             self.coordinator.collected(self.tests, services, self.not_compared)
             reporter = self.config.pluginmanager.get_plugin("terminalreporter")
             if reporter is not None and self.tests:
                 skipped = (f" ({len(self.not_compared)} more not compared: baseline=False)"
                            if self.not_compared else "")
+                processes = (f", {self.settings.compare_processes} processes a side"
+                             if self.settings.compare_processes > 1 else "")
                 reporter.write_line(
                     f"agentmem A/B: base {self.where} in a worktree, {len(self.tests)} perf test(s)"
-                    f"{skipped}, {pairs_text(self.settings.compare_pairs)} a run, tolerance "
+                    f"{skipped}, {pairs_text(self.settings.compare_pairs)} a run{processes}, tolerance "
                     f"{self.settings.compare_tolerance:.0%}")
         return result
 
     def _base_status(self) -> str | None:
-        """None while the base process runs; else why it stopped, with its log's tail."""
-        if self.process is None or self.process.alive():
-            return None
-        tail = redact_text(self.process.log_tail(15))
-        return f"base side exited with code {self.process.returncode}:\n{tail}"
+        """None while every peer process runs; else why one stopped, with its log's tail."""
+        for name, process in (("base", self.process), *self.more.items()):
+            if process is None or process.alive():
+                continue
+            tail = redact_text(process.log_tail(15))
+            side = "base side" if name == "base" else f"process {name}"
+            return f"{side} exited with code {process.returncode}:\n{tail}"
+        return None
 
     # ------------------------------------------------------------------ runs
 
@@ -157,9 +168,11 @@ class CompareCandidate:
             return None
         tolerance = _tolerance(item, self.settings)
         gate = _gate_metrics(item)
+        # with several processes a side the processes' spread decides: more blocks do not narrow it
+        screen = None if len(self.members) > 2 else (
+            lambda name, base, cand: extra_pairs(base, cand, tolerance, gate))
         return PairedPacer("candidate", item.nodeid, self.coordinator, PlainPacer(item),
-                           pairs=self.settings.compare_pairs,
-                           decide_extra=lambda name, base, cand: extra_pairs(base, cand, tolerance, gate))
+                           pairs=self.settings.compare_pairs, decide_extra=screen)
 
     def pytest_runtest_logfinish(self, nodeid: str) -> None:
         if self.coordinator is not None:
@@ -194,6 +207,9 @@ class CompareCandidate:
         for nodeid, (outcome, message) in sorted(c.base_outcomes.items()):
             if outcome == "failed":
                 lines.append(f"base side failed {nodeid}: {message}")
+        for nodeid, (who, message) in sorted(c.peer_failures.items()):
+            if who != "base":
+                lines.append(f"process {who} failed {nodeid}: {message}")
         if c.peer_gone and c.peer_gone != "run ended":
             lines.append(f"base side: {c.peer_gone}")
         terminalreporter.write_sep("-", "agentmem A/B")
@@ -209,8 +225,9 @@ class CompareCandidate:
         try:
             if self.coordinator is not None:
                 self.coordinator.end("the candidate side's run ended")
-            if self.process is not None:
-                self.process.stop(grace=grace)
+            for process in [self.process, *self.more.values()]:
+                if process is not None:
+                    process.stop(grace=grace)
         finally:
             if self.server is not None:
                 self.server.close()
@@ -236,7 +253,7 @@ def compare_info(config: pytest.Config) -> dict[str, Any] | None:
     if not isinstance(plugin, CompareCandidate):
         return None
     return {"ref": plugin.base.ref, "commit": plugin.base.commit, "pairs": plugin.settings.compare_pairs,
-            "tolerance": plugin.settings.compare_tolerance,
+            "tolerance": plugin.settings.compare_tolerance, "processes": plugin.settings.compare_processes,
             "new_tests": plugin.coordinator.new_tests if plugin.coordinator else [],
             "removed_tests": plugin.coordinator.removed_tests if plugin.coordinator else []}
 
@@ -281,7 +298,7 @@ class CompareBase:
     def pytest_agentmem_round_pacer(self, item: pytest.Item) -> PairedPacer | None:
         if item.nodeid not in self.tests:
             return None
-        return PairedPacer("base", item.nodeid, self.client, PlainPacer(item))
+        return PairedPacer(self.client.participant, item.nodeid, self.client, PlainPacer(item))
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         if report.failed:

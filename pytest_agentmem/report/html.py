@@ -138,7 +138,9 @@ def _run_meta(run: dict[str, Any]) -> str:
     compare = run.get("compare")
     if isinstance(compare, dict):
         bits.insert(0, f"A/B: this checkout vs {compare.get('ref')} ({str(compare.get('commit'))[:12]}), "
-                       f"{pairs_text(compare.get('pairs'))} a run, tolerance "
+                       f"{pairs_text(compare.get('pairs'))} a run"
+                       + (f", {compare['processes']} processes a side" if (compare.get("processes") or 1) > 1 else "")
+                       + ", tolerance "
                        f"{float(compare.get('tolerance') or 0):.0%}")
     if run.get("duration_s") is not None:
         bits.append(f"{run['duration_s']:.1f} s")

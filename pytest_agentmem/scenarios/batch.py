@@ -31,7 +31,7 @@ import pytest
 
 from ..datasets.clustered import clustered_vectors
 from ..memory.model import Memory, MemoryNotFoundError
-from .sizing import scaled
+from .sizing import AB_TOLERANCE, scaled
 
 __all__ = ["test_agentmem_scenario_batch_operations"]
 
@@ -45,7 +45,7 @@ DELETE_ROUNDS = 16
 
 # tolerance 0.3: Postgres-bound operations' CPU per op (the server's counted) rose 10-22 %
 # with a neighbour spinning on the same core (cache pressure, context switches).
-@pytest.mark.agentmem_perf(max_error_rate=0.0, min_accuracy=1.0, tolerance=0.3)
+@pytest.mark.agentmem_perf(max_error_rate=0.0, min_accuracy=1.0, tolerance=0.3, compare_tolerance=AB_TOLERANCE)
 async def test_agentmem_scenario_batch_operations(memory_repo: Any, perf: Any) -> None:
     """add_batch, concurrent updates and deletes in batches of 100: items/s, then every item checked."""
     batches = scaled(8)

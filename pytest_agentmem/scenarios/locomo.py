@@ -40,6 +40,7 @@ from ..datasets.locomo import LocomoMissing, load_locomo
 from ..memory.embed_model import EmbedderMissingError
 from ..memory.tokens import TokenCounter, token_savings
 from ..session import get_session
+from .sizing import AB_TOLERANCE
 
 __all__ = ["test_agentmem_scenario_locomo_recall"]
 
@@ -50,7 +51,8 @@ TOKEN_K = 10
 QUALITY_CONCURRENCY = 16
 
 
-@pytest.mark.agentmem_perf(max_error_rate=0.0, min_recall_at_10=0.60, min_token_savings=0.9)
+@pytest.mark.agentmem_perf(max_error_rate=0.0, min_recall_at_10=0.60, min_token_savings=0.9,
+                            compare_tolerance=AB_TOLERANCE)
 async def test_agentmem_scenario_locomo_recall(memory_service: Any, perf: Any,
                                                pytestconfig: pytest.Config) -> None:
     """Store LoCoMo's turns, search its questions under load, score evidence recall@k and token savings."""

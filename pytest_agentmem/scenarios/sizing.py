@@ -10,18 +10,17 @@ from __future__ import annotations
 
 from ..config import env_value
 
-#: The catalogue's A/B tolerance (``agentmem_perf(compare_tolerance=...)``). Pairing
-#: cancels the machine, not what differs between the base's and the candidate's
-#: processes for their whole life (memory layout, history). A/A runs of this
-#: catalogue (identical code on both sides) measured CPU per operation up to 4.5 %
-#: apart with intervals of +-0.5 %: the result-cache hit path (57 us an operation)
-#: +4.5 % once and -3.2 % in another run, the store search -4.1 %. The default 3 %
-#: failed one of two A/A runs; 8 % leaves room for that and still catches 10 %.
-AB_TOLERANCE = 0.08
-#: The same for runs that write as they measure (each side into its own database,
-#: whose state and background work then differ): an A/A run measured the
-#: add-delete-then-search run 9.2 % apart (10 pairs, interval 2.5-15 %).
-AB_WRITE_TOLERANCE = 0.15
+#: The catalogue's A/B tolerance (``agentmem_perf(compare_tolerance=...)``), every scenario.
+#: Pairing cancels the machine, not what differs between the base's and the candidate's
+#: processes for their whole life (memory layout, history, each side's own database): A/A
+#: runs with one process a side measured CPU per operation up to 4.5 % apart on the
+#: result cache's hit path and 9-12 % on runs that write, with intervals of +-0.5 %. With
+#: several processes a side (``--agentmem-compare-processes``) the gate measures that
+#: spread in every run and judges the change against it, so 5 % holds for every scenario.
+AB_TOLERANCE = 0.05
+#: Kept for scenarios that write as they measure (each side into its own database): the
+#: same 5 %, now that the processes' spread is measured rather than allowed for.
+AB_WRITE_TOLERANCE = AB_TOLERANCE
 
 
 #: The search scenario's tolerance against stored baselines. The uncached search path is

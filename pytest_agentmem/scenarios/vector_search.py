@@ -36,7 +36,7 @@ import pytest
 
 from ..datasets.clustered import clustered_vectors, exact_top_k, query_vectors, recall_at_k
 from ..memory.model import Memory
-from .sizing import scaled, scaled_seconds
+from .sizing import AB_TOLERANCE, scaled, scaled_seconds
 
 __all__ = [
     "test_agentmem_scenario_vector_search_lancedb",
@@ -122,7 +122,7 @@ async def _vector_search(store: Any, perf: Any) -> None:
 # tolerance 0.3: the searches' CPU per op (the database server's counted) rose 22 % with a
 # neighbour spinning on the same core (cache pressure, context switches), not a regression.
 _GATE = dict(max_error_rate=0.0, min_recall=0.9, min_recall_filter_1pct=0.9, min_recall_filter_99pct=0.9,
-             tolerance=0.3)
+             tolerance=0.3, compare_tolerance=AB_TOLERANCE)
 
 
 @pytest.mark.agentmem_perf(**_GATE)
