@@ -21,6 +21,14 @@ def _not_in_ci(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("CI", raising=False)
 
 
+@pytest.fixture(autouse=True)
+def _one_process_a_side(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Inner A/B runs measure one process a side unless a test says otherwise: the suite's A/B
+    tests check the mechanics (pairing, messages, cleanup) on a 2-core machine, and three
+    processes a side (the default) would triple each of them."""
+    monkeypatch.setenv("AGENTMEM_COMPARE_PROCESSES", "1")
+
+
 @pytest.fixture
 def service_urls(agentmem_services) -> list[str]:  # type: ignore[no-untyped-def]
     """Command-line options that point an inner pytester run at this run's servers.

@@ -358,10 +358,11 @@ OPTIONS: tuple[Option, ...] = (
            ini="agentmem_compare_pairs", env="AGENTMEM_COMPARE_PAIRS",
            parse=parse_pairs, metavar="N"),
     Option("compare_processes", "--agentmem-compare-processes", "pytest processes a side in A/B "
-           "mode: with 3 or more, the gate judges the change against how much the processes of "
-           "one side differ from each other (they do, for their whole life, by a few per cent); "
-           "each process measures every run in full, so the run takes about N times as long",
-           default=1, ini="agentmem_compare_processes", env="AGENTMEM_COMPARE_PROCESSES",
+           "mode: from 2 on, the gate judges the change against how much the processes of one "
+           "side differ from each other (identical code in two processes differs by a few per "
+           "cent for their whole life); each process measures every run in full, so the "
+           "measuring takes about N times as long; 1: one process a side, paired rounds only",
+           default=3, ini="agentmem_compare_processes", env="AGENTMEM_COMPARE_PROCESSES",
            parse=parse_processes, metavar="N"),
     # --- components
     Option("embedding_model", "--agentmem-embedding-model", "fastembed model of the embedder "
@@ -572,7 +573,7 @@ class Settings:
     compare: str | None = None
     compare_tolerance: float = 0.03
     compare_pairs: int | None = None  # None: automatic (compare.pacer.auto_pairs)
-    compare_processes: int = 1
+    compare_processes: int = 3
     ab_role: str | None = None  # "base" in the base side's process of an A/B run
     report_path: Path | None = None
     html_path: Path | None = None
