@@ -48,15 +48,6 @@ Participant = str
 DEFAULT_WAIT_S = 1800.0
 
 
-def other(side: Side) -> Side:
-    return "candidate" if side == "base" else "base"
-
-
-def first_of_pair(k: int) -> Side:
-    """Who measures first in pair ``k`` (ABBA: base, candidate, candidate, base, ...)."""
-    return "base" if k % 2 == 0 else "candidate"
-
-
 def side_of(participant: Participant) -> Side:
     """The side a participant measures: ``base.2`` -> ``base``."""
     side = participant.split(".", 1)[0]
