@@ -107,6 +107,7 @@ def test_a_a_passes_and_reports_the_paired_change(pytester: pytest.Pytester, rep
     # the paired change with its interval; CPU per op decides when a busy machine took unequal
     # CPU time from the two sides, and the wall-time figures then say so instead of passing
     result.stdout.fnmatch_lines(["*op.cpu_ms_per_op*base *[[]*p=*pass*"])
+    assert "closed its connection" not in result.stdout.str()  # a base that finished said goodbye
     assert re.search(r"op\.qps +\S+ +base +\S+ .*\[.*\] p=\S+ +(pass|not judged: sides unequal)$",
                      result.stdout.str(), re.MULTILINE), result.stdout.str()
     import json

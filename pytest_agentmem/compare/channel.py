@@ -112,12 +112,17 @@ class PeerServer:
             if not self._closed:
                 self.coordinator.mark_gone("a peer process could not join the run")
             return
+        finished = False
         try:
             while True:
                 try:
                     method, args = conn.recv()
                 except (EOFError, OSError):
                     break
+                if method == "bye":  # the peer is done with every test: its closing is no loss
+                    finished = True
+                    conn.send(("ok", None))
+                    continue
                 if method not in ALLOWED:
                     conn.send(("error", f"unknown call {method!r}"))
                     continue
@@ -128,7 +133,7 @@ class PeerServer:
                     continue
                 conn.send(("ok", answer))
         finally:
-            if not self._closed:
+            if not self._closed and not finished:
                 self.coordinator.mark_gone(f"{who} side closed its connection")
 
     def close(self) -> None:
@@ -191,6 +196,11 @@ class PeerClient:
         return answer
 
     def close(self) -> None:
+        """Say goodbye (this side is done: its closing is no loss), then close."""
+        try:
+            self.call("bye")
+        except PeerError:
+            pass
         try:
             self._conn.close()
         except OSError:

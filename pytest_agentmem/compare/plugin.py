@@ -119,7 +119,11 @@ class CompareCandidate:
         self.coordinator = Coordinator(peer_alive=self._base_status, members=self.members)
         self.server = PeerServer(self.coordinator, side.endpoint)
         if len(self.members) > 2:
-            self.more = start_more(self.config, side, self.members, pad_like_this_process)
+            try:
+                self.more = start_more(self.config, side, self.members, pad_like_this_process)
+            except BaseException:
+                self.stop()  # nothing is left: not the base, not the worktree
+                raise
 
     # ------------------------------------------------------------------ collection
 
