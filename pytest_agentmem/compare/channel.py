@@ -95,9 +95,10 @@ class PeerServer:
         """The participant a new connection says it is (one of the run's, not taken yet)."""
         try:
             method, args = conn.recv()
-        except (EOFError, OSError):
+        except (EOFError, OSError, ValueError, TypeError):  # gone, or not a (method, args) pair
             return None
-        who = args[0] if method == "join" and len(args) == 1 else None
+        who = args[0] if method == "join" and isinstance(args, tuple) and len(args) == 1 else None
+        who = who if isinstance(who, str) else None
         with self._lock:
             if who not in self._peers or who in self._joined:
                 conn.send(("error", f"expected to join as one of {', '.join(self._peers)}, got {who!r}"))
