@@ -120,3 +120,20 @@ def test_a_bad_number_of_processes_is_a_usage_error(pytester: pytest.Pytester, v
     result = pytester.runpytest("--agentmem-compare-processes", value)
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines([f"*--agentmem-compare-processes*{says}*"])
+
+
+def test_the_sides_wait_shares_are_averaged_over_their_processes() -> None:
+    from pytest_agentmem.compare.decision import side_waits, unequal_machine
+    from pytest_agentmem.load.fixtures import WAIT_SHARE
+
+    # each process's wait share swings by 6 points from block to block, but the swings
+    # cancel within a side: the sides were treated alike
+    swing = {"base": 0.06, "base.2": -0.06, "base.3": 0.0, "candidate": -0.06, "candidate.2": 0.06,
+             "candidate.3": 0.0}
+    rounds = {p: [{WAIT_SHARE: 0.2 + (s if k % 2 else -s)} for k in range(10)] for p, s in swing.items()}
+    base, cand = side_waits(rounds)
+    assert len(base) == len(cand) == 10 and unequal_machine(base, cand) is None
+    assert unequal_machine(rounds["base"], rounds["candidate"]) is not None  # one process a side: unequal
+    rounds["candidate.3"] = [{WAIT_SHARE: 0.5} for _ in range(10)]  # one side really waited more
+    assert "each side's processes averaged" in (unequal_machine(*side_waits(rounds), unit="block, each "
+                                                                "side's processes averaged") or "")

@@ -29,13 +29,14 @@ from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from ..gate.checks import ALPHA, GateContext, fmt, label, pct
 from ..gate.directions import CPU_COST_METRICS, compared, is_primary, is_time_like, latency_floor
 from ..gate.verdict import CheckResult, Verdict
 from ..load.fixtures import WAIT_SHARE
 from ..measurement import Measurement
+from .coordinator import side_of
 from .paired import PairedChange, compare_pairs
 from .processes import compare_processes, process_spread
 
@@ -64,7 +65,8 @@ def interference(base: Sequence[dict[str, float]], cand: Sequence[dict[str, floa
             statistics.median(abs(c - b) for b, c in pairs))
 
 
-def unequal_machine(base: Sequence[dict[str, float]], cand: Sequence[dict[str, float]]) -> str | None:
+def unequal_machine(base: Sequence[dict[str, float]], cand: Sequence[dict[str, float]],
+                    unit: str = "pair") -> str | None:
     """Why wall-time metrics cannot be judged on these pairs (see the module docstring), or None."""
     found = interference(base, cand)
     if found is None or found[2] <= WAIT_IMBALANCE:
@@ -72,7 +74,23 @@ def unequal_machine(base: Sequence[dict[str, float]], cand: Sequence[dict[str, f
     wb, wc, diff = found
     return (f"not judged: other processes took unequal CPU time from the two sides (each waited for a "
             f"CPU, base {wb:.0%} and candidate {wc:.0%} of a round, {diff:.0%} apart in the median "
-            f"pair); cpu_ms_per_op decides")
+            f"{unit}); cpu_ms_per_op decides")
+
+
+def side_waits(processes: Mapping[str, Sequence[dict[str, float]]]) -> tuple[list[dict[str, float]], list[dict[str, float]]]:
+    """Each block's wait share, averaged over each side's processes: (base, candidate).
+
+    With several processes a side, that average is what the sides' comparison rests on;
+    one process's wait share alone is noisier by the square root of their number.
+    """
+    n = min((len(r) for r in processes.values()), default=0)
+    out: tuple[list[dict[str, float]], list[dict[str, float]]] = ([], [])
+    for k in range(n):
+        for side, rows in zip(("base", "candidate"), out):
+            shares = [processes[p][k].get(WAIT_SHARE) for p in processes if side_of(p) == side]
+            known = [x for x in shares if x is not None]
+            rows.append({WAIT_SHARE: statistics.fmean(known)} if known and len(known) == len(shares) else {})
+    return out
 
 
 def allowed_change(c: PairedChange, tolerance: float) -> float:
@@ -164,8 +182,10 @@ def check_paired(ctx: GateContext, where: str, alpha: float = ALPHA) -> list[Che
                 message=f"{m.name}: not judged: not compared ({reason})", kind="paired", reason="new"))
             continue
         initial = m.info.get("ab_initial_pairs")
-        unequal = unequal_machine(m.info.get("ab_base_rounds") or [], m.info["ab_candidate_rounds"])
         processes = m.info.get("ab_process_rounds")
+        unequal = (unequal_machine(*side_waits(processes), unit="block, each side's processes averaged")
+                   if processes else
+                   unequal_machine(m.info.get("ab_base_rounds") or [], m.info["ab_candidate_rounds"]))
         for metric, c in compare_run(m, ctx.gate_metrics).items():
             spread = process_spread(metric, processes) if processes else None
             regressed = worse_than(c, ctx.tolerance) and c.p_value is not None and c.p_value <= alpha
