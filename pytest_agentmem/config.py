@@ -51,8 +51,9 @@ AB_DETERMINISTIC_ENV = "AGENTMEM_AB_DETERMINISTIC"
 AB_PAD_ENV = "AGENTMEM_AB_PAD"
 #: Set by the candidate for its re-executed self: the private folder of the base it started already.
 AB_HANDOVER_ENV = "AGENTMEM_AB_HANDOVER"
-#: Most pytest processes a side of an A/B run (``--agentmem-compare-processes``).
-MAX_COMPARE_PROCESSES = 10
+#: Most pytest processes a side of an A/B run (``--agentmem-compare-processes``): every process
+#: but the user's gets a Redis database of its own, and Redis has 16.
+MAX_COMPARE_PROCESSES = 8
 #: Extra pytest arguments of the A/B base side's process.
 COMPARE_ARGS_ENV = "AGENTMEM_COMPARE_ARGS"
 

@@ -113,7 +113,7 @@ def test_t_quantile_matches_the_tables() -> None:
 pytest_plugins = "pytester"
 
 
-@pytest.mark.parametrize(("value", "says"), [("0", "positive"), ("11", "at most 10 processes a side"),
+@pytest.mark.parametrize(("value", "says"), [("0", "positive"), ("9", "at most 8 processes a side"),
                                              ("two", "")])
 def test_a_bad_number_of_processes_is_a_usage_error(pytester: pytest.Pytester, value: str, says: str) -> None:
     pytester.makepyfile(test_x="def test_x():\n    pass\n")
