@@ -108,8 +108,10 @@ def run_pytest(repo: Path, report: Path, compare: str | None) -> tuple[dict, flo
             f"--agentmem-report={report}", "test_op.py"]
     if compare:
         args.append(f"--agentmem-compare={compare}")
+    # one process a side, as its published figures were measured (AGENTMEM_COMPARE_PROCESSES to vary it)
+    env = dict(os.environ, AGENTMEM_COMPARE_PROCESSES=os.environ.get("GATE_QUALITY_AB_PROCESSES", "1"))
     started = time.perf_counter()
-    done = subprocess.run(args, cwd=repo, capture_output=True, text=True, timeout=600)
+    done = subprocess.run(args, cwd=repo, capture_output=True, text=True, timeout=600, env=env)
     wall = time.perf_counter() - started
     if done.returncode not in (0, 1) or not report.exists():
         raise AssertionError(f"pytest exited {done.returncode}:\n{done.stdout[-3000:]}\n{done.stderr[-2000:]}")
