@@ -10,7 +10,7 @@ import threading
 import pytest
 
 from pytest_agentmem.compare.coordinator import Coordinator, block_order, participants, side_of
-from pytest_agentmem.compare.processes import compare_processes, process_spread, t_quantile
+from pytest_agentmem.compare.processes import compare_processes, t_quantile
 
 
 def test_participants_and_their_sides() -> None:
@@ -60,7 +60,7 @@ def test_the_coordinator_takes_every_participant_through_its_turns() -> None:
     assert run is not None and run.complete_blocks() == 3
     # block by block, in the order of block_order: nobody measured out of turn
     assert run.order == [p for k in range(3) for p in block_order(k, members)]
-    assert set(coordinator.blocks_so_far("t::a", "op")) == set(members)
+    assert set(run.rounds) == set(members)
 
 
 def _rounds(effects: dict[str, float], blocks: int = 12, noise: float = 0.002, seed: int = 1,
@@ -81,7 +81,7 @@ def test_processes_that_differ_as_much_as_the_change_are_not_significant() -> No
     assert change.change == pytest.approx(math.exp(0.04) - 1, abs=0.005)
     assert change.p_value is not None and change.p_value > 0.1
     assert change.interval[0] < 0 < change.interval[1]
-    assert process_spread("cpu_ms_per_op", _rounds(effects)) == pytest.approx(0.04, abs=0.005)
+    assert change.spread == pytest.approx(0.04, abs=0.005)
 
 
 def test_a_change_beyond_the_processes_spread_is_significant_and_signed_by_direction() -> None:

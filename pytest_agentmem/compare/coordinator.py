@@ -294,13 +294,6 @@ class Coordinator:
             n = paired.complete_blocks()
             return list(paired.rounds["base"][:n]), list(paired.rounds["candidate"][:n])
 
-    def blocks_so_far(self, nodeid: str, run: str) -> dict[Participant, list[dict[str, float]]]:
-        """Every participant's rounds of the complete blocks of a run."""
-        with self._cond:
-            paired = self.runs[(nodeid, run)]
-            n = paired.complete_blocks()
-            return {p: list(r[:n]) for p, r in paired.rounds.items()}
-
     def wait_pairs(self, nodeid: str, run: str, count: int) -> bool:
         """Wait until ``count`` blocks of the run are complete (False: peer gone)."""
         with self._cond:

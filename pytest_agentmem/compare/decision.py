@@ -38,7 +38,7 @@ from ..load.fixtures import WAIT_SHARE
 from ..measurement import Measurement
 from .coordinator import side_of
 from .paired import PairedChange, compare_pairs
-from .processes import compare_processes, process_spread
+from .processes import compare_processes
 
 #: Loose level of the screen that asks for confirmation pairs.
 SCREEN_ALPHA = 0.20
@@ -187,7 +187,6 @@ def check_paired(ctx: GateContext, where: str, alpha: float = ALPHA) -> list[Che
                    if processes else
                    unequal_machine(m.info.get("ab_base_rounds") or [], m.info["ab_candidate_rounds"]))
         for metric, c in compare_run(m, ctx.gate_metrics).items():
-            spread = process_spread(metric, processes) if processes else None
             regressed = worse_than(c, ctx.tolerance) and c.p_value is not None and c.p_value <= alpha
             verdict: Verdict
             judged = not (unequal and is_wall_time(metric))
@@ -204,7 +203,7 @@ def check_paired(ctx: GateContext, where: str, alpha: float = ALPHA) -> list[Che
                 measurement=m.name, metric=metric, value=c.candidate, baseline=c.base, limit=None,
                 change=c.change, tolerance=ctx.tolerance, p_value=c.p_value,
                 confirmed=bool(initial) and verdict == "fail", verdict=verdict,
-                message=_describe(label(m, metric), c, ctx.tolerance, where, tail, bool(processes), spread,
+                message=_describe(label(m, metric), c, ctx.tolerance, where, tail, bool(processes), c.spread,
                                   len(m.info["ab_candidate_rounds"])),
                 kind="paired",
                 direction=c.direction,

@@ -60,6 +60,9 @@ class PairedChange:
     interval: tuple[float, float]
     p_value: float | None
     additive: bool = False
+    #: several processes a side (:mod:`.processes`): how much the processes of one side differ
+    #: (pooled SD of their effects, log scale; None for a rate, or with one process a side)
+    spread: float | None = None
 
 
 def _median(values: Sequence[float]) -> float:

@@ -44,6 +44,7 @@ from .checks import (
     PENDING,
     SPREAD,
     GateContext,
+    as_ratio,
     decide,
     holm_family,
     not_judged,
@@ -225,14 +226,6 @@ def _judge(p: Pending, peers: list[float], suspicious: str | None) -> CheckResul
         return not_judged(check.measurement, check.metric, judged.value, "tests and probes disagree",
                           f"{suspicious}; {advice}", check.baseline)
     return judged
-
-
-def as_ratio(tolerance: float, higher: bool) -> float:
-    """A tolerance as the ratio it allows, minus 1: how many times worse a figure may be.
-
-    A latency's 10 % is x1.10; a throughput's 10 % (10 % fewer operations) is x1/0.90.
-    """
-    return 1 / max(1e-9, 1 - tolerance) - 1 if higher else tolerance
 
 
 def widened(tolerance: float, widening: float, higher: bool) -> float:

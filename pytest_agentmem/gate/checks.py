@@ -342,6 +342,14 @@ def check_baseline(ctx: GateContext) -> list[CheckResult]:
     return results
 
 
+def as_ratio(tolerance: float, higher: bool) -> float:
+    """A tolerance as the ratio it allows, minus 1: how many times worse a figure may be.
+
+    A latency's 10 % is x1.10; a throughput's 10 % (10 % fewer operations) is x1/0.90.
+    """
+    return 1 / max(1e-9, 1 - tolerance) - 1 if higher else tolerance
+
+
 def within_spread(ctx: GateContext, m: Measurement | str, metric: str, samples: Sequence[float],
                   base_samples: Sequence[float], spread: RunSpread | None, *, kind: str | None = None,
                   speed: float | None = None, basis: str | None = None, why: str = "",
@@ -365,7 +373,7 @@ def within_spread(ctx: GateContext, m: Measurement | str, metric: str, samples: 
     worse = judged.value / judged.baseline if direction != "higher" else judged.baseline / judged.value
     p_run = spread.p_worse(worse)
     judged.p_value = max(judged.p_value or 0.0, p_run)
-    at_tolerance = 1 + ctx.tolerance if direction != "higher" else 1 / max(1e-9, 1 - ctx.tolerance)
+    at_tolerance = 1 + as_ratio(ctx.tolerance, direction == "higher")
     visible = spread.p_worse(at_tolerance) <= ctx.alpha  # a change of the tolerance's size is seen
     if judged.verdict == "fail":
         if p_run <= ctx.alpha:
