@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from ..closure import fixture_closure
 from ..config import Settings
 from ..errors import ConfigurationError
 from .ray_cluster import RayCluster
@@ -56,7 +57,7 @@ def cluster_of(config: pytest.Config) -> RayCluster | None:
 def check_services_reachable(item: pytest.Item, cluster: RayCluster, settings: Settings,
                              services: Any) -> None:
     """A ConfigurationError when ``item`` uses a loopback service and the cluster has remote nodes."""
-    names = set(getattr(item, "fixturenames", ()))
+    names = fixture_closure(item)
     used = [svc for svc, (fixture, _) in _SERVICE_FIXTURES.items() if fixture in names]
     if not used:
         return

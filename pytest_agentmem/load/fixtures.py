@@ -25,6 +25,7 @@ from typing import Any
 
 import pytest
 
+from ..closure import fixture_closure
 from ..counters import counter_delta, counter_sources, read_counters
 from ..errors import ConfigurationError
 from ..evidence.run import RunEvidence
@@ -90,7 +91,7 @@ class Perf:
         if scale != 1.0:
             out["scale"] = scale
         model = get_session(self._item.config).embedding_model
-        if model and "embedder" in getattr(self._item, "fixturenames", ()):
+        if model and "embedder" in fixture_closure(self._item):
             out["embedding_model"] = str(model)
         out.update(self._facts)
         return out

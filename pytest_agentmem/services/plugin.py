@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from ..closure import fixture_closure
 from ..config import Settings
 from ..errors import ServiceStartError
 from ..session import plugin_of
@@ -53,7 +54,7 @@ class ServicesPlugin:
         for item in session.items:
             if item.get_closest_marker("skip"):
                 continue
-            needed |= self.manager.needs_of(getattr(item, "fixturenames", ()))
+            needed |= self.manager.needs_of(fixture_closure(item))
         if not needed or self.config.option.collectonly:
             return
         self.manager.prestart(needed)
