@@ -340,7 +340,7 @@ OPTIONS: tuple[Option, ...] = (
            parse=parse_bool, is_flag=True),
     Option("rounds", "--agentmem-rounds", "measured rounds of every perf.run unless the test says "
            "otherwise (agentmem_perf(rounds=...) or perf.run(rounds=...)); default 1, and a "
-           "suspected regression is re-measured anyway", ini="agentmem_rounds",
+           "figure that looks regressed is re-measured anyway", ini="agentmem_rounds",
            env="AGENTMEM_ROUNDS", parse=parse_positive_int, metavar="N"),
     # --- same-run A/B
     Option("compare", "--agentmem-compare", "same-run A/B: also measure git REF (a temporary "
@@ -353,7 +353,7 @@ OPTIONS: tuple[Option, ...] = (
            ini="agentmem_compare_tolerance", env="AGENTMEM_COMPARE_TOLERANCE",
            parse=parse_tolerance("--agentmem-compare-tolerance"), metavar="FRACTION"),
     Option("compare_pairs", "--agentmem-compare-pairs", "paired rounds of every perf.run in A/B "
-           "mode (each side's measured time is split over them; a suspect gets as many again); "
+           "mode (each side's measured time is split over them; a figure that looks regressed is re-measured on as many again); "
            "default: rounds of about 50 ms holding at least 20 operations and one per user, 10 "
            "to 200 pairs",
            ini="agentmem_compare_pairs", env="AGENTMEM_COMPARE_PAIRS",

@@ -12,7 +12,7 @@ import pytest
 MARKER = "agentmem_perf"
 MARKER_HELP = (
     f"{MARKER}(min_qps=, max_p50_ms=, max_p95_ms=, max_p99_ms=, max_error_rate=, "
-    "min_recall=, tolerance=, compare_tolerance=, baseline=True, rounds=, gate=()): a "
+    "min_recall=, tolerance=, compare_tolerance=, reference=True, rounds=, gate=()): a "
     "performance test, run only with --agentmem-perf; keywords set absolute acceptance "
     "thresholds (min_<metric>/max_<metric> for any measured metric), per-test overrides of the "
     "regression tolerance (compare_tolerance: in A/B mode only), "
@@ -42,8 +42,10 @@ KEYWORDS: tuple[Keyword, ...] = (
             "in A/B mode)"),
     Keyword("compare_tolerance", "fraction 0-1 or percentage", "the test's allowed regression in A/B mode only "
             "(wins over tolerance there)"),
-    Keyword("baseline", "True or False (default True)", "False: no reference in either mode, only "
-            "the thresholds gate (in A/B it runs once, on the candidate's side)"),
+    Keyword("reference", "True or False (default True)", "False: compared with no reference in "
+            "either mode (no stored baseline, no A/B base side), only the thresholds gate (in A/B it "
+            "runs once, on the candidate's side)"),
+    Keyword("baseline", "True or False", "the former spelling of reference= (still accepted)"),
     Keyword("rounds", "int >= 1", "measured rounds of every perf.run of the test (default "
             "--agentmem-rounds, else 1)"),
     Keyword("gate", "metric name or list of them", "metrics compared with the reference beside "
@@ -71,11 +73,16 @@ class PerfMarker:
 
     thresholds: tuple[Threshold, ...] = ()
     tolerance: float | None = None
-    baseline: bool = True
+    reference: bool = True  # False: thresholds only, no baseline or A/B base
     rounds: int | None = None
     raw: dict[str, Any] = field(default_factory=dict)
     gate: tuple[str, ...] = ()  # metrics gated beside the primary set
     compare_tolerance: float | None = None  # A/B mode only; else ``tolerance`` applies there too
+
+    @property
+    def baseline(self) -> bool:
+        """The former name of :attr:`reference`."""
+        return self.reference
 
     def tolerance_for(self, compare: bool) -> float | None:
         """The test's own tolerance in A/B (``compare``) or stored-baseline mode, if it sets one."""
@@ -92,7 +99,7 @@ def parse_marker(mark: pytest.Mark, nodeid: str) -> PerfMarker:
                                 "write e.g. agentmem_perf(max_p95_ms=50)")
     thresholds: list[Threshold] = []
     tolerances: dict[str, float] = {}
-    baseline = True
+    reference: dict[str, bool] = {}  # reference= and its former spelling baseline=
     rounds: int | None = None
     gate: tuple[str, ...] = ()
     for key, value in mark.kwargs.items():
@@ -105,10 +112,10 @@ def parse_marker(mark: pytest.Mark, nodeid: str) -> PerfMarker:
             thresholds.append(Threshold(match[2], match[1], _number(where, key, value)))
         elif key in ("tolerance", "compare_tolerance"):
             tolerances[key] = _tolerance(where, key, value)
-        elif key == "baseline":
+        elif key in ("reference", "baseline"):
             if not isinstance(value, bool):
-                raise pytest.UsageError(f"{where}: baseline must be True or False, got {value!r}")
-            baseline = value
+                raise pytest.UsageError(f"{where}: {key} must be True or False, got {value!r}")
+            reference[key] = value
         elif key == "rounds":
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise pytest.UsageError(f"{where}: rounds must be a positive int, got {value!r}")
@@ -121,7 +128,11 @@ def parse_marker(mark: pytest.Mark, nodeid: str) -> PerfMarker:
             gate = tuple(names)
         else:  # declared in KEYWORDS but not handled above
             raise AssertionError(f"marker keyword {key!r} is declared but not parsed")
-    return PerfMarker(tuple(thresholds), tolerances.get("tolerance"), baseline, rounds, dict(mark.kwargs), gate,
+    if len(set(reference.values())) > 1:
+        raise pytest.UsageError(f"{where}: reference={reference['reference']} and baseline="
+                                f"{reference['baseline']} disagree; baseline= is the former spelling of "
+                                "reference=: keep reference= only")
+    return PerfMarker(tuple(thresholds), tolerances.get("tolerance"), all(reference.values()), rounds, dict(mark.kwargs), gate,
                       tolerances.get("compare_tolerance"))
 
 

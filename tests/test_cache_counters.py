@@ -94,7 +94,7 @@ def cache(request):
     return made
 
 
-@pytest.mark.agentmem_perf(baseline=False)
+@pytest.mark.agentmem_perf(reference=False)
 async def test_repeated(cache, perf):
     async def search(i):
         cache.lookups += 1
@@ -106,7 +106,7 @@ async def test_repeated(cache, perf):
     assert result.warmup_ops == 100
 
 
-@pytest.mark.agentmem_perf(baseline=False)
+@pytest.mark.agentmem_perf(reference=False)
 async def test_new_questions(cache, perf):
     async def search(i):
         cache.lookups += 1
@@ -114,7 +114,7 @@ async def test_new_questions(cache, perf):
     assert result.metrics()["result_cache_hit_rate"] == 0.0
 
 
-@pytest.mark.agentmem_perf(baseline=False)
+@pytest.mark.agentmem_perf(reference=False)
 async def test_no_cache(perf):
     async def op(i):
         pass
@@ -162,7 +162,7 @@ import pytest
 QUESTIONS = ["what pet does Alice have?", "where is Bob travelling?", "what is Carmen's job?"]
 
 
-@pytest.mark.agentmem_perf(baseline=False)
+@pytest.mark.agentmem_perf(reference=False)
 async def test_search(memory_service, perf):
     await memory_service.add_batch(["Alice has a grey cat called Pixel", "Bob is going to Japan",
                                     "Carmen works as a nurse"], user_id="u1")

@@ -193,14 +193,14 @@ PERF_TEST = """
     async def sleep_op(index):
         await asyncio.sleep(0.002)
 
-    @pytest.mark.agentmem_perf(max_error_rate=0.0, baseline=False)
+    @pytest.mark.agentmem_perf(max_error_rate=0.0, reference=False)
     async def test_over_the_cluster(perf):
         result = await perf.run(sleep_op, concurrency=4, duration=1.5, processes=2)
         with open("placement.json", "w") as fh:
             json.dump({"placement": result.to_dict()["placement"], "ops": result.ops}, fh)
         assert sum(w["ops"] for w in result.placement["per_worker"]) == result.ops
 
-    @pytest.mark.agentmem_perf(min_qps=10**9, baseline=False)
+    @pytest.mark.agentmem_perf(min_qps=10**9, reference=False)
     async def test_gated_over_the_cluster(perf):
         await perf.run(sleep_op, rate=200, duration=1.0, processes=2)
 """
@@ -284,7 +284,7 @@ SLOW_TEST = """
     async def sleep_op(index):
         await asyncio.sleep(0.01)
 
-    @pytest.mark.agentmem_perf(baseline=False)
+    @pytest.mark.agentmem_perf(reference=False)
     async def test_long(perf):
         await perf.run(sleep_op, concurrency=2, duration=600, processes=2)
 """
@@ -326,7 +326,7 @@ JOIN_TEST = """
     async def sleep_op(index):
         await asyncio.sleep(0.002)
 
-    @pytest.mark.agentmem_perf(baseline=False)
+    @pytest.mark.agentmem_perf(reference=False)
     async def test_join(perf):
         result = await perf.run(sleep_op, concurrency=4, total=200, processes=2)
         assert result.ops == 200 and len(result.placement["nodes"]) == 2, result.placement

@@ -197,7 +197,7 @@ import pytest
 import work
 
 
-@pytest.mark.agentmem_perf(baseline=False, max_error_rate=0.0)
+@pytest.mark.agentmem_perf(reference=False, max_error_rate=0.0)
 async def test_capacity(perf):
     with open(os.environ["AB_RAN_FILE"], "a") as fh:
         fh.write(work.__file__ + "\\n")
@@ -222,7 +222,7 @@ def test_a_test_with_baseline_false_is_not_compared(pytester: pytest.Pytester, r
     finally:
         del os.environ["AB_RAN_FILE"]
     result.assert_outcomes(passed=2)
-    result.stdout.fnmatch_lines(["*agentmem A/B: base HEAD * 1 perf test(s) (1 more not compared: baseline=False)*"])
+    result.stdout.fnmatch_lines(["*agentmem A/B: base HEAD * 1 perf test(s) (1 more not compared: reference=False)*"])
     result.stdout.no_fnmatch_line("*removed (only in HEAD)*")
     assert ran.read_text().splitlines() == [str(repo / "work.py")]  # the base never ran it
     import json

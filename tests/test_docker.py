@@ -440,7 +440,7 @@ def test_a_container_that_dies_is_reported_with_its_log_and_removed(
 STATEMENTS = """
     import json, pytest
 
-    @pytest.mark.agentmem_perf(baseline=False)
+    @pytest.mark.agentmem_perf(reference=False)
     async def test_lookup(perf, pg_pool, redis_client):
         await pg_pool.execute("CREATE TABLE items (id int PRIMARY KEY, body text)")
         await pg_pool.execute("INSERT INTO items SELECT g, md5(g::text) FROM generate_series(1, 1000) g")

@@ -217,7 +217,7 @@ def test_evidence_none_records_nothing_and_a_bad_list_is_a_usage_error(pytester:
     pytester.makepyfile('''
         import asyncio, pytest
 
-        @pytest.mark.agentmem_perf(baseline=False)
+        @pytest.mark.agentmem_perf(reference=False)
         async def test_sleep(perf):
             async def op(i):
                 await asyncio.sleep(0.001)

@@ -1,5 +1,5 @@
 """The gate end to end, absolute thresholds: pass, fail on each, unknown metric, re-measured
-breach, and ``baseline=False`` (thresholds only). Figures come from ``gate_project``.
+breach, and ``reference=False`` (thresholds only). Figures come from ``gate_project``.
 """
 
 from __future__ import annotations
@@ -79,7 +79,7 @@ def test_threshold_breach_is_remeasured_before_failing(project: pytest.Pytester)
 
 
 def test_marker_baseline_false_checks_thresholds_only(project: pytest.Pytester) -> None:
-    project.makepyfile(test_perf=TESTS.replace("min_qps=100)", "min_qps=100, baseline=False)"))
+    project.makepyfile(test_perf=TESTS.replace("min_qps=100)", "min_qps=100, reference=False)"))
     result = run(project, "--update-baselines")
     result.assert_outcomes(passed=2)
     assert not baseline_path(bdir(project), "test_perf.py::test_search").exists()

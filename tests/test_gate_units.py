@@ -117,7 +117,7 @@ def test_decision_on_confirmation_rounds() -> None:
     burst.rounds += [{"qps": v} for v in (99.0, 100, 101, 100, 98)]
     ctx.initial_rounds = {"m": 5}
     [check] = run_checks(ctx)
-    assert check.verdict == "pass" and "not confirmed on re-run" in check.message
+    assert check.verdict == "pass" and "not confirmed by re-measurement" in check.message
 
 
 def test_normalisation_scales_time_like_metrics_only() -> None:

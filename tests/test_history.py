@@ -240,7 +240,7 @@ async def test_hash(perf):
         hashlib.sha256(b"x" * 20000).digest()
     await perf.run(one, duration=0.3, name="op")
 
-@pytest.mark.agentmem_perf(baseline=False)
+@pytest.mark.agentmem_perf(reference=False)
 def test_quality(perf):
     perf.record("quality", recall=json.loads(Path("recall.json").read_text()))
 

@@ -198,7 +198,7 @@ def test_rounds_paired_with_another_side_run_no_calibration_probe(pytester: pyte
     pytester.makepyfile("""
         import pytest
 
-        @pytest.mark.agentmem_perf(baseline=False)
+        @pytest.mark.agentmem_perf(reference=False)
         async def test_probe(perf):
             async def noop(i):
                 return None
@@ -230,7 +230,7 @@ def test_the_pacer_learns_how_long_a_run_is_and_what_it_offers(pytester: pytest.
         import pytest
         from conftest import PLANS
 
-        @pytest.mark.agentmem_perf(baseline=False)
+        @pytest.mark.agentmem_perf(reference=False)
         async def test_plans(perf):
             async def noop(i):
                 return None

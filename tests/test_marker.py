@@ -16,7 +16,7 @@ PERF_TESTS = """
     def test_sync():
         pass
 
-    @pytest.mark.agentmem_perf(tolerance=0.2, baseline=False)
+    @pytest.mark.agentmem_perf(tolerance=0.2, reference=False)
     async def test_async():
         await asyncio.sleep(0)
 
@@ -123,6 +123,7 @@ def test_unknown_marker_keyword_is_a_usage_error(pytester: pytest.Pytester) -> N
 
 @pytest.mark.parametrize("marker", ["agentmem_perf(10)", "agentmem_perf(max_p95_ms='fast')",
                                     "agentmem_perf(tolerance=-1)", "agentmem_perf(baseline='yes')",
+                                    "agentmem_perf(reference=1)", "agentmem_perf(reference=False, baseline=True)",
                                     "agentmem_perf(rounds=0)", "agentmem_perf(compare_tolerance=-0.1)",
                                     "agentmem_perf(tolerance=5)", "agentmem_perf(tolerance='lots%')",
                                     # a bound of infinity checks nothing; 10**400 is no float
@@ -170,3 +171,12 @@ def test_a_compare_tolerance_applies_in_a_b_mode_only() -> None:
     stored_only = parse_marker(pytest.mark.agentmem_perf(tolerance=0.2).mark, "t")
     assert stored_only.tolerance_for(compare=True) == 0.2  # a test's own tolerance holds in both modes
     assert parse_marker(pytest.mark.agentmem_perf(compare_tolerance=0.08).mark, "t").tolerance_for(False) is None
+
+
+@pytest.mark.parametrize("keywords, reference", [({}, True), ({"reference": False}, False),
+                                                 ({"baseline": False}, False),
+                                                 ({"reference": False, "baseline": False}, False)])
+def test_reference_and_its_former_spelling_baseline(keywords: dict[str, bool], reference: bool) -> None:
+    from pytest_agentmem.marker import parse_marker
+
+    assert parse_marker(pytest.mark.agentmem_perf(**keywords).mark, "t.py::t").reference is reference

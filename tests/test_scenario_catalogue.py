@@ -70,7 +70,7 @@ def test_every_compared_scenario_takes_at_most_5_percent_in_a_b() -> None:
     for name in SCENARIOS:
         mark = next(m for m in getattr(getattr(catalogue, name), "pytestmark", []) if m.name == "agentmem_perf")
         marker = parse_marker(mark, name)
-        if marker.baseline:  # baseline=False: compared with nothing
+        if marker.reference:  # reference=False: compared with nothing
             assert marker.tolerance_for(compare=True) is not None, name
             assert marker.tolerance_for(compare=True) <= 0.05, name
 

@@ -134,7 +134,7 @@ class Coordinator:
         self.candidate_tests: list[str] | None = None  # known once the candidate collected
         self.services: dict[Participant, dict[str, str]] = {}  # URLs of the servers each peer shares
         self.base_tests: list[str] | None = None
-        self.not_compared: set[str] = set()  # the candidate's tests that opt out (baseline=False)
+        self.not_compared: set[str] = set()  # the candidate's tests that opt out (reference=False)
         self.peer_gone: str | None = None
         self.ended: str | None = None
         self.wait_s = wait_s

@@ -194,7 +194,7 @@ def check_paired(ctx: GateContext, where: str, alpha: float = ALPHA) -> list[Che
             if not judged:
                 verdict, tail, reason = "not-judged", f"; {unequal}", "sides unequal"
             elif regressed:
-                verdict, tail = "fail", (f", confirmed on {c.pairs - initial} more pairs" if initial else "")
+                verdict, tail = "fail", (f", confirmed by re-measurement on {c.pairs - initial} more pairs" if initial else "")
             elif worse_than(c, ctx.tolerance):
                 verdict, tail = "pass", ", worse but not significant"
             else:

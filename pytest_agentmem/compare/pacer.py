@@ -169,7 +169,7 @@ class PairedPacer:
         extra = 0
         if complete and self._decide_extra is not None:
             base, cand = coordinator.pairs_so_far(self.nodeid, name)
-            extra = checked_extra(self._decide_extra(name, base, cand), "the A/B screen")
+            extra = checked_extra(self._decide_extra(name, base, cand), "the A/B re-measurement request")
             if extra:
                 measurement.info["ab_initial_pairs"] = len(cand)
         coordinator.set_extra(self.nodeid, name, extra)

@@ -44,9 +44,9 @@ def is_perf_item(item: pytest.Item) -> bool:
 
 
 def _compared(item: pytest.Item) -> bool:
-    """False for a test marked ``agentmem_perf(baseline=False)``: it has no reference to compare with."""
+    """False for a test marked ``agentmem_perf(reference=False)``: it has no reference to compare with."""
     marker = perf_marker_of(item)
-    return marker is None or marker.baseline
+    return marker is None or marker.reference
 
 
 def _tolerance(item: pytest.Item, settings: Settings) -> float:
@@ -130,7 +130,7 @@ class CompareCandidate:
     @pytest.hookimpl(trylast=True)
     def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
         perf = [i for i in items if is_perf_item(i) and not i.get_closest_marker("skip")]
-        # agentmem_perf(baseline=False): compared with nothing in either mode, only its thresholds gate
+        # agentmem_perf(reference=False): compared with nothing in either mode, only its thresholds gate
         self.not_compared = [i.nodeid for i in perf if not _compared(i)]
         self.tests = [i.nodeid for i in perf if _compared(i)]
 
@@ -145,7 +145,7 @@ class CompareCandidate:
             self.coordinator.collected(self.tests, services, self.not_compared)
             reporter = self.config.pluginmanager.get_plugin("terminalreporter")
             if reporter is not None and self.tests:
-                skipped = (f" ({len(self.not_compared)} more not compared: baseline=False)"
+                skipped = (f" ({len(self.not_compared)} more not compared: reference=False)"
                            if self.not_compared else "")
                 processes = (f", {self.settings.compare_processes} processes a side"
                              if self.settings.compare_processes > 1 else "")

@@ -70,7 +70,7 @@ class GateContext:
     thresholds: Sequence[Threshold] = ()
     tolerance: float = 0.15
     baseline: Baseline | None = None
-    compare: bool = True  # marker baseline=False: thresholds only
+    has_reference: bool = True  # marker reference=False: thresholds only
     #: The baseline was recorded on another machine (how it differs): speed figures are
     #: left to the end of the run (:mod:`.across`), correctness figures judged now.
     other_machine: str | None = None
@@ -126,7 +126,7 @@ def check_thresholds(ctx: GateContext) -> list[CheckResult]:
             op = "<" if threshold.kind == "min" else ">"
             message = (f"{label(m, threshold.metric)} {fmt(value)} "
                        f"{'ok' if ok else op} {threshold.keyword} {fmt(threshold.limit)}"
-                       + (", confirmed on re-run" if rechecked and not ok else ""))
+                       + (", confirmed by re-measurement" if rechecked and not ok else ""))
             change = (value - threshold.limit) / abs(threshold.limit) if threshold.limit else None
             if change is not None and threshold.kind == "min":
                 change = -change
@@ -301,7 +301,7 @@ DEFERRED = (PENDING, BUSY, SPREAD)
 
 def check_baseline(ctx: GateContext) -> list[CheckResult]:
     """Every compared metric of every measurement against the stored baseline."""
-    if not ctx.compare or ctx.paired:
+    if not ctx.has_reference or ctx.paired:
         return []
     results: list[CheckResult] = []
     for m in ctx.measurements:
@@ -415,14 +415,14 @@ def decide(ctx: GateContext, m: Measurement | str, metric: str, samples: Sequenc
         tail = (", not judged: too few rounds to tell from noise (record it once per round, e.g. "
                 "call perf.record in a loop, to gate it)")
     elif regressed(final, tolerance, ctx.alpha):
-        tail = ", confirmed on re-run" if rechecked else ""
+        tail = ", confirmed by re-measurement" if rechecked else ""
         if ctx.update:
             verdict, reason = "not-judged", "baseline updated"
             tail += "; accepted by --update-baselines"
         else:
             verdict = "fail"
     elif rechecked and regressed(first, tolerance, SCREEN_ALPHA):
-        tail = f"; first rounds {pct(first.raw_change)}, not confirmed on re-run"
+        tail = f"; first rounds {pct(first.raw_change)}, not confirmed by re-measurement"
     elif final.change > tolerance:
         tail = ", worse but not significant"
     else:
@@ -451,7 +451,7 @@ def screen(ctx: GateContext, m: Measurement) -> list[str]:
             value = centre(m.samples(threshold.metric))
             if (value < threshold.limit) if threshold.kind == "min" else (value > threshold.limit):
                 suspects.append(threshold.metric)
-    stored = ctx.baseline.measurements.get(m.name) if ctx.baseline and ctx.compare else None
+    stored = ctx.baseline.measurements.get(m.name) if ctx.baseline and ctx.has_reference else None
     if stored is None or ctx.paired or workload_changes(stored.workload, m.workload):
         return suspects
     busy = None if ctx.other_machine else busy_reason(m.rounds, stored.rounds)

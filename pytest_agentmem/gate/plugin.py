@@ -138,12 +138,12 @@ class GatePlugin:
 
     def _located(self, item: pytest.Item) -> Located | None:
         """The stored baseline of ``item`` and whose machine recorded it (loaded once; raises
-        BaselineError if unusable). None in A/B mode or for a test marked baseline=False."""
+        BaselineError if unusable). None in A/B mode or for a test marked reference=False."""
         state = _state(item)
         settings = self.settings
         if not state.loaded:
             state.loaded = True
-            if _marker(item).baseline and not settings.compare:
+            if _marker(item).reference and not settings.compare:
                 here = machine_fingerprint()
                 try:
                     state.located = locate(settings.baselines_dir, item.nodeid, here,
@@ -180,7 +180,7 @@ class GatePlugin:
         initial = dict(_state(item).initial_rounds)
         return GateContext(
             nodeid=item.nodeid, measurements=measurements, thresholds=marker.thresholds,
-            tolerance=tolerance, baseline=baseline, compare=marker.baseline, other_machine=other,
+            tolerance=tolerance, baseline=baseline, has_reference=marker.reference, other_machine=other,
             update=settings.update_baselines, initial_rounds=initial, gate_metrics=marker.gate,
             paired=bool(settings.compare))
 

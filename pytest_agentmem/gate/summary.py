@@ -40,7 +40,7 @@ def _rows(v: TestVerdict) -> list[tuple[str, ...]]:
             change = format_percent(c.raw_change) if c.raw_change is not None and c.judged else ""
         verdict = "FAIL" if c.verdict == "fail" else "not judged" if c.verdict == "not-judged" else c.verdict
         if c.confirmed and c.verdict == "fail":
-            verdict += " (re-run)"
+            verdict += " (re-measured)"
         if c.verdict == "not-judged" and c.reason:
             verdict += f": {c.reason}"
         rows.append((metric, format_number(c.value), reference, change, verdict))

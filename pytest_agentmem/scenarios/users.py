@@ -279,7 +279,7 @@ def holds(result: Any) -> bool:
 # Capacity is machine-bound: the steps' figures are reported, not compared with a stored baseline
 # (an overloaded step's error rate is the finding "this machine holds N users", not a regression).
 # Gated: no acknowledged write lost or wrong.
-@pytest.mark.agentmem_perf(baseline=False, max_lost=0, max_wrong=0)
+@pytest.mark.agentmem_perf(reference=False, max_lost=0, max_wrong=0)
 async def test_agentmem_scenario_concurrent_users(memory_service: Any, perf: Any,
                                                  request: pytest.FixtureRequest) -> None:
     """1,000 -> 20,000 agents searching, adding and updating their own memories; then the audit."""

@@ -72,7 +72,7 @@ def _cpu_us_per_op(result: Any) -> float:
     return 1e6 * result.resources["process_cpu_s"] / max(1, result.successes)
 
 
-@pytest.mark.agentmem_perf(baseline=False)
+@pytest.mark.agentmem_perf(reference=False)
 async def test_noop_ceiling_and_cost_per_operation(perf, cluster) -> None:
     runs = await _both(noop, cluster, ROUNDS, concurrency=16, duration=3.0, processes=2)
     qps = {k: _median(v, lambda r: r.qps) for k, v in runs.items()}
@@ -87,7 +87,7 @@ async def test_noop_ceiling_and_cost_per_operation(perf, cluster) -> None:
     assert all(len(r.placement["nodes"]) == 2 for r in runs["ray"])
 
 
-@pytest.mark.agentmem_perf(baseline=False)
+@pytest.mark.agentmem_perf(reference=False)
 async def test_20000_thinking_agents_over_two_nodes(perf, cluster) -> None:
     from pytest_agentmem.scenarios.users import THINK_S
 
@@ -108,7 +108,7 @@ async def test_20000_thinking_agents_over_two_nodes(perf, cluster) -> None:
     assert all(r.errors == 0 for rs in runs.values() for r in rs)
 
 
-@pytest.mark.agentmem_perf(baseline=False)
+@pytest.mark.agentmem_perf(reference=False)
 async def test_memory_service_search_at_concurrency_16(perf, cluster, memory_service, pg_database) -> None:
     for user in sorted(set(CORPUS.user_ids)):
         texts = [t for t, u in zip(CORPUS.texts, CORPUS.user_ids) if u == user]

@@ -77,7 +77,7 @@ async def test_embedder_batch_single_and_micro_batched(perf, embedder: Embedder)
 # thread handing each batch to onnxruntime's own thread pool (its default, the design before):
 # what a busy machine does to the CPU per text the gate compares. Interleaved rounds, quiet
 # and next to a spinning process per core.
-@pytest.mark.agentmem_perf(baseline=False)
+@pytest.mark.agentmem_perf(reference=False)
 async def test_embedder_cpu_per_text_next_to_a_busy_neighbour(perf, embedder: Embedder) -> None:
     designs = {"workers": embedder.uncached(),
                "ort_pool": Embedder(load_model(threads=None), workers=1)}

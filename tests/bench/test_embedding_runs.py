@@ -67,7 +67,7 @@ def _dense_recall(data: Any, vectors: dict[str, np.ndarray], questions: dict[str
 
 
 @pytest.mark.timeout(2400)
-@pytest.mark.agentmem_perf(baseline=False)
+@pytest.mark.agentmem_perf(reference=False)
 async def test_embedding_runs_quality_and_speed(perf: Any, pytestconfig: pytest.Config) -> None:
     try:
         data = load_locomo(get_session(pytestconfig).settings.locomo_path, rootdir=pytestconfig.rootpath,

@@ -50,7 +50,7 @@ def _summary(ratios: list[float]) -> tuple[float, float, float]:
     return statistics.median(ratios), q[0], q[2]
 
 
-@pytest.mark.agentmem_perf(baseline=False)
+@pytest.mark.agentmem_perf(reference=False)
 async def test_evidence_cost_on_the_search_scenario(uncached_service: Any, pg_pool: Any, redis_client: Any,
                                                     perf: Any, request: pytest.FixtureRequest,
                                                     tmp_path: Any) -> None:

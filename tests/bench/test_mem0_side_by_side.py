@@ -66,7 +66,7 @@ async def _recall(service: Any, questions: list[Any], tokens: TokenCounter,
         for k in KS}, "token_savings": token_savings(retrieved, full)}
 
 
-@pytest.mark.agentmem_perf(max_error_rate=0.0, baseline=False)
+@pytest.mark.agentmem_perf(max_error_rate=0.0, reference=False)
 async def test_locomo_search_ours_vs_mem0_and_the_embedder_ceiling(
         memory_service: Any, mem0_service: Any, embedder: Any, perf: Any, pytestconfig: pytest.Config) -> None:
     try:

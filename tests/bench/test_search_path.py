@@ -32,7 +32,7 @@ OPEN_SECONDS = 8.0
 DEFAULT_CONVERSATIONS = 3
 
 
-@pytest.mark.agentmem_perf(max_error_rate=0.0, baseline=False)
+@pytest.mark.agentmem_perf(max_error_rate=0.0, reference=False)
 async def test_uncached_search_against_the_embedder_ceiling(memory_service: Any, embedder: Any, perf: Any,
                                                            pytestconfig: pytest.Config) -> None:
     try:

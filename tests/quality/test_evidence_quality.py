@@ -101,7 +101,7 @@ def _evidence(pytester: pytest.Pytester) -> dict:
     return record["measurements"][0]["evidence"]
 
 
-@pytest.mark.agentmem_perf(baseline=False)
+@pytest.mark.agentmem_perf(reference=False)
 def test_the_evidence_names_the_injected_cause(pytester: pytest.Pytester, service_urls: list[str],
                                                monkeypatch: pytest.MonkeyPatch) -> None:
     pytester.makeconftest(CONFTEST)

@@ -123,7 +123,7 @@ def smallest_caught(rates: dict[float, float], share: float = 0.8) -> float:
     return points[0][0] if points[0][1] >= share else float("nan")
 
 
-@pytest.mark.agentmem_perf(max_false_failures=0, min_caught_25pct=19, baseline=False)
+@pytest.mark.agentmem_perf(max_false_failures=0, min_caught_25pct=19, reference=False)
 def test_gate_quality(perf, request: pytest.FixtureRequest) -> None:
     started = time.perf_counter()
     rows = measure(0.0, ROUNDS)

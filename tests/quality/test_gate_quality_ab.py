@@ -139,7 +139,7 @@ def smallest_caught(rates: dict[float, float], share: float = 0.8) -> float:
 @pytest.mark.timeout(0)  # 160 A/B runs: 30-45 minutes
 @pytest.mark.agentmem_perf(max_false_failures_quiet=0, max_false_failures_noisy=0,
                            min_caught_10pct_quiet_share=0.95, min_caught_10pct_noisy_share=0.95,
-                           min_caught_5pct_quiet_share=0.8, max_cost_ratio=2.2, baseline=False)
+                           min_caught_5pct_quiet_share=0.8, max_cost_ratio=2.2, reference=False)
 def test_gate_quality_ab(perf, tmp_path: Path, request: pytest.FixtureRequest) -> None:
     repo, base, commits = make_repo(tmp_path)
     started = time.perf_counter()

@@ -269,7 +269,7 @@ def judge(code: int, report: dict[str, Any], injected: bool) -> dict[str, Any]:
 
 
 @pytest.mark.timeout(0)
-@pytest.mark.agentmem_perf(baseline=False)
+@pytest.mark.agentmem_perf(reference=False)
 def test_gate_quality_on_another_machine(perf, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     started = time.perf_counter()
     keep = os.environ.get("GATE_MACHINES_KEEP")  # a folder that keeps the reports and baselines

@@ -146,7 +146,7 @@ def smallest_caught(rates: dict[float, float], share: float = 0.8) -> float:
 
 
 @pytest.mark.timeout(0)  # 15-25 minutes
-@pytest.mark.agentmem_perf(baseline=False)
+@pytest.mark.agentmem_perf(reference=False)
 def test_gate_quality_stored_baseline_slower_machine(perf, capsys: pytest.CaptureFixture[str]) -> None:
     started = time.perf_counter()
     load_start = os.getloadavg()

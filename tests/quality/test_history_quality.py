@@ -84,7 +84,7 @@ import pytest
 import work
 
 
-@pytest.mark.agentmem_perf(baseline=False, rounds=ROUNDS)
+@pytest.mark.agentmem_perf(reference=False, rounds=ROUNDS)
 async def test_op(perf):
     async def one(i):
         work.op(i)
@@ -202,7 +202,7 @@ def points_of(detector: str, values: list[float]) -> list[tuple[int, float]] | N
 
 
 @pytest.mark.timeout(0)  # 120 CI runs: 10-40 minutes, with the machine's load
-@pytest.mark.agentmem_perf(baseline=False)
+@pytest.mark.agentmem_perf(reference=False)
 def test_history_change_points(perf, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     keep = os.environ.get("HISTORY_BENCH_KEEP")
     out = Path(keep) if keep else tmp_path

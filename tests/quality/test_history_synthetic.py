@@ -27,7 +27,7 @@ def both_found(points: list[int]) -> bool:
     return len(points) == 2 and abs(points[0] - 11) <= 1 and abs(points[1] - 21) <= 1
 
 
-@pytest.mark.agentmem_perf(baseline=False)
+@pytest.mark.agentmem_perf(reference=False)
 def test_history_detector_calibration(perf, capsys: pytest.CaptureFixture[str]) -> None:
     lines = [f"change-point detectors on {SERIES} synthetic series of 30 values each (p <= 0.001):",
              "  detector      steps found (1% noise)  with one wild run  flat with a false change (2% noise)"]

@@ -45,7 +45,7 @@ def soak_seconds() -> float:
         raise pytest.UsageError(f"AGENTMEM_SOAK_SECONDS must be a number of seconds, got {raw!r}") from None
 
 
-@pytest.mark.agentmem_perf(baseline=False, max_rss_growth_mb=256, max_p95_drift=3.0, max_error_rate=0.0)
+@pytest.mark.agentmem_perf(reference=False, max_rss_growth_mb=256, max_p95_drift=3.0, max_error_rate=0.0)
 async def test_soak_memory_service(perf: Any, memory_service: Any) -> None:
     duration = soak_seconds()
     window = min(60.0, duration / 5)
