@@ -338,7 +338,7 @@ def _measurement_block(measurement: dict[str, Any], checks: Sequence[dict[str, A
     load = measurement.get("load")
     title = f"<h3>{_e(measurement.get('name'))} <span class='meta'>({_e(measurement.get('kind'))}" + \
         (f", {len(measurement.get('rounds') or [])} rounds" if measurement.get("rounds") else "") + \
-        (f", re-measured ({measurement['confirmations']} pass)" if measurement.get("confirmations") else "") + \
+        (f", re-measured ({measurement['confirmations']} pass{'es' if measurement['confirmations'] > 1 else ''})" if measurement.get("confirmations") else "") + \
         ")</span></h3>" if many or load else ""
     parts = [title, _figures(measurement.get("metrics", {}))]
     if isinstance(load, dict):
