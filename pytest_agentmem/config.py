@@ -20,11 +20,14 @@ import shlex
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from ._enum import StrEnum
+
+if TYPE_CHECKING:
+    from .marker import PerfMarker
 
 
 class ServiceMode(StrEnum):
@@ -581,7 +584,7 @@ class Settings:
     locomo_path: Path | None = None
     # --- evidence (issue 23)
     evidence: tuple[str, ...] = EVIDENCE_KINDS
-    #: True: profile the measured rounds; None: only a suspect's re-measurement; False: never.
+    #: True: profile the measured rounds; None: only a re-measurement's; False: never.
     profile: bool | None = None
     profile_dir: Path | None = None
     load_cluster: str = "local"  # issue 19: local, ray:N or a Ray address
@@ -594,6 +597,15 @@ class Settings:
     def profile_on_regression(self) -> bool:
         """True unless profiling was switched off (``agentmem_profile = false``)."""
         return self.profile is not False
+
+    def tolerance_of(self, marker: PerfMarker | None) -> float:
+        """A test's allowed regression against its reference: the marker's own for this mode
+        (``compare_tolerance=`` in A/B, else ``tolerance=``), else this run's default."""
+        own = marker.tolerance_for(compare=bool(self.compare)) if marker is not None else None
+        if own is not None:
+            return own
+        return self.compare_tolerance if self.compare else self.tolerance
+
     def __repr__(self) -> str:
         """The fields with every URL password and secret masked (reprs reach logs and tracebacks)."""
         from .redact import redact_text, redact_url, redact_value

@@ -162,3 +162,20 @@ def test_no_module_reads_an_agentmem_variable_itself() -> None:
     offenders = [str(p.relative_to(package)) for p in package.rglob("*.py")
                  if p.name != "config.py" and direct.search(p.read_text(encoding="utf-8"))]
     assert offenders == []
+
+
+@pytest.mark.parametrize("keywords, compare, expected", [
+    ({}, None, 0.15), ({}, "HEAD", 0.03),
+    ({"tolerance": 0.2}, None, 0.2), ({"tolerance": 0.2}, "HEAD", 0.2),
+    ({"tolerance": 0.2, "compare_tolerance": 0.05}, None, 0.2),
+    ({"tolerance": 0.2, "compare_tolerance": 0.05}, "HEAD", 0.05),
+    ({"compare_tolerance": 0.05}, None, 0.15),
+])
+def test_one_owner_resolves_a_tests_tolerance(keywords: dict[str, float], compare: str | None,
+                                              expected: float) -> None:
+    from pytest_agentmem.config import Settings
+    from pytest_agentmem.marker import parse_marker
+
+    marker = parse_marker(pytest.mark.agentmem_perf(**keywords).mark, "t.py::t")
+    assert Settings(compare=compare).tolerance_of(marker) == expected
+    assert Settings(compare=compare).tolerance_of(None) == (0.03 if compare else 0.15)

@@ -49,12 +49,6 @@ def _compared(item: pytest.Item) -> bool:
     return marker is None or marker.reference
 
 
-def _tolerance(item: pytest.Item, settings: Settings) -> float:
-    marker = perf_marker_of(item)
-    own = marker.tolerance_for(compare=True) if marker is not None else None
-    return own if own is not None else settings.compare_tolerance
-
-
 def _gate_metrics(item: pytest.Item) -> tuple[str, ...]:
     marker = perf_marker_of(item)
     return marker.gate if marker is not None else ()
@@ -170,7 +164,7 @@ class CompareCandidate:
     def pytest_agentmem_round_pacer(self, item: pytest.Item) -> PairedPacer | None:
         if self.coordinator is None or item.nodeid not in self.tests:
             return None
-        tolerance = _tolerance(item, self.settings)
+        tolerance = self.settings.tolerance_of(perf_marker_of(item))
         gate = _gate_metrics(item)
         # with several processes a side the processes' spread decides: more blocks do not narrow it
         screen = None if len(self.members) > 2 else (

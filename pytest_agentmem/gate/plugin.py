@@ -162,9 +162,7 @@ class GatePlugin:
         marker = _marker(item)
         located = self._located(item)
         baseline = located.baseline if located is not None else None
-        default = settings.compare_tolerance if settings.compare else settings.tolerance
-        own = marker.tolerance_for(compare=bool(settings.compare))
-        tolerance = own if own is not None else default
+        tolerance = settings.tolerance_of(marker)
         other = None
         if baseline is not None:
             differs = machine_differences(baseline.fingerprint, current_fp)
