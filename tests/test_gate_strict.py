@@ -6,6 +6,7 @@ everything, and a changed workload is not compared with the old baseline.
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 from gate_project import bdir, make_project, run, stored
@@ -78,3 +79,27 @@ def pytest_agentmem_measurement(item, measurement):
         "*not judged (*figures): workload changed (concurrency 16 -> 8); record a baseline of this "
         "workload with --update-baselines",
     ])
+
+
+def _check(metric: str, verdict: str, reason: str | None = None, measurement: str = "search") -> Any:
+    from pytest_agentmem.gate.verdict import CheckResult
+
+    return CheckResult(measurement=measurement, metric=metric, value=1.0, baseline=1.0, limit=None, change=0.0,
+                       tolerance=0.05, p_value=0.5, confirmed=False, verdict=verdict,  # type: ignore[arg-type]
+                       message="", kind="paired", reason=reason)
+
+
+def test_strict_takes_an_ab_run_decided_on_its_cpu_cost_as_judged() -> None:
+    from pytest_agentmem.gate.summary import strict_problems
+    from pytest_agentmem.gate.verdict import TestVerdict
+
+    wall = _check("p95_ms", "not-judged", "sides unequal")
+    decided = TestVerdict("t.py::test_a", "not-judged", [wall, _check("cpu_ms_per_op", "pass")])
+    assert strict_problems([decided], {}) == []
+    # the CPU figure of that run not judged either, or another run's: the run was not checked
+    undecided = TestVerdict("t.py::test_b", "not-judged", [wall, _check("cpu_ms_per_op", "not-judged", "new")])
+    elsewhere = TestVerdict("t.py::test_c", "not-judged", [wall, _check("cpu_ms_per_op", "pass", measurement="add")])
+    busy = TestVerdict("t.py::test_d", "not-judged", [_check("p95_ms", "not-judged", "machine busy"),
+                                                      _check("cpu_ms_per_op", "pass")])
+    problems = strict_problems([decided, undecided, elsewhere, busy], {})
+    assert [line.split(": ")[0] for line in problems] == ["t.py::test_b", "t.py::test_c", "t.py::test_d"]

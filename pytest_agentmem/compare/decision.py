@@ -33,7 +33,7 @@ from collections.abc import Mapping, Sequence
 
 from ..gate.checks import ALPHA, GateContext, fmt, label, pct
 from ..gate.directions import CPU_COST_METRICS, compared, is_primary, is_time_like, latency_floor
-from ..gate.verdict import CheckResult, Verdict
+from ..gate.verdict import SIDES_UNEQUAL, CheckResult, Verdict
 from ..load.fixtures import WAIT_SHARE
 from ..measurement import Measurement
 from .coordinator import side_of
@@ -192,7 +192,7 @@ def check_paired(ctx: GateContext, where: str, alpha: float = ALPHA) -> list[Che
             judged = not (unequal and is_wall_time(metric))
             reason = None
             if not judged:
-                verdict, tail, reason = "not-judged", f"; {unequal}", "sides unequal"
+                verdict, tail, reason = "not-judged", f"; {unequal}", SIDES_UNEQUAL
             elif regressed:
                 verdict, tail = "fail", (f", confirmed by re-measurement on {c.pairs - initial} more pairs" if initial else "")
             elif worse_than(c, ctx.tolerance):

@@ -15,7 +15,7 @@ from ..presentation import (
     short_test,
 )
 from ..presentation import paired_change as paired_change_text
-from .verdict import CheckResult, TestVerdict
+from .verdict import SIDES_UNEQUAL, CheckResult, TestVerdict
 
 HEADER = ("test", "metric", "value", "baseline", "change", "verdict")
 #: Test ids in the table are cut to this many characters.
@@ -123,12 +123,19 @@ def _notes(verdicts: Sequence[TestVerdict]) -> list[str]:
 
 def strict_problems(verdicts: Sequence[TestVerdict], skipped: Mapping[str, str]) -> list[str]:
     """What ``--agentmem-strict`` fails a run for: a skipped perf test, a figure not judged
-    (no baseline included), a test that wrote no verdict."""
+    (no baseline included), a test that wrote no verdict.
+
+    An A/B wall-time figure not judged because the machine took unequal time from the two
+    sides is not one when its run's ``cpu_ms_per_op`` was judged: that is the figure the
+    A/B gate decides such a run on (the table still shows it as not judged).
+    """
     out = [f"{short_test(n)}: skipped ({why})" for n, why in skipped.items()]
     for v in verdicts:
         if v.outcome in ("failed", "error", "updated"):
             continue
-        missing = [c for c in v.checks if c.verdict == "not-judged"]
+        cpu_judged = {c.measurement for c in v.checks if c.metric == "cpu_ms_per_op" and c.judged}
+        missing = [c for c in v.checks if c.verdict == "not-judged"
+                   and not (c.reason == SIDES_UNEQUAL and c.measurement in cpu_judged)]
         if missing:
             reasons = sorted({c.reason or "not judged" for c in missing})
             out.append(f"{short_test(v.nodeid)}: {len(missing)} figure{'s' if len(missing) != 1 else ''} "

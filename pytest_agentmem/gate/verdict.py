@@ -27,6 +27,11 @@ CheckKind = Literal["threshold", "baseline", "paired"]
 Direction = Literal["higher", "lower", "none"]
 
 
+#: The reason of an A/B wall-time figure left to its run's CPU cost per operation, because the
+#: machine took unequal time from the two sides.
+SIDES_UNEQUAL = "sides unequal"
+
+
 @dataclass
 class CheckResult:
     """One check of one metric of one measurement.
