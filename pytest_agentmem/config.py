@@ -356,7 +356,8 @@ OPTIONS: tuple[Option, ...] = (
            ini="agentmem_compare_tolerance", env="AGENTMEM_COMPARE_TOLERANCE",
            parse=parse_tolerance("--agentmem-compare-tolerance"), metavar="FRACTION"),
     Option("compare_pairs", "--agentmem-compare-pairs", "paired rounds of every perf.run in A/B "
-           "mode (each side's measured time is split over them; a figure that looks regressed is re-measured on as many again); "
+           "mode (each side's measured time is split over them; a figure that looks regressed is "
+           "re-measured on as many again); "
            "default: rounds of about 50 ms holding at least 20 operations and one per user, 10 "
            "to 200 pairs",
            ini="agentmem_compare_pairs", env="AGENTMEM_COMPARE_PAIRS",
