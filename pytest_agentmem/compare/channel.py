@@ -75,10 +75,6 @@ class PeerServer:
         self._thread = threading.Thread(target=self._accept, name="agentmem-ab-peer", daemon=True)
         self._thread.start()
 
-    def environment(self, participant: Participant = "base") -> dict[str, str]:
-        """What a peer process needs to connect."""
-        return self.endpoint.environment(participant)
-
     def _accept(self) -> None:
         for _ in self._peers:
             try:
