@@ -18,16 +18,27 @@ def fixture_closure(node: Any) -> set[str]:
     """The names of every fixture ``node`` (an item) uses, including through overrides."""
     names = set(getattr(node, "fixturenames", ()))
     info = getattr(node, "_fixtureinfo", None)
-    chains = getattr(info, "name2fixturedefs", None)
-    if not chains:
+    kept = getattr(info, "name2fixturedefs", None)
+    if not kept:
         return names
+    chains: dict[str, Any] = dict(kept)
+    manager = getattr(getattr(node, "session", None), "_fixturemanager", None)
     depth: dict[str, int] = {}  # how far down its override chain each name is being resolved
+
+    def chain_of(name: str) -> Any:
+        # pytest before 9 never visited what an overridden definition uses: look it up
+        if name not in chains:
+            try:
+                chains[name] = manager.getfixturedefs(name, node) if manager is not None else None
+            except Exception:  # noqa: BLE001 - a private API: without it, the names pytest kept
+                chains[name] = None
+        return chains[name]
 
     def visit(name: str) -> None:
         if depth.get(name) == -1:
             return  # resolved from its closest definition already
         names.add(name)
-        chain = chains.get(name)
+        chain = chain_of(name)
         index = depth.get(name, -1)
         if not chain or -index > len(chain):
             return
