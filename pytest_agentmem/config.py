@@ -54,6 +54,9 @@ AB_DETERMINISTIC_ENV = "AGENTMEM_AB_DETERMINISTIC"
 AB_PAD_ENV = "AGENTMEM_AB_PAD"
 #: Set by the candidate for its re-executed self: the private folder of the base it started already.
 AB_HANDOVER_ENV = "AGENTMEM_AB_HANDOVER"
+#: Set in the fresh pytest process that runs again the tests whose speed figures failed at the
+#: end of a run (:mod:`pytest_agentmem.gate.reproduce`).
+REPRODUCING_ENV = "AGENTMEM_REPRODUCING"
 #: Most pytest processes a side of an A/B run (``--agentmem-compare-processes``): every process
 #: but the user's gets a Redis database of its own, and Redis has 16.
 MAX_COMPARE_PROCESSES = 8
@@ -345,6 +348,11 @@ OPTIONS: tuple[Option, ...] = (
            "otherwise (agentmem_perf(rounds=...) or perf.run(rounds=...)); default 1, and a "
            "figure that looks regressed is re-measured anyway", ini="agentmem_rounds",
            env="AGENTMEM_ROUNDS", parse=parse_positive_int, metavar="N"),
+    Option("reproduce", "--agentmem-reproduce", "on (default): a speed figure that fails at the end "
+           "of the run (judged on several recordings, another machine's baselines, a busy machine) fails "
+           "the run only if it fails again when its test runs once more in a fresh pytest process after "
+           "the run; off: it fails at once", default=True, ini="agentmem_reproduce",
+           env="AGENTMEM_REPRODUCE", parse=parse_bool, metavar="on|off"),
     # --- same-run A/B
     Option("compare", "--agentmem-compare", "same-run A/B: also measure git REF (a temporary "
            "worktree run by a second pytest process) and gate on the paired change of rounds "
@@ -515,6 +523,8 @@ ENVIRONMENT: tuple[EnvVar, ...] = (
            "--agentmem-compare)", internal=True),
     EnvVar(AB_PAD_ENV, "padding of an A/B process's environment (set by --agentmem-compare)",
            internal=True),
+    EnvVar(REPRODUCING_ENV, "this process runs again the tests whose speed figures failed at the end "
+           "of a run (set by the gate for its fresh process)", parse=parse_bool, internal=True),
     EnvVar(AB_HANDOVER_ENV, "folder of the A/B base side started before the candidate "
            "re-executed (set by --agentmem-compare)", internal=True),
 )
@@ -575,6 +585,9 @@ class Settings:
     strict: bool = False
     rounds: int | None = None
     embedding_model: str | None = None
+    reproduce: bool = True
+    #: This process runs again the tests whose speed figures failed at the end of a run.
+    reproducing: bool = False
     compare: str | None = None
     compare_tolerance: float = 0.03
     compare_pairs: int | None = None  # None: automatic (compare.pacer.auto_pairs)
@@ -627,7 +640,7 @@ _PATH_FIELDS = {"baselines_dir", "report_path", "html_path", "locomo_path", "pro
 
 def _resolve(config: pytest.Config, opt: Option) -> Any:
     value = config.getoption(opt.dest, default=None)
-    if value is not None and value is not False:
+    if value is not None and not (opt.is_flag and value is False):  # a flag not given: look further
         return value
     raw: str | None = None
     source = ""
@@ -662,6 +675,11 @@ def load_settings(config: pytest.Config) -> Settings:
         values["baselines_dir"] = Path(config.rootpath) / "perf_baselines"
     if values.get("strict") is None:
         values["strict"] = running_in_ci()
+    if env_value(REPRODUCING_ENV):
+        # the gate's fresh process: measure and judge the named tests, write nothing lasting
+        values.update(reproducing=True, reproduce=False, perf=True, update_baselines=False,
+                      add_recording=False, compare=None, strict=False, html_path=None, history=None,
+                      history_baseline=None, profile=False)
     if os.environ.get(AB_ADDRESS_ENV):
         # the base side of an A/B run: the candidate's servers, no comparison of its own
         values.update(ab_role="base", compare=None, perf=True, update_baselines=False, add_recording=False,

@@ -3,7 +3,8 @@
 Generated perf tests are fed with controlled figures.
 
 The generated conftest's ``record`` fixture plays the load runner: it reads the
-figures of a measurement from ``figures.json`` (rounds, and the rounds a
+figures of a measurement from ``figures.json`` (``figures-again.json`` in the gate's
+fresh process, when there is one: :func:`figures_again`) (rounds, and the rounds a
 re-measurement would give), asks the gate ``pytest_agentmem_confirm_rounds`` like
 the runner does at the end of ``perf.run``, appends the extra rounds if asked,
 and files the Measurement. The outer test rewrites ``figures.json`` between runs.
@@ -21,6 +22,7 @@ from pytest_agentmem.gate.baseline import baseline_path
 
 CONFTEST = '''
 import json
+import os
 import statistics
 from pathlib import Path
 
@@ -45,10 +47,16 @@ def _calibration(request):
                 probe.get("components_fixture", "record"), lambda rate=rate: rate)
 
 
+def _figures_file():
+    # the gate's fresh process (a failure must reproduce) measures figures-again.json when given
+    again = HERE / "figures-again.json"
+    return again if os.environ.get("AGENTMEM_REPRODUCING") and again.exists() else HERE / "figures.json"
+
+
 @pytest.fixture
 def record(request):
     def _record(name):
-        spec = json.loads((HERE / "figures.json").read_text())[name]
+        spec = json.loads(_figures_file().read_text())[name]
         rounds = [dict(r) for r in spec["rounds"]]
         metrics = {k: statistics.median(r[k] for r in rounds) for k in rounds[0]}
         m = Measurement(name, metrics, rounds, kind="record")
@@ -100,6 +108,11 @@ def make_project(pytester: pytest.Pytester) -> pytest.Pytester:
 
 def figures(pytester: pytest.Pytester, data: dict[str, Any]) -> None:
     (pytester.path / "figures.json").write_text(json.dumps(data))
+
+
+def figures_again(pytester: pytest.Pytester, data: dict[str, Any]) -> None:
+    """What the tests measure when the gate runs them again in a fresh process."""
+    (pytester.path / "figures-again.json").write_text(json.dumps(data))
 
 
 def run(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:

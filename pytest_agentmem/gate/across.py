@@ -34,7 +34,7 @@ from __future__ import annotations
 import math
 import statistics
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .calibration import slowdown, summarise_probes
@@ -86,6 +86,11 @@ class Pending:
     probe: dict[str, float] = field(default_factory=dict)
     #: the figure's own run-to-run spread, from its baseline's recordings (None: unknown)
     spread: RunSpread | None = None
+    #: Kept by :func:`resolve` to decide the figure again on fresh rounds (:func:`rejudge`):
+    #: the check as it was left for the end, the other tests' shifts, the probes' objection.
+    original: CheckResult | None = None
+    peers: list[float] = field(default_factory=list)
+    suspicious: str | None = None
 
     def context(self) -> GateContext:
         """What :func:`~.checks.decide` needs of this figure's test."""
@@ -157,6 +162,7 @@ def resolve(pending: Sequence[Pending]) -> list[TestVerdict]:
             new = _judge(p, peers, suspicious)  # type: ignore[arg-type]
             checks = p.verdict.checks
             checks[checks.index(p.check)] = new
+            p.original, p.peers, p.suspicious = p.check, peers, suspicious  # type: ignore[assignment]
             p.check = new
             late.append(new)
             changed[id(p.verdict)] = p.verdict
@@ -171,6 +177,15 @@ def resolve(pending: Sequence[Pending]) -> list[TestVerdict]:
     for verdict in changed.values():
         verdict.settle()
     return list(changed.values())
+
+
+def rejudge(p: Pending, samples: list[float]) -> CheckResult:
+    """The figure of ``p`` (resolved) decided again, by the same rule and against the same other
+    tests, on ``samples``: fresh rounds of the same measurement (:mod:`.reproduce`)."""
+    if p.original is None:
+        raise ValueError("rejudge: the figure was not resolved yet")
+    # every fresh round counts: the first rounds of the fresh process are no suspects of this one
+    return _judge(replace(p, check=p.original, samples=list(samples), initial_rounds={}), p.peers, p.suspicious)
 
 
 def _on_runs(p: Pending, peers: list[float]) -> CheckResult:

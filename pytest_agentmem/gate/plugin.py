@@ -56,6 +56,7 @@ from .calibration import measure_component, measure_probe
 from .checks import CHECKS, GateContext, busy_reason, run_checks, screen
 from .directions import is_primary
 from .fingerprint import fingerprint, machine_differences, machine_fingerprint, stack_differences
+from .reproduce import run_again, settle_again
 from .stats import centre
 from .summary import render, strict_problems
 from .verdict import TestVerdict, verdict_from_dict
@@ -318,9 +319,13 @@ class GatePlugin:
         """Judge the figures left for the end of the run; fail the run for what they found,
         and under --agentmem-strict for what was skipped or not judged."""
         if self.pending:
-            changed = resolve(self.pending)
-            self.pending = []
+            pending, self.pending = self.pending, []
+            changed = resolve(pending)
             failed = [v for v in changed if v.outcome == "failed"]
+            again = None
+            if failed and self.settings.reproduce and not is_worker(self.config):
+                again = self._reproduce([p for p in pending if p.check.verdict == "fail"])
+                failed = [v for v in changed if v.outcome == "failed"]
             for v in changed:
                 self.config.hook.pytest_agentmem_verdict_changed(config=self.config, verdict=v)
             for v in failed:
@@ -328,6 +333,8 @@ class GatePlugin:
                                     "other tests: baselines from another machine, a busy one, or recorded "
                                     "several times)")
                 self.closing.extend(f"  {c.message}" for c in v.failures)
+            if again:
+                self.closing.append(again)
             if failed:
                 _fail_session(session)
         if is_worker(self.config):
@@ -342,6 +349,22 @@ class GatePlugin:
                                 f"{'s' if len(problems) != 1 else ''} not fully judged")
             self.closing.extend(f"  {line}" for line in problems)
             _fail_session(session)
+
+    def _reproduce(self, failed: list[Pending]) -> str:
+        """Run the tests of the ``failed`` figures again in a fresh process and decide those
+        figures again on its rounds (:mod:`.reproduce`); the summary's line about it."""
+        tests = list(dict.fromkeys(p.verdict.nodeid for p in failed))
+        reporter = self.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            reporter.write_line(f"agentmem: {len(failed)} speed figure{'s' if len(failed) != 1 else ''} of "
+                                f"{len(tests)} test{'s' if len(tests) != 1 else ''} failed at the end of "
+                                "the run; running those tests again in a fresh process: a failure must "
+                                "reproduce (--agentmem-reproduce off to fail at once)")
+        document, why_not, elapsed = run_again(self.config, tests)
+        counts = settle_again(failed, document, why_not, elapsed)
+        said = ", ".join(f"{n} {what}" for what, n in counts.items() if n)
+        return (f"agentmem: {len(failed)} failed figure{'s' if len(failed) != 1 else ''} decided again on a "
+                f"fresh process's rounds ({elapsed:.0f} s): {said}")
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         if is_worker(self.config):

@@ -43,6 +43,8 @@ def _rows(v: TestVerdict) -> list[tuple[str, ...]]:
             verdict += " (re-measured)"
         if c.verdict == "not-judged" and c.reason:
             verdict += f": {c.reason}"
+        elif c.verdict == "pass" and c.reason:  # e.g. a failure that did not reproduce
+            verdict += f" ({c.reason})"
         rows.append((metric, format_number(c.value), reference, change, verdict))
     for key, (old, new) in v.updated.items():
         change = format_percent(new / old - 1) if old else ""

@@ -1,0 +1,94 @@
+"""A speed failure judged at the end of the run must reproduce in a fresh process.
+
+The gate runs the tests of such failures again in a fresh pytest process and decides
+each failed figure again on its rounds: failed again, it fails the run; passed there,
+it passes ("did not reproduce"); no answer, the failure stands. ``gate_project``'s
+tests measure ``figures-again.json`` in that process.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from gate_project import figures, figures_again, make_project, rounds, run, with_search
+
+from pytest_agentmem.gate.reproduce import kept_arguments
+
+
+@pytest.fixture
+def project(pytester: pytest.Pytester) -> pytest.Pytester:
+    project = make_project(pytester)
+    for i, qps in enumerate((1000, 1005, 995)):  # three recordings that agree: judged at the end
+        figures(project, with_search(rounds=rounds(qps=qps, p95_ms=12.0, error_rate=0.0, recall=0.95)))
+        run(project, "--update-baselines", *(("--agentmem-add-recording",) if i else ())).assert_outcomes(passed=2)
+    figures(project, with_search(rounds=rounds(qps=700, p95_ms=12.0, error_rate=0.0, recall=0.95)))
+    return project
+
+
+def test_a_failure_that_passes_in_the_fresh_process_passes_and_says_so(project: pytest.Pytester) -> None:
+    figures_again(project, with_search(rounds=rounds(qps=1000, p95_ms=12.0, error_rate=0.0, recall=0.95)))
+    result = run(project, "--agentmem-report=r.json")
+    result.assert_outcomes(passed=2)
+    assert result.ret == 0
+    result.stdout.fnmatch_lines([
+        "agentmem: 1 speed figure of 1 test failed at the end of the run; running those tests again in a "
+        "fresh process: a failure must reproduce (--agentmem-reproduce off to fail at once)",
+        "*search.qps*700*1000*-30%*pass (did not reproduce)*",
+        "agentmem: 1 failed figure decided again on a fresh process's rounds (* s): 1 cleared",
+    ])
+    assert "FAILED" not in result.stdout.str()
+    check = next(c for t in json.loads((project.path / "r.json").read_text())["tests"]
+                 if t["nodeid"].endswith("test_search") for c in t["checks"]
+                 if c["metric"] == "qps" and c["kind"] == "baseline")
+    assert check["verdict"] == "pass"
+    assert "did not reproduce: passed when its test ran again in a fresh process" in check["message"]
+    assert "(-30%" in check["message"] and "(+0.0%)" in check["message"]
+
+
+def test_a_failure_that_fails_again_fails_the_run(project: pytest.Pytester) -> None:
+    result = run(project)  # no figures-again.json: the fresh process measures the same 700
+    assert result.ret == 1
+    result.stdout.fnmatch_lines(["FAILED test_perf.py::test_search (judged at the end of the run*",
+                                 "*search.qps 700 < baseline*reproduced when its test ran again in a fresh "
+                                 "process * s later (-30%)"])
+
+
+def test_without_an_answer_from_the_fresh_process_the_failure_stands(project: pytest.Pytester) -> None:
+    (project.path / "figures-again.json").write_text("{}")  # the fresh process's test errors
+    result = run(project)
+    assert result.ret == 1
+    result.stdout.fnmatch_lines(["*search.qps 700 < baseline*could not be reproduced: the fresh process did "
+                                 "not measure it",
+                                 "agentmem: 1 failed figure decided again * 1 kept"])
+
+
+def test_reproduce_off_fails_at_once(project: pytest.Pytester) -> None:
+    figures_again(project, with_search(rounds=rounds(qps=1000, p95_ms=12.0, error_rate=0.0, recall=0.95)))
+    result = run(project, "--agentmem-reproduce", "off")
+    assert result.ret == 1
+    assert "fresh process" not in result.stdout.str()
+
+
+def test_the_fresh_process_gets_the_runs_options_but_not_its_selection_or_outputs() -> None:
+    args = ["tests/perf", "--agentmem-perf", "-p", "no:randomly", "--agentmem-report", "r.json", "-k", "x",
+            "--agentmem-tolerance", "0.2", "-xvs", "--junitxml=j.xml", "-o", "timeout=0", "--update-baselines",
+            "tests/other.py::t", "--agentmem-history=h.db", "--agentmem-compare", "HEAD"]
+    assert kept_arguments(args, ["tests/perf", "tests/other.py::t"]) == [
+        "--agentmem-perf", "-p", "no:randomly", "--agentmem-tolerance", "0.2", "-o", "timeout=0"]
+
+
+def test_a_figure_not_judged_in_the_fresh_process_is_not_judged() -> None:
+    from pytest_agentmem.gate.reproduce import NOT_REPRODUCED, _again
+    from pytest_agentmem.gate.verdict import CheckResult
+
+    first = CheckResult(measurement="m", metric="qps", value=1.0, baseline=2.0, limit=None, change=0.5,
+                        tolerance=0.1, p_value=0.001, confirmed=False, verdict="fail", message="m.qps 1 < 2",
+                        kind="baseline")
+    again = CheckResult(measurement="m", metric="qps", value=1.8, baseline=2.0, limit=None, change=0.1,
+                        tolerance=0.1, p_value=None, confirmed=False, verdict="not-judged", message="",
+                        kind="baseline", reason="runs spread")
+    counts = {"reproduced": 0, "cleared": 0, "unjudged": 0, "kept": 0}
+    judged = _again(first, again, "later", counts)
+    assert judged.verdict == "not-judged" and judged.reason == NOT_REPRODUCED and counts["unjudged"] == 1
+    assert "(there: runs spread)" in judged.message
