@@ -95,6 +95,7 @@ NOT_JUDGED_ADVICE: dict[str, str] = {
     "baseline updated": "this run recorded the baseline",
     "sides unequal": "re-run on a quiet machine",
     "new": "nothing to compare with in the base",
+    "not reproduced": "re-run on a quiet machine, or gate with --agentmem-compare",
 }
 
 #: How a test's status on one side (correctness or speed) is written in the headline.

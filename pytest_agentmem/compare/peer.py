@@ -137,6 +137,10 @@ class BaseProcess:
             self.returncode = os.waitstatus_to_exitcode(status)
         return self.returncode
 
+    def wait(self, seconds: float) -> bool:
+        """Whether it ended within ``seconds``."""
+        return self._wait(seconds)
+
     def _wait(self, seconds: float) -> bool:
         deadline = time.monotonic() + seconds
         while self._poll() is None:

@@ -124,7 +124,7 @@ def run_again(config: pytest.Config, nodeids: Sequence[str]) -> tuple[dict[str, 
         process = BaseProcess(command(config, nodeids, report), cwd=Path(config.invocation_params.dir),
                               env=environment(), log_path=Path(folder) / "pytest.log")
         try:
-            finished = process._wait(TIMEOUT_S)
+            finished = process.wait(TIMEOUT_S)
         finally:
             process.stop(grace=0.0)
         elapsed = time.monotonic() - started
