@@ -99,7 +99,9 @@ def kept_arguments(args: Sequence[str], positional: Sequence[str]) -> list[str]:
 def command(config: pytest.Config, nodeids: Sequence[str], report: Path) -> list[str]:
     """The fresh process's command line: these tests, this run's options, its own JSON report."""
     positional = list(config.args) if config.args_source == pytest.Config.ArgsSource.ARGS else []
-    argv = [sys.executable, "-m", "pytest", *nodeids,
+    # node ids are relative to the rootdir, the process starts where this run was started
+    tests = [str(Path(config.rootpath) / n.split("::", 1)[0]) + n[len(n.split("::", 1)[0]):] for n in nodeids]
+    argv = [sys.executable, "-m", "pytest", *tests,
             *kept_arguments(config.invocation_params.args, positional),
             "--agentmem-perf", f"--agentmem-report={report}", "-p", "no:cacheprovider", "-q",
             "--no-header", "-rN"]
