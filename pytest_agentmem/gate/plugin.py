@@ -56,7 +56,7 @@ from .calibration import measure_component, measure_probe
 from .checks import CHECKS, GateContext, busy_reason, run_checks, screen
 from .directions import is_primary
 from .fingerprint import fingerprint, machine_differences, machine_fingerprint, stack_differences
-from .reproduce import run_again, settle_again
+from .reproduce import run_again, settle_again, suspects
 from .stats import centre
 from .summary import render, strict_problems
 from .verdict import TestVerdict, verdict_from_dict
@@ -321,11 +321,11 @@ class GatePlugin:
         if self.pending:
             pending, self.pending = self.pending, []
             changed = resolve(pending)
-            failed = [v for v in changed if v.outcome == "failed"]
             again = None
-            if failed and self.settings.reproduce and not is_worker(self.config):
-                again = self._reproduce([p for p in pending if p.check.verdict == "fail"])
-                failed = [v for v in changed if v.outcome == "failed"]
+            suspected = suspects(pending)
+            if suspected and self.settings.reproduce and not is_worker(self.config):
+                again = self._reproduce(suspected)
+            failed = [v for v in changed if v.outcome == "failed"]
             for v in changed:
                 self.config.hook.pytest_agentmem_verdict_changed(config=self.config, verdict=v)
             for v in failed:
@@ -350,21 +350,23 @@ class GatePlugin:
             self.closing.extend(f"  {line}" for line in problems)
             _fail_session(session)
 
-    def _reproduce(self, failed: list[Pending]) -> str:
-        """Run the tests of the ``failed`` figures again in a fresh process and decide those
+    def _reproduce(self, suspected: list[Pending]) -> str:
+        """Run the tests of the ``suspected`` figures again in a fresh process and decide those
         figures again on its rounds (:mod:`.reproduce`); the summary's line about it."""
-        tests = list(dict.fromkeys(p.verdict.nodeid for p in failed))
+        tests = list(dict.fromkeys(p.verdict.nodeid for p in suspected))
+        failed = sum(1 for p in suspected if p.check.verdict == "fail")
+        n = len(suspected)
         reporter = self.config.pluginmanager.get_plugin("terminalreporter")
         if reporter is not None:
-            reporter.write_line(f"agentmem: {len(failed)} speed figure{'s' if len(failed) != 1 else ''} of "
-                                f"{len(tests)} test{'s' if len(tests) != 1 else ''} failed at the end of "
-                                "the run; running those tests again in a fresh process: a failure must "
-                                "reproduce (--agentmem-reproduce off to fail at once)")
+            reporter.write_line(f"agentmem: {n} speed figure{'s' if n != 1 else ''} of {len(tests)} "
+                                f"test{'s' if len(tests) != 1 else ''} worse than the tolerance at the end of "
+                                f"the run ({failed} failed); running those tests again in a fresh process: a "
+                                "failure must reproduce (--agentmem-reproduce off to fail at once)")
         document, why_not, elapsed = run_again(self.config, tests)
-        counts = settle_again(failed, document, why_not, elapsed)
-        said = ", ".join(f"{n} {what}" for what, n in counts.items() if n)
-        return (f"agentmem: {len(failed)} failed figure{'s' if len(failed) != 1 else ''} decided again on a "
-                f"fresh process's rounds ({elapsed:.0f} s): {said}")
+        counts = settle_again(suspected, document, why_not, elapsed)
+        said = ", ".join(f"{k} {what}" for what, k in counts.items() if k) or "none failed again"
+        return (f"agentmem: {n} figure{'s' if n != 1 else ''} decided again on a fresh process's rounds "
+                f"({elapsed:.0f} s): {said}")
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         if is_worker(self.config):

@@ -37,7 +37,7 @@ import pytest
 
 from ..config import OPTIONS, REPRODUCING_ENV
 from .across import Pending, rejudge
-from .checks import pct
+from .checks import ALPHA, holm_family, pct
 from .verdict import CheckResult, TestVerdict, measurement_from_dict
 
 #: The reason of a figure that failed here and could not be judged when its test ran again.
@@ -45,6 +45,9 @@ NOT_REPRODUCED = "not reproduced"
 #: Said beside the pass of a figure that failed here and passed when its test ran again.
 DID_NOT_REPRODUCE = "did not reproduce"
 
+#: A figure worse than its tolerance at this p on its own, that Holm's correction across its
+#: test took back, is decided again in the fresh process too.
+SCREEN_P = 0.05
 #: How long the fresh process may take, at most (seconds).
 TIMEOUT_S = 1800.0
 #: Options of this run the fresh process does not get: what it runs and writes is its own.
@@ -155,25 +158,55 @@ def fresh_samples(document: dict[str, Any] | None) -> dict[tuple[str, str, str],
     return out
 
 
-def settle_again(failed: Sequence[Pending], document: dict[str, Any] | None, why_not: str,
-                 elapsed: float) -> dict[str, int]:
-    """Decide each failed figure of ``failed`` again on the fresh process's rounds, by the same
-    rule and against the same other tests (:func:`~.across.rejudge`); change it in place.
+def taken_back(check: CheckResult) -> bool:
+    """Worse than its tolerance and significant on its own (p <= :data:`SCREEN_P`), but not
+    across its test's comparisons (Holm took it back): a suspect worth a second measurement."""
+    return (check.verdict != "fail" and check.kind == "baseline" and check.p_value is not None
+            and check.p_value <= SCREEN_P and check.p_adjusted is not None and check.p_adjusted > ALPHA
+            and check.change is not None and check.tolerance is not None and check.change > check.tolerance)
 
-    Counts of ``reproduced`` (failed again: the failure stands), ``cleared`` (passed there: passed),
-    ``unjudged`` (not judged there) and ``kept`` (no fresh rounds: the failure stands)."""
+
+def suspects(resolved: Sequence[Pending]) -> list[Pending]:
+    """The figures judged at the end of the run that the fresh process decides again: the failed
+    ones, and those Holm's correction took back (:func:`taken_back`)."""
+    return [p for p in resolved if p.check.verdict == "fail" or taken_back(p.check)]
+
+
+def settle_again(suspected: Sequence[Pending], document: dict[str, Any] | None, why_not: str,
+                 elapsed: float) -> dict[str, int]:
+    """Decide each figure of ``suspected`` again on the fresh process's rounds, by the same rule
+    and against the same other tests (:func:`~.across.rejudge`), Holm's correction across them;
+    change it in place.
+
+    A failed figure: ``reproduced`` (failed again: the failure stands), ``cleared`` (passed
+    there: passed), ``unjudged`` (not judged there) or ``kept`` (no fresh rounds: the failure
+    stands). A figure Holm took back: ``confirmed`` (failed there too: two independent
+    measurements, it fails) or left as it was."""
     fresh = fresh_samples(document)
-    counts = {"reproduced": 0, "cleared": 0, "unjudged": 0, "kept": 0}
+    counts = {"reproduced": 0, "cleared": 0, "unjudged": 0, "kept": 0, "confirmed": 0}
     later = f"when its test ran again in a fresh process {elapsed:.0f} s later"
-    verdicts: dict[int, TestVerdict] = {}
-    for p in failed:
+    again: dict[int, CheckResult] = {}
+    for p in suspected:
         samples = fresh.get((p.verdict.nodeid, p.check.measurement, p.check.metric))
-        if samples is None:
+        if samples is not None:
+            again[id(p)] = rejudge(p, samples)
+    holm_family(list(again.values()))  # one question per suspect: the family is the suspects
+    verdicts: dict[int, TestVerdict] = {}
+    for p in suspected:
+        second = again.get(id(p))
+        if p.check.verdict != "fail":
+            if second is None or second.verdict != "fail":
+                continue
+            counts["confirmed"] += 1
+            new = replace(p.check, verdict="fail", reason=None, confirmed=True,
+                          message=f"{p.check.message}; failed again {later}{_shown(second)}: two "
+                                  "measurements independent of each other beyond the tolerance")
+        elif second is None:
             counts["kept"] += 1
             new = replace(p.check, message=f"{p.check.message}; could not be reproduced: "
                                            f"{why_not or 'the fresh process did not measure it'}")
         else:
-            new = _again(p.check, rejudge(p, samples), later, counts)
+            new = _again(p.check, second, later, counts)
         checks = p.verdict.checks
         checks[checks.index(p.check)] = new
         p.check = new
@@ -183,8 +216,12 @@ def settle_again(failed: Sequence[Pending], document: dict[str, Any] | None, why
     return counts
 
 
+def _shown(check: CheckResult) -> str:
+    return f" ({pct(check.raw_change)})" if check.raw_change is not None else ""
+
+
 def _again(first: CheckResult, again: CheckResult, later: str, counts: dict[str, int]) -> CheckResult:
-    shown = f" ({pct(again.raw_change)})" if again.raw_change is not None else ""
+    shown = _shown(again)
     if again.verdict == "fail":
         counts["reproduced"] += 1
         return replace(first, message=f"{first.message}; reproduced {later}{shown}")
