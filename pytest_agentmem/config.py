@@ -348,10 +348,11 @@ OPTIONS: tuple[Option, ...] = (
            "otherwise (agentmem_perf(rounds=...) or perf.run(rounds=...)); default 1, and a "
            "figure that looks regressed is re-measured anyway", ini="agentmem_rounds",
            env="AGENTMEM_ROUNDS", parse=parse_positive_int, metavar="N"),
-    Option("reproduce", "--agentmem-reproduce", "on (default): a speed figure that fails at the end "
-           "of the run (judged on several recordings, another machine's baselines, a busy machine) fails "
-           "the run only if it fails again when its test runs once more in a fresh pytest process after "
-           "the run; off: it fails at once", default=True, ini="agentmem_reproduce",
+    Option("reproduce", "--agentmem-reproduce", "on (default): a speed figure judged at the end of "
+           "the run (several recordings, another machine's baselines, a busy machine) that failed, or "
+           "that Holm's correction took back, is decided again on the rounds of a fresh pytest process "
+           "run after the run, and fails only if it fails there too; off: decided once",
+           default=True, ini="agentmem_reproduce",
            env="AGENTMEM_REPRODUCE", parse=parse_bool, metavar="on|off"),
     # --- same-run A/B
     Option("compare", "--agentmem-compare", "same-run A/B: also measure git REF (a temporary "
