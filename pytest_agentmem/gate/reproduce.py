@@ -35,6 +35,7 @@ from typing import Any
 
 import pytest
 
+from ..child_process import ChildProcess
 from ..config import OPTIONS, REPRODUCING_ENV
 from .across import Pending, rejudge
 from .checks import ALPHA, holm_family, pct
@@ -121,12 +122,10 @@ def environment() -> dict[str, str]:
 
 def run_again(config: pytest.Config, nodeids: Sequence[str]) -> tuple[dict[str, Any] | None, str, float]:
     """Run ``nodeids`` in a fresh pytest process: (its JSON report or None, why not, seconds)."""
-    from ..compare.peer import BaseProcess  # its own process group, stopped on our exit
-
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="agentmem-reproduce-") as folder:
         report = Path(folder) / "report.json"
-        process = BaseProcess(command(config, nodeids, report), cwd=Path(config.invocation_params.dir),
+        process = ChildProcess(command(config, nodeids, report), cwd=Path(config.invocation_params.dir),
                               env=environment(), log_path=Path(folder) / "pytest.log")
         try:
             finished = process.wait(TIMEOUT_S)
