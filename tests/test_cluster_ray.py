@@ -67,13 +67,20 @@ async def dying_op(tally: Tally, index: int) -> None:
 
 
 @pytest.fixture(scope="module")
-def cluster():
+def shared_cluster():
     created = RayCluster("ray:2", timeout=120)
-    created.connect()
     try:
         yield created
     finally:
         created.shutdown()
+
+
+@pytest.fixture
+def cluster(shared_cluster):
+    """The module's local cluster, connected: started again if a test before (in a shuffled
+    order, test_nothing_of_ray_is_left_after_shutdown) shut it down."""
+    shared_cluster.connect()
+    return shared_cluster
 
 
 def _run(cluster: RayCluster, op, **kwargs):
@@ -238,7 +245,7 @@ def test_a_node_that_dies_fails_the_run_naming_it(cluster, monkeypatch) -> None:
 
 
 def test_nothing_of_ray_is_left_after_shutdown(cluster) -> None:
-    """Last test of the module: the shared cluster's shutdown leaves no process of it."""
+    """The shared cluster's shutdown leaves no process of it (a later test starts it again)."""
     result = _run(cluster, sleep_2ms, concurrency=2, total=20, processes=2)
     assert result.ops == 20
     children = {p.pid for p in psutil.Process().children(recursive=True) if _is_ray(p)}
