@@ -15,9 +15,21 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterable
 from pathlib import Path
 
 _PR_SET_PDEATHSIG = 1
+
+#: Environment no pytest process this one starts inherits: it would append to this job's step
+#: summary, or take itself for an xdist worker or for a test of this run.
+NOT_INHERITED = ("GITHUB_STEP_SUMMARY", "PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT",
+                 "PYTEST_CURRENT_TEST")
+
+
+def inherited_environment(dropped: Iterable[str] = ()) -> dict[str, str]:
+    """This process's environment for a child: without :data:`NOT_INHERITED` and ``dropped``."""
+    left_out = {*NOT_INHERITED, *dropped}
+    return {k: v for k, v in os.environ.items() if k not in left_out}
 
 
 def _child_setup() -> None:  # pragma: no cover - runs in the child

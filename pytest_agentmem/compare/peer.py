@@ -18,13 +18,13 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from types import ModuleType
 
-from ..child_process import ChildProcess
+from ..child_process import ChildProcess, inherited_environment
 from ..config import AB_HANDOVER_ENV
 
-#: Environment the base must not inherit: it would compare again, or write the
-#: candidate's step summary.
-DROPPED_ENV = ("AGENTMEM_COMPARE", "GITHUB_STEP_SUMMARY", "PYTEST_XDIST_WORKER",
-               "PYTEST_XDIST_WORKER_COUNT", "PYTEST_CURRENT_TEST", AB_HANDOVER_ENV)
+#: Environment the base must not inherit beyond what no child does
+#: (:data:`~pytest_agentmem.child_process.NOT_INHERITED`): it would compare again, or take the
+#: candidate's handover folder for its own.
+DROPPED_ENV = ("AGENTMEM_COMPARE", AB_HANDOVER_ENV)
 
 BOOTSTRAP = ("import sys; sys.path[:0] = {paths!r}; import pytest; "
              "raise SystemExit(pytest.console_main())")
@@ -77,7 +77,7 @@ BaseProcess = ChildProcess
 
 
 def base_environment(extra: Mapping[str, str], python_path: list[str]) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in DROPPED_ENV}
+    env = inherited_environment(DROPPED_ENV)
     env.update(extra)
     env["PYTHONPATH"] = os.pathsep.join([*python_path, *filter(None, [os.environ.get("PYTHONPATH")])])
     return env

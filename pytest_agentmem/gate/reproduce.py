@@ -24,7 +24,6 @@ history, HTML or step summary: only the JSON report this module reads.
 from __future__ import annotations
 
 import json
-import os
 import sys
 import tempfile
 import time
@@ -35,7 +34,7 @@ from typing import Any
 
 import pytest
 
-from ..child_process import ChildProcess
+from ..child_process import ChildProcess, inherited_environment
 from ..config import OPTIONS, REPRODUCING_ENV
 from .across import Pending, rejudge
 from .checks import ALPHA, holm_family, pct
@@ -65,9 +64,9 @@ _DROPPED = frozenset({
 _PYTEST_VALUED = frozenset({"-k", "-m", "-n", "--numprocesses", "--dist", "--maxfail", "--junitxml",
                             "--junit-xml", "--random-order-bucket", "--random-order-seed", "--deselect",
                             "--basetemp", "-p", "-c", "-o", "--rootdir", "--confcutdir", "-W"})
-#: Environment the fresh process does not inherit (it must not append to the job's summary).
-_DROPPED_ENV = ("GITHUB_STEP_SUMMARY", "PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT",
-                "PYTEST_CURRENT_TEST", "PYTEST_ADDOPTS", "AGENTMEM_HISTORY", "AGENTMEM_COMPARE")
+#: Environment the fresh process does not inherit beyond what no child does
+#: (:data:`~pytest_agentmem.child_process.NOT_INHERITED`): its selection, history or comparison.
+_DROPPED_ENV = ("PYTEST_ADDOPTS", "AGENTMEM_HISTORY", "AGENTMEM_COMPARE")
 
 
 def _takes_value(flag: str) -> bool:
@@ -115,7 +114,7 @@ def command(config: pytest.Config, nodeids: Sequence[str], report: Path) -> list
 
 
 def environment() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in _DROPPED_ENV}
+    env = inherited_environment(_DROPPED_ENV)
     env[REPRODUCING_ENV] = "1"
     return env
 
