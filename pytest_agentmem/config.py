@@ -209,6 +209,24 @@ def parse_bool(value: str) -> bool:
     raise pytest.UsageError(f"expected true or false, got {value!r}")
 
 
+#: Fresh processes a suspect figure is measured in at most (:mod:`pytest_agentmem.gate.reproduce`).
+FRESH_PROCESSES = 3
+
+
+def parse_reproduce(value: str) -> int:
+    """``on`` (:data:`FRESH_PROCESSES`), ``off`` (0) or a number of fresh processes (0 to 10)."""
+    text = str(value).strip().lower()
+    if text.isdigit():
+        if int(text) > 10:
+            raise pytest.UsageError(f"--agentmem-reproduce: at most 10 fresh processes, got {value!r}")
+        return int(text)
+    try:
+        return FRESH_PROCESSES if parse_bool(text) else 0
+    except pytest.UsageError:
+        raise pytest.UsageError(f"--agentmem-reproduce: expected on, off or a number of fresh processes, "
+                                f"got {value!r}") from None
+
+
 # --- evidence (issue 23): what the database, I/O and a profiler say beside every verdict
 EVIDENCE_KINDS = ("statements", "pool", "io", "redis")
 #: The profile's variable: the A/B candidate sets it for the base side's process too.
@@ -348,12 +366,13 @@ OPTIONS: tuple[Option, ...] = (
            "otherwise (agentmem_perf(rounds=...) or perf.run(rounds=...)); default 1, and a "
            "figure that looks regressed is re-measured anyway", ini="agentmem_rounds",
            env="AGENTMEM_ROUNDS", parse=parse_positive_int, metavar="N"),
-    Option("reproduce", "--agentmem-reproduce", "on (default): a speed figure judged at the end of "
-           "the run (several recordings, another machine's baselines, a busy machine) that failed, or "
-           "that Holm's correction took back, is decided again on the rounds of a fresh pytest process "
-           "run after the run, and fails only if it fails there too; off: decided once",
-           default=True, ini="agentmem_reproduce",
-           env="AGENTMEM_REPRODUCE", parse=parse_bool, metavar="on|off"),
+    Option("reproduce", "--agentmem-reproduce", "a speed figure judged at the end of the run "
+           "(several recordings, another machine's baselines, a busy machine) that failed, or was "
+           "worse than its tolerance but not significant, is decided again on the rounds of fresh "
+           "pytest processes run after the run, one after the other, and fails only if it fails "
+           "there, worse than its tolerance in each; N: at most N processes; on (default): "
+           f"{FRESH_PROCESSES}; off: decided once", default=FRESH_PROCESSES, ini="agentmem_reproduce",
+           env="AGENTMEM_REPRODUCE", parse=parse_reproduce, metavar="on|off|N"),
     # --- same-run A/B
     Option("compare", "--agentmem-compare", "same-run A/B: also measure git REF (a temporary "
            "worktree run by a second pytest process) and gate on the paired change of rounds "
@@ -586,7 +605,7 @@ class Settings:
     strict: bool = False
     rounds: int | None = None
     embedding_model: str | None = None
-    reproduce: bool = True
+    reproduce: int = FRESH_PROCESSES
     #: This process runs again the tests whose speed figures failed at the end of a run.
     reproducing: bool = False
     compare: str | None = None
@@ -678,7 +697,7 @@ def load_settings(config: pytest.Config) -> Settings:
         values["strict"] = running_in_ci()
     if env_value(REPRODUCING_ENV):
         # the gate's fresh process: measure and judge the named tests, write nothing lasting
-        values.update(reproducing=True, reproduce=False, perf=True, update_baselines=False,
+        values.update(reproducing=True, reproduce=0, perf=True, update_baselines=False,
                       add_recording=False, compare=None, strict=False, html_path=None, history=None,
                       history_baseline=None, profile=False)
     if os.environ.get(AB_ADDRESS_ENV):

@@ -3,8 +3,8 @@
 Generated perf tests are fed with controlled figures.
 
 The generated conftest's ``record`` fixture plays the load runner: it reads the
-figures of a measurement from ``figures.json`` (``figures-again.json`` in the gate's
-fresh process, when there is one: :func:`figures_again`) (rounds, and the rounds a
+figures of a measurement from ``figures.json`` (``figures-again.json`` or
+``figures-again-<N>.json`` in the gate's fresh processes, when there is one: :func:`figures_again`) (rounds, and the rounds a
 re-measurement would give), asks the gate ``pytest_agentmem_confirm_rounds`` like
 the runner does at the end of ``perf.run``, appends the extra rounds if asked,
 and files the Measurement. The outer test rewrites ``figures.json`` between runs.
@@ -47,10 +47,24 @@ def _calibration(request):
                 probe.get("components_fixture", "record"), lambda rate=rate: rate)
 
 
+FRESH = {"process": 0}
+
+
+def pytest_sessionstart(session):
+    if os.environ.get("AGENTMEM_REPRODUCING"):  # count the gate's fresh processes of this run
+        counter = HERE / "again-count"
+        FRESH["process"] = int(counter.read_text()) + 1 if counter.exists() else 1
+        counter.write_text(str(FRESH["process"]))
+
+
 def _figures_file():
-    # the gate's fresh process (a failure must reproduce) measures figures-again.json when given
-    again = HERE / "figures-again.json"
-    return again if os.environ.get("AGENTMEM_REPRODUCING") and again.exists() else HERE / "figures.json"
+    # the gate's fresh processes (a failure must reproduce) measure figures-again-<N>.json (the
+    # N-th of the run), else figures-again.json, when given
+    if os.environ.get("AGENTMEM_REPRODUCING"):
+        for again in (HERE / f"figures-again-{FRESH['process']}.json", HERE / "figures-again.json"):
+            if again.exists():
+                return again
+    return HERE / "figures.json"
 
 
 @pytest.fixture
@@ -110,12 +124,15 @@ def figures(pytester: pytest.Pytester, data: dict[str, Any]) -> None:
     (pytester.path / "figures.json").write_text(json.dumps(data))
 
 
-def figures_again(pytester: pytest.Pytester, data: dict[str, Any]) -> None:
-    """What the tests measure when the gate runs them again in a fresh process."""
-    (pytester.path / "figures-again.json").write_text(json.dumps(data))
+def figures_again(pytester: pytest.Pytester, data: dict[str, Any], process: int | None = None) -> None:
+    """What the tests measure when the gate runs them again in a fresh process (in the
+    ``process``-th of a run only, counted from 1, when given)."""
+    name = "figures-again.json" if process is None else f"figures-again-{process}.json"
+    (pytester.path / name).write_text(json.dumps(data))
 
 
 def run(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
+    (pytester.path / "again-count").unlink(missing_ok=True)  # the fresh processes of this run count from 1
     return pytester.runpytest("--agentmem-perf", "-p", "no:cacheprovider", "-p", "no:randomly", *args)
 
 

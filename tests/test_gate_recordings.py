@@ -35,6 +35,35 @@ def test_run_spread_needs_three_recordings_and_bounds_one_more_run() -> None:
         "qps": 2.0, "recall": 0.5}
 
 
+def test_several_runs_are_judged_together_against_the_recordings() -> None:
+    spread = RunSpread(0.10, 5)  # a figure that moves 10 % from run to run, recorded 5 times
+    assert spread.p_worse_runs([1.3]) == spread.p_worse(1.3)  # one run: as before
+    three = spread.p_worse_runs([1.3, 1.3, 1.3])
+    assert three < spread.p_worse(1.3) / 2  # three runs that agree: a sharper answer
+    # the same mean, three runs far apart: their own spread counts (pooled), a weaker answer
+    assert spread.p_worse_runs([1.0, 1.3, 1.69]) > three
+    # runs closer than the recordings: never sharper than the recordings' own spread allows
+    assert spread.p_worse_runs([1.3, 1.3, 1.3]) == pytest.approx(spread.p_worse_runs([1.29, 1.3, 1.31]), rel=1e-3)
+    assert spread.p_worse_runs([1.0, 1.0, 1.0]) == pytest.approx(0.5)
+    assert spread.p_worse_runs([1.3, math.inf]) == spread.p_worse(1.3)  # a run with no figure: each alone
+    with pytest.raises(ValueError):
+        spread.p_worse_runs([])
+
+
+def test_a_figure_worse_than_its_tolerance_but_undecided_is_a_suspect() -> None:
+    from pytest_agentmem.gate.checks import SPREAD, not_judged
+    from pytest_agentmem.gate.reproduce import SCREEN_P, suspect
+
+    undecided = not_judged("search", "cpu_ms_per_op", 5.0, SPREAD, "it moves 11 % ...", 3.8)
+    assert not suspect(undecided)  # no change, no p-value: nothing to go on
+    undecided.change, undecided.tolerance, undecided.p_value = 0.30, 0.07, SCREEN_P
+    assert suspect(undecided)
+    undecided.p_value = SCREEN_P * 1.5
+    assert not suspect(undecided)  # too likely on unchanged code to spend fresh processes on
+    undecided.p_value, undecided.change = 0.01, 0.05
+    assert not suspect(undecided)  # within its tolerance
+
+
 def _baseline(*recorded: float, workload: dict | None = None) -> Baseline:
     m = StoredMeasurement("load", {"qps": recorded[-1]}, tuple({"qps": v} for v in recorded),
                           workload=workload or {"concurrency": 8},

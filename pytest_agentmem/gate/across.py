@@ -91,6 +91,9 @@ class Pending:
     original: CheckResult | None = None
     peers: list[float] = field(default_factory=list)
     suspicious: str | None = None
+    #: The centres of the separate runs (fresh processes) whose rounds ``samples`` holds, when
+    #: decided on several (:func:`rejudge`); empty: one run's.
+    runs: tuple[float, ...] = ()
 
     def context(self) -> GateContext:
         """What :func:`~.checks.decide` needs of this figure's test."""
@@ -179,13 +182,20 @@ def resolve(pending: Sequence[Pending]) -> list[TestVerdict]:
     return list(changed.values())
 
 
-def rejudge(p: Pending, samples: list[float]) -> CheckResult:
+def rejudge(p: Pending, runs: Sequence[Sequence[float]]) -> CheckResult:
     """The figure of ``p`` (resolved) decided again, by the same rule and against the same other
-    tests, on ``samples``: fresh rounds of the same measurement (:mod:`.reproduce`)."""
+    tests, on ``runs``: the rounds of the same measurement in one or more fresh processes
+    (:mod:`.reproduce`), each process one run against the recordings' run-to-run spread."""
     if p.original is None:
         raise ValueError("rejudge: the figure was not resolved yet")
+    runs = [list(r) for r in runs if r]
+    if not runs:
+        raise ValueError("rejudge: no fresh rounds")
+    samples = [x for r in runs for x in r]
+    centres = tuple(centre(r) for r in runs) if len(runs) > 1 else ()
     # every fresh round counts: the first rounds of the fresh process are no suspects of this one
-    return _judge(replace(p, check=p.original, samples=list(samples), initial_rounds={}), p.peers, p.suspicious)
+    return _judge(replace(p, check=p.original, samples=samples, initial_rounds={}, runs=centres),
+                  p.peers, p.suspicious)
 
 
 def _on_runs(p: Pending, peers: list[float]) -> CheckResult:
@@ -204,7 +214,7 @@ def _on_runs(p: Pending, peers: list[float]) -> CheckResult:
                      f"{math.exp(moved) - 1:.0%} (1 SD) against their baselines")
     ctx = p.context()
     return within_spread(ctx, p.check.measurement, p.check.metric, p.samples, p.base_samples,
-                         RunSpread(sd, p.spread.n), kind=p.kind, where=where)
+                         RunSpread(sd, p.spread.n), kind=p.kind, where=where, runs=p.runs)
 
 
 def _judge(p: Pending, peers: list[float], suspicious: str | None) -> CheckResult:
@@ -234,7 +244,8 @@ def _judge(p: Pending, peers: list[float], suspicious: str | None) -> CheckResul
         runs = RunSpread(max(p.spread.sd, spread / math.sqrt(1 + 1 / p.spread.n)), p.spread.n)
         judged = within_spread(ctx, check.measurement, check.metric, p.samples, p.base_samples, runs,
                                kind=p.kind, speed=1 / shift, basis=basis, why=f"{why}; scaled by {basis}, ",
-                               where="on its baseline's machine, or the other tests disagree as much")
+                               where="on its baseline's machine, or the other tests disagree as much",
+                               runs=p.runs)
     else:
         judged = _widened(p, ctx, shift, spread, basis, why, advice, len(peers))
     if judged.verdict == "pass" and suspicious:

@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import math
 import os
+import statistics
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -353,7 +354,7 @@ def as_ratio(tolerance: float, higher: bool) -> float:
 def within_spread(ctx: GateContext, m: Measurement | str, metric: str, samples: Sequence[float],
                   base_samples: Sequence[float], spread: RunSpread | None, *, kind: str | None = None,
                   speed: float | None = None, basis: str | None = None, why: str = "",
-                  where: str = "on this machine") -> CheckResult:
+                  where: str = "on this machine", runs: Sequence[float] = ()) -> CheckResult:
     """:func:`decide`, and where the figure's run-to-run spread is known (the baseline's
     recordings, :mod:`.recordings`), decided on the runs too.
 
@@ -364,31 +365,45 @@ def within_spread(ctx: GateContext, m: Measurement | str, metric: str, samples: 
     a change of the tolerance's size would not be told from the spread, a figure within
     it is not judged, never passed. ``kind``, ``speed`` and ``basis`` go to :func:`decide`
     (the cross-machine judgement); ``why`` begins the not-judged message, ``where`` says
-    where the recordings were made.
+    where the recordings were made. ``runs``: the centres of the separate runs (processes)
+    whose rounds ``samples`` holds, decided together against the recordings
+    (:meth:`~.recordings.RunSpread.p_worse_runs`); none: ``samples`` are one run's.
+    A figure left not judged keeps its change and its p-value on the runs (a suspect's).
     """
     judged = decide(ctx, m, metric, samples, base_samples, kind=kind, speed=speed, basis=basis)
     if spread is None or ctx.update or not judged.judged or not judged.baseline or judged.value <= 0:
         return judged
-    direction = direction_of(metric)
-    worse = judged.value / judged.baseline if direction != "higher" else judged.baseline / judged.value
-    p_run = spread.p_worse(worse)
+    higher = direction_of(metric) == "higher"
+
+    def worse(value: float) -> float:
+        return judged.baseline / value if higher else value / judged.baseline  # type: ignore[operator]
+
+    centres = list(runs) or [judged.value]
+    ratios = [worse(v) if v > 0 else math.inf for v in centres]
+    p_run = spread.p_worse_runs(ratios)
     judged.p_value = max(judged.p_value or 0.0, p_run)
-    at_tolerance = 1 + as_ratio(ctx.tolerance, direction == "higher")
-    visible = spread.p_worse(at_tolerance) <= ctx.alpha  # a change of the tolerance's size is seen
+    at_tolerance = 1 + as_ratio(ctx.tolerance, higher)
+    # a change of the tolerance's size is seen over as many runs, as far apart as these
+    mean = math.exp(statistics.fmean(math.log(r) for r in ratios)) if all(0 < r < math.inf for r in ratios) else 1.0
+    visible = spread.p_worse_runs([r / mean * at_tolerance for r in ratios]) <= ctx.alpha
+    over = "" if len(centres) == 1 else f" over {len(centres)} runs ({', '.join(pct(worse(v) - 1) for v in centres)})"
     if judged.verdict == "fail":
         if p_run <= ctx.alpha:
-            judged.message += f"; beyond its run-to-run spread (it {spread.describe()}, p={p_run:.3g})"
+            judged.message += f"; beyond its run-to-run spread{over} (it {spread.describe()}, p={p_run:.3g})"
             if not visible:
                 judged.reason = SPREAD  # if the test's Holm family takes the failure back: not judged
             return judged
         judged.verdict, judged.confirmed = "pass", False
-        judged.message += f"; within its run-to-run spread (it {spread.describe()}, p={p_run:.3g})"
+        judged.message += f"; within its run-to-run spread{over} (it {spread.describe()}, p={p_run:.3g})"
     if visible:
         return judged
-    return not_judged(m, metric, judged.value, SPREAD,
+    left = not_judged(m, metric, judged.value, SPREAD,
                       f"{why}it {spread.describe()} {where}, too much to tell a change of "
-                      f"{pct(ctx.tolerance, signed=False)} from it ({pct(judged.raw_change)} this run); "
+                      f"{pct(ctx.tolerance, signed=False)} from it ({pct(judged.raw_change)} "
+                      f"{'this run' if len(centres) == 1 else over.strip()}); "
                       f"measure longer rounds, widen its tolerance, or {ADVICE_AB}", judged.baseline)
+    left.change, left.p_value, left.tolerance = judged.change, judged.p_value, ctx.tolerance
+    return left
 
 
 def decide(ctx: GateContext, m: Measurement | str, metric: str, samples: Sequence[float],

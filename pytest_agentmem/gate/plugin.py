@@ -56,7 +56,7 @@ from .calibration import measure_component, measure_probe
 from .checks import CHECKS, GateContext, busy_reason, run_checks, screen
 from .directions import is_primary
 from .fingerprint import fingerprint, machine_differences, machine_fingerprint, stack_differences
-from .reproduce import run_again, settle_again, suspects
+from .reproduce import reproduce, settle_again, suspects
 from .stats import centre
 from .summary import render, strict_problems
 from .verdict import TestVerdict, verdict_from_dict
@@ -351,22 +351,27 @@ class GatePlugin:
             _fail_session(session)
 
     def _reproduce(self, suspected: list[Pending]) -> str:
-        """Run the tests of the ``suspected`` figures again in a fresh process and decide those
-        figures again on its rounds (:mod:`.reproduce`); the summary's line about it."""
+        """Run the tests of the ``suspected`` figures again in fresh processes and decide those
+        figures again on their rounds (:mod:`.reproduce`); the summary's line about it."""
         tests = list(dict.fromkeys(p.verdict.nodeid for p in suspected))
         failed = sum(1 for p in suspected if p.check.verdict == "fail")
-        n = len(suspected)
+        n, most = len(suspected), int(self.settings.reproduce)
         reporter = self.config.pluginmanager.get_plugin("terminalreporter")
-        if reporter is not None:
-            reporter.write_line(f"agentmem: {n} speed figure{'s' if n != 1 else ''} of {len(tests)} "
-                                f"test{'s' if len(tests) != 1 else ''} worse than the tolerance at the end of "
-                                f"the run ({failed} failed); running those tests again in a fresh process: a "
-                                "failure must reproduce (--agentmem-reproduce off to fail at once)")
-        document, why_not, elapsed = run_again(self.config, tests)
-        counts = settle_again(suspected, document, why_not, elapsed)
+
+        def say(line: str) -> None:
+            if reporter is not None:
+                reporter.write_line(line)
+
+        say(f"agentmem: {n} speed figure{'s' if n != 1 else ''} of {len(tests)} test{'s' if len(tests) != 1 else ''}"
+            f" worse than the tolerance at the end of the run ({failed} failed); running those tests again "
+            f"in fresh processes, at most {most}: a failure must reproduce (--agentmem-reproduce off to "
+            "fail at once)")
+        done = reproduce(self.config, suspected, most, say)
+        counts = settle_again(suspected, done)
         said = ", ".join(f"{k} {what}" for what, k in counts.items() if k) or "none failed again"
-        return (f"agentmem: {n} figure{'s' if n != 1 else ''} decided again on a fresh process's rounds "
-                f"({elapsed:.0f} s): {said}")
+        where = "a fresh process's rounds" if done.processes == 1 else f"{done.processes} fresh processes' rounds"
+        return (f"agentmem: {n} figure{'s' if n != 1 else ''} decided again on {where} "
+                f"({done.elapsed:.0f} s): {said}")
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         if is_worker(self.config):

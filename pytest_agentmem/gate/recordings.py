@@ -45,6 +45,25 @@ class RunSpread:
             return 0.0 if ratio > 1 else 1.0
         return t_tail(math.log(ratio) / (self.sd * math.sqrt(1 + 1 / self.n)), self.n - 1)
 
+    def p_worse_runs(self, ratios: Sequence[float]) -> float:
+        """How likely unchanged code measures, over ``len(ratios)`` runs of its own, this much worse
+        than the recordings or more: one run is :meth:`p_worse`; several are compared with the
+        recordings as two samples (Student's t on the mean log figure, the spread pooled over the
+        recordings and these runs; never below the recordings' own, then on their degrees of freedom)."""
+        if not ratios:
+            raise ValueError("p_worse_runs: no runs")
+        if len(ratios) == 1 or not all(r > 0 and math.isfinite(r) for r in ratios):
+            return max(self.p_worse(r) for r in ratios)  # a run with no figure: each run alone
+        logs = [math.log(r) for r in ratios]
+        m, mean = len(logs), statistics.fmean(logs)
+        df = self.n - 1 + m - 1
+        pooled = math.sqrt(((self.n - 1) * self.sd ** 2 + sum((v - mean) ** 2 for v in logs)) / df)
+        if pooled < self.sd:  # the recordings' spread (maybe widened by the caller) is the floor
+            pooled, df = self.sd, self.n - 1
+        if pooled <= 0:
+            return 0.0 if mean > 0 else 1.0
+        return t_tail(mean / (pooled * math.sqrt(1 / m + 1 / self.n)), df)
+
     def describe(self) -> str:
         return f"moves {math.exp(self.sd) - 1:.0%} (1 SD) from run to run over {self.n} recordings"
 
