@@ -8,6 +8,7 @@ spread more than its tolerance is not judged when within that spread, fails beyo
 from __future__ import annotations
 
 import math
+import statistics
 
 import pytest
 from gate_project import bdir, figures, make_project, rounds, run, stored, with_search
@@ -203,3 +204,28 @@ def test_a_failure_the_tests_holm_family_takes_back_is_not_judged_when_the_sprea
     assert clear.verdict == "fail" and clear.reason is None
     holm_family([clear, *[decide(ctx, name, "cpu_ms_per_op", base, base) for name in ("a", "b", "c")]])
     assert clear.verdict == "fail"
+
+
+def test_fresh_runs_fail_a_figure_only_beyond_its_tolerance() -> None:
+    from pytest_agentmem.gate.checks import GateContext, within_spread
+
+    ctx = GateContext(nodeid="t", measurements=(), tolerance=0.30)
+    base = [20.0 * w for w in (1.0, 1.02, 0.98, 1.01, 0.99)]
+    spread = RunSpread(0.14, 5)  # batch_delete's CPU per operation: 15 % (1 SD) over 5 recordings
+
+    def fresh(*changes: float) -> list[list[float]]:
+        return [[20.0 * (1 + c) * w for w in (1.0, 1.01, 0.99, 1.005, 0.995)] for c in changes]
+
+    def judged(runs: list[list[float]]):
+        return within_spread(ctx, "batch_delete", "cpu_ms_per_op", [x for r in runs for x in r], base, spread,
+                             runs=[statistics.median(r) for r in runs])
+
+    # unchanged code in a machine state that lasted an hour: just past the tolerance in each run
+    just_past = judged(fresh(0.36, 0.36, 0.38))
+    assert just_past.verdict == "not-judged"
+    assert "worse than its tolerance over 3 runs (+36%, +36%, +38%), but not beyond it" in just_past.message
+    assert just_past.change is not None and just_past.p_value is not None  # still a suspect's figures
+    far_beyond = judged(fresh(1.2, 1.1, 1.3))
+    assert far_beyond.verdict == "fail"
+    assert "beyond its tolerance over 3 runs (+120%, +110%, +130%)" in far_beyond.message
+    assert judged(fresh(0.05, 0.0, 0.1)).verdict == "pass"

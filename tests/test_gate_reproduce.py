@@ -43,7 +43,12 @@ def test_a_failure_that_passes_in_the_fresh_process_passes_and_says_so(project: 
     ])
     assert "FAILED" not in result.stdout.str()
     assert "fresh process 2" not in result.stdout.str()  # cleared in the first: not run again
-    check = next(c for t in json.loads((project.path / "r.json").read_text())["tests"]
+    document = json.loads((project.path / "r.json").read_text())
+    assert document["run"]["reproduce"] == {  # what the fresh processes did, for the record
+        "figures": 1, "tests": ["test_perf.py::test_search"], "processes": 1,
+        "elapsed_s": document["run"]["reproduce"]["elapsed_s"], "why_not": None,
+        "reproduced": 0, "cleared": 1, "unjudged": 0, "kept": 0, "confirmed": 0}
+    check = next(c for t in document["tests"]
                  if t["nodeid"].endswith("test_search") for c in t["checks"]
                  if c["metric"] == "qps" and c["kind"] == "baseline")
     assert check["verdict"] == "pass"

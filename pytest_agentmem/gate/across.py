@@ -91,8 +91,8 @@ class Pending:
     original: CheckResult | None = None
     peers: list[float] = field(default_factory=list)
     suspicious: str | None = None
-    #: The centres of the separate runs (fresh processes) whose rounds ``samples`` holds, when
-    #: decided on several (:func:`rejudge`); empty: one run's.
+    #: The centres of the fresh runs (processes) whose rounds ``samples`` holds, when decided
+    #: again on them (:func:`rejudge`); empty: this run's rounds.
     runs: tuple[float, ...] = ()
 
     def context(self) -> GateContext:
@@ -192,7 +192,7 @@ def rejudge(p: Pending, runs: Sequence[Sequence[float]]) -> CheckResult:
     if not runs:
         raise ValueError("rejudge: no fresh rounds")
     samples = [x for r in runs for x in r]
-    centres = tuple(centre(r) for r in runs) if len(runs) > 1 else ()
+    centres = tuple(centre(r) for r in runs)
     # every fresh round counts: the first rounds of the fresh process are no suspects of this one
     return _judge(replace(p, check=p.original, samples=samples, initial_rounds={}, runs=centres),
                   p.peers, p.suspicious)

@@ -118,6 +118,8 @@ class GatePlugin:
         self.pending: list[Pending] = []
         #: Lines the end of the run adds to the summary (late failures, strict mode).
         self.closing: list[str] = []
+        #: What the fresh processes of the end of the run did (the JSON report's ``run.reproduce``).
+        self.reproduction: dict[str, Any] | None = None
         channel.add(CHANNEL_KEY, self._send, self._receive)
 
     @property
@@ -368,6 +370,8 @@ class GatePlugin:
             "fail at once)")
         done = reproduce(self.config, suspected, most, say)
         counts = settle_again(suspected, done)
+        self.reproduction = {"figures": n, "tests": tests, "processes": done.processes,
+                             "elapsed_s": round(done.elapsed, 1), "why_not": done.why_not or None, **counts}
         said = ", ".join(f"{k} {what}" for what, k in counts.items() if k) or "none failed again"
         where = "a fresh process's rounds" if done.processes == 1 else f"{done.processes} fresh processes' rounds"
         return (f"agentmem: {n} figure{'s' if n != 1 else ''} decided again on {where} "

@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 
 from ..compare.plugin import compare_info
-from ..gate.plugin import verdict_of
+from ..gate.plugin import GatePlugin, verdict_of
 from ..history.gitinfo import git_info
 from ..marker import perf_marker_of
 from ..measurement import measurements_of
@@ -153,6 +153,9 @@ class ReportPlugin:
             run = run_info(started=self.started, finished=time.time(), settings=settings,
                            services=services, workers=self.workers, records=records)
             run["compare"] = compare_info(config)
+            gate = config.pluginmanager.get_plugin(GatePlugin.NAME)
+            # the end of the run's fresh processes (a failure must reproduce), when there were some
+            run["reproduce"] = gate.reproduction if isinstance(gate, GatePlugin) else None
             run["git"] = git_info(config.rootpath)  # commit and branch: history import reads them
             document = build_document(records, run)
             json_path, html_path = settings.report_path, settings.html_path
