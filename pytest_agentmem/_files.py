@@ -1,4 +1,4 @@
-"""Files written so that a reader never sees half of one."""
+"""Files written so that a reader never sees half of one, and the tail of a log."""
 
 from __future__ import annotations
 
@@ -40,3 +40,12 @@ def write_text_atomic(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` so that a reader never sees half of it (:func:`atomic_writer`)."""
     with atomic_writer(path) as handle:
         handle.write(text)
+
+
+def tail_lines(path: Path, lines: int) -> str:
+    """The last ``lines`` lines of the text file ``path`` ("" when it cannot be read)."""
+    try:
+        text = Path(path).read_text(errors="replace")
+    except OSError:
+        return ""
+    return "\n".join(text.splitlines()[-lines:])

@@ -18,6 +18,8 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
+from ._files import tail_lines
+
 _PR_SET_PDEATHSIG = 1
 
 #: Environment no pytest process this one starts inherits: it would append to this job's step
@@ -104,11 +106,7 @@ class ChildProcess:
         return True
 
     def log_tail(self, lines: int = 30) -> str:
-        try:
-            text = self.log_path.read_text(errors="replace")
-        except OSError:
-            return ""
-        return "\n".join(text.splitlines()[-lines:])
+        return tail_lines(self.log_path, lines)
 
     def stop(self, grace: float = 30.0) -> int | None:
         """Let it finish within ``grace`` seconds (an A/B peer ends once the candidate closes the

@@ -393,6 +393,13 @@ def within_spread(ctx: GateContext, m: Measurement | str, metric: str, samples: 
     visible = spread.p_worse_runs([r / mean * at_tolerance for r in ratios]) <= ctx.alpha
     over = "" if not runs else f" over {len(centres)} run{'s' if len(centres) != 1 else ''} ({', '.join(pct(worse(v) - 1) for v in centres)})"
     beyond = "beyond its tolerance" if runs else "beyond its run-to-run spread"
+
+    def undecided(detail: str) -> CheckResult:
+        """Not judged, its change and p-value kept (a suspect's, :mod:`.reproduce`)."""
+        left = not_judged(m, metric, judged.value, SPREAD, detail, judged.baseline)
+        left.change, left.p_value, left.tolerance = judged.change, judged.p_value, ctx.tolerance
+        return left
+
     if judged.verdict == "fail":
         if p_run <= ctx.alpha:
             judged.message += f"; {beyond}{over} (it {spread.describe()}, p={p_run:.3g})"
@@ -400,22 +407,16 @@ def within_spread(ctx: GateContext, m: Measurement | str, metric: str, samples: 
                 judged.reason = SPREAD  # if the test's Holm family takes the failure back: not judged
             return judged
         if runs:  # worse than the tolerance, not beyond it: neither failed nor passed
-            left = not_judged(m, metric, judged.value, SPREAD,
-                              f"{why}worse than its tolerance{over}, but not beyond it (it {spread.describe()} "
-                              f"{where}, p={p_run:.3g})", judged.baseline)
-            left.change, left.p_value, left.tolerance = judged.change, judged.p_value, ctx.tolerance
-            return left
+            return undecided(f"{why}worse than its tolerance{over}, but not beyond it (it {spread.describe()} "
+                             f"{where}, p={p_run:.3g})")
         judged.verdict, judged.confirmed = "pass", False
         judged.message += f"; within its run-to-run spread{over} (it {spread.describe()}, p={p_run:.3g})"
     if visible:
         return judged
-    left = not_judged(m, metric, judged.value, SPREAD,
-                      f"{why}it {spread.describe()} {where}, too much to tell a change of "
-                      f"{pct(ctx.tolerance, signed=False)} from it ({pct(judged.raw_change)} "
-                      f"{over.strip() if runs else 'this run'}); "
-                      f"measure longer rounds, widen its tolerance, or {ADVICE_AB}", judged.baseline)
-    left.change, left.p_value, left.tolerance = judged.change, judged.p_value, ctx.tolerance
-    return left
+    return undecided(f"{why}it {spread.describe()} {where}, too much to tell a change of "
+                     f"{pct(ctx.tolerance, signed=False)} from it ({pct(judged.raw_change)} "
+                     f"{over.strip() if runs else 'this run'}); "
+                     f"measure longer rounds, widen its tolerance, or {ADVICE_AB}")
 
 
 def decide(ctx: GateContext, m: Measurement | str, metric: str, samples: Sequence[float],

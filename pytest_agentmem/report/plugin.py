@@ -153,9 +153,8 @@ class ReportPlugin:
             run = run_info(started=self.started, finished=time.time(), settings=settings,
                            services=services, workers=self.workers, records=records)
             run["compare"] = compare_info(config)
-            gate = config.pluginmanager.get_plugin(GatePlugin.NAME)
             # the end of the run's fresh processes (a failure must reproduce), when there were some
-            run["reproduce"] = gate.reproduction if isinstance(gate, GatePlugin) else None
+            run["reproduce"] = plugin_of(config, GatePlugin).reproduction
             run["git"] = git_info(config.rootpath)  # commit and branch: history import reads them
             document = build_document(records, run)
             json_path, html_path = settings.report_path, settings.html_path

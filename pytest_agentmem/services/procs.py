@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TypeVar
 
+from .._files import tail_lines
 from ..config import env_value
 
 _PR_SET_PDEATHSIG = 1
@@ -377,11 +378,7 @@ class ManagedProcess:
             return False
 
     def log_tail(self, lines: int = 25) -> str:
-        try:
-            text = self.log_path.read_text(errors="replace")
-        except OSError:
-            return ""
-        return "\n".join(text.splitlines()[-lines:])
+        return tail_lines(self.log_path, lines)
 
     def stop(self, grace: float = 5.0) -> None:
         """Ask the server to stop, wait ``grace`` seconds, then kill its whole group."""
