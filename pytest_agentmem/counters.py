@@ -19,10 +19,18 @@ The shipped ``memory_service`` fixture registers its service's
 returns any of the :data:`COUNTERS` (others are ignored); several sources are
 summed. This module sits below both the memory components and the load
 engine, so neither imports the other.
+
+It also keeps one process-wide count that needs no source: the CPU time the
+embedding model's runs took in this process (:func:`add_model_cpu`, called by the
+model's threads; :func:`model_cpu_s`, read by the load engine at the start and
+end of each round). How much of an operation's CPU goes to the model tells the
+gate which other tests move with it from one machine to another (a model's
+vector kernels and Python do not speed up alike).
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Mapping
 
 import pytest
@@ -74,5 +82,23 @@ def counter_delta(before: Mapping[str, float], after: Mapping[str, float]) -> di
     return {key: after[key] - before.get(key, 0.0) for key in COUNTERS if key in after}
 
 
-__all__ = ["COUNTERS", "COUNTER_SOURCES_KEY", "CounterSource", "counter_delta", "counter_sources",
-           "read_counters", "watch_counters"]
+_model_cpu_lock = threading.Lock()
+_model_cpu_s = 0.0
+
+
+def add_model_cpu(seconds: float) -> None:
+    """Count ``seconds`` of CPU an embedding model's run took (thread CPU time, this process)."""
+    global _model_cpu_s
+    if seconds > 0:
+        with _model_cpu_lock:
+            _model_cpu_s += seconds
+
+
+def model_cpu_s() -> float:
+    """The CPU seconds the embedding model's runs took in this process so far (cumulative)."""
+    with _model_cpu_lock:
+        return _model_cpu_s
+
+
+__all__ = ["COUNTERS", "COUNTER_SOURCES_KEY", "CounterSource", "add_model_cpu", "counter_delta", "counter_sources",
+           "model_cpu_s", "read_counters", "watch_counters"]

@@ -11,7 +11,7 @@ import math
 import pytest
 from gate_project import CONFTEST, bdir, figures, rounds, run
 
-from pytest_agentmem.gate.across import MIN_PEERS, Pending, resolve
+from pytest_agentmem.gate.across import MIN_PEERS, SHARE_WINDOW, Pending, peer_group, resolve
 from pytest_agentmem.gate.baseline import MACHINES_DIR, SCHEMA, VERSION, baseline_path, machine_key
 from pytest_agentmem.gate.checks import PENDING, not_judged
 from pytest_agentmem.gate.fingerprint import machine_fingerprint
@@ -161,6 +161,40 @@ def test_resolve_is_leave_one_out_and_widens_by_the_peers_spread() -> None:
     far[-1].spread = RunSpread(0.03, 5)
     resolve(far)
     assert far[-1].verdict.outcome == "failed" and far[-1].verdict.checks[0].verdict == "fail"
+
+
+def test_a_figure_is_scaled_by_the_tests_whose_cpu_goes_where_its_own_does() -> None:
+    # the machine moved the model-bound tests x1.3 and the pure-Python ones x2.0 (measured so on
+    # one shared machine from one hour to the next): a model-bound test +25 % slower than its
+    # kind is 1.625x, below every test's median (x2.0), so that median would pass it
+    model = [_pending(f"m{i}", 1.3 * (1 + i / 100)) for i in range(4)]
+    python = [_pending(f"p{i}", 2.0 * (1 + i / 100)) for i in range(6)]
+    slow = _pending("slow", 1.3 * 1.25)
+    for item, share in zip(model + python + [slow], [0.9, 0.8, 0.7, 0.6] + [0.0] * 6 + [0.55]):
+        item.model_share = share
+    group, basis = peer_group(slow, model + python + [slow])
+    assert {q.verdict.nodeid for q in group} == {f"t::m{i}" for i in range(4)}
+    assert basis == "whose CPU went 60%-90% to the embedding model (this one 55%)"
+    resolve(model + python + [slow])
+    check = slow.verdict.checks[0]
+    assert slow.verdict.outcome == "failed" and check.verdict == "fail"
+    assert "other 4 tests whose CPU went 60%-90% to the embedding model" in check.message
+    assert all(item.verdict.outcome == "passed" for item in model + python)
+
+
+def test_peers_are_the_nearest_few_when_too_few_are_near_and_everyone_when_shares_are_unknown() -> None:
+    items = [_pending(f"a{i}", 1.0) for i in range(7)]
+    for item, share in zip(items, (0.0, 0.05, 0.1, 0.5, 0.6, 0.95, 1.0)):
+        item.model_share = share
+    group, _ = peer_group(items[-1], items)  # within the window: only 0.95
+    assert len(group) == MIN_PEERS and {q.model_share for q in group} == {0.95, 0.6, 0.5, 0.1}
+    assert {q.model_share for q in peer_group(items[3], items)[0]} == {0.6, 0.1, 0.05, 0.95}
+    assert SHARE_WINDOW < 0.35  # 0.5's nearest are found beyond the window
+    items[-1].model_share = None
+    assert peer_group(items[-1], items) == (items[:-1], "")
+    for item in items[2:]:
+        item.model_share = None  # too few of the others known to choose among
+    assert peer_group(items[0], items)[0] == items[1:]
 
 
 def test_resolve_with_too_few_peers_says_so() -> None:

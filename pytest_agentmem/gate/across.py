@@ -12,7 +12,9 @@ metric (``qps``, ``p95_ms``, ``cpu_ms_per_op`` ...), every figure the run measur
 against another machine's baseline gives a shift: how many times slower it is
 than its baseline. A test's figure is judged against its baseline scaled by the
 median shift of the OTHER tests' figures of that metric (leave-one-out, so a
-regressed test does not excuse itself), with the tolerance widened by how much
+regressed test does not excuse itself) that spend their CPU where it does
+(:func:`peer_group`: the embedding model's share of their CPU within
+:data:`SHARE_WINDOW` of its own), with the tolerance widened by how much
 those tests disagree with each other (:data:`SPREAD_Z` robust standard
 deviations of their log shifts): a test that moved more than the machine moved
 the others stands out; the same significance test as on one machine decides.
@@ -57,6 +59,11 @@ from .verdict import CheckResult, TestVerdict
 
 #: Fewest OTHER figures of the same metric a cross-machine judgement needs.
 MIN_PEERS = 4
+#: A figure's peers are the other figures whose share of CPU in the embedding model is within
+#: this of its own (at least :data:`MIN_PEERS`, the nearest, when fewer are). From one run to the
+#: next on one shared machine the model-bound tests moved x1.3 while the pure-Python ones moved
+#: x1.8 to x2.0: against every test's median, a model-bound figure's +25 % hid in that spread.
+SHARE_WINDOW = 0.25
 #: The tolerance is widened by this many robust standard deviations of the peers' log shifts.
 SPREAD_Z = 2.0
 #: Widened by more than the test's own tolerance (and at least this), a figure is not judged:
@@ -94,6 +101,10 @@ class Pending:
     #: The centres of the fresh runs (processes) whose rounds ``samples`` holds, when decided
     #: again on them (:func:`rejudge`); empty: this run's rounds.
     runs: tuple[float, ...] = ()
+    #: The share of the measurement's CPU the embedding model took (0..1; None: unknown).
+    model_share: float | None = None
+    #: Which of the run's other figures were its peers, said in its verdict (set by :func:`resolve`).
+    peer_basis: str = ""
 
     def context(self) -> GateContext:
         """What :func:`~.checks.decide` needs of this figure's test."""
@@ -123,8 +134,30 @@ def pending_of(verdict: TestVerdict, ctx: GateContext, stored: Any) -> list[Pend
                            ctx.tolerance, m.kind, ctx.alpha, dict(ctx.initial_rounds),
                            slowdown(base.calibration,
                                     summarise_probes(list(getattr(m.load, "calibration", None) or []))) or {},
-                           run_spread(base.recordings, check.metric)))
+                           run_spread(base.recordings, check.metric),
+                           model_share=getattr(m.load, "model_cpu_share", None)))
     return out
+
+
+def peer_group(p: Pending, items: Sequence[Pending]) -> tuple[list[Pending], str]:
+    """The other figures of ``items`` that ``p`` is scaled by, and how they were chosen.
+
+    Those whose embedding model's share of CPU is within :data:`SHARE_WINDOW` of ``p``'s
+    (the nearest :data:`MIN_PEERS` when fewer are); every other figure when ``p``'s share
+    or too many of theirs are unknown, and for a figure of this machine's own baseline, which
+    is not scaled: there the others say how unevenly the machine moved since the recordings."""
+    others = [q for q in items if q is not p and q.shift]
+    own = p.model_share
+    known = [q for q in others if q.model_share is not None]
+    if own is None or len(known) < MIN_PEERS or (p.check.reason == SPREAD and p.spread is not None):
+        return others, ""
+    distance = {id(q): abs(q.model_share - own) for q in known}  # type: ignore[operator]
+    near = [q for q in known if distance[id(q)] <= SHARE_WINDOW]
+    if len(near) < MIN_PEERS:
+        near = sorted(known, key=lambda q: distance[id(q)])[:MIN_PEERS]
+    low = min(q.model_share for q in near)  # type: ignore[type-var]
+    high = max(q.model_share for q in near)  # type: ignore[type-var]
+    return near, f"whose CPU went {low:.0%}-{high:.0%} to the embedding model (this one {own:.0%})"
 
 
 def robust_sd(values: Sequence[float]) -> float:
@@ -160,8 +193,9 @@ def resolve(pending: Sequence[Pending]) -> list[TestVerdict]:
     late: list[CheckResult] = []
     for metric, items in sorted(by_metric.items()):
         suspicious = probe_disagreement(metric, items, statistics.median(p.tolerance for p in items))
-        for i, p in enumerate(items):
-            peers = [q.shift for j, q in enumerate(items) if j != i and q.shift]
+        for p in items:
+            group, p.peer_basis = peer_group(p, items)
+            peers = [q.shift for q in group]
             new = _judge(p, peers, suspicious)  # type: ignore[arg-type]
             checks = p.verdict.checks
             checks[checks.index(p.check)] = new
@@ -210,11 +244,16 @@ def _on_runs(p: Pending, peers: list[float]) -> CheckResult:
         moved = robust_sd([math.log(s) for s in peers])
         if moved / math.sqrt(1 + 1 / p.spread.n) > sd:
             sd = moved / math.sqrt(1 + 1 / p.spread.n)
-            where = (f"on this machine, and the run's other {len(peers)} tests moved "
+            where = (f"on this machine, and {_others(p, len(peers))} moved "
                      f"{math.exp(moved) - 1:.0%} (1 SD) against their baselines")
     ctx = p.context()
     return within_spread(ctx, p.check.measurement, p.check.metric, p.samples, p.base_samples,
                          RunSpread(sd, p.spread.n), kind=p.kind, where=where, runs=p.runs)
+
+
+def _others(p: Pending, count: int) -> str:
+    """The run's other tests ``p`` is scaled by, as its verdict says them."""
+    return f"the run's other {count} tests" + (f" {p.peer_basis}" if p.peer_basis else "")
 
 
 def _judge(p: Pending, peers: list[float], suspicious: str | None) -> CheckResult:
@@ -234,7 +273,7 @@ def _judge(p: Pending, peers: list[float], suspicious: str | None) -> CheckResul
     shift = math.exp(statistics.median(logs))
     spread = robust_sd(logs)
     where = "on this busy machine" if busy else "against another machine's baselines"
-    basis = (f"x{shift:.2f}, the median shift of the run's other {len(peers)} tests {where}, "
+    basis = (f"x{shift:.2f}, the median shift of {_others(p, len(peers))} {where}, "
              f"which spread {math.exp(spread) - 1:.0%}")
     ctx = p.context()
     if p.spread is not None:

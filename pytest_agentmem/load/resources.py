@@ -17,6 +17,9 @@ CPU (user + system) is taken at :meth:`ResourceSampler.start` and at
   process's last few milliseconds: a child reaped between the reading of the
   child and the reading of its parent in one sample (counted twice), or
   between the parent's and the child's (lost).
+- ``model_cpu_s``: the part of ``process_cpu_s`` the embedding model's runs took
+  (:func:`~pytest_agentmem.counters.model_cpu_s`; absent when worker processes
+  ran the operations, whose model runs this process does not see).
 
 Not counted: services without process ids here (``external`` servers, other
 hosts, containers this process cannot see), processes of the service that
@@ -36,6 +39,8 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
 import psutil
+
+from ..counters import model_cpu_s
 
 if TYPE_CHECKING:
     from ..services.manager import ServiceManager
@@ -128,6 +133,7 @@ class ResourceSampler:
         self._start_wait: float | None = None
         self._start_busy: float | None = None
         self._start_services_cpu = 0.0
+        self._start_model_cpu = 0.0
         self._rss_max = 0
         self._services_rss_max = 0
         self.extra_cpu_s = 0.0  # CPU reported by worker processes
@@ -149,6 +155,7 @@ class ResourceSampler:
         self._start_wait = run_queue_wait_s()
         self._start_busy = machine_busy_s()
         self._start_cpu = _cpu_s(self._me)
+        self._start_model_cpu = model_cpu_s()
         self._sample_rss(pids)
 
     def sample(self) -> None:
@@ -173,6 +180,7 @@ class ResourceSampler:
     def stop(self) -> dict[str, float]:
         """The figures of the run (CPU read again now, RSS sampled once more)."""
         cpu = _cpu_s(self._me) - self._start_cpu + self.extra_cpu_s
+        model_cpu = model_cpu_s() - self._start_model_cpu
         busy = machine_busy_s()
         wait = run_queue_wait_s()
         wall = max(time.perf_counter() - self._start_wall, 1e-9)
@@ -185,6 +193,8 @@ class ResourceSampler:
             "process_cpu_pct": round(100.0 * cpu / wall, 1),
             "process_rss_mb_max": round(max(self._rss_max, self.extra_rss_max) / MB, 1),
         }
+        if not self.extra_cpu_s:
+            out["model_cpu_s"] = round(model_cpu, 4)
         if wait is not None and self._start_wait is not None:
             out["process_wait_s"] = round(wait - self._start_wait, 4)
             out["process_wait_pct"] = round(100.0 * (wait - self._start_wait) / wall, 1)

@@ -140,6 +140,16 @@ class LoadResult:
         return {**{key: float(getattr(self, key)) for key in GATED_METRICS}, **cache_rates(self.caches)}
 
     @property
+    def model_cpu_share(self) -> float | None:
+        """The share of the run's CPU (this process and the services) the embedding model's
+        runs took, 0..1; ``None`` when unknown (worker processes, or no CPU read)."""
+        model = self.resources.get("model_cpu_s")
+        total = self.resources.get("process_cpu_s", 0.0) + self.resources.get("services_cpu_s", 0.0)
+        if model is None or not total > 0:
+            return None
+        return min(1.0, max(0.0, model / total))
+
+    @property
     def offered_rate(self) -> float | None:
         """Operations per second the closed-loop users offer: users / (think + mean latency)."""
         if self.think_s is None or not self.concurrency:
@@ -155,6 +165,7 @@ class LoadResult:
             "processes": self.processes, "loop": self.loop, "think_s": self.think_s,
             "placement": _jsonable(self.placement),
             "offered_rate": self.offered_rate,
+            "model_cpu_share": self.model_cpu_share,
             **self.metrics(),
             "caches": dict(self.caches),
             "missed_schedule": dict(self.missed_schedule),

@@ -24,11 +24,13 @@ import asyncio
 import math
 import os
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
+from ..counters import add_model_cpu
 from .embed_model import EmbedderUnavailableError, LoadedModel
 
 #: Most model threads chosen by default, however many cores the machine has.
@@ -89,8 +91,12 @@ class ModelRunner:
         self._count_lock = threading.Lock()
 
     def compute(self, texts: list[str]) -> np.ndarray:
-        vectors = np.asarray(list(self.loaded.model.embed(texts, batch_size=max(len(texts), 1))),
-                             dtype=np.float32)
+        started = time.thread_time()  # the batch runs single-threaded on this thread
+        try:
+            vectors = np.asarray(list(self.loaded.model.embed(texts, batch_size=max(len(texts), 1))),
+                                 dtype=np.float32)
+        finally:
+            add_model_cpu(time.thread_time() - started)
         norms = np.linalg.norm(vectors, axis=1, keepdims=True)
         norms[norms == 0] = 1.0
         with self._count_lock:
