@@ -29,6 +29,16 @@ def worker_id(config: pytest.Config) -> str:
     return os.environ.get("PYTEST_XDIST_WORKER", "")
 
 
+def run_number(config: pytest.Config, now: float) -> float:
+    """A number naming this pytest run, the same in each of its xdist workers: the first 48 bits
+    of xdist's test run uid in a worker, else ``now`` (the run's start, epoch seconds)."""
+    uid = str((getattr(config, "workerinput", None) or {}).get("testrunuid", ""))
+    try:
+        return float(int(uid[:12], 16))
+    except ValueError:
+        return round(now, 3)
+
+
 def is_worker(config: pytest.Config) -> bool:
     """True in a pytest-xdist worker process."""
     return getattr(config, "workerinput", None) is not None

@@ -13,9 +13,9 @@ from gate_project import CONFTEST, bdir, figures, rounds, run
 
 from pytest_agentmem.gate.across import MIN_PEERS, SHARE_WINDOW, Pending, peer_group, resolve
 from pytest_agentmem.gate.baseline import MACHINES_DIR, SCHEMA, VERSION, baseline_path, machine_key
-from pytest_agentmem.gate.checks import PENDING, not_judged
+from pytest_agentmem.gate.checks import PENDING, SPREAD, not_judged
 from pytest_agentmem.gate.fingerprint import machine_fingerprint
-from pytest_agentmem.gate.recordings import RunSpread
+from pytest_agentmem.gate.recordings import RUN_KEY, RunSpread, run_spread
 from pytest_agentmem.gate.verdict import TestVerdict
 
 NAMES = [f"t{i}" for i in range(6)]
@@ -182,6 +182,29 @@ def test_a_figure_is_scaled_by_the_tests_whose_cpu_goes_where_its_own_does() -> 
     assert all(item.verdict.outcome == "passed" for item in model + python)
 
 
+def test_a_figure_judged_against_its_peers_moves_as_much_as_it_moved_against_them_in_its_recordings() -> None:
+    # five recordings in five runs, in which the machine moved every test alike by up to 20 %:
+    # each figure's own spread is 10 %, but against the others it held within 1 %
+    machine = [1.0, 1.2, 0.9, 1.1, 0.85]
+
+    def item(name: str, factor: float, named: bool) -> Pending:
+        pending = _pending(name, factor)
+        pending.recordings = tuple({"cpu_ms_per_op": m * (1 + 0.01 * (-1) ** i), **({RUN_KEY: 7.0 + i} if named else {})}
+                                   for i, m in enumerate(machine))
+        pending.spread = run_spread(pending.recordings, "cpu_ms_per_op")
+        return pending
+
+    for named in (True, False):
+        items = [item(f"a{i}", 1.3 * (1 + i / 100), named) for i in range(5)] + [item("slow", 1.3 * 1.3, named)]
+        resolve(items)
+        check = items[-1].verdict.checks[0]
+        if named:  # +30 % against a relative spread of about 1 %: fails
+            assert items[-1].relative is not None and items[-1].relative.sd < 0.02
+            assert check.verdict == "fail" and "from run to run against the tests it is scaled by, over 5" in check.message
+        else:  # against its own spread of 13 %, +30 % over a 15 % tolerance is not told from the machine
+            assert items[-1].relative is None and check.verdict != "fail"
+
+
 def test_peers_are_the_nearest_few_when_too_few_are_near_and_everyone_when_shares_are_unknown() -> None:
     items = [_pending(f"a{i}", 1.0) for i in range(7)]
     for item, share in zip(items, (0.0, 0.05, 0.1, 0.5, 0.6, 0.95, 1.0)):
@@ -190,6 +213,12 @@ def test_peers_are_the_nearest_few_when_too_few_are_near_and_everyone_when_share
     assert len(group) == MIN_PEERS and {q.model_share for q in group} == {0.95, 0.6, 0.5, 0.1}
     assert {q.model_share for q in peer_group(items[3], items)[0]} == {0.6, 0.1, 0.05, 0.95}
     assert SHARE_WINDOW < 0.35  # 0.5's nearest are found beyond the window
+    # this machine's own baseline (decided within its run-to-run spread, not scaled): every other
+    # test says how unevenly the machine moved since the recordings
+    own = _pending("own", 1.0)
+    own.check = not_judged("own", "cpu_ms_per_op", 1.0, SPREAD, "pending", 1.0)
+    own.spread, own.model_share = RunSpread(0.05, 5), 1.0
+    assert peer_group(own, items + [own]) == (items, "")
     items[-1].model_share = None
     assert peer_group(items[-1], items) == (items[:-1], "")
     for item in items[2:]:

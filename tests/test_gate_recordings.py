@@ -21,7 +21,15 @@ from pytest_agentmem.gate.baseline import (
     load_baseline,
     with_recording,
 )
-from pytest_agentmem.gate.recordings import MAX_RECORDINGS, MIN_RECORDINGS, RunSpread, centres, run_spread
+from pytest_agentmem.gate.recordings import (
+    MAX_RECORDINGS,
+    MIN_RECORDINGS,
+    RUN_KEY,
+    RunSpread,
+    centres,
+    relative_spread,
+    run_spread,
+)
 
 
 def test_run_spread_needs_three_recordings_and_bounds_one_more_run() -> None:
@@ -34,6 +42,24 @@ def test_run_spread_needs_three_recordings_and_bounds_one_more_run() -> None:
     assert run_spread([{"cpu": 0.0}] * 5, "cpu") is None  # no positive figure: no log spread
     assert centres([{"qps": 1.0}, {"qps": 3.0}, {"qps": 2.0}], {"qps": 9.0, "recall": 0.5}) == {
         "qps": 2.0, "recall": 0.5}
+
+
+def test_the_spread_relative_to_tests_recorded_in_the_same_runs_takes_out_what_they_share() -> None:
+    # five recordings made in five runs; the machine moved every test by the same factor in each
+    machine = [1.0, 1.12, 0.95, 1.2, 0.9]
+    own = [{"cpu": 4.0 * m * (1 + 0.01 * (-1) ** i), RUN_KEY: 100.0 + i} for i, m in enumerate(machine)]
+    peers = [[{"cpu": base * m, RUN_KEY: 100.0 + i} for i, m in enumerate(machine)] for base in (1.0, 3.0, 7.0)]
+    raw, relative = run_spread(own, "cpu"), relative_spread(own, peers, "cpu")
+    assert raw is not None and relative is not None and relative.n == 5
+    assert raw.sd > 0.1 and relative.sd < 0.015  # only the test's own 1 % wobble is left
+    # recordings of other runs do not count; nor do recordings that name no run
+    strangers = [[{"cpu": 1.0 * m, RUN_KEY: 200.0 + i} for i, m in enumerate(machine)]] * 3
+    assert relative_spread(own, strangers, "cpu") is None
+    unnamed = [{k: v for k, v in r.items() if k != RUN_KEY} for r in own]
+    assert relative_spread(unnamed, peers, "cpu") is None
+    # a run needs two peers recorded in it, and three such runs are the fewest
+    assert relative_spread(own, peers[:1], "cpu") is None
+    assert relative_spread(own[:2], peers, "cpu") is None
 
 
 def test_several_runs_are_judged_together_against_the_recordings() -> None:

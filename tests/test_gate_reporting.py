@@ -10,6 +10,8 @@ import json
 import pytest
 from gate_project import TESTS, bdir, figures, make_project, rounds, run, stored, with_search
 
+from pytest_agentmem.gate.recordings import RUN_KEY
+
 
 @pytest.fixture
 def project(pytester: pytest.Pytester) -> pytest.Pytester:
@@ -57,6 +59,10 @@ def test_xdist_update_and_gate(project: pytest.Pytester) -> None:
     result.assert_outcomes(passed=4)
     result.stdout.fnmatch_lines(["*agentmem performance gate*", "*gate: 4 updated*"])
     assert len(list(bdir(project).glob("*.json"))) == 4
+    # both workers name the same run in their recordings, so the tests' recordings line up
+    runs = {r[RUN_KEY] for f in bdir(project).glob("*.json")
+            for m in json.loads(f.read_text())["measurements"].values() for r in m["recordings"]}
+    assert len(runs) == 1
     slow = rounds(qps=1000, p95_ms=18.0, error_rate=0.0, recall=0.95)
     figures(project, with_search(rounds=slow, confirm=slow))
     result = run(project, "-n", "2", "-p", "no:benchmark")

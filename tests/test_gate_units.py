@@ -28,6 +28,7 @@ from pytest_agentmem.gate.checks import (
     screen,
 )
 from pytest_agentmem.gate.directions import compared, direction_of
+from pytest_agentmem.gate.recordings import RUN_KEY
 from pytest_agentmem.gate.stats import _rank_sum_p, p_worse, worse_change
 from pytest_agentmem.gate.verdict import TestVerdict, verdict_from_dict
 from pytest_agentmem.measurement import Measurement
@@ -82,6 +83,10 @@ def test_baseline_roundtrip_is_sorted_and_atomic(tmp_path: Path) -> None:
     assert "p95_ms" not in loaded.measurements["search"].metrics  # non-finite dropped
     assert [p.name for p in path.parent.iterdir()] == ["x.json"]
     assert load_baseline(tmp_path / "missing.json") is None
+    # each recording names the run that made it, so recordings of several tests line up
+    named = baseline_from("t::x", [m], {"machine": {"cpu_count": 2}}, None, run=1765000000.5)
+    write_baseline(path, named)
+    assert load_baseline(path).measurements["search"].recordings[0][RUN_KEY] == 1765000000.5  # type: ignore[union-attr]
 
 
 def test_future_version_is_rejected_with_the_fix(tmp_path: Path) -> None:

@@ -51,6 +51,27 @@ async def test_cpu_per_op_is_positive_for_a_cpu_burning_op_and_in_every_output()
 
 
 @pytest.mark.asyncio
+async def test_the_embedding_models_share_of_the_cpu_is_counted(embedder) -> None:
+    """What the model's runs took of an operation's CPU (the gate picks a figure's peers by it)."""
+    model = embedder.uncached()
+    texts = iter(range(10**9))
+
+    async def embed_op(index: int) -> None:
+        await model.embed([f"note {next(texts)}: the user moved to a new flat near the station"])
+
+    embedding = await _run(embed_op, total=40, concurrency=4)
+    assert embedding.resources["model_cpu_s"] > 0
+    assert 0.3 < embedding.model_cpu_share <= 1.0, embedding.resources
+    assert embedding.to_dict()["model_cpu_share"] == embedding.model_cpu_share
+    hashing = await _run(burn_op, total=40)
+    assert hashing.model_cpu_share == 0.0
+    merged = merge_results([embedding, hashing])
+    assert merged.resources["model_cpu_s"] == pytest.approx(embedding.resources["model_cpu_s"])
+    embedding.resources.pop("model_cpu_s")  # worker processes ran it: unknown, not 0
+    assert embedding.model_cpu_share is None
+
+
+@pytest.mark.asyncio
 async def test_cpu_scales_with_the_operations() -> None:
     few = await _run(burn_op, total=40)
     many = await _run(burn_op, total=160)

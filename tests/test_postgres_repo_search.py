@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -147,6 +148,37 @@ async def test_limits_beyond_ef_search_return_every_row(repo8: PostgresMemoryRep
     assert len(await repo8.search(vectors[0], limit=250)) == 250
     assert len(await repo8.search(vectors[0], limit=1000)) == 300
     assert len(await repo8.search(vectors[0], user_id="u1", limit=1000)) == 150
+
+
+repo384 = memory_repo_fixture(dim=384)
+
+
+async def _index_scans(conn: Any, index: str) -> int:
+    await conn.execute("SELECT pg_stat_force_next_flush()")
+    await conn.execute("SELECT pg_stat_clear_snapshot()")
+    return int(await conn.fetchval("SELECT idx_scan FROM pg_stat_user_indexes WHERE indexrelname = $1", index))
+
+
+async def test_searches_that_take_the_index_use_it_on_a_small_analysed_table(repo384: PostgresMemoryRepository) -> None:
+    # 3,000 rows of 384 dims, analysed: at ef_search 100 the planner costs the HNSW scan above a
+    # sequential scan and sort, and took it (768 blocks, ~4 ms a query, against ~0.3 ms)
+    vectors = clustered_vectors(3_000, 384, seed=11)
+    await repo384.add_batch([Memory(content=f"m{i}", embedding=v, user_id="v", metadata={"bucket": i % 100})
+                             for i, v in enumerate(vectors)])
+    await repo384.create_vector_index()  # exists already: ANALYZE
+    queries = query_vectors(vectors, 5, seed=12)
+    async with repo384.pool.acquire() as conn:
+        @contextlib.asynccontextmanager
+        async def this_connection() -> AsyncIterator[Any]:
+            yield conn  # every search on the backend whose statistics are read
+
+        repo384._acquire = this_connection  # type: ignore[method-assign]
+        before = await _index_scans(conn, "memories_embedding_idx")
+        for query in queries:
+            assert len(await repo384.search(query, limit=10)) == 10
+            assert len(await repo384.search(query, filters={"bucket": {"ne": 0}}, limit=10)) == 10
+        # the first filtered search scans its set exactly to learn that it is large; then the index
+        assert await _index_scans(conn, "memories_embedding_idx") - before >= 2 * len(queries) - 1
 
 
 # --------------------------------------------------------------------------- filtered recall

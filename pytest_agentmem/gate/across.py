@@ -53,7 +53,7 @@ from .checks import (
     within_spread,
 )
 from .directions import CPU_COST_METRICS, direction_of
-from .recordings import RunSpread, run_spread
+from .recordings import RunSpread, relative_spread, run_spread
 from .stats import centre
 from .verdict import CheckResult, TestVerdict
 
@@ -105,6 +105,10 @@ class Pending:
     model_share: float | None = None
     #: Which of the run's other figures were its peers, said in its verdict (set by :func:`resolve`).
     peer_basis: str = ""
+    #: Its baseline's recordings (each names the run that made it), and its run-to-run spread
+    #: relative to its peers' recordings of the same runs (set by :func:`resolve`; None: unknown).
+    recordings: tuple[dict[str, float], ...] = ()
+    relative: RunSpread | None = None
 
     def context(self) -> GateContext:
         """What :func:`~.checks.decide` needs of this figure's test."""
@@ -135,7 +139,8 @@ def pending_of(verdict: TestVerdict, ctx: GateContext, stored: Any) -> list[Pend
                            slowdown(base.calibration,
                                     summarise_probes(list(getattr(m.load, "calibration", None) or []))) or {},
                            run_spread(base.recordings, check.metric),
-                           model_share=getattr(m.load, "model_cpu_share", None)))
+                           model_share=getattr(m.load, "model_cpu_share", None),
+                           recordings=tuple(base.recordings)))
     return out
 
 
@@ -195,6 +200,7 @@ def resolve(pending: Sequence[Pending]) -> list[TestVerdict]:
         suspicious = probe_disagreement(metric, items, statistics.median(p.tolerance for p in items))
         for p in items:
             group, p.peer_basis = peer_group(p, items)
+            p.relative = relative_spread(p.recordings, [q.recordings for q in group], metric)
             peers = [q.shift for q in group]
             new = _judge(p, peers, suspicious)  # type: ignore[arg-type]
             checks = p.verdict.checks
@@ -279,12 +285,15 @@ def _judge(p: Pending, peers: list[float], suspicious: str | None) -> CheckResul
     if p.spread is not None:
         # The figure's own run-to-run spread is known (its baseline's recordings): decided on
         # the runs as on one machine, the scaled baseline's uncertainty the larger of that
-        # spread and how much the other tests disagree.
-        runs = RunSpread(max(p.spread.sd, spread / math.sqrt(1 + 1 / p.spread.n)), p.spread.n)
+        # spread and how much the other tests disagree. Scaled by those tests, the figure moves
+        # as much as it moves against them: that spread, where their recordings share its runs.
+        own = p.relative or p.spread
+        runs = RunSpread(max(own.sd, spread / math.sqrt(1 + 1 / own.n)), own.n, own.relative_to)
+        where = ("on its baseline's machine, or they disagree as much" if p.relative else
+                 "on its baseline's machine, or the other tests disagree as much")
         judged = within_spread(ctx, check.measurement, check.metric, p.samples, p.base_samples, runs,
                                kind=p.kind, speed=1 / shift, basis=basis, why=f"{why}; scaled by {basis}, ",
-                               where="on its baseline's machine, or the other tests disagree as much",
-                               runs=p.runs)
+                               where=where, runs=p.runs)
     else:
         judged = _widened(p, ctx, shift, spread, basis, why, advice, len(peers))
     if judged.verdict == "pass" and suspicious:

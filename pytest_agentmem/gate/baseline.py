@@ -37,7 +37,7 @@ from .._files import write_text_atomic
 from ..errors import BaselineError
 from ..measurement import Measurement
 from .calibration import summarise_probes
-from .recordings import MAX_RECORDINGS, MAX_ROUNDS, centres
+from .recordings import MAX_RECORDINGS, MAX_ROUNDS, RUN_KEY, centres
 from .stats import centre
 
 SCHEMA = "pytest-agentmem-baseline"
@@ -116,15 +116,18 @@ def _finite(values: dict[str, Any]) -> dict[str, float]:
 
 
 def baseline_from(nodeid: str, measurements: list[Measurement], fingerprint: dict[str, Any],
-                  calibration: dict[str, Any] | None) -> Baseline:
-    """The baseline this run's ``measurements`` make (non-finite values dropped)."""
+                  calibration: dict[str, Any] | None, run: float | None = None) -> Baseline:
+    """The baseline this run's ``measurements`` make (non-finite values dropped); ``run`` names
+    the pytest run in its recording (:data:`~.recordings.RUN_KEY`)."""
     stored = {}
     for m in measurements:
         rounds = tuple(_finite(r) for r in m.rounds)
+        recording = centres(rounds, _finite(m.metrics))
+        if run is not None:
+            recording[RUN_KEY] = float(run)
         stored[m.name] = StoredMeasurement(m.kind, _finite(m.metrics), rounds,
                                            summarise_probes(getattr(m.load, "calibration", None) or []),
-                                           dict(getattr(m, "workload", None) or {}),
-                                           (centres(rounds, _finite(m.metrics)),))
+                                           dict(getattr(m, "workload", None) or {}), (recording,))
     created = _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
     return Baseline(nodeid, stored, fingerprint, calibration, created)
 

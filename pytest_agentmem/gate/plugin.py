@@ -27,6 +27,7 @@ and this process's calibration probe:
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Generator
 from dataclasses import dataclass, field
 from typing import Any
@@ -39,7 +40,7 @@ from ..load.result import cache_note
 from ..marker import PerfMarker, perf_marker_of
 from ..measurement import Measurement, measurements_of
 from ..session import get_session
-from ..xdist import WorkerChannel, is_worker
+from ..xdist import WorkerChannel, is_worker, run_number
 from .across import Pending, pending_of, resolve
 from .baseline import (
     Baseline,
@@ -108,6 +109,8 @@ class GatePlugin:
 
     def __init__(self, config: pytest.Config, channel: WorkerChannel) -> None:
         self.config = config
+        #: Names this run in the recordings it makes (the same in each xdist worker of it).
+        self.run_number = run_number(config, time.time())
         #: Every verdict of the run (on the xdist controller: the workers' too).
         self.verdicts: list[TestVerdict] = []
         #: This process's calibration probe (measured on first use; a test may set it).
@@ -273,7 +276,7 @@ class GatePlugin:
 
     def _update(self, item: pytest.Item, verdict: TestVerdict, path: Any, old: Baseline | None,
                 measurements: list[Measurement], current_fp: dict[str, Any]) -> None:
-        new = baseline_from(item.nodeid, measurements, current_fp, self.calibration())
+        new = baseline_from(item.nodeid, measurements, current_fp, self.calibration(), self.run_number)
         if self.settings.add_recording:
             new, counts = with_recording(old, new)
             verdict.notes.append("baseline recordings: " + ", ".join(

@@ -23,6 +23,11 @@ from .stats import centre
 
 #: Fewest recordings whose spread is used (two give a spread of one difference).
 MIN_RECORDINGS = 3
+#: The key of a recording that names the pytest run that made it (a number, as every value of a
+#: recording is): recordings of several tests made in one run can be set side by side.
+RUN_KEY = "run"
+#: Fewest other tests recorded in the same run for a recording to count in a relative spread.
+MIN_RELATIVE_PEERS = 2
 #: Recordings kept in a baseline (the oldest goes first).
 MAX_RECORDINGS = 10
 #: Rounds kept in a baseline of several recordings (the oldest go first).
@@ -35,6 +40,8 @@ class RunSpread:
 
     sd: float
     n: int
+    #: Set when the spread is relative to other tests' recordings (:func:`relative_spread`).
+    relative_to: str = ""
 
     def p_worse(self, ratio: float) -> float:
         """How likely an unchanged run measures ``ratio`` times worse than the recordings or
@@ -65,7 +72,8 @@ class RunSpread:
         return t_tail(mean / (pooled * math.sqrt(1 / m + 1 / self.n)), df)
 
     def describe(self) -> str:
-        return f"moves {math.exp(self.sd) - 1:.0%} (1 SD) from run to run over {self.n} recordings"
+        against = f" against {self.relative_to}," if self.relative_to else ""
+        return f"moves {math.exp(self.sd) - 1:.0%} (1 SD) from run to run{against} over {self.n} recordings"
 
 
 def t_tail(x: float, df: int) -> float:
@@ -90,6 +98,39 @@ def centres(rounds: Sequence[Mapping[str, float]], metrics: Mapping[str, float])
     for key in {k for r in rounds for k in r}:
         out[key] = centre([r[key] for r in rounds if key in r])
     return {k: v for k, v in out.items() if math.isfinite(v)}
+
+
+def relative_spread(own: Sequence[Mapping[str, float]], peers: Sequence[Sequence[Mapping[str, float]]],
+                    metric: str) -> RunSpread | None:
+    """The run-to-run spread of ``metric`` relative to the same metric of ``peers`` (other tests'
+    recordings) recorded in the same runs (:data:`RUN_KEY`); None with fewer than
+    :data:`MIN_RECORDINGS` such runs.
+
+    Each run's log figure less the median of the peers' in that run, each peer centred on its
+    own mean over those runs: what is left when the run-to-run moves the tests share are taken
+    out. A figure judged relative to other tests (another machine's baseline) has this spread,
+    not its own: on a shared 2-core machine the search's CPU per search moved 10 % (1 SD) over 5
+    recordings, and 5.6 % against the tests whose CPU goes to the model as its own does."""
+
+    def by_run(recordings: Sequence[Mapping[str, float]]) -> dict[float, float]:
+        return {r[RUN_KEY]: math.log(r[metric]) for r in recordings
+                if RUN_KEY in r and r.get(metric, 0) > 0 and math.isfinite(r[metric])}
+
+    mine = by_run(own)
+    centred = []
+    for recordings in peers:
+        theirs = {run: value for run, value in by_run(recordings).items() if run in mine}
+        if len(theirs) >= MIN_RECORDINGS:
+            mean = statistics.fmean(theirs.values())
+            centred.append({run: value - mean for run, value in theirs.items()})
+    values = []
+    for run, value in mine.items():
+        moved = [c[run] for c in centred if run in c]
+        if len(moved) >= MIN_RELATIVE_PEERS:
+            values.append(value - statistics.median(moved))
+    if len(values) < MIN_RECORDINGS:
+        return None
+    return RunSpread(statistics.stdev(values), len(values), "the tests it is scaled by")
 
 
 def run_spread(recordings: Sequence[Mapping[str, float]], metric: str) -> RunSpread | None:
