@@ -39,7 +39,7 @@ from .validation import check_limit, check_selection, check_vector
 #: planner must not take that back. pgvector costs an HNSW scan by ``ef_search``, so at
 #: ``ef_search`` 100 the planner took a sequential scan and sort for a few thousand rows:
 #: measured on 3,000 rows (384 dims), 768 blocks and 3.6 ms a query against 663 blocks and
-#: 0.26-0.6 ms through the index; the catalogue's "HNSW" searches were exact scans.
+#: 0.26-0.6 ms through the index; the catalogue's "HNSW" searches at scale 0.5 were exact scans.
 INDEX_SCAN = "SET LOCAL enable_seqscan = off"
 
 #: pgvector's upper bound for ``hnsw.ef_search``.
