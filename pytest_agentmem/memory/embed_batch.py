@@ -91,7 +91,9 @@ class ModelRunner:
         self._count_lock = threading.Lock()
 
     def compute(self, texts: list[str]) -> np.ndarray:
-        started = time.thread_time()  # the batch runs single-threaded on this thread
+        # the batch runs single-threaded on this thread (load_model's threads=1, the default; with
+        # more, onnxruntime's own pool threads are not counted in the model's CPU)
+        started = time.thread_time()
         try:
             vectors = np.asarray(list(self.loaded.model.embed(texts, batch_size=max(len(texts), 1))),
                                  dtype=np.float32)
