@@ -35,8 +35,8 @@ from .pg_hybrid import (
 from .pg_rows import COLUMNS, T_COLUMNS, memory_from_row
 from .validation import check_limit, check_selection, check_vector
 
-#: Set in every transaction that asks the HNSW index: the strategy chose the index, and the
-#: planner must not take that back. pgvector costs an HNSW scan by ``ef_search``, so at
+#: Set first in every transaction that asks the HNSW index (:meth:`SearchMixin._through_index`):
+#: the strategy chose the index, and the planner must not take that back. pgvector costs an HNSW scan by ``ef_search``, so at
 #: ``ef_search`` 100 the planner took a sequential scan and sort for a few thousand rows:
 #: measured on 3,000 rows (384 dims), 768 blocks and 3.6 ms a query against 663 blocks and
 #: 0.26-0.6 ms through the index; the catalogue's "HNSW" searches at scale 0.5 were exact scans.
@@ -208,13 +208,13 @@ class SearchMixin:
             fetch = min(10_000, math.ceil(depth * self.overfetch)) if not where.empty else depth
             ef = max(self.filtered_ef_search if not where.empty else (self.ef_search or 40),
                      min(fetch, MAX_EF_SEARCH))
-            settings = f"{INDEX_SCAN}; SET LOCAL hnsw.ef_search = {int(ef)}"
+            settings = f"SET LOCAL hnsw.ef_search = {int(ef)}"
             if not where.empty:
                 settings += (f"; SET LOCAL hnsw.iterative_scan = relaxed_order; "
                              f"SET LOCAL hnsw.max_scan_tuples = {int(self.max_scan_tuples)}")
             dense = index_dense_cte(self.table, where.sql(), "$2", depth_p)
             sql = fused_sql(self.table, T_COLUMNS, dense, lexical, limit_p, self.rrf_k)
-            return await self._in_transaction(conn, settings, sql, query, fetch, *where.params, *args)
+            return await self._through_index(conn, settings, sql, query, fetch, *where.params, *args)
 
         if exact:
             return (await exact_scan(None))[0]
@@ -233,8 +233,7 @@ class SearchMixin:
         if self.ef_search is None and limit <= 40:
             rows = await conn.fetch(sql, query, limit)
         else:
-            rows = await self._in_transaction(conn, f"{INDEX_SCAN}; SET LOCAL hnsw.ef_search = {int(ef)}", sql,
-                                              query, limit)
+            rows = await self._through_index(conn, f"SET LOCAL hnsw.ef_search = {int(ef)}", sql, query, limit)
         if len(rows) < limit:  # fewer rows than asked: a tiny table, or an index gap
             rows, _ = await self._exact(conn, query, limit, Where(first=3), cap=None)
         return rows
@@ -245,14 +244,14 @@ class SearchMixin:
 
         async def index_scan() -> list[Any]:
             ef = max(self.filtered_ef_search, min(limit, MAX_EF_SEARCH))
-            settings = (f"{INDEX_SCAN}; SET LOCAL hnsw.iterative_scan = relaxed_order; "
+            settings = (f"SET LOCAL hnsw.iterative_scan = relaxed_order; "
                         f"SET LOCAL hnsw.ef_search = {int(ef)}; "
                         f"SET LOCAL hnsw.max_scan_tuples = {int(self.max_scan_tuples)}")
             sql = (f"WITH r AS MATERIALIZED (SELECT {COLUMNS}, embedding <=> $1 AS distance "
                    f"FROM {self.table} WHERE {where.sql()} ORDER BY embedding <=> $1 LIMIT $2) "
                    "SELECT * FROM r ORDER BY distance + 0")  # + 0: PG 17+ would trust r's order
             fetch = min(10_000, math.ceil(limit * self.overfetch))
-            return (await self._in_transaction(conn, settings, sql, query, fetch, *where.params))[:limit]
+            return (await self._through_index(conn, settings, sql, query, fetch, *where.params))[:limit]
 
         return await self._exact_then_index(where, max(self.exact_threshold, limit), exact_scan, index_scan,
                                             lambda rows: len(rows) >= limit, ("exact", "index", "index_fallback"))
@@ -272,13 +271,14 @@ class SearchMixin:
         rows = await conn.fetch(sql, query, limit, *where.params, None if cap is None else cap + 1)
         return rows, (int(rows[0]["matched"]) if rows else 0)
 
-    async def _in_transaction(self, conn: Any, settings: str, sql: str, *args: Any) -> list[Any]:
-        """Run ``sql`` in a read-only transaction after ``SET LOCAL`` ``settings``.
+    async def _through_index(self, conn: Any, settings: str, sql: str, *args: Any) -> list[Any]:
+        """Run ``sql``, a search that must take the HNSW index, in a read-only transaction after
+        :data:`INDEX_SCAN` and ``SET LOCAL`` ``settings``.
 
         BEGIN and the settings go in one round trip (simple query protocol); the
         values in ``settings`` are ints formatted by this class, never user input.
         """
-        await conn.execute(f"BEGIN READ ONLY; {settings}")
+        await conn.execute(f"BEGIN READ ONLY; {INDEX_SCAN}; {settings}")
         try:
             rows = await conn.fetch(sql, *args)
         except BaseException:
