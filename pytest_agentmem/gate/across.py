@@ -116,6 +116,11 @@ class Pending:
                            alpha=self.alpha, initial_rounds=self.initial_rounds)
 
     @property
+    def on_own_runs(self) -> bool:
+        """A figure of this machine's own baseline, decided on its recordings' runs, not scaled."""
+        return self.check.reason == SPREAD and self.spread is not None
+
+    @property
     def shift(self) -> float | None:
         """How many times slower than its baseline (> 1 slower), whatever the direction."""
         value, base = centre(self.samples), centre(self.base_samples)
@@ -154,7 +159,7 @@ def peer_group(p: Pending, items: Sequence[Pending]) -> tuple[list[Pending], str
     others = [q for q in items if q is not p and q.shift]
     own = p.model_share
     known = [q for q in others if q.model_share is not None]
-    if own is None or len(known) < MIN_PEERS or (p.check.reason == SPREAD and p.spread is not None):
+    if own is None or len(known) < MIN_PEERS or p.on_own_runs:
         return others, ""
     distance = {id(q): abs(q.model_share - own) for q in known}  # type: ignore[operator]
     near = [q for q in known if distance[id(q)] <= SHARE_WINDOW]
@@ -200,7 +205,8 @@ def resolve(pending: Sequence[Pending]) -> list[TestVerdict]:
         suspicious = probe_disagreement(metric, items, statistics.median(p.tolerance for p in items))
         for p in items:
             group, p.peer_basis = peer_group(p, items)
-            p.relative = relative_spread(p.recordings, [q.recordings for q in group], metric)
+            if not p.on_own_runs:  # scaled by its peers: its spread against theirs
+                p.relative = relative_spread(p.recordings, [q.recordings for q in group], metric)
             peers = [q.shift for q in group]
             new = _judge(p, peers, suspicious)  # type: ignore[arg-type]
             checks = p.verdict.checks
@@ -264,7 +270,7 @@ def _others(p: Pending, count: int) -> str:
 
 def _judge(p: Pending, peers: list[float], suspicious: str | None) -> CheckResult:
     check = p.check
-    if check.reason == SPREAD and p.spread is not None:
+    if p.on_own_runs:
         return _on_runs(p, peers)
     busy = check.reason == BUSY
     why = (check.message.split("not judged: ", 1)[-1] if busy else "baseline recorded on another machine")
