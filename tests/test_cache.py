@@ -90,6 +90,23 @@ async def test_result_cache_invalidation() -> None:
     assert cache.hits >= 3 and cache.misses >= 4
 
 
+async def test_a_full_result_cache_gives_the_garbage_collector_nothing_to_scan() -> None:
+    """Entries are untracked tuples: a full collection's pause does not grow with the cache."""
+    import gc
+
+    cache = ResultCache(ttl=60, max_entries=2_000)
+    gc.collect()
+    before = len(gc.get_objects())
+    for i in range(2_000):
+        results = [Memory(f"memory {i} {j}", user_id="u", score=0.5, metadata={"turn": [i, j]}) for j in range(10)]
+        _, token = await cache.lookup(f"k{i}", ("user:u",))
+        await cache.store(f"k{i}", ("user:u",), token, results)
+    del results
+    gc.collect()
+    assert len(cache) == 2_000
+    assert len(gc.get_objects()) - before < 2_000  # under one per entry (as Memory objects: 21 per entry)
+
+
 async def test_result_cache_ttl_and_size() -> None:
     cache = ResultCache(ttl=0.0, max_entries=1)
     _, token = await cache.lookup("k", ("*",))

@@ -352,6 +352,25 @@ async def test_setup_is_idempotent_and_checks_the_dimension(repo8: PostgresMemor
         await other.setup()
 
 
+async def test_a_typical_384_dim_memory_is_stored_inline_not_in_toast(memory_repo: PostgresMemoryRepository) -> None:
+    """A 384-dim vector with its text and lexemes is just over Postgres' 2 kB TOAST threshold;
+    an exact scan must not pay a TOAST lookup per row (pg_schema.TOAST_TUPLE_TARGET)."""
+    rng = np.random.default_rng(7)
+    words = ["support", "group", "yesterday", "powerful", "painting", "adoption", "camping", "school", "friends",
+             "museum", "guitar", "sunrise", "lake", "pottery", "family", "career", "counseling", "parade"]
+    texts = ["Caroline: " + " ".join(rng.choice(words, 70)) for _ in range(40)]  # about 530 characters each
+    vectors = rng.standard_normal((len(texts), 384)).astype(np.float32)
+    await memory_repo.add_batch([Memory(content=t, embedding=v, user_id="u") for t, v in zip(texts, vectors)])
+    async with memory_repo.pool.acquire() as conn:
+        row_bytes = await conn.fetchval(f"SELECT min(pg_column_size(t.*)) FROM {memory_repo.table} t")
+        toast = await conn.fetchval("SELECT reltoastrelid::regclass::text FROM pg_class WHERE oid = $1::regclass",
+                                    memory_repo.table)
+        toast_rows = await conn.fetchval(f"SELECT count(*) FROM {toast}")
+    assert min(len(t) for t in texts) + 4 * 384 > 2040  # past the default threshold: the test means something
+    assert toast_rows == 0
+    assert row_bytes > 2100  # the vector is in the row itself
+
+
 def test_constructor_rejects_unsafe_table_names() -> None:
     for table in ("memories; DROP TABLE x", "Memories", "a-b", ""):
         with pytest.raises(ValueError, match="table must match"):
