@@ -14,9 +14,9 @@ from .pg_hybrid import TSV_COLUMN, tsv_column_sql
 #: 384-dim vector alone is 1,544 bytes, so with its text and lexemes a typical row is
 #: just over 2 kB, and pgvector's vector (EXTERNAL storage) went out of line first:
 #: every row an exact scan read cost a TOAST index lookup. Measured on 3 LoCoMo
-#: conversations (hybrid search of one, 419 rows): 816 -> 278 blocks a statement,
-#: Postgres CPU 2.1-2.2 -> 1.3-1.5 ms a search. 8160 is Postgres' maximum; longer
-#: rows (long texts) are still compressed and moved out of line.
+#: conversations (hybrid search of one, 419 rows): 816 -> 278 blocks a statement, and
+#: Postgres CPU per search -17 % hybrid, -30 % dense (docs/model.md). 8160 is Postgres'
+#: maximum; longer rows (long texts) are still compressed and moved out of line.
 TOAST_TUPLE_TARGET = 8160
 
 
