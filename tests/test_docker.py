@@ -60,7 +60,8 @@ def docker_client(docker_env: dict[str, str]) -> Iterator[object]:
 
 
 def _containers_of(client: object, pid: int) -> list[object]:
-    return client.containers.list(all=True, filters={"label": f"{LABEL_PID}={pid}"})  # type: ignore[attr-defined]
+    return client.containers.list(  # type: ignore[attr-defined]
+        all=True, filters={"label": f"{LABEL_PID}={pid}"}, ignore_removed=True)  # the reaper removes them meanwhile
 
 
 def _wait_no_containers(client: object, pid: int, timeout: float) -> list[object]:

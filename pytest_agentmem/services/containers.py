@@ -300,7 +300,7 @@ def sweep_dead_runs(client: Any) -> int:
     """Remove our labelled containers whose run stopped beating; return how many."""
     removed = 0
     try:
-        found = client.containers.list(all=True, filters={"label": LABEL_RUN})
+        found = client.containers.list(all=True, filters={"label": LABEL_RUN}, ignore_removed=True)
     except Exception:  # noqa: BLE001
         return 0
     for container in found:

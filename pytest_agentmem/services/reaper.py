@@ -32,7 +32,8 @@ def beat(run: str, stop: threading.Event) -> None:
     while not stop.is_set():
         try:
             client = client or docker.from_env(timeout=30)
-            for container in client.containers.list(all=True, filters={"label": f"{LABEL_RUN}={run}"}):
+            for container in client.containers.list(all=True, filters={"label": f"{LABEL_RUN}={run}"},
+                                                ignore_removed=True):
                 write_heartbeat(container)
         except Exception:  # noqa: BLE001 - the engine may be busy or gone; try again
             client = None
@@ -50,7 +51,8 @@ def remove_run_containers(run: str) -> int:
     client = docker.from_env(timeout=60)
     removed = 0
     try:
-        for container in client.containers.list(all=True, filters={"label": f"{LABEL_RUN}={run}"}):
+        for container in client.containers.list(all=True, filters={"label": f"{LABEL_RUN}={run}"},
+                                                ignore_removed=True):
             try:
                 container.remove(force=True, v=True)
                 removed += 1
