@@ -36,10 +36,11 @@ from .pg_rows import COLUMNS, T_COLUMNS, memory_from_row
 from .validation import check_limit, check_selection, check_vector
 
 #: Set first in every transaction that asks the HNSW index (:meth:`SearchMixin._through_index`):
-#: the strategy chose the index, and the planner must not take that back. pgvector costs an HNSW scan by ``ef_search``, so at
-#: ``ef_search`` 100 the planner took a sequential scan and sort for a few thousand rows:
-#: measured on 3,000 rows (384 dims), 768 blocks and 3.6 ms a query against 663 blocks and
-#: 0.26-0.6 ms through the index; the catalogue's "HNSW" searches at scale 0.5 were exact scans.
+#: the strategy chose the index, and the planner must not take that back. pgvector costs an
+#: HNSW scan by ``ef_search``, so at ``ef_search`` 100 the planner took a sequential scan and
+#: sort for a few thousand rows: measured on 3,000 rows (384 dims), 768 blocks and 3.6 ms a
+#: query against 663 blocks and 0.26-0.6 ms through the index; the catalogue's "HNSW"
+#: searches at scale 0.5 were exact scans.
 INDEX_SCAN = "SET LOCAL enable_seqscan = off"
 
 #: pgvector's upper bound for ``hnsw.ef_search``.

@@ -20,20 +20,30 @@ from __future__ import annotations
 import signal
 import sys
 import threading
+from typing import Any
+
+
+def run_containers(client: Any, run: str) -> list[Any]:
+    """The containers labelled with ``run``, skipping any removed while they are listed
+    (docker-py lists the ids, then inspects each: a container gone meanwhile, removed by a
+    sweep or another reaper, would otherwise fail the whole listing)."""
+    from .containers import LABEL_RUN
+
+    return client.containers.list(all=True, filters={"label": f"{LABEL_RUN}={run}"},
+                                  ignore_removed=True)
 
 
 def beat(run: str, stop: threading.Event) -> None:
     """Write the heartbeat into the run's containers until ``stop`` is set."""
     import docker
 
-    from .containers import HEARTBEAT_S, LABEL_RUN, write_heartbeat
+    from .containers import HEARTBEAT_S, write_heartbeat
 
     client = None
     while not stop.is_set():
         try:
             client = client or docker.from_env(timeout=30)
-            for container in client.containers.list(all=True, filters={"label": f"{LABEL_RUN}={run}"},
-                                                ignore_removed=True):
+            for container in run_containers(client, run):
                 write_heartbeat(container)
         except Exception:  # noqa: BLE001 - the engine may be busy or gone; try again
             client = None
@@ -46,13 +56,10 @@ def remove_run_containers(run: str) -> int:
     """Remove every container labelled with ``run``; return how many."""
     import docker
 
-    from .containers import LABEL_RUN
-
     client = docker.from_env(timeout=60)
     removed = 0
     try:
-        for container in client.containers.list(all=True, filters={"label": f"{LABEL_RUN}={run}"},
-                                                ignore_removed=True):
+        for container in run_containers(client, run):
             try:
                 container.remove(force=True, v=True)
                 removed += 1
