@@ -150,3 +150,18 @@ def test_a_figure_not_judged_in_the_fresh_process_is_not_judged() -> None:
     judged = _again(first, again, False, "later", counts)
     assert judged.verdict == "not-judged" and judged.reason == NOT_REPRODUCED and counts["unjudged"] == 1
     assert "(there: runs spread)" in judged.message
+
+
+def test_a_figure_first_not_judged_that_fails_again_leads_with_the_failure() -> None:
+    from pytest_agentmem.gate.reproduce import _failed_again
+
+    first = ("search.cpu_ms_per_op 6.1: not judged: baseline recorded on another machine; scaled by x1.15, "
+             "the median shift of the run's other 4 tests")
+    message = _failed_again(first, "when its test ran again in 3 fresh processes, over 160 s (+31%, +29%, +33%)")
+    # the terminal cuts the line: beside FAIL a reader sees the failure first, not "not judged"
+    assert message.startswith("search.cpu_ms_per_op 6.1: failed again when its test ran again in 3 fresh "
+                              "processes, over 160 s (+31%, +29%, +33%): measurements independent")
+    assert message.endswith("(in the run itself, not judged: baseline recorded on another machine; scaled by "
+                            "x1.15, the median shift of the run's other 4 tests)")
+    taken_back = "search.qps 600 < baseline 1000 (-40%); not significant across the test's 4 comparisons"
+    assert _failed_again(taken_back, "later").startswith(taken_back + "; failed again later: ")

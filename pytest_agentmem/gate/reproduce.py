@@ -278,8 +278,7 @@ def settle_again(suspected: Sequence[Pending], done: Reproduction) -> dict[str, 
                 continue
             counts["confirmed"] += 1
             new = replace(p.check, verdict="fail", reason=None, confirmed=True,
-                          message=f"{p.check.message}; failed again {later}: measurements independent "
-                                  "of the run that picked it out, beyond the tolerance")
+                          message=_failed_again(p.check.message, later))
         elif second is None:
             counts["kept"] += 1
             new = replace(p.check, message=f"{p.check.message}; could not be reproduced: "
@@ -303,6 +302,17 @@ def _later(base: float | None, runs: Sequence[Sequence[float]], done: Reproducti
     if len(runs) <= 1:
         return f"when its test ran again in a fresh process {done.elapsed:.0f} s later{shown}"
     return f"when its test ran again in {len(runs)} fresh processes, over {done.elapsed:.0f} s{shown}"
+
+
+def _failed_again(first: str, later: str) -> str:
+    """The message of a figure that had not failed and failed in the fresh runs: it leads with
+    the failure, and a first "not judged" becomes what the run itself said (a reader of a cut
+    line sees "failed", not "not judged", beside ``FAIL``)."""
+    failed = f"failed again {later}: measurements independent of the run that picked it out, beyond the tolerance"
+    head, unjudged, detail = first.partition(": not judged: ")
+    if not unjudged:  # a failure Holm took back: the message already leads with the change
+        return f"{first}; {failed}"
+    return f"{head}: {failed} (in the run itself, not judged: {detail})"
 
 
 def _again(first: CheckResult, again: CheckResult, held: bool, later: str,
