@@ -11,7 +11,14 @@ import math
 import pytest
 from gate_project import CONFTEST, bdir, figures, rounds, run
 
-from pytest_agentmem.gate.across import MIN_PEERS, SHARE_WINDOW, Pending, peer_group, resolve
+from pytest_agentmem.gate.across import (
+    MIN_PEERS,
+    SHARE_WINDOW,
+    Pending,
+    peer_group,
+    probe_disagreement,
+    resolve,
+)
 from pytest_agentmem.gate.baseline import MACHINES_DIR, SCHEMA, VERSION, baseline_path, machine_key
 from pytest_agentmem.gate.checks import PENDING, SPREAD, not_judged
 from pytest_agentmem.gate.fingerprint import machine_fingerprint
@@ -290,3 +297,18 @@ def test_a_throughput_drop_beyond_the_widened_ratio_fails() -> None:
     check = items[-1].verdict.checks[0]
     assert check.verdict == "fail", check.message
     assert 1 / (1 - check.tolerance) == pytest.approx((1 / 0.9) * math.exp(2 * 1.4826 * 0.035), rel=1e-6)
+
+
+def test_the_probes_have_no_say_on_a_figure_measured_against_the_model_in_its_own_rounds() -> None:
+    # every test 1.6x its baseline, the probes 1.0x: for a CPU cost that is "the code or the
+    # machine?" and no figure may pass; the model's yardstick was measured in the same rounds
+    def items(metric: str) -> list[Pending]:
+        out = []
+        for i in range(6):
+            p = _pending(f"m{i}", 1.6)
+            p.check.metric, p.probe = metric, {"cpu": 1.0, "wall": 1.0}
+            out.append(p)
+        return out
+
+    assert probe_disagreement("cpu_ms_per_op", items("cpu_ms_per_op"), 0.15) is not None
+    assert probe_disagreement("cpu_model_ratio", items("cpu_model_ratio"), 0.15) is None

@@ -9,7 +9,7 @@ import json
 from typing import Any
 
 import pytest
-from gate_project import bdir, make_project, run, stored
+from gate_project import bdir, figures, make_project, rounds, run, stored, with_search
 
 SKIPPING = '''
 import pytest
@@ -79,6 +79,26 @@ def pytest_agentmem_measurement(item, measurement):
         "*not judged (*figures): workload changed (concurrency 16 -> 8); record a baseline of this "
         "workload with --update-baselines",
     ])
+
+
+def test_a_figure_the_baseline_was_recorded_without_is_not_judged_and_strict_lets_it_be(
+        project: pytest.Pytester) -> None:
+    run(project, "--update-baselines").assert_outcomes(passed=2)
+    # an upgrade measures a figure the baselines were recorded without (cpu_model_ratio, say)
+    figures(project, with_search(rounds=rounds(qps=1000, p95_ms=12.0, error_rate=0.0, recall=0.95,
+                                               cpu_model_ratio=1.9)))
+    result = run(project, "--agentmem-strict")
+    result.assert_outcomes(passed=2)
+    assert result.ret == 0, result.stdout.str()
+    result.stdout.fnmatch_lines([
+        "*search.cpu_model_ratio*not judged: new figure*",
+        "not judged (1 figure): a figure its baseline was recorded without (by an earlier pytest-agentmem, or "
+        "a run where it was not measured); record the baseline again with --update-baselines to judge it"])
+    assert "not fully judged" not in result.stdout.str()
+    run(project, "--update-baselines").assert_outcomes(passed=2)  # recorded again: judged
+    again = run(project, "--agentmem-strict")
+    assert again.ret == 0
+    again.stdout.fnmatch_lines(["*search.cpu_model_ratio*1.9*1.9*pass*"])
 
 
 def _check(metric: str, verdict: str, reason: str | None = None, measurement: str = "search") -> Any:

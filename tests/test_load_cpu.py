@@ -12,11 +12,12 @@ import hashlib
 
 import pytest
 
-from pytest_agentmem.gate.directions import compared, direction_of, is_time_like, latency_floor
+from pytest_agentmem.gate.directions import compared, direction_of, is_primary, is_time_like, latency_floor
 from pytest_agentmem.load import histogram as hdr
 from pytest_agentmem.load import run_load, validate
+from pytest_agentmem.load.fixtures import round_figures
 from pytest_agentmem.load.resources import service_pids_of
-from pytest_agentmem.load.result import LoadResult, merge_results
+from pytest_agentmem.load.result import LoadResult, merge_results, model_yardstick
 from pytest_agentmem.services.plugin import service_manager
 
 BURN_SQL = "SELECT count(*) FROM generate_series(1, 200000)"
@@ -69,6 +70,38 @@ async def test_the_embedding_models_share_of_the_cpu_is_counted(embedder) -> Non
     assert merged.resources["model_cpu_s"] == pytest.approx(embedding.resources["model_cpu_s"])
     embedding.resources.pop("model_cpu_s")  # worker processes ran it: unknown, not 0
     assert embedding.model_cpu_share is None
+
+
+@pytest.mark.asyncio
+async def test_an_operation_that_embeds_is_also_measured_in_units_of_the_model(embedder) -> None:
+    """``model_cpu_ms_per_op`` and ``cpu_model_ratio``: the model as the round's yardstick."""
+    model = embedder.uncached()
+    texts = iter(range(10**9))
+
+    async def embed_and_hash(index: int) -> None:
+        await model.embed([f"note {next(texts)}: the user moved to a new flat near the station"])
+        _burn(200)  # the rest of the operation: real CPU outside the model
+
+    result = await _run(embed_and_hash, total=40, concurrency=4)
+    figures = result.metrics()
+    model_ms = 1000 * result.resources["model_cpu_s"] / result.successes
+    assert figures["model_cpu_ms_per_op"] == pytest.approx(model_ms)
+    assert figures["cpu_model_ratio"] == pytest.approx(result.cpu_ms_per_op / model_ms)
+    assert figures["cpu_model_ratio"] > 1.0  # the hashing is outside the model
+    assert result.rounds == [] and round_figures(result)["cpu_model_ratio"] == figures["cpu_model_ratio"]
+    for metric in ("model_cpu_ms_per_op", "cpu_model_ratio"):  # gated by default, as CPU costs
+        assert direction_of(metric) == "lower" and is_time_like(metric) and is_primary(metric)
+        assert latency_floor(metric) == 0.0
+    hashing = await _run(burn_op, total=40)  # no model: no yardstick
+    assert "cpu_model_ratio" not in hashing.metrics() and "model_cpu_ms_per_op" not in hashing.metrics()
+
+
+def test_a_run_whose_model_took_little_of_its_cpu_has_no_yardstick() -> None:
+    assert model_yardstick({"process_cpu_s": 2.0, "services_cpu_s": 1.0, "model_cpu_s": 1.5}, 100) == {
+        "model_cpu_ms_per_op": 15.0, "cpu_model_ratio": 2.0}
+    assert model_yardstick({"process_cpu_s": 2.0, "services_cpu_s": 1.0, "model_cpu_s": 0.2}, 100) == {}  # < 10 %
+    assert model_yardstick({"process_cpu_s": 2.0}, 100) == {}  # worker processes: unknown
+    assert model_yardstick({"process_cpu_s": 2.0, "model_cpu_s": 1.0}, 0) == {}  # nothing succeeded
 
 
 @pytest.mark.asyncio

@@ -53,6 +53,7 @@ from .checks import (
     within_spread,
 )
 from .directions import CPU_COST_METRICS, direction_of
+from .metric_kinds import YARDSTICK_METRICS
 from .recordings import RunSpread, relative_spread, run_spread
 from .stats import centre
 from .verdict import CheckResult, TestVerdict
@@ -181,6 +182,8 @@ def robust_sd(values: Sequence[float]) -> float:
 def probe_disagreement(metric: str, items: Sequence[Pending], tolerance: float) -> str | None:
     """Why no figure of ``metric`` may be called passed: the run's tests moved far more
     than the interleaved probes did (every test slower: the machine, or every test's code?)."""
+    if metric in YARDSTICK_METRICS:
+        return None  # measured against the model in the same round: the probes do not apply
     shifts = [p.shift for p in items if p.shift]
     key = "cpu" if metric in CPU_COST_METRICS else "wall"
     probes = [p.probe[key] for p in items if key in p.probe]

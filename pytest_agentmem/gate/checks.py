@@ -54,7 +54,7 @@ from .baseline import Baseline
 from .directions import compared, direction_of, is_primary, is_time_like, latency_floor
 from .recordings import RunSpread, run_spread
 from .stats import centre, p_worse, worse_change
-from .verdict import CheckKind, CheckResult, Direction, Verdict
+from .verdict import NEW_FIGURE, CheckKind, CheckResult, Direction, Verdict
 
 #: Significance level of the final decision (one-sided).
 ALPHA = 0.05
@@ -315,7 +315,12 @@ def check_baseline(ctx: GateContext) -> list[CheckResult]:
             samples = m.samples(metric)
             base_samples = stored.samples(metric) if stored else []
             value = centre(samples)
-            if not base_samples:
+            if not base_samples and stored is not None and stored.metrics:
+                results.append(not_judged(m, metric, value, NEW_FIGURE,
+                                          "a figure its baseline was recorded without (by an earlier "
+                                          "pytest-agentmem, or a run where it was not measured); record "
+                                          "the baseline again with --update-baselines to judge it"))
+            elif not base_samples:
                 results.append(not_judged(m, metric, value, "no baseline",
                                           "no baseline yet; record one with --update-baselines"))
             elif changed:

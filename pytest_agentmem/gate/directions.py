@@ -3,9 +3,11 @@
 Names decide: ``qps``, ``ops_per_s``, ``*_per_s``, ``recall*``, ``precision*``,
 ``hit_rate``, ``throughput*``, ``ops`` (benchmark ops/s) are higher-is-better;
 ``*_ms``, ``*_s``, ``*_us``, ``error_rate``, ``timeout_rate``, ``*_bytes``,
-``*_mb`` are lower-is-better; so is ``cpu_ms_per_op`` (CPU cost per successful
-operation), which is time-like (a slower machine raises it) but carries no
-latency jitter floor: it is an average over every operation of a round. Counts and settings (``errors``, ``concurrency``,
+``*_mb`` are lower-is-better; so are ``cpu_ms_per_op`` (CPU cost per successful
+operation), ``model_cpu_ms_per_op`` (the embedding model's part of it) and
+``cpu_model_ratio`` (the one in units of the other), which are time-like (a slower
+machine moves them) but carry no latency jitter floor: each is an average over every
+operation of a round. Counts and settings (``errors``, ``concurrency``,
 ``rate``, ``duration_s``...) and single-extreme figures (``max_ms``, ``min_ms``,
 ``p999_ms``), too noisy for a median-of-rounds comparison, are not compared
 against the baseline (they still can carry an absolute threshold).
@@ -32,8 +34,7 @@ _HIGHER_PREFIX = ("recall", "precision", "ndcg", "mrr", "hit_rate", "throughput"
 _HIGHER_SUFFIX = ("_per_s", "_per_sec", "_qps", "_ops", "_hit_rate", "_savings", "_recall",
                   "_throughput", "_speedup")
 _LOWER_SUFFIX = ("_ms", "_s", "_us", "_ns", "_error_rate", "_bytes", "_mb", "_kb", "_miss_rate")
-_LOWER_EXACT = frozenset({"error_rate", "timeout_rate", "miss_rate", "latency", "cpu_s",
-                          "cpu_ms_per_op"})
+_LOWER_EXACT = frozenset({"error_rate", "timeout_rate", "miss_rate", "latency", "cpu_s", *CPU_COST_METRICS})
 
 
 #: Bounded rates: a change is measured against at least this floor, so that
@@ -70,10 +71,11 @@ def direction_of(metric: str) -> Direction:
 
 
 #: The questions the gate asks of every load run by default: throughput, tail
-#: latency, errors and CPU cost. The other figures are measured and reported, and
+#: latency, errors and CPU cost (where the embedding model ran, its part and the rest in
+#: units of it too: see :func:`pytest_agentmem.load.result.model_yardstick`). The other figures are measured and reported, and
 #: gated only when a test names them (marker ``gate=``) or bounds them.
 PRIMARY = {
-    "load": frozenset({"qps", "p95_ms", "error_rate", "cpu_ms_per_op"}),
+    "load": frozenset({"qps", "p95_ms", "error_rate", "cpu_ms_per_op", "model_cpu_ms_per_op", "cpu_model_ratio"}),
     "benchmark": frozenset({"median_ms"}),
 }
 

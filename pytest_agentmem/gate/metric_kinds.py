@@ -7,8 +7,14 @@ the reports all ask these two questions; :mod:`.directions` says which way is be
 
 from __future__ import annotations
 
-#: Lower-is-better costs that scale with machine speed, by name.
-CPU_COST_METRICS = frozenset({"cpu_ms_per_op"})
+#: Lower-is-better costs that scale with machine speed, by name: measured in CPU time, so a
+#: neighbour that takes wall time leaves them alone (the A/B gate decides on them when the
+#: two sides waited unequally), and no latency jitter floor applies.
+CPU_COST_METRICS = frozenset({"cpu_ms_per_op", "model_cpu_ms_per_op", "cpu_model_ratio"})
+#: Figures measured against a yardstick in the same round (``cpu_model_ratio``: the
+#: operation's CPU in units of the embedding model's, :func:`~pytest_agentmem.load.result.model_yardstick`):
+#: the calibration probes, which measure the machine apart, say nothing about them.
+YARDSTICK_METRICS = frozenset({"cpu_model_ratio"})
 
 
 def is_rate(metric: str) -> bool:
@@ -24,5 +30,5 @@ def is_time_like(metric: str) -> bool:
         return True
     if is_rate(name) and not name.endswith(("per_s", "qps")):
         return False
-    return name in ("qps", "ops", "throughput", "ops_per_s", "cpu_ms_per_op") or name.endswith(
+    return name in ("qps", "ops", "throughput", "ops_per_s") or name.endswith(
         ("_ms", "_s", "_us", "_ns", "_per_s", "_per_sec", "_qps", "_throughput"))

@@ -56,6 +56,7 @@ from .checks import as_ratio, holm_family, pct
 from .directions import direction_of
 from .stats import centre
 from .verdict import CheckResult, TestVerdict, measurement_from_dict
+from .yardstick import MOVED_WITH_THE_MODEL
 
 #: The reason of a figure that failed here and could not be judged when its test ran again.
 NOT_REPRODUCED = "not reproduced"
@@ -180,9 +181,12 @@ def fresh_samples(document: dict[str, Any] | None) -> dict[tuple[str, str, str],
 def suspect(check: CheckResult) -> bool:
     """A figure the fresh processes decide again: failed, or worse than its tolerance and
     significant on its own at :data:`SCREEN_P` but not failed (Holm's correction took it back,
-    or its run-to-run spread left it undecided)."""
+    or its run-to-run spread left it undecided). Not a figure that moved with its model
+    yardstick (:mod:`.yardstick`): fresh processes on the same machine would measure that again."""
     if check.verdict == "fail":
         return True
+    if check.reason == MOVED_WITH_THE_MODEL:
+        return False
     return (check.kind == "baseline" and check.p_value is not None and check.p_value <= SCREEN_P
             and check.change is not None and check.tolerance is not None and check.change > check.tolerance)
 

@@ -15,7 +15,8 @@ from ..presentation import (
     short_test,
 )
 from ..presentation import paired_change as paired_change_text
-from .verdict import SIDES_UNEQUAL, CheckResult, TestVerdict
+from .verdict import NEW_FIGURE, SIDES_UNEQUAL, CheckResult, TestVerdict
+from .yardstick import MOVED_WITH_THE_MODEL, RATIO_METRIC
 
 HEADER = ("test", "metric", "value", "baseline", "change", "verdict")
 #: Test ids in the table are cut to this many characters.
@@ -127,6 +128,14 @@ def strict_problems(verdicts: Sequence[TestVerdict], skipped: Mapping[str, str])
     """What ``--agentmem-strict`` fails a run for: a skipped perf test, a figure not judged
     (no baseline included), a test that wrote no verdict.
 
+    A CPU figure that moved with its measurement's model yardstick (``MOVED_WITH_THE_MODEL``)
+    is not one when that measurement's ``cpu_model_ratio`` was judged: the ratio answers for
+    the code outside the model (:mod:`.yardstick`).
+
+    A figure that a test's baseline was recorded without (``NEW_FIGURE``: one an upgrade of
+    the plugin added) is not one: the test's other figures are judged as before, and an
+    upgrade must not fail every pull request until the baselines are recorded again.
+
     An A/B wall-time figure not judged because the machine took unequal time from the two
     sides is not one when its run's ``cpu_ms_per_op`` was judged: that is the figure the
     A/B gate decides such a run on (the table still shows it as not judged).
@@ -136,8 +145,10 @@ def strict_problems(verdicts: Sequence[TestVerdict], skipped: Mapping[str, str])
         if v.outcome in ("failed", "error", "updated"):
             continue
         cpu_judged = {c.measurement for c in v.checks if c.metric == "cpu_ms_per_op" and c.judged}
-        missing = [c for c in v.checks if c.verdict == "not-judged"
-                   and not (c.reason == SIDES_UNEQUAL and c.measurement in cpu_judged)]
+        ratio_judged = {c.measurement for c in v.checks if c.metric == RATIO_METRIC and c.judged}
+        missing = [c for c in v.checks if c.verdict == "not-judged" and c.reason != NEW_FIGURE
+                   and not (c.reason == SIDES_UNEQUAL and c.measurement in cpu_judged)
+                   and not (c.reason == MOVED_WITH_THE_MODEL and c.measurement in ratio_judged)]
         if missing:
             reasons = sorted({c.reason or "not judged" for c in missing})
             out.append(f"{short_test(v.nodeid)}: {len(missing)} figure{'s' if len(missing) != 1 else ''} "

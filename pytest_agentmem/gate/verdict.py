@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 from ..measurement import Measurement
 from .metric_kinds import is_time_like
+from .yardstick import excuse_uniform_moves
 
 Verdict = Literal["pass", "fail", "not-judged"]
 Outcome = Literal["passed", "failed", "not-judged", "updated", "error"]
@@ -30,6 +31,10 @@ Direction = Literal["higher", "lower", "none"]
 #: The reason of an A/B wall-time figure left to its run's CPU cost per operation, because the
 #: machine took unequal time from the two sides.
 SIDES_UNEQUAL = "sides unequal"
+#: The reason of a figure its test's baseline was recorded without (one an upgrade of the
+#: plugin added): not judged, and not a reason for ``--agentmem-strict`` to fail the run,
+#: which judged that test's other figures as before (:func:`~.summary.strict_problems`).
+NEW_FIGURE = "new figure"
 
 
 @dataclass
@@ -135,9 +140,12 @@ class TestVerdict:
         return status_of([c for c in self.checks if c.speed])
 
     def settle(self) -> None:
-        """Set ``outcome`` from the checks (``updated`` and ``error`` are kept)."""
+        """Set ``outcome`` from the checks (``updated`` and ``error`` are kept); a CPU figure
+        that moved with its measurement's model yardstick is not judged first
+        (:func:`~.yardstick.excuse_uniform_moves`)."""
         if self.outcome in ("updated", "error"):
             return
+        excuse_uniform_moves(self.checks)
         if self.failures:
             self.outcome = "failed"
         elif any(not c.judged for c in self.checks):
