@@ -21,7 +21,7 @@ from typing import Any
 
 from .config import ENVIRONMENT, OPTIONS, EnvVar, Option
 from .gate.directions import PRIMARY, direction_of
-from .load.result import GATED_METRICS
+from .load.result import CPU_MODEL_RATIO, GATED_METRICS, MODEL_CPU_METRIC
 from .marker import KEYWORDS, MARKER
 
 #: Where the page lives, relative to the repository root.
@@ -86,7 +86,7 @@ def _env_row(var: EnvVar) -> list[str]:
 
 def _metric_rows() -> Iterable[list[str]]:
     primary = PRIMARY["load"]
-    names = [*GATED_METRICS, "result_cache_hit_rate", "embedding_cache_hit_rate"]
+    names = [*GATED_METRICS, MODEL_CPU_METRIC, CPU_MODEL_RATIO, "result_cache_hit_rate", "embedding_cache_hit_rate"]
     for name in names:
         better = {"higher": "higher", "lower": "lower"}.get(str(direction_of(name)), "")
         yield [_code(name), better, "yes" if name in primary else "when named in `gate=`"]
@@ -115,7 +115,10 @@ def render() -> str:
     lines += ["", "## Metrics of a `perf.run`", "",
               "Each run's figures, named `<run name>.<metric>` in reports. Figures filed with "
               "`perf.record` are all gated (the test chose them); any metric can carry a "
-              "`min_`/`max_` threshold.", ""]
+              "`min_`/`max_` threshold. `model_cpu_ms_per_op` (the embedding model's CPU per "
+              "operation) and `cpu_model_ratio` (`cpu_ms_per_op` in units of it, the same rounds) "
+              "are measured where the model took at least 10 % of the run's CPU: see "
+              "[the gate](gate.md#the-model-as-a-yardstick-in-the-same-rounds).", ""]
     lines += _table(("metric", "better", "compared with the reference by default"), _metric_rows())
     return "\n".join(lines) + "\n"
 

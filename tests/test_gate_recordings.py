@@ -255,3 +255,25 @@ def test_fresh_runs_fail_a_figure_only_beyond_its_tolerance() -> None:
     assert far_beyond.verdict == "fail"
     assert "beyond its tolerance over 3 runs (+120%, +110%, +130%)" in far_beyond.message
     assert judged(fresh(0.05, 0.0, 0.1)).verdict == "pass"
+
+
+def test_fresh_runs_of_a_figure_measured_against_the_model_decide_against_its_baseline() -> None:
+    from pytest_agentmem.gate.checks import GateContext, within_spread
+
+    ctx = GateContext(nodeid="t", measurements=(), tolerance=0.05)
+    base = [1.8 * w for w in (1.0, 1.01, 0.99, 1.005, 0.995)]
+    spread = RunSpread(0.02, 5)  # the search's cpu_model_ratio: 2 % (1 SD) over 5 recordings
+
+    def judged(metric: str, *changes: float):
+        runs = [[1.8 * (1 + c) * w for w in (1.0, 1.01, 0.99, 1.005, 0.995)] for c in changes]
+        return within_spread(ctx, "search", metric, [x for r in runs for x in r], base, spread,
+                             runs=[statistics.median(r) for r in runs])
+
+    # a search path 10 % slower, measured +9 %, +7 %, +8 % in three fresh processes: the ratio
+    # carries no machine state, so it is decided against its baseline ...
+    ratio = judged("cpu_model_ratio", 0.09, 0.07, 0.08)
+    assert ratio.verdict == "fail"
+    assert "each run worse than its tolerance, beyond its run-to-run spread over 3 runs" in ratio.message
+    # ... where a figure that carries the machine's state must show the 3 points beyond the tolerance
+    assert judged("cpu_ms_per_op", 0.09, 0.07, 0.08).verdict == "not-judged"
+    assert judged("cpu_model_ratio", 0.01, -0.01, 0.0).verdict == "pass"

@@ -79,3 +79,14 @@ def test_only_a_failed_cpu_figure_of_a_stored_baseline_with_a_ratio_is_excused()
     unknown.checks = [not_judged("m", "cpu_model_ratio", 2.0, "new figure", "new"), check("cpu_ms_per_op", "fail", 0.3)]
     unknown.settle()
     assert unknown.outcome == "failed"
+
+
+def test_a_figure_that_moved_with_the_model_is_not_run_again_in_fresh_processes() -> None:
+    from pytest_agentmem.gate.reproduce import suspect
+
+    moved = CheckResult(measurement="m", metric="cpu_ms_per_op", value=1.3, baseline=1.0, limit=None, change=0.3,
+                        tolerance=0.1, p_value=0.001, confirmed=False, verdict="not-judged", message="",
+                        kind="baseline", reason=MOVED_WITH_THE_MODEL)
+    assert not suspect(moved)  # the same machine would measure it again: nothing to decide there
+    moved.reason = "runs spread"
+    assert suspect(moved)

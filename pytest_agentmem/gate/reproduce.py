@@ -278,7 +278,16 @@ def settle_again(suspected: Sequence[Pending], done: Reproduction) -> dict[str, 
         held = second is not None and second.verdict == "fail" and id(p) in done.persisted
         later = _later(second.baseline if second is not None else p.check.baseline, runs, done)
         if p.check.verdict != "fail":
-            if not held:
+            if not held and not _worse_each_time(p, second, done):
+                continue
+            if not held:  # worse than the tolerance in every fresh run, not beyond it: not passed
+                counts["unjudged"] += 1
+                new = replace(p.check, verdict="not-judged", reason=NOT_REPRODUCED, confirmed=False,
+                              message=_worse_not_beyond(p.check.message, later, second))
+                checks = p.verdict.checks
+                checks[checks.index(p.check)] = new
+                p.check = new
+                verdicts[id(p.verdict)] = p.verdict
                 continue
             counts["confirmed"] += 1
             new = replace(p.check, verdict="fail", reason=None, confirmed=True,
@@ -306,6 +315,20 @@ def _later(base: float | None, runs: Sequence[Sequence[float]], done: Reproducti
     if len(runs) <= 1:
         return f"when its test ran again in a fresh process {done.elapsed:.0f} s later{shown}"
     return f"when its test ran again in {len(runs)} fresh processes, over {done.elapsed:.0f} s{shown}"
+
+
+def _worse_each_time(p: Pending, second: CheckResult | None, done: Reproduction) -> bool:
+    """Every fresh run measured the figure worse than its tolerance, and they did not show it
+    beyond (``second`` not judged): a figure shown passed until then must not stay so."""
+    return (second is not None and second.verdict == "not-judged" and id(p) in done.persisted
+            and p.check.verdict == "pass")
+
+
+def _worse_not_beyond(first: str, later: str, second: CheckResult | None) -> str:
+    """The message of a passed figure that every fresh run measured worse than its tolerance."""
+    there = second.message.split("not judged: ", 1)[-1] if second is not None else ""
+    return (f"{first}; not judged: worse than its tolerance in every fresh run {later}, but not shown "
+            f"beyond it ({there})")
 
 
 def _failed_again(first: str, later: str) -> str:

@@ -24,9 +24,12 @@ AB_WRITE_TOLERANCE = AB_TOLERANCE
 
 
 #: The search scenario's tolerance against stored baselines. The uncached search path is
-#: what the catalogue exists to watch; its CPU per search is an average over thousands
-#: of searches a round, so a 10 % slower search path must fail, not pass at 15 %.
-SEARCH_TOLERANCE = 0.07
+#: what the catalogue exists to watch, so a 10 % slower search path must fail. Its CPU per
+#: search in units of the model's (``cpu_model_ratio``, the same rounds) moves 2 % (1 SD)
+#: from run to run, so a tolerance of 5 % leaves a 10 % regression 2.5 SD beyond it in one
+#: fresh process, where 7 % left it 1.5 SD beyond and 3 fresh processes could not show it
+#: (a +10.6 % ratio, p = 0.0065 against the recordings, was not confirmed).
+SEARCH_TOLERANCE = 0.05
 
 
 def scale() -> float:
