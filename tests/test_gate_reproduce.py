@@ -165,3 +165,28 @@ def test_a_figure_first_not_judged_that_fails_again_leads_with_the_failure() -> 
                             "x1.15, the median shift of the run's other 4 tests)")
     taken_back = "search.qps 600 < baseline 1000 (-40%); not significant across the test's 4 comparisons"
     assert _failed_again(taken_back, "later").startswith(taken_back + "; failed again later: ")
+
+
+def test_a_passed_figure_worse_than_its_tolerance_in_every_fresh_run_is_no_longer_passed() -> None:
+    from pytest_agentmem.gate.across import Pending
+    from pytest_agentmem.gate.reproduce import Reproduction, _worse_each_time, _worse_not_beyond
+    from pytest_agentmem.gate.verdict import CheckResult, TestVerdict
+
+    def check(verdict: str, message: str) -> CheckResult:
+        return CheckResult(measurement="search", metric="cpu_model_ratio", value=1.94, baseline=1.8, limit=None,
+                           change=0.08, tolerance=0.05, p_value=0.01, confirmed=False, verdict=verdict,  # type: ignore[arg-type]
+                           message=message, kind="baseline")
+
+    # Holm took it back ("pass"); every fresh run measured it worse than the tolerance, not beyond it
+    first = check("pass", "search.cpu_model_ratio 1.94 > baseline 1.8 (+8%); not significant across the test's 10 "
+                          "comparisons (Holm p=0.106)")
+    p = Pending(TestVerdict(nodeid="t::search", outcome="passed", checks=[first]), first, [1.94], [1.8], 0.05)
+    done = Reproduction(runs={id(p): [[1.93], [1.92], [1.95]]}, persisted={id(p)}, processes=3)
+    there = check("not-judged", "search.cpu_model_ratio 1.93: not judged: worse than its tolerance over 3 runs "
+                                "(+7%, +7%, +8%), but not beyond it")
+    assert _worse_each_time(p, there, done)
+    message = _worse_not_beyond(first.message, "when its test ran again in 3 fresh processes", there)
+    assert "(Holm p=0.106); not judged: worse than its tolerance in every fresh run when its test ran again in " \
+           "3 fresh processes, but not shown beyond it (worse than its tolerance over 3 runs" in message
+    done.persisted = set()  # one fresh run within the tolerance: cleared, it stays as it was
+    assert not _worse_each_time(p, there, done)

@@ -419,9 +419,10 @@ def within_spread(ctx: GateContext, m: Measurement | str, metric: str, samples: 
             if not visible:
                 judged.reason = SPREAD  # if the test's Holm family takes the failure back: not judged
             return judged
-        if runs:  # worse than the tolerance (or its baseline), not beyond it: neither failed nor passed
-            return undecided(f"{why}worse than its tolerance{over}, but not beyond it (it {spread.describe()} "
-                             f"{where}, p={p_run:.3g})")
+        if runs:  # worse than the tolerance, not beyond it (or its baseline): neither failed nor passed
+            short = "it" if margin else "its run-to-run spread"
+            return undecided(f"{why}worse than its tolerance{over}, but not beyond {short} (it "
+                             f"{spread.describe()} {where}, p={p_run:.3g})")
         judged.verdict, judged.confirmed = "pass", False
         judged.message += f"; within its run-to-run spread{over} (it {spread.describe()}, p={p_run:.3g})"
     if visible:

@@ -23,13 +23,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from ..load.result import CPU_MODEL_RATIO, MODEL_CPU_METRIC
+
 if TYPE_CHECKING:
     from .verdict import CheckResult
 
 #: The figure measured in units of the model (see the module docstring).
-RATIO_METRIC = "cpu_model_ratio"
+RATIO_METRIC = CPU_MODEL_RATIO
 #: The figures that move with the machine when the ratio does not.
-SCALED_BY_THE_MODEL = ("cpu_ms_per_op", "model_cpu_ms_per_op")
+SCALED_BY_THE_MODEL = ("cpu_ms_per_op", MODEL_CPU_METRIC)
 #: The reason of such a figure, not judged.
 MOVED_WITH_THE_MODEL = "moved with the model"
 
