@@ -265,7 +265,8 @@ def settle_again(suspected: Sequence[Pending], done: Reproduction) -> dict[str, 
     :func:`~.checks.within_spread`) and each of them measured it worse than
     the tolerance. A failed figure: ``reproduced`` (the failure stands), ``cleared`` (passed
     there: passed), ``unjudged`` (not judged there) or ``kept`` (no fresh rounds: the failure
-    stands). A figure that had not failed: ``confirmed`` (it fails now) or left as it was."""
+    stands). A figure that had not failed: ``confirmed`` (it fails now), ``unjudged`` (a passed
+    one every fresh run measured worse than its tolerance, not beyond it) or left as it was."""
     counts = {"reproduced": 0, "cleared": 0, "unjudged": 0, "kept": 0, "confirmed": 0}
     again: dict[int, CheckResult] = {}
     for p in suspected:
@@ -278,20 +279,16 @@ def settle_again(suspected: Sequence[Pending], done: Reproduction) -> dict[str, 
         held = second is not None and second.verdict == "fail" and id(p) in done.persisted
         later = _later(second.baseline if second is not None else p.check.baseline, runs, done)
         if p.check.verdict != "fail":
-            if not held and not _worse_each_time(p, second, done):
-                continue
-            if not held:  # worse than the tolerance in every fresh run, not beyond it: not passed
+            if held:
+                counts["confirmed"] += 1
+                new = replace(p.check, verdict="fail", reason=None, confirmed=True,
+                              message=_failed_again(p.check.message, later))
+            elif _worse_each_time(p, second, done):  # worse than the tolerance each time: not passed
                 counts["unjudged"] += 1
                 new = replace(p.check, verdict="not-judged", reason=NOT_REPRODUCED, confirmed=False,
                               message=_worse_not_beyond(p.check.message, later, second))
-                checks = p.verdict.checks
-                checks[checks.index(p.check)] = new
-                p.check = new
-                verdicts[id(p.verdict)] = p.verdict
+            else:
                 continue
-            counts["confirmed"] += 1
-            new = replace(p.check, verdict="fail", reason=None, confirmed=True,
-                          message=_failed_again(p.check.message, later))
         elif second is None:
             counts["kept"] += 1
             new = replace(p.check, message=f"{p.check.message}; could not be reproduced: "
