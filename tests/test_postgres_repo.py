@@ -371,6 +371,42 @@ async def test_a_typical_384_dim_memory_is_stored_inline_not_in_toast(memory_rep
     assert row_bytes > 2100  # the vector is in the row itself
 
 
+async def _gin_state(repo: PostgresMemoryRepository) -> dict[str, tuple[list[str], int]]:
+    """Each GIN index's options and how many entries its pending list held (merged by the call)."""
+    state = {}
+    async with repo.pool.acquire() as conn:
+        for index in (f"{repo.table}_metadata_idx", f"{repo.table}_content_tsv_idx"):
+            options = await conn.fetchval("SELECT reloptions FROM pg_class WHERE oid = $1::regclass", index)
+            pages = await conn.fetchval("SELECT gin_clean_pending_list($1::regclass)", index)
+            state[index] = (list(options or []), pages)
+    return state
+
+
+async def test_gin_indexes_keep_no_pending_list_so_a_search_never_scans_one(repo8: PostgresMemoryRepository) -> None:
+    """New rows' entries go into the GIN indexes at once (pg_schema.GIN_OPTIONS): a search's
+    cost must not depend on when autovacuum last merged a pending list."""
+    await repo8.add_batch([mem(f"memory number {i} about dogs", seed=i, metadata={"n": i}) for i in range(300)])
+    await repo8.add(mem("one more", metadata={"n": 1}))
+    state = await _gin_state(repo8)
+    assert all(options == ["fastupdate=off"] and pages == 0 for options, pages in state.values()), state
+
+
+async def test_setup_turns_an_older_tables_gin_indexes_off_their_pending_list(repo8: PostgresMemoryRepository) -> None:
+    """A table made by an earlier version (fastupdate on, entries pending) is migrated by setup()."""
+    async with repo8.pool.acquire() as conn:
+        for index in (f"{repo8.table}_metadata_idx", f"{repo8.table}_content_tsv_idx"):
+            await conn.execute(f"ALTER INDEX {index} RESET (fastupdate)")
+    await repo8.add_batch([mem(f"memory number {i} about cats", seed=i, metadata={"n": i}) for i in range(300)])
+    async with repo8.pool.acquire() as conn:  # entries now pending: gin_clean_pending_list would merge them
+        options = await conn.fetchval("SELECT reloptions FROM pg_class WHERE oid = $1::regclass",
+                                      f"{repo8.table}_metadata_idx")
+    assert options is None
+    await repo8.setup()
+    state = await _gin_state(repo8)
+    assert all(options == ["fastupdate=off"] and pages == 0 for options, pages in state.values()), state
+    assert len(await repo8.search(vec(3), filters={"n": 3}, limit=5)) == 1
+
+
 def test_constructor_rejects_unsafe_table_names() -> None:
     for table in ("memories; DROP TABLE x", "Memories", "a-b", ""):
         with pytest.raises(ValueError, match="table must match"):

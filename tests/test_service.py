@@ -138,6 +138,18 @@ async def test_embeddings_of_repeated_questions_come_from_the_cache(lance_servic
     assert model.stats.computed - before <= 1
 
 
+async def test_a_result_cache_hit_answers_before_the_query_is_embedded(service: MemoryService) -> None:
+    """Only a miss pays the embedder (model or embedding cache): a hit is the result cache's alone."""
+    await service.add("I love dogs", user_id="u")
+    first = await service.search("which pets?", user_id="u")
+    asked = service.embedder.stats.texts
+    assert await service.search("which pets?", user_id="u") == first
+    assert service.result_cache is not None and service.result_cache.hits == 1  # type: ignore[attr-defined]
+    assert service.embedder.stats.texts == asked
+    await service.search("which pets now?", user_id="u")  # a miss embeds
+    assert service.embedder.stats.texts == asked + 1
+
+
 async def test_dimension_mismatch_is_refused(lancedb_store, embedder) -> None:
     from pytest_agentmem.errors import ConfigurationError
     from pytest_agentmem.memory.lance import LanceDBMemoryStore

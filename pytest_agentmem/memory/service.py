@@ -183,11 +183,16 @@ class MemoryService:
     async def search(self, query: str, *, user_id: str | None = None, agent_id: str | None = None,
                      run_id: str | None = None, filters: dict[str, Any] | None = None,
                      limit: int = 10) -> list[Memory]:
-        """The ``limit`` memories most similar to ``query`` in these scopes, best first."""
-        mode, vector = await self._query(query, limit, user_id=user_id, agent_id=agent_id, run_id=run_id,
-                                         filters=filters)
+        """The ``limit`` memories most similar to ``query`` in these scopes, best first.
+
+        A result-cache hit answers before the query is embedded: only a miss pays the model
+        (or the embedding cache).
+        """
+        mode = self._checked_query(query, limit, user_id=user_id, agent_id=agent_id, run_id=run_id,
+                                   filters=filters)
         if self.result_cache is None:
-            return await self._search(vector, query, mode, user_id, agent_id, run_id, filters, limit)
+            return await self._search(await self._vector(query, mode), query, mode, user_id, agent_id, run_id,
+                                      filters, limit)
         namespace = await self.cache_namespace()
         scopes = _namespaced(namespace, search_scopes(user_id=user_id, agent_id=agent_id, run_id=run_id))
         key = result_key(self._model, query, user_id=user_id, agent_id=agent_id, run_id=run_id,
@@ -196,7 +201,8 @@ class MemoryService:
         cached, token = await self.result_cache.lookup(key, scopes)
         if cached is not None:
             return cached
-        results = await self._search(vector, query, mode, user_id, agent_id, run_id, filters, limit)
+        results = await self._search(await self._vector(query, mode), query, mode, user_id, agent_id, run_id,
+                                     filters, limit)
         await self.result_cache.store(key, scopes, token, results)
         return results
 
@@ -205,17 +211,21 @@ class MemoryService:
                               limit: int = 10) -> list[Memory]:
         """The store's own answer to :meth:`search` (same mode), past the result cache: the truth
         a cached answer is checked against."""
-        mode, vector = await self._query(query, limit, user_id=user_id, agent_id=agent_id, run_id=run_id,
-                                         filters=filters)
-        return await self._search(vector, query, mode, user_id, agent_id, run_id, filters, limit)
+        mode = self._checked_query(query, limit, user_id=user_id, agent_id=agent_id, run_id=run_id,
+                                   filters=filters)
+        return await self._search(await self._vector(query, mode), query, mode, user_id, agent_id, run_id,
+                                  filters, limit)
 
-    async def _query(self, query: str, limit: int, **selection: Any) -> tuple[str, np.ndarray | None]:
-        """Check a search's arguments; (the search mode, the query's embedding unless lexical)."""
+    def _checked_query(self, query: str, limit: int, **selection: Any) -> str:
+        """Check a search's arguments (before any cache is asked); the search mode."""
         check_content(query)
         check_limit(limit)
         check_selection(**selection)
-        mode = self.search_mode
-        return mode, (None if mode == "lexical" else await self.embedder.embed_one(query))
+        return self.search_mode
+
+    async def _vector(self, query: str, mode: str) -> np.ndarray | None:
+        """The query's embedding, unless the search is lexical."""
+        return None if mode == "lexical" else await self.embedder.embed_one(query)
 
     async def _search(self, vector: np.ndarray | None, query: str, mode: str, user_id: str | None,
                       agent_id: str | None, run_id: str | None, filters: dict[str, Any] | None,
