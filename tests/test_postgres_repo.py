@@ -372,7 +372,7 @@ async def test_a_typical_384_dim_memory_is_stored_inline_not_in_toast(memory_rep
 
 
 async def _gin_state(repo: PostgresMemoryRepository) -> dict[str, tuple[list[str], int]]:
-    """Each GIN index's options and how many entries its pending list held (merged by the call)."""
+    """Each GIN index's options and how many pages its pending list held (merged by the call)."""
     state = {}
     async with repo.pool.acquire() as conn:
         for index in (f"{repo.table}_metadata_idx", f"{repo.table}_content_tsv_idx"):
