@@ -321,9 +321,10 @@ def _worse_each_time(p: Pending, second: CheckResult | None, done: Reproduction)
             and p.check.verdict == "pass")
 
 
-def _worse_not_beyond(first: str, later: str, second: CheckResult | None) -> str:
-    """The message of a passed figure that every fresh run measured worse than its tolerance."""
-    there = second.message.split("not judged: ", 1)[-1] if second is not None else ""
+def _worse_not_beyond(first: str, later: str, second: CheckResult) -> str:
+    """The message of a passed figure that every fresh run measured worse than its tolerance
+    (``second``: its judgement there, not judged)."""
+    there = second.message.split("not judged: ", 1)[-1]
     return (f"{first}; not judged: worse than its tolerance in every fresh run {later}, but not shown "
             f"beyond it ({there})")
 

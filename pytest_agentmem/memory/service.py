@@ -35,8 +35,6 @@ import uuid
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-import numpy as np
-
 from ..errors import ConfigurationError
 from .model import SEARCH_MODES, HistoryEvent, InvalidMemoryError, Memory, MemoryRepository
 from .result_cache import SearchResultCache, delete_all_scopes, result_key, search_scopes, write_scopes
@@ -191,8 +189,7 @@ class MemoryService:
         mode = self._checked_query(query, limit, user_id=user_id, agent_id=agent_id, run_id=run_id,
                                    filters=filters)
         if self.result_cache is None:
-            return await self._search(await self._vector(query, mode), query, mode, user_id, agent_id, run_id,
-                                      filters, limit)
+            return await self._search(query, mode, user_id, agent_id, run_id, filters, limit)
         namespace = await self.cache_namespace()
         scopes = _namespaced(namespace, search_scopes(user_id=user_id, agent_id=agent_id, run_id=run_id))
         key = result_key(self._model, query, user_id=user_id, agent_id=agent_id, run_id=run_id,
@@ -201,8 +198,7 @@ class MemoryService:
         cached, token = await self.result_cache.lookup(key, scopes)
         if cached is not None:
             return cached
-        results = await self._search(await self._vector(query, mode), query, mode, user_id, agent_id, run_id,
-                                     filters, limit)
+        results = await self._search(query, mode, user_id, agent_id, run_id, filters, limit)
         await self.result_cache.store(key, scopes, token, results)
         return results
 
@@ -213,8 +209,7 @@ class MemoryService:
         a cached answer is checked against."""
         mode = self._checked_query(query, limit, user_id=user_id, agent_id=agent_id, run_id=run_id,
                                    filters=filters)
-        return await self._search(await self._vector(query, mode), query, mode, user_id, agent_id, run_id,
-                                  filters, limit)
+        return await self._search(query, mode, user_id, agent_id, run_id, filters, limit)
 
     def _checked_query(self, query: str, limit: int, **selection: Any) -> str:
         """Check a search's arguments (before any cache is asked); the search mode."""
@@ -223,13 +218,10 @@ class MemoryService:
         check_selection(**selection)
         return self.search_mode
 
-    async def _vector(self, query: str, mode: str) -> np.ndarray | None:
-        """The query's embedding, unless the search is lexical."""
-        return None if mode == "lexical" else await self.embedder.embed_one(query)
-
-    async def _search(self, vector: np.ndarray | None, query: str, mode: str, user_id: str | None,
-                      agent_id: str | None, run_id: str | None, filters: dict[str, Any] | None,
-                      limit: int) -> list[Memory]:
+    async def _search(self, query: str, mode: str, user_id: str | None, agent_id: str | None,
+                      run_id: str | None, filters: dict[str, Any] | None, limit: int) -> list[Memory]:
+        """The store's answer: the query embedded (unless the search is lexical), then searched."""
+        vector = None if mode == "lexical" else await self.embedder.embed_one(query)
         if not self.text_search:
             return await self.repository.search(vector, user_id=user_id, agent_id=agent_id,  # type: ignore[arg-type]
                                                 run_id=run_id, filters=filters, limit=limit)
