@@ -2,16 +2,30 @@
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
+import os
 
 import pytest
 
-# Import here, before any test, what a pytester in-process run may import first: pytester
-# removes the modules an inner run imported when it ends, and scipy's compiled modules
-# cannot be loaded a second time in one process ("cannot load module more than once per
-# process"), so a later test of ours that imports scipy would fail, depending on order.
-if importlib.util.find_spec("scipy") is not None:
-    import scipy.stats  # noqa: F401
+from pytest_agentmem.memory.embed_model import default_cache_dir
+
+#: Modules whose compiled parts cannot be loaded a second time in one process. pytester
+#: removes the modules an inner (in-process) run imported when it ends, so a module first
+#: imported inside one inner run is loaded again by the next: scipy, onnxruntime and numpy
+#: raise "cannot load module more than once per process", lancedb panics, and onnx ABORTS
+#: the whole test process (nanobind: "refusing to add duplicate key"), depending only on
+#: the order the tests ran in. Imported here, before any test, they are never reloaded.
+ONCE_PER_PROCESS = ("numpy", "scipy.stats", "onnx", "onnxruntime", "lancedb")
+for _name in ONCE_PER_PROCESS:
+    if importlib.util.find_spec(_name.partition(".")[0]) is not None:
+        importlib.import_module(_name)
+
+# pytester points HOME at each inner run's temporary directory, so the default model cache
+# (~/.cache/pytest-agentmem) would be empty in every inner run, and each would assemble and
+# quantise the embedding model again (2.5 s, and the onnx import above). Inner runs share
+# this run's cache instead; a test of the cache's location sets or removes the variable itself.
+os.environ.setdefault("AGENTMEM_CACHE_DIR", str(default_cache_dir()))
 
 
 @pytest.fixture(autouse=True)
