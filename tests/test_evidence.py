@@ -21,6 +21,8 @@ from pytest_agentmem.evidence.pool import pool_state
 from pytest_agentmem.evidence.profile import py_spy_path
 from pytest_agentmem.evidence.redis_stats import commandstats_delta, read_commandstats
 from pytest_agentmem.evidence.statements import StatementReader, statement_delta, statements_grown
+from pytest_agentmem.gate.baseline import MACHINES_DIR, machine_key
+from pytest_agentmem.gate.fingerprint import machine_fingerprint
 from pytest_agentmem.load.fixtures import PROFILED_RERUN
 from pytest_agentmem.report.evidence import evidence_html, failing_lines
 
@@ -358,3 +360,37 @@ def test_the_readings_own_pool_reset_is_taken_out() -> None:
     out = without_own_reset(rows, ops=4)
     assert [r["query"] for r in out] == ["CLOSE ALL", "SELECT 1"]
     assert out[0]["calls"] == 4 and out[0]["calls_per_op"] == 1.0 and out[0]["total_ms"] == pytest.approx(0.04)
+
+
+@pytest.mark.slow
+def test_a_machines_own_set_keeps_its_own_evidence(pytester: pytest.Pytester, service_urls: list[str],
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """The evidence goes beside the baseline it was recorded with: a second machine's
+    --update-baselines writes its set and its evidence in machines/<key>/, leaves the primary
+    set's evidence alone, and later runs on it compare with that evidence."""
+    pytester.makepyfile(EXTRA_QUERY_TESTS)
+    monkeypatch.setenv("AGENTMEM_BUSY_CORES", "inf")
+    common = ["--agentmem-perf", "-p", "no:cacheprovider", *service_urls, "--agentmem-profile-dir",
+              str(pytester.path / "profiles")]
+    pytester.runpytest(*common, "--update-baselines").assert_outcomes(passed=1)
+    primary_dir = pytester.path / "perf_baselines"
+    (primary,) = primary_dir.glob("*.json")
+    (primary_evidence,) = (primary_dir / "evidence").glob("*.json")
+    data = json.loads(primary.read_text())  # the primary set becomes another machine's
+    data["fingerprint"]["machine"].update(cpu_model="Fast CPU 9000", cpu_count=64)
+    primary.write_text(json.dumps(data))
+    before = primary_evidence.read_text()
+
+    pytester.runpytest(*common, "--update-baselines").assert_outcomes(passed=1)
+    assert primary_evidence.read_text() == before
+    own_dir = primary_dir / MACHINES_DIR / machine_key(machine_fingerprint())
+    assert [p.name for p in own_dir.glob("*.json")] == [primary.name]
+    assert [p.name for p in (own_dir / "evidence").glob("*.json")] == [primary_evidence.name]
+
+    primary_evidence.unlink()  # what the next run compares with can only be this machine's
+    monkeypatch.setenv("SLOW_PLAN", "1")
+    result = pytester.runpytest(*common, "--agentmem-report", "r.json")
+    result.assert_outcomes(failed=1)
+    evidence = json.loads((pytester.path / "r.json").read_text())["tests"][0]["measurements"][0]["evidence"]
+    assert evidence["reference"] == "baseline"
+    assert "LIKE" in evidence["statements_grown"][0]["query"]

@@ -12,7 +12,7 @@ import pytest
 from ..measurement import measurements_of
 from ..session import get_session
 from .run import reference_of
-from .store import write_reference
+from .store import baseline_folder, write_reference
 
 
 class EvidencePlugin:
@@ -30,4 +30,4 @@ class EvidencePlugin:
         references = {m.name: reference_of(m) for m in measurements_of(item) if getattr(m, "evidence", None)}
         references = {name: ref for name, ref in references.items() if ref}
         if references:
-            write_reference(settings.baselines_dir, item.nodeid, references)
+            write_reference(baseline_folder(item, settings.baselines_dir), item.nodeid, references)

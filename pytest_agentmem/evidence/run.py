@@ -25,7 +25,7 @@ from .flame import read_folded
 from .profiling import BETWEEN_ROUNDS, RunProfile, profile_figures, profile_stem
 from .sources import sources_of
 from .statements import statements_grown
-from .store import load_reference
+from .store import baseline_folder, load_reference
 
 #: Key of the base side's evidence in ``Measurement.info`` while the A/B pacer hands it over.
 AB_BASE_EVIDENCE = "ab_base_evidence"
@@ -110,7 +110,8 @@ class RunEvidence:
         if isinstance(base, dict) and base:
             reference, label = base, "base"
         elif not self.settings.update_baselines:
-            stored = load_reference(self.settings.baselines_dir, self.item.nodeid).get(self.name)
+            stored = load_reference(baseline_folder(self.item, self.settings.baselines_dir),
+                                    self.item.nodeid).get(self.name)
             if isinstance(stored, dict):
                 reference, label = stored, "baseline"
         if label:

@@ -1,9 +1,12 @@
 """The evidence a stored baseline was measured with: its statements and its profile.
 
-Written beside the baselines (``<baselines>/evidence/<test>.json``) by
-``--update-baselines`` for the tests that passed, read by later runs to say which
-statements and functions grew against the baseline. A baseline refreshed without
-``--agentmem-profile`` keeps no profile: a later profile is then shown alone.
+Written beside the baseline (``<folder>/evidence/<test>.json``, where ``<folder>`` holds
+the test's baseline file: the baselines folder, or a machine's own set in its
+``machines/<key>/``) by ``--update-baselines`` for the tests that passed, read by later
+runs to say which statements and functions grew against the baseline. The gate says
+which folder that is (:data:`BASELINE_FOLDER_KEY`), so each machine's set keeps the
+evidence it was recorded with. A baseline refreshed without ``--agentmem-profile``
+keeps no profile: a later profile is then shown alone.
 """
 
 from __future__ import annotations
@@ -16,8 +19,19 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 VERSION = 1
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+#: The folder holding an item's baseline file (set by the gate: the one it compares with,
+#: then the one ``--update-baselines`` wrote); absent: the baselines folder itself.
+BASELINE_FOLDER_KEY = pytest.StashKey[Path]()
+
+
+def baseline_folder(item: pytest.Item, baselines_dir: Path) -> Path:
+    """Where ``item``'s baseline, and so its evidence, lives (:data:`BASELINE_FOLDER_KEY`)."""
+    return item.stash.get(BASELINE_FOLDER_KEY, Path(baselines_dir))
 
 
 def evidence_path(baselines_dir: Path, nodeid: str) -> Path:

@@ -36,6 +36,7 @@ import pytest
 
 from ..config import Settings
 from ..errors import BaselineError, ConfigurationError, PerformanceRegression
+from ..evidence.store import BASELINE_FOLDER_KEY
 from ..load.result import cache_note
 from ..marker import PerfMarker, perf_marker_of
 from ..measurement import Measurement, measurements_of
@@ -266,6 +267,7 @@ class GatePlugin:
             elif measurements:
                 path = write_target(settings.baselines_dir, item.nodeid, current_fp["machine"], located)
                 verdict.baseline_path = str(path)
+                item.stash[BASELINE_FOLDER_KEY] = path.parent  # its evidence goes beside it
                 self._update(item, verdict, path, baseline if located.same_machine else None,
                              measurements, current_fp)
         elif not failures:  # speed figures left to the end of the run (another machine, a busy one)
@@ -295,6 +297,19 @@ class GatePlugin:
                 old_samples = before.samples(metric) if before else []
                 verdict.updated[f"{name}.{metric}"] = (centre(old_samples) if old_samples else None,
                                                        centre(stored.samples(metric)))
+
+    @pytest.hookimpl
+    def pytest_runtest_setup(self, item: pytest.Item) -> None:
+        """Tell the evidence which folder holds this test's baseline (a machine's own set, or the
+        baselines folder) before the body measures; an unusable file is reported by the gate."""
+        if not self.settings.perf or perf_marker_of(item) is None:
+            return
+        try:
+            located = self._located(item)
+        except BaselineError:
+            return
+        if located is not None:
+            item.stash[BASELINE_FOLDER_KEY] = located.path.parent
 
     @pytest.hookimpl(wrapper=True)
     def pytest_runtest_call(self, item: pytest.Item) -> Generator[None, None, None]:
