@@ -9,6 +9,7 @@ import shutil
 import stat
 import subprocess
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -72,6 +73,12 @@ def test_a_process_that_exits_between_listing_and_reading_is_left_out() -> None:
     gone.wait()
     with subprocess.Popen(["sleep", "30"]) as live:
         try:
+            # a child just started may still be in exec: its command line reads empty for a
+            # moment (seen once in a full run); wait until it is sleep's
+            deadline = time.monotonic() + 10
+            while psutil.Process(live.pid).cmdline() != ["sleep", "30"] and time.monotonic() < deadline:
+                time.sleep(0.01)
+
             class Listed:
                 def process_ids(self) -> list[int]:
                     return [gone.pid, live.pid]
