@@ -190,3 +190,34 @@ def test_a_passed_figure_worse_than_its_tolerance_in_every_fresh_run_is_no_longe
            "3 fresh processes, but not shown beyond it (worse than its tolerance over 3 runs" in message
     done.persisted = set()  # one fresh run within the tolerance: cleared, it stays as it was
     assert not _worse_each_time(p, there, done)
+
+
+def test_a_pass_in_the_fresh_runs_that_each_measured_worse_than_the_tolerance_clears_nothing() -> None:
+    """The suspects' Holm family can take back a failure that every fresh run measured worse
+    than its tolerance (seen: search.qps -18 % against a 5 % tolerance shown "pass"): that
+    "pass" is not a run within the tolerance, so it neither clears a failure nor keeps a pass."""
+    from pytest_agentmem.gate.across import Pending
+    from pytest_agentmem.gate.reproduce import NOT_REPRODUCED, Reproduction, _again, _worse_each_time
+    from pytest_agentmem.gate.verdict import CheckResult, TestVerdict
+
+    def check(verdict: str, message: str = "search.qps 286 < baseline 346 (-18%)") -> CheckResult:
+        return CheckResult(measurement="search", metric="qps", value=286.0, baseline=346.0, limit=None,
+                           change=0.18, tolerance=0.05, p_value=0.01, confirmed=False, verdict=verdict,  # type: ignore[arg-type]
+                           message=message, kind="baseline")
+
+    taken_back = check("pass", "search.qps 287 < baseline 346 (-17%); not significant across the test's 11 "
+                               "comparisons (Holm p=0.08)")
+    first = check("pass")
+    p = Pending(TestVerdict(nodeid="t::search", outcome="passed", checks=[first]), first, [286.0], [346.0], 0.05)
+    done = Reproduction(runs={id(p): [[287.0], [285.0], [288.0]]}, persisted={id(p)}, processes=3)
+    assert _worse_each_time(p, taken_back, done)
+    done.persisted = set()  # a fresh run within the tolerance: it stays as it was
+    assert not _worse_each_time(p, taken_back, done)
+
+    counts = {"reproduced": 0, "cleared": 0, "unjudged": 0, "kept": 0}
+    kept = _again(check("fail"), taken_back, False, "later", counts, persisted=True)
+    assert kept.verdict == "not-judged" and kept.reason == NOT_REPRODUCED and counts == {
+        "reproduced": 0, "cleared": 0, "unjudged": 1, "kept": 0}
+    assert "(there: worse than its tolerance in each, not significant among the suspects)" in kept.message
+    cleared = _again(check("fail"), check("pass", "search.qps 340 < baseline 346 (-2%)"), False, "later", counts)
+    assert cleared.verdict == "pass" and counts["cleared"] == 1

@@ -294,7 +294,7 @@ def settle_again(suspected: Sequence[Pending], done: Reproduction) -> dict[str, 
             new = replace(p.check, message=f"{p.check.message}; could not be reproduced: "
                                            f"{done.why_not or 'the fresh process did not measure it'}")
         else:
-            new = _again(p.check, second, held, later, counts)
+            new = _again(p.check, second, held, later, counts, id(p) in done.persisted)
         checks = p.verdict.checks
         checks[checks.index(p.check)] = new
         p.check = new
@@ -316,8 +316,9 @@ def _later(base: float | None, runs: Sequence[Sequence[float]], done: Reproducti
 
 def _worse_each_time(p: Pending, second: CheckResult | None, done: Reproduction) -> bool:
     """Every fresh run measured the figure worse than its tolerance, and they did not show it
-    beyond (``second`` not judged): a figure shown passed until then must not stay so."""
-    return (second is not None and second.verdict == "not-judged" and id(p) in done.persisted
+    beyond (``second`` not judged, or passed because the suspects' Holm family took its failure
+    back): a figure shown passed until then must not stay so."""
+    return (second is not None and second.verdict in ("not-judged", "pass") and id(p) in done.persisted
             and p.check.verdict == "pass")
 
 
@@ -341,16 +342,21 @@ def _failed_again(first: str, later: str) -> str:
 
 
 def _again(first: CheckResult, again: CheckResult, held: bool, later: str,
-           counts: dict[str, int]) -> CheckResult:
+           counts: dict[str, int], persisted: bool = False) -> CheckResult:
+    """A failed figure decided again on its fresh runs (``persisted``: each of them measured it
+    worse than its tolerance, so a "pass" there is the suspects' Holm family taking the
+    failure back, not a run within the tolerance: not judged, never cleared)."""
     if held:
         counts["reproduced"] += 1
         return replace(first, message=f"{first.message}; reproduced {later}")
-    if again.verdict == "pass":
+    if again.verdict == "pass" and not persisted:
         counts["cleared"] += 1
         return replace(first, verdict="pass", confirmed=False, reason=DID_NOT_REPRODUCE,
                        message=f"{first.message}; did not reproduce: passed {later}, so a passing "
                                "disturbance of the machine, not the code")
     counts["unjudged"] += 1
-    there = again.reason or ("failed there, but not in every run" if again.verdict == "fail" else "not judged")
+    there = again.reason or {"fail": "failed there, but not in every run",
+                             "pass": "worse than its tolerance in each, not significant among the suspects"
+                             }.get(again.verdict, "not judged")
     return replace(first, verdict="not-judged", confirmed=False, reason=NOT_REPRODUCED,
                    message=f"{first.message}; not judged: {NOT_REPRODUCED} {later} (there: {there})")
